@@ -1,0 +1,40 @@
+"""Chronicle's settings, read from the environment, each with a sane default."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting Chronicle reads. Names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Where the event store lives. Unset: `chronicle up` starts an embedded PostgreSQL.
+    database_url: str | None = None
+    # The dramatiq broker. Unset: `chronicle up` runs workers in-process on a memory broker.
+    redis_url: str | None = None
+    # Where `chronicle up` keeps the embedded PostgreSQL's data.
+    chronicle_data_dir: Path = Path(".chronicle")
+
+    chronicle_pool_min_size: int = Field(default=2, ge=1)
+    chronicle_pool_max_size: int = Field(default=10, ge=1)
+    # Writers' sessions are bounded so an abandoned transaction cannot stall readers forever.
+    chronicle_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    chronicle_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
+
+    chronicle_partitions: int = Field(default=4, ge=1, le=1024)
+    chronicle_snapshot_interval: int = Field(default=50, ge=1)
+    chronicle_max_payload_bytes: int = Field(default=1_048_576, ge=1024)
+    chronicle_max_events_per_append: int = Field(default=1_000, ge=1)
+    chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

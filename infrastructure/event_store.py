@@ -1,0 +1,429 @@
+"""The PostgreSQL event store: optimistic appends to streams, and a gap-free global log.
+
+Appends and reads go through the SQL functions of schema/0001_event_store.sql, one round
+trip each. Payloads are validated against the typed-event registry before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from domain.event_types import EventTypeRegistry
+from domain.event_types import registry as default_registry
+from infrastructure.config import Settings, get_settings
+from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
+
+STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
+LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+NOTIFY_CHANNEL = "chronicle_events"
+DEFAULT_LOG = "chronicle"
+
+
+class StreamState(Enum):
+    """Expected versions that are not a number."""
+
+    ANY = "any"
+    NO_STREAM = "no_stream"
+
+
+ANY = StreamState.ANY
+NO_STREAM = StreamState.NO_STREAM
+ExpectedVersion = int | StreamState
+
+
+class EventMetadata(BaseModel):
+    """Who did it, in which session, and why: stored in every event's `metadata` column."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    actor_id: str | None = None
+    actor_type: Literal["user", "agent", "service", "system"] | None = None
+    session_id: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append: its type name, payload, and an id that makes retries idempotent."""
+
+    type: str
+    payload: Mapping[str, Any] | BaseModel
+    event_id: UUID = field(default_factory=uuid4)
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored, its payload upcast to the current schema version."""
+
+    position: int
+    event_id: UUID
+    stream_id: str
+    stream_type: str
+    version: int
+    type: str
+    schema_version: int
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    log_name: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where an append landed: the stream's new version and each event's position."""
+
+    stream_id: str
+    version: int
+    positions: tuple[int, ...]
+    duplicate: bool = False
+
+    @property
+    def first_version(self) -> int:
+        return self.version - len(self.positions) + 1
+
+    @property
+    def position(self) -> int:
+        return self.positions[-1]
+
+
+@dataclass(frozen=True)
+class LogBlocker:
+    """An open transaction holding readers back at `held_position`."""
+
+    pid: int
+    held_position: int
+    xact_start: datetime | None
+    state: str | None
+    application_name: str | None
+    query: str | None
+
+
+class EventStore:
+    """Appends to streams and reads the log, through one connection pool."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        registry: EventTypeRegistry = default_registry,
+        settings: Settings | None = None,
+    ) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.settings = settings or get_settings()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        events: Sequence[NewEvent],
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        *,
+        stream_type: str | None = None,
+        log_name: str = DEFAULT_LOG,
+    ) -> AppendResult:
+        """Append events to one stream, all or nothing, if it is at `expected_version`.
+
+        Raises ConcurrencyConflict on a version mismatch; a retry of stored event ids
+        returns the first append's result and writes nothing.
+        """
+        with self.pool.connection() as conn:
+            return self.append_on(
+                conn, stream_id, expected_version, events, metadata,
+                stream_type=stream_type, log_name=log_name,
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """A connection in one transaction, for appends to several streams at once."""
+        with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    def append_on(
+        self,
+        conn: psycopg.Connection,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        events: Sequence[NewEvent],
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        *,
+        stream_type: str | None = None,
+        log_name: str = DEFAULT_LOG,
+    ) -> AppendResult:
+        """`append` on a given connection, so a caller's transaction can hold several."""
+        prepared = self._prepare(stream_id, expected_version, events, metadata, stream_type, log_name)
+        # On an autocommit connection the one statement is its own transaction; inside a
+        # caller's transaction, any error aborts that whole transaction.
+        in_caller_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        try:
+            row = conn.execute(
+                "SELECT * FROM append_to_stream("
+                "%s, %s, %s, %s, %s, %s, %s::text[]::jsonb[], %s::jsonb, %s)",
+                prepared.params,
+            ).fetchone()
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "events_event_id_key" or in_caller_transaction:
+                raise
+            row = {"outcome": "duplicate"}
+        except pg_errors.RaiseException as exc:
+            if exc.sqlstate == "CH001":
+                raise InvalidAppend(exc.diag.message_primary or str(exc), field="stream_type") from None
+            raise
+        outcome = row["outcome"]
+        if outcome == "appended":
+            return AppendResult(stream_id, row["stream_version"], tuple(row["positions"]))
+        if outcome == "conflict":
+            raise ConcurrencyConflict(stream_id, _describe(expected_version), row["stream_version"])
+        return self._original_result(conn, prepared)
+
+    def _prepare(
+        self,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        events: Sequence[NewEvent],
+        metadata: EventMetadata | Mapping[str, Any] | None,
+        stream_type: str | None,
+        log_name: str,
+    ) -> _PreparedAppend:
+        if not isinstance(stream_id, str) or not STREAM_ID.match(stream_id):
+            raise InvalidAppend(
+                f"stream id {str(stream_id)[:80]!r} must be 1-200 letters, digits or ._:@/+=-",
+                field="stream_id",
+            )
+        if not LOG_NAME.match(log_name):
+            raise InvalidAppend(f"log name {log_name[:80]!r} is not valid", field="log_name")
+        expected = _expected_param(expected_version)
+        if not events:
+            raise InvalidAppend("an append needs at least one event", field="events")
+        limit = self.settings.chronicle_max_events_per_append
+        if len(events) > limit:
+            raise InvalidAppend(f"an append holds at most {limit} events", field="events")
+        max_bytes = self.settings.chronicle_max_payload_bytes
+
+        types, versions, payloads, ids = [], [], [], []
+        stream_types = set()
+        for index, event in enumerate(events):
+            event_type = self.registry.get(event.type)
+            stream_types.add(event_type.stream_type)
+            text = json.dumps(self.registry.validate(event.type, event.payload), separators=(",", ":"))
+            if len(text.encode()) > max_bytes:
+                raise InvalidAppend(
+                    f"event {index} payload is larger than {max_bytes} bytes", field=f"events.{index}.payload"
+                )
+            if not isinstance(event.event_id, UUID):
+                raise InvalidAppend(f"event {index} event_id must be a UUID", field=f"events.{index}.event_id")
+            types.append(event.type)
+            versions.append(event_type.schema_version)
+            payloads.append(text)
+            ids.append(event.event_id)
+        if len(set(ids)) != len(ids):
+            raise InvalidAppend("an append repeats an event_id", field="events.event_id")
+        if stream_type is None:
+            if len(stream_types) > 1:
+                raise InvalidAppend(
+                    f"events of several stream types {sorted(stream_types)} in one stream", field="events.type"
+                )
+            stream_type = stream_types.pop()
+        meta_text = json.dumps(_metadata_dict(metadata), separators=(",", ":"))
+        if len(meta_text) > 65_536:
+            raise InvalidAppend("metadata is larger than 64 KiB", field="metadata")
+        return _PreparedAppend(
+            stream_id, ids, types, payloads,
+            (stream_id, stream_type, expected, ids, types, versions, payloads, meta_text, log_name),
+        )
+
+    def _original_result(self, conn: psycopg.Connection, prepared: _PreparedAppend) -> AppendResult:
+        """The result of the append that first stored these event ids, if it was the same."""
+        rows = conn.execute(
+            "SELECT event_id, stream_id, version, type, payload, position FROM events"
+            " WHERE event_id = ANY(%s) ORDER BY position",
+            (prepared.event_ids,),
+        ).fetchall()
+        stored = {row["event_id"]: row for row in rows}
+        for event_id, type_name, payload in zip(prepared.event_ids, prepared.types, prepared.payloads):
+            row = stored.get(event_id)
+            if (
+                row is None
+                or row["stream_id"] != prepared.stream_id
+                or row["type"] != type_name
+                or row["payload"] != json.loads(payload)
+            ):
+                raise EventIdReused(
+                    f"event id {event_id} is already stored with different content"
+                    if row is not None
+                    else f"some of these event ids are already stored, {event_id} is not"
+                )
+        return AppendResult(
+            prepared.stream_id, rows[-1]["version"], tuple(row["position"] for row in rows), duplicate=True
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_stream(
+        self, stream_id: str, from_version: int = 1, to_version: int | None = None
+    ) -> list[RecordedEvent]:
+        """A stream's events from `from_version` to `to_version` inclusive, in version order."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE stream_id = %s AND version >= %s"
+                " AND (%s::bigint IS NULL OR version <= %s::bigint) ORDER BY version",
+                (stream_id, from_version, to_version, to_version),
+            ).fetchall()
+        return [self._recorded(row) for row in rows]
+
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        types: Sequence[str] | None = None,
+        log_name: str | None = None,
+    ) -> list[RecordedEvent]:
+        """Up to `limit` events after the checkpoint `after`, in position order, never skipping one.
+
+        Only events below the safe position are returned, so an append that commits late
+        is read on a later call rather than lost.
+        """
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM read_log(%s, %s, %s, %s)",
+                (after, limit, list(types) if types is not None else None, log_name),
+            ).fetchall()
+        return [self._recorded(row) for row in rows]
+
+    def head(self, log_name: str | None = None) -> int:
+        """The position of the newest event a reader can see now (0 for an empty log)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT coalesce(max(position), 0) AS head FROM events"
+                " WHERE position <= safe_position() AND (%s::text IS NULL OR log_name = %s::text)",
+                (log_name, log_name),
+            ).fetchone()
+        return row["head"]
+
+    def safe_position(self) -> int:
+        """The position up to which the log is complete: nothing at or below it can still appear."""
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT safe_position() AS safe").fetchone()["safe"]
+
+    def stream_version(self, stream_id: str) -> int:
+        """A stream's current version, 0 if it has no events."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT version FROM streams WHERE stream_id = %s", (stream_id,)).fetchone()
+        return row["version"] if row else 0
+
+    def blockers(self) -> list[LogBlocker]:
+        """Open transactions holding the log back, the one holding it furthest back first."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT * FROM log_blockers()").fetchall()
+        return [LogBlocker(**row) for row in rows]
+
+    def wait_for_events(self, after: int, timeout: float, log_name: str | None = None) -> bool:
+        """Block until the log has an event after `after` (True) or `timeout` seconds pass (False).
+
+        Uses LISTEN/NOTIFY, so a waiting reader does not poll.
+        """
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.pool.conninfo, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            while True:
+                if self.head(log_name) > after:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                # A notification means a commit; a late commit below it may still hold the
+                # safe position back, so re-check the head rather than trust the wake-up.
+                for _ in conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
+                    pass
+
+    def register_definitions(self) -> int:
+        """Write every registered event type's JSON Schema to `event_definitions`."""
+        rows = [
+            (t.name, t.schema_version, t.stream_type, json.dumps(t.json_schema())) for t in self.registry
+        ]
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO event_definitions (type, schema_version, stream_type, json_schema)"
+                " VALUES (%s, %s, %s, %s::jsonb)"
+                " ON CONFLICT (type, schema_version) DO UPDATE"
+                " SET json_schema = EXCLUDED.json_schema, stream_type = EXCLUDED.stream_type",
+                rows,
+            )
+        return len(rows)
+
+    def _recorded(self, row: dict[str, Any]) -> RecordedEvent:
+        schema_version, payload = self.registry.upcast(row["type"], row["schema_version"], row["payload"])
+        return RecordedEvent(
+            position=row["position"],
+            event_id=row["event_id"],
+            stream_id=row["stream_id"],
+            stream_type=row["stream_type"],
+            version=row["version"],
+            type=row["type"],
+            schema_version=schema_version,
+            payload=payload,
+            metadata=row["metadata"],
+            log_name=row["log_name"],
+            recorded_at=row["recorded_at"],
+        )
+
+
+@dataclass(frozen=True)
+class _PreparedAppend:
+    stream_id: str
+    event_ids: list[UUID]
+    types: list[str]
+    payloads: list[str]
+    params: tuple[Any, ...]
+
+
+def _expected_param(expected: ExpectedVersion) -> int | None:
+    """The SQL function's form: NULL for any, 0 for no stream yet, N for version N."""
+    if expected is ANY:
+        return None
+    if expected is NO_STREAM:
+        return 0
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidAppend(
+            f"expected version must be a version >= 0, 'no stream' or 'any', not {expected!r}",
+            field="expected_version",
+        )
+    return expected
+
+
+def _describe(expected: ExpectedVersion) -> object:
+    return expected.value if isinstance(expected, StreamState) else expected
+
+
+def _metadata_dict(metadata: EventMetadata | Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if isinstance(metadata, EventMetadata):
+        return metadata.model_dump(mode="json", exclude_none=True)
+    try:
+        return EventMetadata.model_validate(dict(metadata)).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        raise InvalidAppend(f"metadata field {name!r}: {first['msg']}", field=f"metadata.{name}") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidAppend(f"metadata is not valid: {exc}", field="metadata") from None
+
+
