@@ -92,6 +92,13 @@ class EventTypeRegistry:
         except KeyError:
             raise UnknownEventType(f"unknown event type {name!r}", field="type") from None
 
+    def name_of(self, model: type) -> str | None:
+        """The type name a model is registered under, or None."""
+        for event_type in self._types.values():
+            if event_type.model is model:
+                return event_type.name
+        return None
+
     def __contains__(self, name: object) -> bool:
         return name in self._types
 

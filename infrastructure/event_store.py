@@ -7,9 +7,10 @@ trip each. Payloads are validated against the typed-event registry before anythi
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from domain.event_types import registry as default_registry
 from infrastructure.config import Settings, get_settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
 
+logger = logging.getLogger(__name__)
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
 LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 NOTIFY_CHANNEL = "chronicle_events"
@@ -126,6 +128,9 @@ class EventStore:
         self.pool = pool
         self.registry = registry
         self.settings = settings or get_settings()
+        # Called with each committed append's result, after its commit (e.g. worker wake-ups).
+        # A failing listener is the listener's problem: it never undoes the append.
+        self.after_append: list[Callable[[AppendResult], None]] = []
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -145,16 +150,31 @@ class EventStore:
         returns the first append's result and writes nothing.
         """
         with self.pool.connection() as conn:
-            return self.append_on(
+            result = self.append_on(
                 conn, stream_id, expected_version, events, metadata,
                 stream_type=stream_type, log_name=log_name,
             )
+        if not result.duplicate:
+            self.committed([result])
+        return result
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
-        """A connection in one transaction, for appends to several streams at once."""
+        """A connection in one transaction, for appends to several streams at once.
+
+        The caller passes the results of its `append_on` calls to `committed` after this exits.
+        """
         with self.pool.connection() as conn, conn.transaction():
             yield conn
+
+    def committed(self, results: Sequence[AppendResult]) -> None:
+        """Tell the after-append listeners about committed appends; their errors are logged."""
+        for listener in self.after_append:
+            for result in results:
+                try:
+                    listener(result)
+                except Exception:  # noqa: BLE001 - a wake-up must never fail an append
+                    logger.exception("after-append listener %r failed", listener)
 
     def append_on(
         self,
