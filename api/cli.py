@@ -1,0 +1,105 @@
+"""The `chronicle` command line: migrate the store, report its state, start Chronicle."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infrastructure.config import Settings, get_settings
+from infrastructure.migrations import migrate as apply_migrations
+from infrastructure.migrations import pending_migrations
+
+app = typer.Typer(help="Chronicle: an event-sourced backend for a chain workspace.", no_args_is_help=True)
+console = Console()
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or an embedded PostgreSQL under the data folder when it is unset."""
+    if settings.database_url:
+        return settings.database_url
+    from infrastructure.embedded import start_embedded_postgres
+
+    url = start_embedded_postgres(Path(settings.chronicle_data_dir).resolve() / "pgdata")
+    console.print(f"[dim]No DATABASE_URL: embedded PostgreSQL in {settings.chronicle_data_dir}/pgdata[/dim]")
+    return url
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the schema migrations that are not applied yet (safe to run twice, or at once)."""
+    url = database_url(get_settings())
+    applied = apply_migrations(url)
+    if applied:
+        for name in applied:
+            console.print(f"applied [bold]{name}[/bold]")
+    else:
+        console.print("schema is up to date")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Report the event store's state: migrations, streams, events, head and what holds it back."""
+    report = store_report(database_url(get_settings()))
+    if as_json:
+        typer.echo(json.dumps(report, default=str, indent=2))
+        return
+    _print_report(report)
+
+
+def store_report(url: str) -> dict[str, object]:
+    """The store's state as plain data: pending migrations, counts, head, safe position, blockers."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    pending = pending_migrations(url)
+    report: dict[str, object] = {"pending_migrations": pending}
+    if "0001_event_store.sql" in pending:
+        return report
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        report.update(
+            conn.execute(
+                "SELECT (SELECT count(*) FROM streams) AS streams,"
+                " (SELECT count(*) FROM events) AS events,"
+                " (SELECT coalesce(max(position), 0) FROM events) AS head,"
+                " safe_position() AS safe_position"
+            ).fetchone()
+        )
+        report["blockers"] = conn.execute("SELECT * FROM log_blockers()").fetchall()
+    return report
+
+
+def _print_report(report: dict[str, object]) -> None:
+    table = Table(title="Chronicle event store", show_header=False)
+    for key in ("streams", "events", "head", "safe_position"):
+        if key in report:
+            table.add_row(key.replace("_", " "), str(report[key]))
+    pending = report["pending_migrations"]
+    table.add_row("pending migrations", ", ".join(pending) if pending else "none")
+    for blocker in report.get("blockers", []):
+        table.add_row(
+            "held back by", f"pid {blocker['pid']} at position {blocker['held_position']} since {blocker['xact_start']}"
+        )
+    console.print(table)
+
+
+@app.command()
+def up() -> None:
+    """Start Chronicle: migrate the store and report its state (embedded PostgreSQL if unset)."""
+    settings = get_settings()
+    url = database_url(settings)
+    for name in apply_migrations(url):
+        console.print(f"applied [bold]{name}[/bold]")
+    _print_report(store_report(url))
+
+
+def main() -> None:
+    app(prog_name=os.environ.get("CHRONICLE_PROG", "chronicle"))
+
+
+if __name__ == "__main__":
+    main()
