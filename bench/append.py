@@ -1,0 +1,182 @@
+"""Append and read throughput: Chronicle's EventStore against plain PostgreSQL.
+
+Commands of one event each, one transaction each, with 1 and 8 writer threads, through
+`EventStore.append` and through a plain single-row INSERT on a same-shaped table; then the
+ordered read rate of `read_all` against a plain ordered SELECT. It creates its own database
+(on DATABASE_URL's server, else 127.0.0.1:5432), migrates it, and drops it at the end.
+
+    .venv/bin/python bench/append.py [--seconds 4] [--writers 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from psycopg import conninfo
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from domain.event_types import EventTypeRegistry  # noqa: E402
+from infrastructure.config import Settings  # noqa: E402
+from infrastructure.db import create_pool  # noqa: E402
+from infrastructure.event_store import EventMetadata, EventStore, NewEvent  # noqa: E402
+from infrastructure.migrations import migrate  # noqa: E402
+
+LOCAL_URL = "postgresql://127.0.0.1:5432/postgres"
+METADATA = EventMetadata(actor_id="bench", actor_type="service", session_id="bench-session")
+PAYLOAD = {"document_id": "doc-1", "title": "A title", "body": "x" * 200}
+
+registry = EventTypeRegistry()
+
+
+@registry.register("document.updated")
+class DocumentUpdated(BaseModel):
+    """The benchmark's one event type: a small document edit."""
+
+    document_id: str
+    title: str
+    body: str
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    """The same server URL pointing at another database."""
+    params = conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo(**params)
+
+
+def create_plain_table(url: str) -> None:
+    """A table shaped like `events` (same columns, keys and indexes, no triggers), for plain INSERTs."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE plain_events (LIKE events INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+        )
+        conn.execute("ALTER TABLE plain_events ALTER position ADD GENERATED ALWAYS AS IDENTITY")
+        conn.execute("ALTER TABLE plain_events ALTER recorded_at SET DEFAULT clock_timestamp()")
+
+
+def run_writers(writers: int, seconds: float, command: Callable[[int, int], None]) -> float:
+    """Run `command(writer, n)` in a loop on each writer thread for `seconds`; return commands/s."""
+    counts = [0] * writers
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                command(index, n)
+                n += 1
+        except BaseException as exc:  # noqa: BLE001 - reported after the run
+            errors.append(exc)
+            stop.set()
+        counts[index] = n
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(writers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return sum(counts) / elapsed
+
+
+def bench_appends(store: EventStore, pool, writers: int, seconds: float, run: str) -> tuple[float, float]:
+    """Events/s through Chronicle's append and through a plain INSERT, for `writers` threads."""
+    payload_text = json.dumps(PAYLOAD)
+    metadata_text = METADATA.model_dump_json(exclude_none=True)
+
+    def plain(writer: int, n: int) -> None:
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO plain_events (event_id, stream_id, stream_type, version, type,"
+                " schema_version, payload, metadata, log_name)"
+                " VALUES (%s, %s, 'document', %s, 'document.updated', 1, %s::jsonb, %s::jsonb, 'chronicle')",
+                (uuid.uuid4(), f"{run}-plain-{writer}", n + 1, payload_text, metadata_text),
+            )
+
+    def chronicle(writer: int, n: int) -> None:
+        # Each writer owns one stream and appends with the version it expects (n so far).
+        store.append(
+            f"{run}-doc-{writer}", n, [NewEvent("document.updated", PAYLOAD)], METADATA
+        )
+
+    plain_rate = run_writers(writers, seconds, plain)
+    chronicle_rate = run_writers(writers, seconds, chronicle)
+    return chronicle_rate, plain_rate
+
+
+def bench_reads(store: EventStore, pool, page: int = 1000) -> tuple[float, float, int]:
+    """Events/s reading the whole log in pages: `read_all` against a plain ordered SELECT."""
+    started = time.perf_counter()
+    after, total = 0, 0
+    while batch := store.read_all(after, page):
+        after, total = batch[-1].position, total + len(batch)
+    chronicle_rate = total / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    after, plain_total = 0, 0
+    with pool.connection() as conn:
+        while rows := conn.execute(
+            "SELECT * FROM events WHERE position > %s ORDER BY position LIMIT %s", (after, page)
+        ).fetchall():
+            after, plain_total = rows[-1]["position"], plain_total + len(rows)
+    plain_rate = plain_total / (time.perf_counter() - started)
+    return chronicle_rate, plain_rate, total
+
+
+def main() -> None:
+    """Create a bench database, measure appends and reads, print the rates, drop the database."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measured phase")
+    parser.add_argument("--writers", default="1,8", help="comma-separated writer thread counts")
+    args = parser.parse_args()
+    writer_counts = [int(w) for w in args.writers.split(",")]
+
+    admin_url = os.environ.get("DATABASE_URL") or LOCAL_URL
+    dbname = f"chronicle_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    url = with_dbname(admin_url, dbname)
+    settings = Settings(chronicle_pool_min_size=max(writer_counts) + 1, chronicle_pool_max_size=max(writer_counts) + 2)
+    try:
+        migrate(url)
+        create_plain_table(url)
+        pool = create_pool(url, settings, name="chronicle-bench")
+        try:
+            store = EventStore(pool, registry, settings)
+            run_writers(2, min(1.0, args.seconds), lambda w, n: store.append(
+                f"warmup-{w}", n, [NewEvent("document.updated", PAYLOAD)]))
+            print(f"appends: one event per command, one transaction each, {args.seconds:g} s per phase")
+            print(f"{'writers':>8} {'chronicle ev/s':>15} {'plain INSERT ev/s':>18} {'ratio':>6}")
+            for writers in writer_counts:
+                chronicle_rate, plain_rate = bench_appends(store, pool, writers, args.seconds, f"w{writers}")
+                print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}")
+            chronicle_read, plain_read, total = bench_reads(store, pool)
+            print(f"ordered reads of {total:,} events, pages of 1000:")
+            print(f"  read_all {chronicle_read:,.0f} ev/s, plain ordered SELECT {plain_read:,.0f} ev/s,"
+                  f" ratio {chronicle_read / plain_read:.2f}")
+        finally:
+            pool.close()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
