@@ -105,8 +105,24 @@ class EventTypeRegistry:
     def __iter__(self):
         return iter(self._types.values())
 
-    def validate(self, name: str, payload: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
-        """The payload as clean JSON-able data, or an error naming the offending field."""
+    def validate(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | BaseModel,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The payload as clean JSON-able data, or an error naming the offending field.
+
+        `envelope` holds fields the store keeps in columns (an eventsourcing event's
+        originator id and version): validated with the payload, left out of the result.
+        """
+        if envelope:
+            if isinstance(payload, BaseModel):
+                payload = payload.model_dump(mode="json")
+            if not isinstance(payload, Mapping):
+                raise InvalidEventPayload(f"{name} payload must be an object", field="payload")
+            data = self.validate(name, {**payload, **envelope})
+            return {key: value for key, value in data.items() if key not in envelope}
         event_type = self.get(name)
         if isinstance(payload, BaseModel):
             if not isinstance(payload, event_type.model):

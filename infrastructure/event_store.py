@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,10 +28,13 @@ from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
 from infrastructure.config import Settings, get_settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
+from infrastructure.notifier import CommitNotifier
 
 logger = logging.getLogger(__name__)
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
 LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+# A JSON-escaped NUL (\u0000 not itself escaped): jsonb refuses it, so refuse it up front.
+JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 NOTIFY_CHANNEL = "chronicle_events"
 DEFAULT_LOG = "chronicle"
 
@@ -67,6 +70,8 @@ class NewEvent:
     type: str
     payload: Mapping[str, Any] | BaseModel
     event_id: UUID = field(default_factory=uuid4)
+    # Fields validated with the payload but stored in columns (originator id and version).
+    envelope: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class AppendResult:
     version: int
     positions: tuple[int, ...]
     duplicate: bool = False
+    stream_type: str | None = None
 
     @property
     def first_version(self) -> int:
@@ -124,13 +130,21 @@ class EventStore:
         pool: ConnectionPool,
         registry: EventTypeRegistry = default_registry,
         settings: Settings | None = None,
+        *,
+        accept_unregistered_types: bool = False,
     ) -> None:
         self.pool = pool
         self.registry = registry
         self.settings = settings or get_settings()
+        # The eventsourcing persistence module stores library events under their topic,
+        # with no registered model: allowed only when asked for. Registered types are
+        # always validated.
+        self.accept_unregistered_types = accept_unregistered_types
         # Called with each committed append's result, after its commit (e.g. worker wake-ups).
         # A failing listener is the listener's problem: it never undoes the append.
         self.after_append: list[Callable[[AppendResult], None]] = []
+        # append() wakes readers after its commit, one NOTIFY per burst of commits.
+        self.notifier = CommitNotifier(pool, NOTIFY_CHANNEL)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -152,9 +166,10 @@ class EventStore:
         with self.pool.connection() as conn:
             result = self.append_on(
                 conn, stream_id, expected_version, events, metadata,
-                stream_type=stream_type, log_name=log_name,
+                stream_type=stream_type, log_name=log_name, notify=False,
             )
         if not result.duplicate:
+            self.notifier.poke(log_name)
             self.committed([result])
         return result
 
@@ -186,29 +201,38 @@ class EventStore:
         *,
         stream_type: str | None = None,
         log_name: str = DEFAULT_LOG,
+        notify: bool = True,
     ) -> AppendResult:
-        """`append` on a given connection, so a caller's transaction can hold several."""
+        """`append` on a given connection, so a caller's transaction can hold several.
+
+        notify=True sends NOTIFY in the transaction; False leaves the wake-up to the caller.
+        """
         prepared = self._prepare(stream_id, expected_version, events, metadata, stream_type, log_name)
         # On an autocommit connection the one statement is its own transaction; inside a
         # caller's transaction, any error aborts that whole transaction.
-        in_caller_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        in_caller_transaction = (
+            not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        )
         try:
             row = conn.execute(
-                "SELECT * FROM append_to_stream("
-                "%s, %s, %s, %s, %s, %s, %s::text[]::jsonb[], %s::jsonb, %s)",
-                prepared.params,
+                "SELECT * FROM append_to_stream(%s, %s, %s, %s::uuid[], %s::text[], %s::int[],"
+                " %s::text[]::jsonb[], %s::jsonb, %s, %s)",
+                (*prepared.params, notify),
             ).fetchone()
         except pg_errors.UniqueViolation as exc:
             if exc.diag.constraint_name != "events_event_id_key" or in_caller_transaction:
                 raise
             row = {"outcome": "duplicate"}
-        except pg_errors.RaiseException as exc:
+        except psycopg.DatabaseError as exc:
+            # A custom SQLSTATE maps to no psycopg subclass: match it by code.
             if exc.sqlstate == "CH001":
                 raise InvalidAppend(exc.diag.message_primary or str(exc), field="stream_type") from None
             raise
         outcome = row["outcome"]
         if outcome == "appended":
-            return AppendResult(stream_id, row["stream_version"], tuple(row["positions"]))
+            return AppendResult(
+                stream_id, row["stream_version"], tuple(row["positions"]), stream_type=prepared.params[1]
+            )
         if outcome == "conflict":
             raise ConcurrencyConflict(stream_id, _describe(expected_version), row["stream_version"])
         return self._original_result(conn, prepared)
@@ -240,17 +264,28 @@ class EventStore:
         types, versions, payloads, ids = [], [], [], []
         stream_types = set()
         for index, event in enumerate(events):
-            event_type = self.registry.get(event.type)
-            stream_types.add(event_type.stream_type)
-            text = json.dumps(self.registry.validate(event.type, event.payload), separators=(",", ":"))
+            if self.accept_unregistered_types and event.type not in self.registry:
+                text, schema_version = _unregistered_payload(index, event, stream_type), 1
+            else:
+                event_type = self.registry.get(event.type)
+                stream_types.add(event_type.stream_type)
+                schema_version = event_type.schema_version
+                text = json.dumps(
+                    self.registry.validate(event.type, event.payload, event.envelope), separators=(",", ":")
+                )
             if len(text.encode()) > max_bytes:
                 raise InvalidAppend(
                     f"event {index} payload is larger than {max_bytes} bytes", field=f"events.{index}.payload"
                 )
+            if JSON_NUL.search(text):
+                raise InvalidAppend(
+                    f"event {index} payload holds a NUL character, which jsonb cannot store",
+                    field=f"events.{index}.payload",
+                )
             if not isinstance(event.event_id, UUID):
                 raise InvalidAppend(f"event {index} event_id must be a UUID", field=f"events.{index}.event_id")
             types.append(event.type)
-            versions.append(event_type.schema_version)
+            versions.append(schema_version)
             payloads.append(text)
             ids.append(event.event_id)
         if len(set(ids)) != len(ids):
@@ -264,9 +299,13 @@ class EventStore:
         meta_text = json.dumps(_metadata_dict(metadata), separators=(",", ":"))
         if len(meta_text) > 65_536:
             raise InvalidAppend("metadata is larger than 64 KiB", field="metadata")
+        if JSON_NUL.search(meta_text):
+            raise InvalidAppend("metadata holds a NUL character, which jsonb cannot store", field="metadata")
         return _PreparedAppend(
             stream_id, ids, types, payloads,
-            (stream_id, stream_type, expected, ids, types, versions, payloads, meta_text, log_name),
+            # Arrays go as text literals: psycopg's generic list adaptation costs more client CPU.
+            (stream_id, stream_type, expected, _array_literal(map(str, ids)), _array_literal(types),
+             _array_literal(map(str, versions)), _array_literal(payloads), meta_text, log_name),
         )
 
     def _original_result(self, conn: psycopg.Connection, prepared: _PreparedAppend) -> AppendResult:
@@ -412,6 +451,30 @@ class _PreparedAppend:
     types: list[str]
     payloads: list[str]
     params: tuple[Any, ...]
+
+
+def _unregistered_payload(index: int, event: NewEvent, stream_type: str | None) -> str:
+    """The JSON text of an event whose type has no registered model (a library topic)."""
+    if stream_type is None:
+        raise InvalidAppend(f"event {index} has an unregistered type: name the stream type", field="stream_type")
+    if not event.type or len(event.type) > 500:
+        raise InvalidAppend(f"event {index} type must be 1-500 characters", field=f"events.{index}.type")
+    payload = event.payload.model_dump(mode="json") if isinstance(event.payload, BaseModel) else event.payload
+    if not isinstance(payload, Mapping):
+        raise InvalidAppend(f"event {index} payload must be an object", field=f"events.{index}.payload")
+    try:
+        return json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidAppend(f"event {index} payload is not JSON: {exc}", field=f"events.{index}.payload") from None
+
+
+def _array_literal(items: Iterable[str]) -> str:
+    """A PostgreSQL array literal of quoted, escaped elements (never NULL).
+
+    Built here because it is several times cheaper than adapting a Python list per append.
+    """
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
 
 
 def _expected_param(expected: ExpectedVersion) -> int | None:

@@ -71,6 +71,9 @@ CREATE TABLE event_definitions (
 --   expected_version: NULL means "any", 0 means "no stream yet", N means "at version N".
 --   outcome: 'appended', 'conflict' (stream_version is then the actual version)
 --            or 'duplicate' (these event ids are already stored; nothing is written).
+--   p_notify: false when the caller sends the wake-up itself after commit. A NOTIFY in
+--            the append's own transaction takes a database-wide lock held through the
+--            commit's WAL flush, so it serialises every committing writer.
 CREATE FUNCTION append_to_stream(
     p_stream_id        text,
     p_stream_type      text,
@@ -80,7 +83,8 @@ CREATE FUNCTION append_to_stream(
     p_schema_versions  integer[],
     p_payloads         jsonb[],
     p_metadata         jsonb,
-    p_log_name         text
+    p_log_name         text,
+    p_notify           boolean DEFAULT true
 ) RETURNS TABLE (outcome text, stream_version bigint, positions bigint[])
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -148,8 +152,10 @@ BEGIN
     SELECT 'appended', new_version, array_agg(inserted.position ORDER BY inserted.position)
     FROM inserted;
 
-    -- 5. Wake listeners once this commits.
-    PERFORM pg_notify('chronicle_events', p_log_name);
+    -- 5. Wake listeners once this commits (unless the caller wakes them after commit).
+    IF p_notify THEN
+        PERFORM pg_notify('chronicle_events', p_log_name);
+    END IF;
 END;
 $$;
 

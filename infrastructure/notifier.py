@@ -1,0 +1,63 @@
+"""Coalesced NOTIFY after commit: wakes log readers without serialising the writers' commits.
+
+A NOTIFY inside an append's transaction takes a database-wide lock that is held through the
+commit's WAL flush, so every notifying commit waits for the one before it. Instead, appends
+commit without NOTIFY and poke this notifier, which sends one NOTIFY per burst of commits
+from a background thread. Readers re-check the log on every wake-up, so one is enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from psycopg_pool import ConnectionPool
+
+logger = logging.getLogger(__name__)
+CHANNEL = "chronicle_events"
+IDLE_EXIT_SECONDS = 5.0
+
+
+class CommitNotifier:
+    """Sends NOTIFY on CHANNEL for logs that had commits, at most one in flight at a time."""
+
+    def __init__(self, pool: ConnectionPool, channel: str = CHANNEL) -> None:
+        self.pool = pool
+        self.channel = channel
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poke(self, log_name: str) -> None:
+        """Note a committed append to `log_name`; a NOTIFY for it follows shortly.
+
+        Cheap and non-blocking: the append that calls it never waits for the NOTIFY.
+        """
+        with self._lock:
+            self._pending.add(log_name)
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="chronicle-notifier", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        """Send NOTIFY for each burst of pokes; exit after a quiet spell (restarted by poke)."""
+        while True:
+            self._wake.wait(IDLE_EXIT_SECONDS)
+            with self._lock:
+                names, self._pending = self._pending, set()
+                self._wake.clear()
+                if not names:
+                    self._thread = None
+                    return
+            try:
+                with self.pool.connection() as conn:
+                    for name in sorted(names):
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, name))
+            except Exception:  # noqa: BLE001 - a lost wake-up is covered by readers' re-checks
+                logger.warning("NOTIFY after append failed; readers catch up on their next check", exc_info=True)
+                if self.pool.closed:
+                    with self._lock:
+                        self._thread = None
+                    return

@@ -1,0 +1,760 @@
+"""The eventsourcing library's persistence module on Chronicle's own store.
+
+With PERSISTENCE_MODULE=infrastructure.persistence and DATABASE_URL set, any eventsourcing
+Application records its events in Chronicle's `events` table through EventStore:
+payloads as readable jsonb, the originator id and version as the stream id and version
+columns, the application's name as the notification log (`log_name`), `save()` keyword
+arguments in `metadata`, global positions as notification ids (gap-free via read_log).
+Snapshots go to `snapshots`, tracking records to `tracking` (schema/0002_eventsourcing.sql).
+
+Events that are pydantic models registered in `domain.event_types.registry` are stored
+under their stable type name and schema version, validated by the registry, and upcast
+when read. Other events (the library's dataclass-style ones) are stored under their topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NamedTuple, cast
+from uuid import UUID, uuid4
+
+import psycopg
+import psycopg_pool
+from pydantic import BaseModel
+
+from domain.event_types import EventTypeRegistry
+from domain.event_types import registry as default_registry
+from eventsourcing.domain import DomainEventProtocol, HasOriginatorIDVersion
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    Cipher,
+    Compressor,
+    DatabaseError,
+    DataError,
+    InfrastructureFactory,
+    InfrastructureFactoryError,
+    IntegrityError,
+    InterfaceError,
+    ListenNotifySubscription,
+    Mapper,
+    MapperDeserialisationError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    ProcessRecorder,
+    ProgrammingError,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+    Transcoder,
+    find_id_convertor,
+)
+from eventsourcing.utils import Environment, EnvType, TopicError, get_topic, resolve_topic, strtobool
+from infrastructure.config import Settings
+from infrastructure.db import connect, create_pool
+from infrastructure.errors import ConcurrencyConflict, EventIdReused
+from infrastructure.event_store import DEFAULT_LOG, NOTIFY_CHANNEL, AppendResult, EventStore, NewEvent
+
+__all__ = [
+    "ChronicleApplicationRecorder",
+    "ChronicleDatastore",
+    "ChronicleFactory",
+    "ChronicleMapper",
+    "ChronicleProcessRecorder",
+    "ChronicleSnapshotRecorder",
+    "ChronicleStoredEvent",
+    "ChronicleTrackingRecorder",
+    "CommandEvent",
+    "UnreadablePayloadSettings",
+]
+
+logger = logging.getLogger(__name__)
+
+# The stream type of events with no registered model (the library's own event classes).
+LIBRARY_STREAM_TYPE = "eventsourcing"
+# A payload that is not a JSON object is kept, base64-encoded, under this one key.
+BYTES_KEY = "_bytes_"
+# Columns, not payload: the originator id and version of an eventsourcing event.
+ENVELOPE = ("originator_id", "originator_version")
+
+
+class UnreadablePayloadSettings(InfrastructureFactoryError, ValueError):
+    """A cipher or compressor was configured: it would turn payloads into unreadable bytes."""
+
+
+@dataclass(frozen=True)
+class ChronicleStoredEvent(StoredEvent):
+    """A StoredEvent that may carry the domain event's own id, so a re-sent save is idempotent."""
+
+    event_id: UUID | None = None
+
+
+class CommandEvent(NamedTuple):
+    """Where one event a command appended landed: its stream, version and log position."""
+
+    stream_id: str
+    version: int
+    position: int
+
+
+# -- payloads: bytes <-> jsonb ---------------------------------------------------------------
+
+
+def payload_from_state(state: bytes) -> dict[str, Any]:
+    """The jsonb payload for a stored event's state: the JSON object itself when it is one.
+
+    Anything else (not UTF-8, not an object, NaN, NUL characters jsonb refuses) is kept
+    base64-encoded under `_bytes_`, so every state round-trips.
+    """
+    try:
+        text = state.decode("utf-8")
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError):
+        value = None
+    else:
+        if "\\u0000" in text:
+            value = None
+    if isinstance(value, dict) and set(value) != {BYTES_KEY}:
+        return value
+    return {BYTES_KEY: base64.b64encode(state).decode("ascii")}
+
+
+def state_from_payload(payload: dict[str, Any]) -> bytes:
+    """The stored event's state for a jsonb payload: the inverse of payload_from_state."""
+    if set(payload) == {BYTES_KEY} and isinstance(payload[BYTES_KEY], str):
+        return base64.b64decode(payload[BYTES_KEY])
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _id_text(originator_id: UUID | str) -> str:
+    return str(originator_id)
+
+
+def _id_value(stream_id: str) -> UUID | str:
+    """A stream id as the library expects it: a UUID when it is one, else the text."""
+    try:
+        value = UUID(stream_id)
+    except ValueError:
+        return stream_id
+    return value if str(value) == stream_id else stream_id
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Raise the library's persistence errors for database and store errors.
+
+    A version clash (ConcurrencyConflict, a reused event id, a unique violation) becomes
+    IntegrityError, so the library's optimistic concurrency holds.
+    """
+    try:
+        yield
+    except (ConcurrencyConflict, EventIdReused) as exc:
+        raise IntegrityError(str(exc)) from exc
+    except psycopg_pool.PoolTimeout as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.IntegrityError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.InterfaceError as exc:
+        raise InterfaceError(str(exc)) from exc
+    except psycopg.DataError as exc:
+        raise DataError(str(exc)) from exc
+    except psycopg.ProgrammingError as exc:
+        raise ProgrammingError(str(exc)) from exc
+    except psycopg.DatabaseError as exc:
+        raise DatabaseError(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise PersistenceError(str(exc)) from exc
+
+
+# -- the datastore ----------------------------------------------------------------------------
+
+
+class ChronicleDatastore:
+    """One connection pool and one EventStore, shared by a factory's recorders."""
+
+    def __init__(self, url: str, settings: Settings, registry: EventTypeRegistry, *, name: str) -> None:
+        self.url = url
+        self.settings = settings
+        self.registry = registry
+        self.pool = create_pool(url, settings, name=name[:60])
+        self.store = EventStore(self.pool, registry, settings, accept_unregistered_types=True)
+        self._stored_types: dict[str, str] = {}
+
+    def stored_type(self, topic: str) -> str:
+        """The `type` column for a topic: a registered model's stable name, else the topic.
+
+        Lets projections filter by either the Python topic or the stable name.
+        """
+        if topic in self.registry:
+            return topic
+        known = self._stored_types.get(topic)
+        if known is None:
+            known = topic
+            if ":" in topic:
+                try:
+                    known = self.registry.name_of(resolve_topic(topic)) or topic
+                except (TopicError, ImportError, AttributeError):
+                    known = topic
+            self._stored_types[topic] = known
+        return known
+
+    def payload_to_state(self, type_name: str, schema_version: int, payload: dict[str, Any]) -> bytes:
+        """A stored payload as the library's state bytes, upcast to its current schema."""
+        _, payload = self.registry.upcast(type_name, schema_version, payload)
+        return state_from_payload(payload)
+
+    def close(self) -> None:
+        """Release the pool's connections."""
+        self.pool.close()
+
+
+class _ChronicleRecorder:
+    """What every Chronicle recorder knows: its datastore, its log and its tracker name."""
+
+    def __init__(
+        self, datastore: ChronicleDatastore, *, log_name: str = DEFAULT_LOG, tracker: str = DEFAULT_LOG
+    ) -> None:
+        self.datastore = datastore
+        self.log_name = log_name
+        self.tracker = tracker
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in one transaction (dict rows), with the library's errors.
+
+        Materialised views write their rows and `insert_tracking_on` in one of these.
+        """
+        with library_errors(), self.datastore.store.transaction() as conn:
+            yield conn
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+
+class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
+    """Aggregate snapshots in the `snapshots` table: a cache of state at a version, as jsonb."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Record snapshots, all or nothing; an existing (stream, version) is an IntegrityError."""
+        if not stored_events:
+            return None
+        rows = [
+            (self.log_name, _id_text(e.originator_id), e.originator_version, e.topic,
+             json.dumps(payload_from_state(e.state), separators=(",", ":")))
+            for e in stored_events
+        ]
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO snapshots (log_name, stream_id, version, type, state)"
+                " VALUES (%s, %s, %s, %s, %s::jsonb)",
+                rows,
+            )
+        return None
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """Snapshots of one aggregate between versions; the newest first with desc=True."""
+        order = "DESC" if desc else "ASC"
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # One aggregate's snapshots in (gt, lte], in version order.
+                "SELECT version, type, state FROM snapshots"
+                " WHERE log_name = %s AND stream_id = %s"
+                " AND (%s::bigint IS NULL OR version > %s::bigint)"
+                " AND (%s::bigint IS NULL OR version <= %s::bigint)"
+                f" ORDER BY version {order} LIMIT %s",
+                (self.log_name, _id_text(originator_id), gt, gt, lte, lte, limit),
+            ).fetchall()
+        return [
+            StoredEvent(originator_id, row["version"], row["type"], state_from_payload(row["state"]))
+            for row in rows
+        ]
+
+
+# -- the application recorder -----------------------------------------------------------------
+
+
+class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
+    """An application's events in Chronicle's `events` table, its notification log = `log_name`."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Append a save's events, all aggregates in one transaction; return their positions.
+
+        Keyword arguments of `save()` (actor_id, actor_type, session_id, correlation_id,
+        causation_id, command_id, ...) land in every event's metadata.
+        """
+        tracking: Tracking | None = kwargs.pop("tracking", None)
+        metadata = {k: (str(v) if isinstance(v, UUID) else v) for k, v in kwargs.items() if v is not None}
+        appends = self._appends(stored_events)
+        if not appends and tracking is None:
+            return None
+        store = self.datastore.store
+        results: list[AppendResult] = []
+        with self.transaction() as conn:
+            self._before_appends(conn, tracking)
+            for stream_id, expected, events, stream_type in appends:
+                results.append(
+                    store.append_on(
+                        conn, stream_id, expected, events, metadata,
+                        stream_type=stream_type, log_name=self.log_name, notify=False,
+                    )
+                )
+        # Wake readers after the commit (a NOTIFY inside it would serialise committers).
+        if any(not r.duplicate for r in results):
+            store.notifier.poke(self.log_name)
+        store.committed([r for r in results if not r.duplicate])
+        if not stored_events:
+            return None
+        positions = {
+            (r.stream_id, r.first_version + i): p for r in results for i, p in enumerate(r.positions)
+        }
+        return [positions[(_id_text(e.originator_id), e.originator_version)] for e in stored_events]
+
+    def _before_appends(self, conn: psycopg.Connection[Any], tracking: Tracking | None) -> None:
+        """Hook: the process recorder records its tracking here, in the same transaction."""
+
+    def _appends(
+        self, stored_events: Sequence[StoredEvent]
+    ) -> list[tuple[str, int, list[NewEvent], str]]:
+        """Group events by stream: (stream id, expected version, events, stream type) each."""
+        groups: dict[str, list[StoredEvent]] = {}
+        for event in stored_events:
+            groups.setdefault(_id_text(event.originator_id), []).append(event)
+        appends = []
+        registry = self.datastore.registry
+        for stream_id, events in groups.items():
+            first = events[0].originator_version
+            versions = [e.originator_version for e in events]
+            if versions != list(range(first, first + len(events))):
+                raise IntegrityError(
+                    f"stream {stream_id}: versions {versions} must follow on without gaps or repeats"
+                )
+            if first < 1:
+                raise DataError(f"stream {stream_id}: Chronicle streams start at version 1, not {first}")
+            stream_type = next(
+                (registry.get(e.topic).stream_type for e in events if e.topic in registry),
+                LIBRARY_STREAM_TYPE,
+            )
+            new_events = []
+            for e in events:
+                envelope = (
+                    {"originator_id": stream_id, "originator_version": e.originator_version}
+                    if e.topic in registry
+                    else None
+                )
+                event_id = getattr(e, "event_id", None) or uuid4()
+                new_events.append(NewEvent(e.topic, payload_from_state(e.state), event_id, envelope))
+            appends.append((stream_id, first - 1, new_events, stream_type))
+        return appends
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One aggregate's events in (gt, lte], in version order (newest first with desc=True)."""
+        order = "DESC" if desc else "ASC"
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # A stream of this application's log, by the (stream_id, version) key.
+                "SELECT version, type, schema_version, payload FROM events"
+                " WHERE stream_id = %s AND log_name = %s"
+                " AND (%s::bigint IS NULL OR version > %s::bigint)"
+                " AND (%s::bigint IS NULL OR version <= %s::bigint)"
+                f" ORDER BY version {order} LIMIT %s",
+                (_id_text(originator_id), self.log_name, gt, gt, lte, lte, limit),
+            ).fetchall()
+        to_state = self.datastore.payload_to_state
+        return [
+            StoredEvent(
+                originator_id, row["version"], row["type"],
+                to_state(row["type"], row["schema_version"], row["payload"]),
+            )
+            for row in rows
+        ]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """This log's events from `start` (a position), gap-free, filtered by topic or type name.
+
+        Notification ids are global positions: increasing, not contiguous.
+        """
+        after = 0 if start is None else (start - 1 if inclusive_of_start else start)
+        types = [self.datastore.stored_type(t) for t in topics] if topics else None
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # read_log returns only events at or below the safe position.
+                "SELECT position, stream_id, version, type, schema_version, payload"
+                " FROM read_log(%s, %s, %s, %s)",
+                (after, limit, types, self.log_name),
+            ).fetchall()
+        to_state = self.datastore.payload_to_state
+        return [
+            Notification(
+                originator_id=_id_value(row["stream_id"]),
+                originator_version=row["version"],
+                topic=row["type"],
+                state=to_state(row["type"], row["schema_version"], row["payload"]),
+                id=row["position"],
+            )
+            for row in rows
+            if stop is None or row["position"] <= stop
+        ]
+
+    def max_notification_id(self) -> int | None:
+        """The newest position in this log that readers can see, None for an empty log."""
+        with library_errors(), self.datastore.pool.connection() as conn:
+            row = conn.execute(
+                # Bounded by the safe position, like select_notifications.
+                "SELECT max(position) AS max FROM events"
+                " WHERE log_name = %s AND position <= safe_position()",
+                (self.log_name,),
+            ).fetchone()
+        return row["max"]
+
+    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
+        """Notifications after `gt`, then new ones as they commit (LISTEN/NOTIFY)."""
+        return ChronicleSubscription(self, gt=gt, topics=topics)
+
+    def find_command(self, command_id: str | UUID) -> list[CommandEvent]:
+        """The events a command appended to this log, in position order; empty if none.
+
+        The domain's service answers a repeated command id from this instead of appending.
+        """
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # Served by events_command_idx.
+                "SELECT stream_id, version, position FROM events"
+                " WHERE metadata->>'command_id' = %s AND log_name = %s ORDER BY position",
+                (str(command_id), self.log_name),
+            ).fetchall()
+        return [CommandEvent(r["stream_id"], r["version"], r["position"]) for r in rows]
+
+
+class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorder]):
+    """Pulls notifications after each NOTIFY on `chronicle_events`, and once a second.
+
+    Any log's commit may free the safe position, and an aborted append frees it without a
+    NOTIFY: so every notification, and a periodic tick, wakes the pull.
+    """
+
+    POLL_SECONDS = 1.0
+
+    def __init__(
+        self, recorder: ChronicleApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> None:
+        datastore = recorder.datastore
+        # LISTEN before the first pull, so nothing committed in between is missed.
+        self._listen_conn = connect(datastore.url, datastore.settings)
+        self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._listen_thread = threading.Thread(target=self._listen, daemon=True)
+        self._listen_thread.start()
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._listen_thread.join()
+
+    def _listen(self) -> None:
+        ticks = 0
+        try:
+            with self._listen_conn as conn:
+                while not self._has_been_stopped and not self._thread_error:
+                    for _ in conn.notifies(timeout=0.1, stop_after=1):
+                        self._has_been_notified.set()
+                    ticks += 1
+                    if ticks * 0.1 >= self.POLL_SECONDS:
+                        ticks = 0
+                        self._has_been_notified.set()
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the iterating thread
+            if self._thread_error is None:
+                self._thread_error = exc
+            self.stop()
+
+
+# -- tracking ---------------------------------------------------------------------------------
+
+
+class ChronicleTrackingRecorder(_ChronicleRecorder, TrackingRecorder):
+    """How far `tracker` (a projection or process) has processed each upstream log."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record a position; one at or below the recorded one is an IntegrityError."""
+        with self.transaction() as conn:
+            self.insert_tracking_on(conn, tracking)
+
+    def insert_tracking_on(self, conn: psycopg.Connection[Any], tracking: Tracking) -> None:
+        """`insert_tracking` in the caller's transaction, with the view's own rows."""
+        row = conn.execute(
+            # Moves forward only: no row back means the position was already processed.
+            "INSERT INTO tracking AS t (tracker, application_name, notification_id)"
+            " VALUES (%s, %s, %s)"
+            " ON CONFLICT (tracker, application_name) DO UPDATE"
+            " SET notification_id = EXCLUDED.notification_id, updated_at = now()"
+            " WHERE t.notification_id < EXCLUDED.notification_id"
+            " RETURNING notification_id",
+            (self.tracker, tracking.application_name, tracking.notification_id),
+        ).fetchone()
+        if row is None:
+            raise IntegrityError(
+                f"{self.tracker} has already processed {tracking.application_name}"
+                f" notification {tracking.notification_id}"
+            )
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        """The last position of `application_name` this tracker processed, None if none."""
+        with library_errors(), self.datastore.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT notification_id FROM tracking WHERE tracker = %s AND application_name = %s",
+                (self.tracker, application_name),
+            ).fetchone()
+        return row["notification_id"] if row else None
+
+
+class ChronicleProcessRecorder(ChronicleTrackingRecorder, ChronicleApplicationRecorder, ProcessRecorder):
+    """A process application's new events and its tracking record, in one transaction."""
+
+    def _before_appends(self, conn: psycopg.Connection[Any], tracking: Tracking | None) -> None:
+        if tracking is not None:
+            self.insert_tracking_on(conn, tracking)
+
+
+# -- the mapper -------------------------------------------------------------------------------
+
+
+class ChronicleMapper(Mapper[Any]):
+    """Domain events <-> stored events whose state is a clean JSON object (stored as jsonb).
+
+    Registered pydantic events use their stable type name; other events their topic.
+    """
+
+    def __init__(
+        self,
+        transcoder: Transcoder,
+        compressor: Compressor | None = None,
+        cipher: Cipher | None = None,
+        registry: EventTypeRegistry = default_registry,
+    ) -> None:
+        refuse_unreadable_payloads(cipher, compressor)
+        super().__init__(transcoder=transcoder)
+        self.registry = registry
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
+        """A pydantic event as its JSON dump; any other as the library's transcoded state."""
+        event_id = getattr(domain_event, "event_id", None)
+        if isinstance(domain_event, BaseModel):
+            topic = self.registry.name_of(type(domain_event)) or get_topic(type(domain_event))
+            state = domain_event.model_dump(mode="json", exclude=set(ENVELOPE))
+            data = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        else:
+            stored = super().to_stored_event(domain_event)
+            topic, data = stored.topic, stored.state
+        return ChronicleStoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=topic,
+            state=data,
+            event_id=event_id if isinstance(event_id, UUID) else None,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
+        """The event class for a type name or topic, built from the (upcast) payload."""
+        if stored_event.topic in self.registry:
+            cls: type = self.registry.get(stored_event.topic).model
+        else:
+            cls = resolve_topic(stored_event.topic)
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            try:
+                data = json.loads(stored_event.state)
+                data["originator_id"] = _id_text(stored_event.originator_id)
+                data["originator_version"] = stored_event.originator_version
+                return cast(DomainEventProtocol[Any], cls.model_validate(data))
+            except ValueError as exc:
+                raise MapperDeserialisationError(
+                    f"stored event {stored_event.topic} {stored_event.originator_id}"
+                    f" v{stored_event.originator_version} does not fit {cls.__name__}: {exc}"
+                ) from exc
+        return super().to_domain_event(_fit_originator_id(cls, stored_event))
+
+
+def _fit_originator_id(cls: type, stored_event: StoredEvent) -> StoredEvent:
+    """The stored event with a str originator id where the event class wants str ids.
+
+    Notifications carry a UUID for any UUID-shaped stream id; a str-id aggregate wants text.
+    """
+    if isinstance(stored_event.originator_id, UUID):
+        wants_str = False
+        if isinstance(cls, type) and issubclass(cls, HasOriginatorIDVersion):
+            wants_str = cls.originator_id_type is str
+        else:
+            try:
+                wants_str = find_id_convertor(cls, cast(Hashable, str)).__name__ == "pass_through_convertor"
+            except TypeError:
+                wants_str = False
+        if wants_str:
+            return StoredEvent(
+                str(stored_event.originator_id), stored_event.originator_version,
+                stored_event.topic, stored_event.state,
+            )
+    return stored_event
+
+
+def refuse_unreadable_payloads(cipher: Cipher | None, compressor: Compressor | None) -> None:
+    """Refuse ciphers and compressors: Chronicle's payloads are jsonb auditors must read."""
+    if cipher is not None or compressor is not None:
+        what = " and ".join(n for n, v in (("a cipher", cipher), ("a compressor", compressor)) if v)
+        raise UnreadablePayloadSettings(
+            f"Chronicle stores event payloads as readable jsonb, so {what} cannot be used:"
+            " unset CIPHER_TOPIC, CIPHER_KEY and COMPRESSOR_TOPIC"
+            " (encrypt the database volume or sensitive fields instead)"
+        )
+
+
+# -- the factory ------------------------------------------------------------------------------
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def _ensure_migrated(url: str) -> None:
+    """Apply Chronicle's migrations once per process and database (CREATE_TABLE=yes)."""
+    with _migrate_lock:
+        if url in _migrated:
+            return
+        from infrastructure.migrations import migrate, pending_migrations
+
+        if pending_migrations(url):
+            migrate(url)
+        _migrated.add(url)
+
+
+class ChronicleFactory(InfrastructureFactory[ChronicleTrackingRecorder]):
+    """The eventsourcing infrastructure factory for Chronicle's PostgreSQL store.
+
+    Reads DATABASE_URL (or <APP>_DATABASE_URL) and Chronicle's settings from the environment.
+    """
+
+    DATABASE_URL = "DATABASE_URL"
+    CREATE_TABLE = "CREATE_TABLE"
+    # Topic of the EventTypeRegistry of pydantic events (default domain.event_types:registry).
+    EVENT_REGISTRY_TOPIC = "EVENT_REGISTRY_TOPIC"
+
+    aggregate_recorder_class = ChronicleSnapshotRecorder
+    application_recorder_class = ChronicleApplicationRecorder
+    tracking_recorder_class = ChronicleTrackingRecorder
+    process_recorder_class = ChronicleProcessRecorder
+
+    def __init__(self, env: Environment | EnvType | None, registry: EventTypeRegistry = default_registry) -> None:
+        super().__init__(env)
+        self.settings = self._settings()
+        url = self.env.get(self.DATABASE_URL) or self.settings.database_url
+        if not url:
+            raise OSError(
+                "Chronicle's persistence module needs DATABASE_URL (or <APPLICATION>_DATABASE_URL)"
+                " in the environment, e.g. postgresql://127.0.0.1:5432/chronicle"
+            )
+        if strtobool(self.env.get(self.CREATE_TABLE) or "yes"):
+            _ensure_migrated(url)
+        registry_topic = self.env.get(self.EVENT_REGISTRY_TOPIC)
+        self.registry = resolve_topic(registry_topic) if registry_topic else registry
+        self.datastore = ChronicleDatastore(
+            url, self.settings, self.registry, name=f"eventsourcing:{self.env.name or DEFAULT_LOG}"
+        )
+
+    def _settings(self) -> Settings:
+        overrides = {}
+        for name in Settings.model_fields:
+            value = self.env.get(name.upper())
+            if value is not None:
+                overrides[name] = value
+        return Settings(**overrides)
+
+    @property
+    def log_name(self) -> str:
+        """The notification log of this factory's application: its name."""
+        return self.env.name or DEFAULT_LOG
+
+    def mapper(
+        self, transcoder: Transcoder | None = None, mapper_class: type[Mapper[Any]] | None = None
+    ) -> Mapper[Any]:
+        """A ChronicleMapper (or MAPPER_TOPIC's class); ciphers and compressors are refused."""
+        cipher, compressor = self.cipher(), self.compressor()
+        refuse_unreadable_payloads(cipher, compressor)
+        if mapper_class is None and self.env.get(self.MAPPER_TOPIC):
+            mapper_class = resolve_topic(self.env.get(self.MAPPER_TOPIC))
+        transcoder = transcoder or self.transcoder()
+        if mapper_class is None or mapper_class is ChronicleMapper:
+            return ChronicleMapper(transcoder, registry=self.registry)
+        return mapper_class(transcoder=transcoder)
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        """A recorder on the `snapshots` table (the library asks with purpose="snapshots")."""
+        log_name = self.log_name if purpose == "snapshots" else f"{self.log_name}:{purpose}"
+        return self.aggregate_recorder_class(self.datastore, log_name=log_name)
+
+    def application_recorder(self) -> ApplicationRecorder:
+        """The application's recorder on `events`, its log named after the application."""
+        topic = self.env.get(self.APPLICATION_RECORDER_TOPIC)
+        cls = resolve_topic(topic) if topic else self.application_recorder_class
+        return cls(self.datastore, log_name=self.log_name, tracker=self.log_name)
+
+    def tracking_recorder(
+        self, tracking_recorder_class: type[ChronicleTrackingRecorder] | None = None
+    ) -> ChronicleTrackingRecorder:
+        """A tracking recorder (or a materialised view subclass) tracking as this env's name."""
+        if tracking_recorder_class is None:
+            topic = self.env.get(self.TRACKING_RECORDER_TOPIC)
+            tracking_recorder_class = resolve_topic(topic) if topic else self.tracking_recorder_class
+        assert tracking_recorder_class is not None
+        if not issubclass(tracking_recorder_class, _ChronicleRecorder):
+            raise InfrastructureFactoryError(
+                f"{tracking_recorder_class.__name__} must subclass ChronicleTrackingRecorder"
+            )
+        return tracking_recorder_class(self.datastore, log_name=self.log_name, tracker=self.log_name)
+
+    def process_recorder(self) -> ProcessRecorder:
+        """Events and tracking in one transaction, for process applications."""
+        topic = self.env.get(self.PROCESS_RECORDER_TOPIC)
+        cls = resolve_topic(topic) if topic else self.process_recorder_class
+        return cls(self.datastore, log_name=self.log_name, tracker=self.log_name)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.datastore.close()
