@@ -1,0 +1,1 @@
+"""dramatiq workers: wake-up catch-up, periodic tick, rebuild and replay."""

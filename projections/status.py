@@ -1,0 +1,85 @@
+"""Status per projection and partition: checkpoint, head, lag, state and dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg_pool import ConnectionPool
+
+from projections.catalog import PROJECTORS, get_projector
+from projections.partitioning import REBUILD_LOCK_PARTITION, lock_key
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    """Where one partition of a projection stands."""
+
+    projection: str
+    partition: int
+    partitions: int
+    checkpoint: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    state: str  # running | rebuilding | stalled | parked
+    dead_letters: int
+    updated_at: datetime
+
+
+# Lag counts the unapplied events of the partition; its age is the oldest one's.
+STATUS_SQL = """
+SELECT c.partition, p.partitions, c.position AS checkpoint, h.head, c.updated_at,
+       coalesce(l.n, 0) AS lag_events,
+       coalesce(extract(epoch FROM clock_timestamp() - l.oldest), 0) AS lag_seconds,
+       (SELECT count(*) FROM dead_letter d WHERE d.projection = c.projection
+          AND d.partition = c.partition AND d.status = 'parked' AND NOT d.shadow) AS dead_letters,
+       extract(epoch FROM clock_timestamp() - c.updated_at) AS idle_seconds
+FROM projection_checkpoint c
+JOIN projection p ON p.name = c.projection
+CROSS JOIN (SELECT coalesce(safe_position(), 0) AS head) h
+LEFT JOIN LATERAL (
+    SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM events e
+    WHERE e.position > c.position AND e.position <= h.head AND e.stream_type = ANY(%(types)s)
+      AND projection_partition(e.stream_id, p.partitions) = c.partition
+) l ON true
+WHERE c.projection = %(name)s
+ORDER BY c.partition
+"""
+
+
+def _rebuilding(conn, name: str) -> bool:
+    """Whether a session holds the projection's rebuild lock (a crashed rebuild does not)."""
+    key1, key2 = lock_key(name, REBUILD_LOCK_PARTITION)
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
+        " AND classid = %s::bigint::text::oid AND objid = %s::bigint::text::oid"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) AS busy",
+        (key1 & 0xFFFFFFFF, key2 & 0xFFFFFFFF)).fetchone()["busy"]
+
+
+def status(pool: ConnectionPool, projection: str | None = None, *,
+           stall_seconds: float = 30.0) -> list[PartitionStatus]:
+    """Status of every partition of one projection, or of all projections.
+
+    Stalled: events wait and the checkpoint has not moved for `stall_seconds`.
+    """
+    names = [projection] if projection else list(PROJECTORS)
+    result = []
+    with pool.connection() as conn:
+        for name in names:
+            projector = get_projector(name)
+            rebuilding = _rebuilding(conn, name)
+            for r in conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall():
+                if rebuilding:
+                    state = "rebuilding"
+                elif r["dead_letters"]:
+                    state = "parked"
+                elif r["lag_events"] and float(r["idle_seconds"]) > stall_seconds:
+                    state = "stalled"
+                else:
+                    state = "running"
+                result.append(PartitionStatus(
+                    name, r["partition"], r["partitions"], r["checkpoint"], r["head"], r["lag_events"],
+                    float(r["lag_seconds"]), state, r["dead_letters"], r["updated_at"]))
+    return result

@@ -1,0 +1,146 @@
+"""Projections on real PostgreSQL: rebuild == incremental, poison events, rebuild under reads, replay, status."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from infrastructure.event_store import NO_STREAM, NewEvent
+from projections import documents
+from projections.dead_letters import list_dead_letters, retry_dead_letters, skip_dead_letter
+from projections.engine import RetryPolicy
+from projections.rebuild import rebuild, rebuild_all, rebuild_progress, replay
+from projections.status import status
+from tests.projections.conftest import dump_tables, project_all
+from tests.projections.history import History, append_history
+
+choices = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(0, 1000)), min_size=1, max_size=60)
+
+
+@hsettings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=choices, second=choices, batch=st.integers(1, 7), seed=st.integers(0, 2**32))
+def test_rebuild_equals_incremental(store, proj_pool, first, second, batch, seed):
+    history = History(seed)
+    project_all(proj_pool)  # examples share the database: start level with the log
+    append_history(store, history, first)
+    project_all(proj_pool, batch_size=batch)
+    append_history(store, history, second)
+    project_all(proj_pool, batch_size=batch)
+    incremental = dump_tables(proj_pool)
+    rebuild_all(proj_pool, batch_size=50)
+    assert dump_tables(proj_pool) == incremental
+
+
+def test_documents_versions_tags_and_delete(store, proj_pool):
+    doc = str(uuid.uuid4())
+    meta = {"actor_id": "u1", "actor_type": "user", "session_id": "s9"}
+    store.append(doc, NO_STREAM, [
+        NewEvent("document.created", {"namespace": "ns", "document_type": "t", "title": "a", "content": "x",
+                                      "body": None, "metadata": {"m": 1}, "version": 1}),
+        NewEvent("document.updated", {"content": "y", "change_description": "c", "version": 2}),
+        NewEvent("document.updated", {"content": "x", "change_description": "back", "version": 3}),
+        NewEvent("document.tagged", {"tag": "production", "version": 2, "previous_version": None}),
+        NewEvent("document.deleted", {"reason": "r"})], meta)
+    project_all(proj_pool)
+    t = dump_tables(proj_pool)
+    assert t["document_snapshot"] == [] and t["active_tag"] == []
+    assert [v["version"] for v in t["document_version"]] == [1, 2, 3]
+    assert len(t["document_body"]) == 2  # "x" is stored once
+    store.append(doc, 5, [NewEvent("document.restored", {"reason": "back"})], meta)
+    project_all(proj_pool)
+    t = dump_tables(proj_pool)
+    assert t["document_snapshot"][0]["version"] == 3 and t["document_snapshot"][0]["session_id"] == "s9"
+    assert [(a["tag"], a["document_version"]) for a in t["active_tag"]] == [("production", 2)]
+    with proj_pool.connection() as conn:  # keyset page by session, newest first
+        rows = conn.execute("SELECT document_id FROM document_snapshot WHERE session_id = %s"
+                            " AND created_position < %s ORDER BY created_position DESC LIMIT 10",
+                            ("s9", 2**62)).fetchall()
+    assert [r["document_id"] for r in rows] == [doc]
+
+
+def test_poison_event_parks_its_stream_only(store, proj_pool, monkeypatch):
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    original = documents.projector.handlers["document.updated"]
+
+    def poisoned(s, e, out):
+        if e.payload.get("title") == "poison":
+            raise ValueError("cannot project this")
+        original(s, e, out)
+
+    monkeypatch.setitem(documents.projector.handlers, "document.updated", poisoned)
+    for sid in (good, bad):
+        store.append(sid, NO_STREAM, [NewEvent("document.created", {
+            "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None,
+            "metadata": {}, "version": 1})])
+    store.append(bad, 1, [NewEvent("document.updated", {"title": "poison", "change_description": "", "version": 2}),
+                          NewEvent("document.updated", {"title": "after", "change_description": "", "version": 3})])
+    store.append(good, 1, [NewEvent("document.updated", {"title": "fine", "change_description": "", "version": 2})])
+    project_all(proj_pool, retry=RetryPolicy(attempts=2, first_delay=0.01))
+    snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document_snapshot"]}
+    assert snap[good]["title"] == "fine" and snap[bad]["title"] == "a"
+    parked = list_dead_letters(proj_pool, "documents")
+    assert [(d.stream_id, d.attempts) for d in parked] == [(bad, 2), (bad, 0)]
+    assert "cannot project" in parked[0].error
+    assert any(s.state == "parked" and s.dead_letters == 2 for s in status(proj_pool, "documents"))
+    # Later events of the parked stream park too.
+    store.append(bad, 3, [NewEvent("document.updated", {"title": "later", "change_description": "", "version": 4})])
+    project_all(proj_pool)
+    assert len(list_dead_letters(proj_pool, "documents")) == 3
+    assert retry_dead_letters(proj_pool, "documents").still_parked == [bad]
+    # Skip the poison event: the stream resumes in order.
+    outcome = skip_dead_letter(proj_pool, parked[0].id)
+    assert outcome.resumed == [bad]
+    snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document_snapshot"]}
+    assert snap[bad]["title"] == "later" and snap[bad]["version"] == 4
+    assert list_dead_letters(proj_pool, "documents") == []
+    store.append(bad, 4, [NewEvent("document.updated", {"title": "live", "change_description": "", "version": 5})])
+    project_all(proj_pool)
+    assert {r["document_id"]: r for r in dump_tables(proj_pool)["document_snapshot"]}[bad]["title"] == "live"
+    # A rebuild honours the skip.
+    before = dump_tables(proj_pool)
+    rebuild(proj_pool, "documents")
+    assert dump_tables(proj_pool) == before
+
+
+def test_rebuild_while_reads_go_on(store, proj_pool):
+    history = History(7)
+    append_history(store, history, [(i * 7 + 1, i, i * 13) for i in range(400)])
+    project_all(proj_pool)
+    expected = dump_tables(proj_pool)
+    counts, errors, stop = [], [], threading.Event()
+
+    def read():
+        try:
+            with proj_pool.connection() as conn:
+                while not stop.is_set():
+                    counts.append(conn.execute("SELECT count(*) AS n FROM document_version").fetchone()["n"])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        progress = rebuild(proj_pool, "documents", batch_size=20)
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors and counts and min(counts) == len(expected["document_version"])
+    assert progress.state == "done" and progress.done == progress.total > 0
+    assert rebuild_progress(proj_pool, "documents").rate > 0
+    assert dump_tables(proj_pool) == expected
+
+
+def test_replay_and_status(store, proj_pool):
+    history = History(3)
+    append_history(store, history, [(i, i * 5, i) for i in range(60)])
+    project_all(proj_pool)
+    before = dump_tables(proj_pool)
+    rows = status(proj_pool)
+    assert {r.state for r in rows} == {"running"} and all(r.lag_events == 0 for r in rows)
+    assert len(replay(proj_pool, "agents", 0)) > 0
+    lagging = [r for r in status(proj_pool, "agents") if r.lag_events]
+    assert lagging and all(r.lag_seconds > 0 for r in lagging)
+    project_all(proj_pool)
+    assert dump_tables(proj_pool) == before

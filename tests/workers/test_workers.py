@@ -1,0 +1,144 @@
+"""Workers: wake-ups lost and duplicated, racing workers, SIGKILL, Redis down."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from infrastructure.event_store import EventStore
+from projections.catalog import PROJECTORS
+from projections.engine import catch_up, forget_checkpoints
+from projections.rebuild import rebuild_all
+from tests.projections.conftest import REGISTRY, dump_tables, project_all
+from tests.projections.history import History, append_history
+from tests.workers.conftest import SHARED_REDIS, WorkerProcess, wait_caught_up
+from workers.wakeups import install_wakeups
+
+
+def _full_rebuild_equals_live(pool) -> None:
+    live = dump_tables(pool)
+    rebuild_all(pool)
+    assert dump_tables(pool) == live
+
+
+def test_wakeups_duplicated_reordered_and_lost(store, proj_pool):
+    sent: list[tuple[str, int, int]] = []
+    install_wakeups(store, partitions=4, send=lambda *m: sent.append(m))
+    append_history(store, History(1), [(i, i, i) for i in range(80)])
+    assert len(sent) == 80 and all(PROJECTORS[p] for p, _, _ in sent)
+    assert {p for p, _, _ in sent} == {"chains", "documents", "agents"}  # one projection per append
+    # Deliver every wake-up twice, shuffled, and drop a third of them.
+    delivered = [m for m in sent * 2 if random.random() > 0.33]
+    random.shuffle(delivered)
+    for projection, partition, position in delivered:
+        catch_up(proj_pool, PROJECTORS[projection], partition, partitions=4, target=position)
+    forget_checkpoints()
+    project_all(proj_pool)  # the tick
+    _full_rebuild_equals_live(proj_pool)
+
+
+def test_wakeup_messages_through_a_stub_broker(store, proj_pool):
+    """Message handling alone: a failing send never fails the append."""
+    broker = StubBroker()
+
+    def send(*_):
+        raise ConnectionError("redis is down")
+
+    hook = install_wakeups(store, partitions=4, send=send)
+    append_history(store, History(2), [(0, 0, 1), (1, 1, 2)])
+    assert hook.failures == 2
+    broker.close()
+
+
+def test_two_workers_race_for_one_partition(store, proj_pool):
+    history = History(5)
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def worker():
+        try:
+            while not stop.is_set():
+                for projector in PROJECTORS.values():
+                    catch_up(proj_pool, projector, 0, partitions=1, batch_size=3)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    append_history(store, history, [(i, i * 7, i) for i in range(150)])
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    forget_checkpoints()
+    for projector in PROJECTORS.values():
+        catch_up(proj_pool, projector, 0, partitions=1)
+    _full_rebuild_equals_live(proj_pool)
+
+
+def test_worker_sigkilled_at_random_points(proj_pool, fresh_database_url, settings, namespace):
+    store = EventStore(proj_pool, REGISTRY, settings)
+    worker = WorkerProcess(fresh_database_url, SHARED_REDIS, namespace)
+    from infrastructure.broker import make_broker
+    from infrastructure.config import Settings
+
+    broker = make_broker(Settings(redis_url=SHARED_REDIS), namespace=namespace)
+    from dramatiq import Message
+
+    def send(projection, partition, position):
+        broker.enqueue(Message(queue_name="chronicle-projections", actor_name="catch_up_partition",
+                               args=(projection, partition, position), kwargs={}, options={}))
+
+    install_wakeups(store, partitions=4, send=send)
+    history = History(11)
+    worker.start()
+    try:
+        for _ in range(3):
+            append_history(store, history, [(random.randrange(99), random.randrange(99), i) for i in range(120)])
+            time.sleep(random.uniform(0.5, 2.0))
+            worker.kill()
+            worker.start()
+        append_history(store, history, [(i, i, i) for i in range(30)])
+        wait_caught_up(proj_pool)
+    finally:
+        worker.stop()
+        broker.close()
+    _full_rebuild_equals_live(proj_pool)
+
+
+@pytest.mark.soak
+def test_redis_down_during_appends(proj_pool, fresh_database_url, settings, namespace, private_redis):
+    store = EventStore(proj_pool, REGISTRY, settings)
+    from dramatiq import Message
+
+    from infrastructure.broker import make_broker
+    from infrastructure.config import Settings
+
+    broker = make_broker(Settings(redis_url=private_redis["url"]), namespace=namespace)
+
+    def send(projection, partition, position):
+        broker.enqueue(Message(queue_name="chronicle-projections", actor_name="catch_up_partition",
+                               args=(projection, partition, position), kwargs={}, options={}))
+
+    hook = install_wakeups(store, partitions=4, send=send)
+    worker = WorkerProcess(fresh_database_url, private_redis["url"], namespace)
+    history = History(13)
+    worker.start()
+    try:
+        append_history(store, history, [(i, i, i) for i in range(40)])
+        wait_caught_up(proj_pool)
+        private_redis["stop"]()
+        n = append_history(store, history, [(i, i * 3, i) for i in range(60)])  # appends still succeed
+        assert hook.failures == n
+        private_redis["start"]()
+        wait_caught_up(proj_pool, timeout=60)
+    finally:
+        worker.stop()
+        broker.close()
+    _full_rebuild_equals_live(proj_pool)
