@@ -341,9 +341,10 @@ class EventStore:
         """A stream's events from `from_version` to `to_version` inclusive, in version order."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT * FROM events WHERE stream_id = %s AND version >= %s"
-                " AND (%s::bigint IS NULL OR version <= %s::bigint) ORDER BY version",
-                (stream_id, from_version, to_version, to_version),
+                # Both ends always bound, so even a generic plan is an index range scan.
+                "SELECT * FROM events WHERE stream_id = %s AND version >= %s AND version <= %s"
+                " ORDER BY version",
+                (stream_id, from_version, 2**63 - 1 if to_version is None else to_version),
             ).fetchall()
         return [self._recorded(row) for row in rows]
 
@@ -371,7 +372,7 @@ class EventStore:
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT coalesce(max(position), 0) AS head FROM events"
-                " WHERE position <= safe_position() AND (%s::text IS NULL OR log_name = %s::text)",
+                " WHERE position <= (SELECT safe_position()) AND (%s::text IS NULL OR log_name = %s::text)",
                 (log_name, log_name),
             ).fetchone()
         return row["head"]

@@ -82,6 +82,8 @@ logger = logging.getLogger(__name__)
 LIBRARY_STREAM_TYPE = "eventsourcing"
 # A payload that is not a JSON object is kept, base64-encoded, under this one key.
 BYTES_KEY = "_bytes_"
+# Larger than any stream version: the open upper end of a version range.
+MAX_VERSION = 2**63 - 1
 # Columns, not payload: the originator id and version of an eventsourcing event.
 ENVELOPE = ("originator_id", "originator_version")
 
@@ -136,6 +138,15 @@ def state_from_payload(payload: dict[str, Any]) -> bytes:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _version_bounds(gt: int | None, lte: int | None) -> tuple[int, int]:
+    """(gt, lte] with open ends filled in, so the query is always an index range.
+
+    A `(%s IS NULL OR ...)` condition makes a prepared statement's generic plan walk the
+    whole stream, so reads would cost time in proportion to the stream's length.
+    """
+    return (-1 if gt is None else gt, MAX_VERSION if lte is None else lte)
 
 
 def _id_text(originator_id: UUID | str) -> str:
@@ -284,10 +295,9 @@ class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
                 # One aggregate's snapshots in (gt, lte], in version order.
                 "SELECT version, type, state FROM snapshots"
                 " WHERE log_name = %s AND stream_id = %s"
-                " AND (%s::bigint IS NULL OR version > %s::bigint)"
-                " AND (%s::bigint IS NULL OR version <= %s::bigint)"
+                " AND version > %s AND version <= %s"
                 f" ORDER BY version {order} LIMIT %s",
-                (self.log_name, _id_text(originator_id), gt, gt, lte, lte, limit),
+                (self.log_name, _id_text(originator_id), *_version_bounds(gt, lte), limit),
             ).fetchall()
         return [
             StoredEvent(originator_id, row["version"], row["type"], state_from_payload(row["state"]))
@@ -387,10 +397,9 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                 # A stream of this application's log, by the (stream_id, version) key.
                 "SELECT version, type, schema_version, payload FROM events"
                 " WHERE stream_id = %s AND log_name = %s"
-                " AND (%s::bigint IS NULL OR version > %s::bigint)"
-                " AND (%s::bigint IS NULL OR version <= %s::bigint)"
+                " AND version > %s AND version <= %s"
                 f" ORDER BY version {order} LIMIT %s",
-                (_id_text(originator_id), self.log_name, gt, gt, lte, lte, limit),
+                (_id_text(originator_id), self.log_name, *_version_bounds(gt, lte), limit),
             ).fetchall()
         to_state = self.datastore.payload_to_state
         return [

@@ -1,0 +1,263 @@
+"""What every workspace aggregate shares: its event base classes, its snapshot, undo and redo.
+
+Events are pydantic models (registered under stable names in domain.event_types), applied
+through the eventsourcing library's Aggregate machinery. Undo and redo append events that
+carry the stream's whole state; the aggregate keeps bounded undo and redo stacks of
+[change_version, before_version] pairs, which are bookkeeping, not state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import (
+    BaseAggregate,
+    CanInitAggregate,
+    CanMutateAggregate,
+    CanSnapshotAggregate,
+    datetime_now_with_tzinfo,
+)
+from eventsourcing.utils import get_topic, resolve_topic
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.errors import DomainError
+from domain.rules import UNDO_DEPTH
+
+# A function the service passes in: the stream's state (as `state()` returns it) at a version.
+StateAt = Callable[[int], dict[str, Any]]
+
+
+class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
+    """Base of every workspace event: the library's originator id, version and timestamp.
+
+    Payload fields are declared by subclasses; `apply` changes the aggregate.
+    """
+
+    # extra="ignore": the library passes `originator_topic` when it creates an aggregate;
+    # created events carry their topic as a class constant, not in the payload.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime = Field(default_factory=datetime_now_with_tzinfo)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # The timestamp is always part of the stored payload, even when it was defaulted.
+        self.__pydantic_fields_set__.add("timestamp")
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """The event as data, leaving out fields it was not given (an update's unchanged fields).
+
+        So `chain.updated` {name} is stored without description or metadata keys.
+        """
+        kwargs.setdefault("exclude_unset", True)
+        return super().model_dump(**kwargs)
+
+
+class WorkspaceCreated(WorkspaceEvent, CanInitAggregate[UUID]):
+    """Base of the events that start a stream. Subclasses set `originator_topic`.
+
+    The library resolves the aggregate class from it when it replays the stream.
+    """
+
+    originator_topic: ClassVar[str]
+
+
+class Undone(WorkspaceEvent):
+    """A change was undone: the stream now has the state it had at `to_version`.
+
+    `state` is the stream's whole state after this event.
+    """
+
+    undone_version: int
+    to_version: int
+    state: dict[str, Any]
+
+    def apply(self, aggregate: WorkspaceAggregate) -> None:
+        aggregate.apply_undone(self)
+
+
+class Redone(WorkspaceEvent):
+    """An undone change was re-applied: the stream again has the state of `to_version`.
+
+    `state` is the stream's whole state after this event.
+    """
+
+    redone_version: int
+    to_version: int
+    state: dict[str, Any]
+
+    def apply(self, aggregate: WorkspaceAggregate) -> None:
+        aggregate.apply_redone(self)
+
+
+class WorkspaceSnapshot(BaseModel, CanSnapshotAggregate[UUID]):
+    """An aggregate's whole state (bookkeeping included) at one version, as plain JSON.
+
+    Time travel starts from the nearest snapshot at or below the wanted version.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime = Field(default_factory=datetime_now_with_tzinfo)
+    topic: str
+    state: dict[str, Any]
+
+    @classmethod
+    def take(cls, aggregate: Any) -> WorkspaceSnapshot:
+        """A snapshot of `aggregate` as it is now.
+
+        Timestamps are stored as ISO strings so the state is plain JSON.
+        """
+        state = copy.deepcopy(
+            {k: v for k, v in vars(aggregate).items() if k not in ("_id", "_version", "_pending_events")}
+        )
+        state["_created_on"] = aggregate.created_on.isoformat()
+        state["_modified_on"] = aggregate.modified_on.isoformat()
+        return cls(
+            originator_id=aggregate.id,
+            originator_version=aggregate.version,
+            topic=get_topic(type(aggregate)),
+            state=state,
+        )
+
+    def mutate(self, _: None) -> Any:
+        """The aggregate this snapshot holds, ready for the events after it.
+
+        Called by the library's projector when it replays from a snapshot.
+        """
+        aggregate_class = resolve_topic(self.topic)
+        state = copy.deepcopy(dict(self.state))
+        for key in ("_created_on", "_modified_on"):
+            if isinstance(state[key], str):
+                state[key] = datetime.fromisoformat(state[key])
+        state["_id"] = self.originator_id
+        state["_version"] = self.originator_version
+        state["_pending_events"] = []
+        aggregate = object.__new__(aggregate_class)
+        object.__setattr__(aggregate, "__dict__", state)
+        return aggregate
+
+
+class WorkspaceAggregate(BaseAggregate[UUID]):
+    """Base of Chain, Document and Agent: deletion, the undo/redo stacks, state in and out.
+
+    Subclasses define `state()` and `set_state()` over the fields their contract names.
+    """
+
+    stream_type: ClassVar[str]
+    undone_event: ClassVar[type[Undone]]
+    redone_event: ClassVar[type[Redone]]
+    Snapshot = WorkspaceSnapshot
+
+    def __init__(self) -> None:
+        self.deleted = False
+        self.undo_stack: list[list[int]] = []
+        self.redo_stack: list[list[int]] = []
+        # Set while a multi-event change (a node removal's edge deletions) is being applied.
+        self.group_start: int | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The stream's state as the event contract describes it (a fresh copy).
+
+        Undo/redo bookkeeping is not part of it.
+        """
+        raise NotImplementedError
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace the aggregate's state with `state` (as `state()` returns it).
+
+        Used by undo and redo; bookkeeping is left alone.
+        """
+        raise NotImplementedError
+
+    def check_not_deleted(self) -> None:
+        """Refuse a change to a deleted stream.
+
+        Raises <stream_type>_deleted.
+        """
+        if self.deleted:
+            raise DomainError(
+                f"{self.stream_type}_deleted",
+                f"{self.stream_type} {self.id} is deleted: no change is allowed",
+                field=f"{self.stream_type}_id",
+            )
+
+    # -- undo and redo: deciding -------------------------------------------------------------
+
+    def undo(self, state_at: StateAt) -> None:
+        """Undo the latest change not yet undone, returning the stream to its state before it.
+
+        `state_at(version)` gives the stream's state at an earlier version. Raises nothing_to_undo.
+        """
+        if not self.undo_stack:
+            raise DomainError("nothing_to_undo", f"{self.stream_type} {self.id} has nothing to undo")
+        change_version, before_version = self.undo_stack[-1]
+        self.trigger_event(
+            self.undone_event,
+            undone_version=change_version,
+            to_version=before_version,
+            state=state_at(before_version),
+        )
+
+    def redo(self, state_at: StateAt) -> None:
+        """Re-apply the latest undone change, giving the stream the state that change made.
+
+        `state_at(version)` gives the stream's state at an earlier version. Raises nothing_to_redo.
+        """
+        if not self.redo_stack:
+            raise DomainError("nothing_to_redo", f"{self.stream_type} {self.id} has nothing to redo")
+        change_version, _ = self.redo_stack[-1]
+        self.trigger_event(
+            self.redone_event,
+            redone_version=change_version,
+            to_version=change_version,
+            state=state_at(change_version),
+        )
+
+    # -- undo and redo: applying (called by events' apply, also on replay) -------------------
+
+    def record_change(self, change_version: int) -> None:
+        """A change event is being applied: it can be undone, and nothing can be redone now.
+
+        A change made of several events is undone as one, back to before its first event.
+        """
+        before_version = self.group_start if self.group_start is not None else change_version - 1
+        self.group_start = None
+        self.undo_stack.append([change_version, before_version])
+        del self.undo_stack[:-UNDO_DEPTH]
+        self.redo_stack.clear()
+
+    def begin_group(self, event_version: int) -> None:
+        """The first events of a multi-event change: undo will go back to before them.
+
+        The change is recorded when its last event calls `record_change`.
+        """
+        if self.group_start is None:
+            self.group_start = event_version - 1
+        self.redo_stack.clear()
+
+    def apply_undone(self, event: Undone) -> None:
+        """Move the undone change from the undo stack to the redo stack and take its state.
+
+        Called by Undone.apply.
+        """
+        self.redo_stack.append(self.undo_stack.pop())
+        self.set_state(event.state)
+
+    def apply_redone(self, event: Redone) -> None:
+        """Move the redone change back to the undo stack and take its state.
+
+        Called by Redone.apply.
+        """
+        self.undo_stack.append(self.redo_stack.pop())
+        del self.undo_stack[:-UNDO_DEPTH]
+        self.set_state(event.state)

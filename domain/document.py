@@ -1,0 +1,315 @@
+"""The Document aggregate: a namespaced, typed document with versions and tags.
+
+`version` is the content version (1, 2, 3...). Every update takes the highest version
+ever + 1, so numbers are never reused and a tag always means the same content. A tag
+points at a version that has existed; moving it is a new event (the tag's audit trail).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+from uuid import UUID
+
+from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.errors import DomainError
+from domain.event_types import registry
+from domain.rules import (
+    MAX_BODY_BYTES,
+    MAX_CONTENT_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_REASON_CHARS,
+    MAX_TAGS,
+    MAX_TITLE_CHARS,
+    check_count,
+    check_identifier,
+    check_name,
+    check_object,
+    check_text,
+)
+
+MAX_CHANGE_DESCRIPTION_CHARS = 1_000
+
+
+@registry.register("document.created", stream_type="document")
+class DocumentCreated(WorkspaceCreated):
+    originator_topic: ClassVar[str] = "domain.document:Document"
+    namespace: str
+    document_type: str
+    title: str
+    content: str | None
+    body: dict[str, Any] | None
+    metadata: dict[str, Any]
+    version: int = 1
+
+    def apply(self, aggregate: Document) -> None:
+        aggregate.namespace = self.namespace
+        aggregate.document_type = self.document_type
+        aggregate.title = self.title
+        aggregate.content = self.content
+        aggregate.body = copy.deepcopy(self.body)
+        aggregate.metadata = copy.deepcopy(self.metadata)
+        aggregate.content_version = self.version
+        aggregate.highest_version = self.version
+
+
+@registry.register("document.updated", stream_type="document")
+class DocumentUpdated(WorkspaceEvent):
+    title: str | None = None
+    content: str | None = None
+    body: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    change_description: str
+    version: int
+
+    def apply(self, aggregate: Document) -> None:
+        if self.title is not None:
+            aggregate.title = self.title
+        if self.content is not None:
+            aggregate.content = self.content
+        if self.body is not None:
+            aggregate.body = copy.deepcopy(self.body)
+        if self.metadata is not None:
+            aggregate.metadata = copy.deepcopy(self.metadata)
+        aggregate.content_version = self.version
+        aggregate.highest_version = max(aggregate.highest_version, self.version)
+        aggregate.record_change(self.originator_version)
+
+
+@registry.register("document.deleted", stream_type="document")
+class DocumentDeleted(WorkspaceEvent):
+    reason: str | None = None
+
+    def apply(self, aggregate: Document) -> None:
+        aggregate.deleted = True
+        aggregate.record_change(self.originator_version)
+
+
+@registry.register("document.restored", stream_type="document")
+class DocumentRestored(WorkspaceEvent):
+    reason: str | None = None
+
+    def apply(self, aggregate: Document) -> None:
+        aggregate.deleted = False
+        aggregate.record_change(self.originator_version)
+
+
+@registry.register("document.tagged", stream_type="document")
+class DocumentTagged(WorkspaceEvent):
+    tag: str
+    version: int
+    previous_version: int | None = None
+
+    def apply(self, aggregate: Document) -> None:
+        aggregate.tags[self.tag] = self.version
+        aggregate.record_change(self.originator_version)
+
+
+@registry.register("document.untagged", stream_type="document")
+class DocumentUntagged(WorkspaceEvent):
+    tag: str
+    previous_version: int
+
+    def apply(self, aggregate: Document) -> None:
+        aggregate.tags.pop(self.tag, None)
+        aggregate.record_change(self.originator_version)
+
+
+@registry.register("document.undone", stream_type="document")
+class DocumentUndone(Undone):
+    pass
+
+
+@registry.register("document.redone", stream_type="document")
+class DocumentRedone(Redone):
+    pass
+
+
+class Document(WorkspaceAggregate):
+    """A document: namespace, type, title, text content or a JSON body, metadata, version, tags.
+
+    A document holds either text content or a JSON body, chosen when it is created.
+    """
+
+    stream_type: ClassVar[str] = "document"
+    undone_event = DocumentUndone
+    redone_event = DocumentRedone
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.namespace = ""
+        self.document_type = ""
+        self.title = ""
+        self.content: str | None = None
+        self.body: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+        self.content_version = 1
+        self.highest_version = 1
+        self.tags: dict[str, int] = {}
+
+    @classmethod
+    def create(
+        cls,
+        document_id: UUID,
+        namespace: str,
+        document_type: str,
+        title: str,
+        content: str | None = None,
+        body: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Document:
+        """A new document at version 1, its document.created event pending.
+
+        Raises content_or_body unless exactly one of content and body is given.
+        """
+        metadata = {} if metadata is None else metadata
+        check_identifier(namespace, "namespace")
+        check_identifier(document_type, "document_type")
+        check_name(title, "title", max_chars=MAX_TITLE_CHARS)
+        if (content is None) == (body is None):
+            raise DomainError(
+                "content_or_body", "a document holds either text content or a JSON body", field="content"
+            )
+        check_text(content, "content", max_bytes=MAX_CONTENT_BYTES, allow_none=True)
+        if body is not None:
+            check_object(body, "body", max_bytes=MAX_BODY_BYTES)
+        check_object(metadata, "metadata", max_bytes=MAX_METADATA_BYTES)
+        return cls._create(
+            DocumentCreated,
+            id=document_id,
+            namespace=namespace,
+            document_type=document_type,
+            title=title,
+            content=content,
+            body=body,
+            metadata=metadata,
+            version=1,
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The document's state as the contract's undo/redo `state` describes it.
+
+        A fresh deep copy; `version` is the content version.
+        """
+        return copy.deepcopy(
+            {
+                "namespace": self.namespace,
+                "document_type": self.document_type,
+                "title": self.title,
+                "content": self.content,
+                "body": self.body,
+                "metadata": self.metadata,
+                "version": self.content_version,
+                "deleted": self.deleted,
+                "tags": self.tags,
+            }
+        )
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace the document's state (undo/redo), version included.
+
+        The highest version ever is bookkeeping and stays.
+        """
+        state = copy.deepcopy(state)
+        self.namespace = state["namespace"]
+        self.document_type = state["document_type"]
+        self.title = state["title"]
+        self.content = state["content"]
+        self.body = state["body"]
+        self.metadata = state["metadata"]
+        self.content_version = state["version"]
+        self.highest_version = max(self.highest_version, state["version"])
+        self.deleted = state["deleted"]
+        self.tags = state["tags"]
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def update(
+        self,
+        title: str | None = None,
+        content: str | None = None,
+        body: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        change_description: str = "",
+    ) -> None:
+        """A new content version: the changed fields, numbered highest version ever + 1.
+
+        Raises document_deleted, content_kind; nothing changed: no event.
+        """
+        self.check_not_deleted()
+        check_text(change_description, "change_description", max_bytes=MAX_CHANGE_DESCRIPTION_CHARS)
+        changes: dict[str, Any] = {}
+        if title is not None and check_name(title, "title", max_chars=MAX_TITLE_CHARS) != self.title:
+            changes["title"] = title
+        if content is not None:
+            if self.content is None:
+                raise DomainError("content_kind", "this document holds a JSON body, not text", field="content")
+            if check_text(content, "content", max_bytes=MAX_CONTENT_BYTES) != self.content:
+                changes["content"] = content
+        if body is not None:
+            if self.body is None:
+                raise DomainError("content_kind", "this document holds text content, not a body", field="body")
+            if check_object(body, "body", max_bytes=MAX_BODY_BYTES) != self.body:
+                changes["body"] = body
+        if metadata is not None and check_object(metadata, "metadata", max_bytes=MAX_METADATA_BYTES) != self.metadata:
+            changes["metadata"] = metadata
+        if changes:
+            self.trigger_event(
+                DocumentUpdated,
+                change_description=change_description,
+                version=self.highest_version + 1,
+                **changes,
+            )
+
+    def delete(self, reason: str | None = None) -> None:
+        """Delete the document; it accepts no update until restored.
+
+        Raises document_deleted if it already is.
+        """
+        self.check_not_deleted()
+        check_text(reason, "reason", max_bytes=MAX_REASON_CHARS, allow_none=True)
+        self.trigger_event(DocumentDeleted, reason=reason)
+
+    def restore(self, reason: str | None = None) -> None:
+        """Undelete the document.
+
+        Raises not_deleted if it is not deleted.
+        """
+        if not self.deleted:
+            raise DomainError("not_deleted", f"document {self.id} is not deleted", field="document_id")
+        check_text(reason, "reason", max_bytes=MAX_REASON_CHARS, allow_none=True)
+        self.trigger_event(DocumentRestored, reason=reason)
+
+    def tag(self, tag: str, version: int) -> None:
+        """Point `tag` at a content version that has existed; moving a tag is a new event.
+
+        Raises version_not_found, document_deleted, too_many; already there: no event.
+        """
+        self.check_not_deleted()
+        check_identifier(tag, "tag")
+        check_count(version, "version", minimum=1)
+        if version > self.highest_version:
+            raise DomainError(
+                "version_not_found",
+                f"document {self.id} has no version {version} (highest is {self.highest_version})",
+                field="version",
+            )
+        previous = self.tags.get(tag)
+        if previous == version:
+            return
+        if previous is None and len(self.tags) >= MAX_TAGS:
+            raise DomainError("too_many", f"a document holds at most {MAX_TAGS} tags", field="tag")
+        self.trigger_event(DocumentTagged, tag=tag, version=version, previous_version=previous)
+
+    def untag(self, tag: str) -> None:
+        """Remove a tag.
+
+        Raises tag_not_found, document_deleted.
+        """
+        self.check_not_deleted()
+        check_identifier(tag, "tag")
+        if tag not in self.tags:
+            raise DomainError("tag_not_found", f"document {self.id} has no tag {tag!r}", field="tag")
+        self.trigger_event(DocumentUntagged, tag=tag, previous_version=self.tags[tag])

@@ -1,0 +1,65 @@
+"""Fixtures for the workspace-domain tests: the application service in memory and on PostgreSQL.
+
+The PostgreSQL service runs on Chronicle's persistence module, in a migrated database of
+this package's own (copied from the run's template), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from domain.service import Workspace
+from tests.conftest import _create_from_template, _drop, _with_dbname
+
+# Small, so that laws and time travel cross several snapshots.
+SNAPSHOT_INTERVAL = 3
+
+
+@pytest.fixture(scope="session")
+def domain_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
+    """A migrated database for the domain tests, shared by them, dropped after the run."""
+    name = _create_from_template(admin_url, template_dbname)
+    try:
+        yield _with_dbname(admin_url, name)
+    finally:
+        _drop(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def workspace(domain_database_url: str) -> Iterator[Workspace]:
+    """The application service on Chronicle's PostgreSQL persistence module."""
+    app = Workspace(
+        env={
+            "PERSISTENCE_MODULE": "infrastructure.persistence",
+            "DATABASE_URL": domain_database_url,
+            "CHRONICLE_POOL_MIN_SIZE": "1",
+            "CHRONICLE_POOL_MAX_SIZE": "4",
+        },
+        snapshot_interval=SNAPSHOT_INTERVAL,
+    )
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def memory_workspace() -> Iterator[Workspace]:
+    """The application service on the library's in-memory persistence (no database)."""
+    app = Workspace(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, snapshot_interval=SNAPSHOT_INTERVAL)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def db(domain_database_url: str) -> Iterator[psycopg.Connection]:
+    """A plain connection to the domain tests' database, for looking at stored rows."""
+    with psycopg.connect(domain_database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        yield conn
+
+
+def new_id() -> str:
+    """A fresh stream id."""
+    return str(uuid.uuid4())
