@@ -31,8 +31,9 @@ def _chain_row(s: StreamState, e: Event, state: dict[str, Any], created_at: str)
         "name": state.get("name"),
         "description": state.get("description"),
         "metadata": state.get("metadata") or {},
-        "canvas_state": state.get("canvas_state"),
-        "viewport": state.get("viewport"),
+        # A new chain's canvas is empty, not unknown: the domain's state says {}.
+        "canvas_state": state.get("canvas_state") or {},
+        "viewport": state.get("viewport") or {},
         "nodes": state.get("nodes") or {},
         "created_at": created_at,
         "updated_at": e.recorded_at,
