@@ -87,14 +87,9 @@ def _print_report(report: dict[str, object]) -> None:
     console.print(table)
 
 
-@app.command()
-def up() -> None:
-    """Start Chronicle: migrate the store and report its state (embedded PostgreSQL if unset)."""
-    settings = get_settings()
-    url = database_url(settings)
-    for name in apply_migrations(url):
-        console.print(f"applied [bold]{name}[/bold]")
-    _print_report(store_report(url))
+from api.cli_commands import register_commands  # noqa: E402 - the commands below need `app`
+
+register_commands(app)
 
 
 def main() -> None:

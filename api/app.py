@@ -1,0 +1,127 @@
+"""The HTTP API's app factory: FastAPI, OpenAPI at /openapi.json, problem+json errors.
+
+`create_app(url)` builds an app that opens its pool when it starts; uvicorn serves it
+(`chronicle serve`, `chronicle up`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+import api.operator_events  # noqa: F401 - registers the operator.* event types
+from api import problems
+from api.deps import API_SETTINGS, ApiSettings, ChronicleState
+from api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
+from infrastructure.config import Settings, get_settings
+from infrastructure.db import create_pool
+from infrastructure.errors import StoreError
+from infrastructure.event_store import EventStore
+
+logger = logging.getLogger("chronicle.api")
+
+
+def create_app(
+    database_url: str | None = None,
+    settings: Settings | None = None,
+    *,
+    api_settings: ApiSettings | None = None,
+    broker: str | None = None,
+) -> FastAPI:
+    """A FastAPI app on the store at `database_url` (default: DATABASE_URL).
+
+    `broker` says how workers run beside it ("redis", "in-process", "absent"), for /readyz.
+    """
+    settings = settings or get_settings()
+    url = database_url or settings.database_url
+    if not url:
+        raise RuntimeError("create_app needs a database URL (DATABASE_URL, or `chronicle up`)")
+    api_settings = api_settings or API_SETTINGS
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = create_pool(url, settings, name="chronicle-api")
+        store = EventStore(pool, settings=settings)
+        state = ChronicleState(
+            settings=settings, api_settings=api_settings, database_url=url, pool=pool, store=store,
+            broker=broker or ("redis" if settings.redis_url else "absent"),
+        )
+        try:
+            store.register_definitions()
+        except Exception:  # noqa: BLE001 - definitions are informative; never block a start
+            logger.exception("could not write event definitions")
+        from api import wiring
+
+        wiring.wire(state)
+        app.state.chronicle = state
+        try:
+            yield
+        finally:
+            wiring.unwire(state)
+            pool.close()
+
+    app = FastAPI(
+        title="Chronicle",
+        version="0.1.0",
+        summary="An event-sourced CQRS backend for a chain workspace.",
+        description=(
+            "Commands append events; reads come from the projected snapshot tables. "
+            "A response's ETag is its stream's version; send it back as If-Match to append only "
+            "if nothing changed since (412 otherwise). Idempotency-Key makes retries safe. "
+            "Command responses carry their log position; reads accept ?min_position= to see them. "
+            "Errors are application/problem+json with a stable `code` and the offending `field`."
+        ),
+        lifespan=lifespan,
+        responses={
+            401: {"description": "missing, unknown or revoked API key", "content": {problems.PROBLEM_JSON: {}}},
+            403: {"description": "the key's role does not allow this", "content": {problems.PROBLEM_JSON: {}}},
+            422: {"description": "invalid input", "content": {problems.PROBLEM_JSON: {}}},
+        },
+    )
+    problems.install(app)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return _domain_problem(request, exc)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return _domain_problem(request, exc)
+
+    from api import wiring
+
+    for error_class in wiring.domain_error_classes():
+        app.add_exception_handler(error_class, _domain_problem)
+
+    # Added innermost first: idempotency sees the resolved key; the body limit is outermost.
+    app.add_middleware(IdempotencyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
+    app.add_middleware(ApiKeyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=api_settings.max_body_bytes)
+
+    from api import routes_audit, routes_system
+
+    app.include_router(routes_system.router)
+    app.include_router(routes_audit.router)
+    for router in wiring.routers():
+        app.include_router(router)
+    return app
+
+
+def _domain_problem(request: Request, exc: Exception) -> JSONResponse:
+    problem = problems.from_error(exc)
+    if problem is None:
+        problems.logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problems.problem_response(
+            500, "internal_error", "the server failed to handle this request; it is logged", None,
+            instance=request.url.path,
+        )
+    headers: dict[str, Any] = dict(problem.headers)
+    return problems.problem_response(
+        problem.status, problem.code, problem.detail, problem.field,
+        instance=request.url.path, headers=headers, **problem.extra,
+    )

@@ -1,0 +1,306 @@
+"""The `chronicle` commands beyond migrate/status: up, serve, worker, keys, history, operations."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from infrastructure.config import get_settings
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+projections_app = typer.Typer(help="Projection status, rebuild and replay.", no_args_is_help=True)
+dead_letters_app = typer.Typer(help="Parked events: list, retry, skip.", no_args_is_help=True)
+
+
+def _cli():
+    from api import cli
+
+    return cli
+
+
+@contextmanager
+def cli_pool() -> Iterator[Any]:
+    """A small pool on the configured store (embedded if DATABASE_URL is unset), migrated."""
+    from infrastructure.db import create_pool
+    from infrastructure.migrations import migrate
+
+    settings = get_settings().model_copy(update={"chronicle_pool_min_size": 1, "chronicle_pool_max_size": 2})
+    url = _cli().database_url(settings)
+    migrate(url)
+    pool = create_pool(url, settings, name="chronicle-cli")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _store(pool: Any) -> Any:
+    import api.operator_events  # noqa: F401
+    from infrastructure.event_store import EventStore
+
+    return EventStore(pool)
+
+
+def _operator_actor() -> tuple[str, str]:
+    """Who runs this CLI: $CHRONICLE_ACTOR, else the OS user (recorded in operator events)."""
+    actor = os.environ.get("CHRONICLE_ACTOR") or f"cli:{os.environ.get('USER') or 'unknown'}"
+    return actor, "user"
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, default=str, indent=2))
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+def _serve(url: str, host: str, port: int, broker: str, log_level: str) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(url, broker=broker), host=host, port=port, log_level=log_level,
+        access_log=log_level == "debug", lifespan="on", timeout_graceful_shutdown=5,
+    )
+    server = _QuietServer(config)
+    server.run()
+
+
+def _quiet_server_class() -> type:
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """A uvicorn server that, after a signal-driven shutdown, returns instead of re-raising.
+
+        The caller then stops workers and the embedded PostgreSQL, and exits 0.
+        """
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return QuietServer
+
+
+def _QuietServer(config: Any) -> Any:  # noqa: N802 - reads as a class at the call site
+    return _quiet_server_class()(config)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", envvar="CHRONICLE_HOST", help="Interface to listen on."),
+    port: int = typer.Option(8000, envvar="CHRONICLE_PORT", help="Port to listen on."),
+    log_level: str = typer.Option("warning", envvar="CHRONICLE_LOG_LEVEL"),
+) -> None:
+    """Serve the HTTP API only (workers run elsewhere: `chronicle worker`)."""
+    settings = get_settings()
+    url = _cli().database_url(settings)
+    _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level)
+
+
+def up(
+    host: str = typer.Option("127.0.0.1", envvar="CHRONICLE_HOST", help="Interface to listen on."),
+    port: int = typer.Option(8000, envvar="CHRONICLE_PORT", help="Port to listen on."),
+    log_level: str = typer.Option("warning", envvar="CHRONICLE_LOG_LEVEL"),
+    worker_threads: int = typer.Option(4, envvar="CHRONICLE_WORKER_THREADS", help="In-process worker threads."),
+) -> None:
+    """Start Chronicle: store (embedded if no DATABASE_URL), migrations, workers and the API.
+
+    With no REDIS_URL the workers run in this process on an in-memory broker. Ctrl-C stops all.
+    """
+    from api.keys import create_key, has_admin_key
+    from infrastructure.db import create_pool
+    from infrastructure.migrations import migrate
+
+    cli = _cli()
+    settings = get_settings()
+    url = cli.database_url(settings)
+    _use_database(url)
+    for name in migrate(url):
+        cli.console.print(f"applied [bold]{name}[/bold]")
+    pool = create_pool(url, settings.model_copy(update={"chronicle_pool_min_size": 1}), name="chronicle-up")
+    try:
+        if not has_admin_key(pool):
+            key, token = create_key(pool, "admin", "admin", actor_id="admin", actor_type="user", created_by="chronicle up")
+            from api.operator_events import record_operator_action
+
+            record_operator_action(_store(pool), "operator.key_created", f"key:{key.key_id}",
+                                   {"role": "admin", "name": "admin"}, actor_id="chronicle up", actor_type="system")
+            typer.echo("First start: an admin API key was created. It is shown only this once:")
+            typer.echo(f"  CHRONICLE_KEY={token}")
+            typer.echo("Try it:")
+            typer.echo(
+                f"  curl -s -X POST http://{host}:{port}/v1/documents -H 'Authorization: Bearer {token}'"
+                " -H 'Content-Type: application/json'"
+                """ -d '{"namespace": "demo", "type": "session_context", "title": "Hello", "content": "first"}'"""
+            )
+        else:
+            typer.echo("Admin key exists (create more with `chronicle keys create NAME --role ROLE`).")
+    finally:
+        pool.close()
+
+    stop_workers = None
+    broker = "redis"
+    if settings.redis_url:
+        typer.echo("REDIS_URL is set: run workers as `chronicle worker` processes.")
+    else:
+        broker = "in-process"
+        stop_workers = _start_in_process_workers(url, worker_threads)
+    typer.echo(f"Chronicle API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/openapi.json)", err=False)
+    sys.stdout.flush()
+    try:
+        _serve(url, host, port, broker, log_level)
+    finally:
+        if stop_workers is not None:
+            stop_workers()
+        typer.echo("Chronicle stopped.")
+
+
+def _use_database(url: str) -> None:
+    """Make `url` the process's DATABASE_URL, so workers and the service find the same store."""
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+
+
+def _start_in_process_workers(url: str, threads: int) -> Any:
+    """Start the dramatiq workers in this process on the in-memory broker; return a stopper."""
+    from api.inprocess import start_in_process_workers
+
+    _use_database(url)
+    return start_in_process_workers(threads)
+
+
+def worker(
+    ctx: typer.Context,
+    processes: int = typer.Option(1, "--processes", "-p", min=1, help="Worker processes."),
+    threads: int = typer.Option(8, "--threads", "-t", min=1, help="Threads per process."),
+) -> None:
+    """Start dramatiq worker processes on Chronicle's actors; other options go to dramatiq."""
+    from workers.main import run_worker
+
+    settings = get_settings()
+    if not settings.redis_url:
+        typer.echo("warning: no REDIS_URL; these workers only see their own in-memory broker", err=True)
+    _use_database(_cli().database_url(settings))
+    raise typer.Exit(run_worker(processes, threads, list(ctx.args)) or 0)
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="A name for the key, e.g. the service that uses it."),
+    role: str = typer.Option(..., "--role", "-r", help="writer, reader, auditor, operator or admin."),
+    actor_id: str | None = typer.Option(None, help="The actor its events name (default: the name)."),
+    actor_type: str = typer.Option("service", help="user, agent, service or system."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a key and print its secret token (shown only this once)."""
+    from api.keys import create_key
+    from api.operator_events import record_operator_action
+
+    actor, kind = _operator_actor()
+    with cli_pool() as pool:
+        try:
+            key, token = create_key(pool, name, role, actor_id=actor_id, actor_type=actor_type, created_by=actor)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        record_operator_action(_store(pool), "operator.key_created", f"key:{key.key_id}",
+                               {"role": role, "name": name}, actor_id=actor, actor_type=kind)
+    if as_json:
+        _echo_json({**key.public(), "token": token})
+    else:
+        typer.echo(f"created {role} key {key.key_id} ({name})")
+        typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List every key (never their secrets)."""
+    from api.keys import list_keys
+
+    with cli_pool() as pool:
+        keys = list_keys(pool)
+    if as_json:
+        _echo_json([k.public() for k in keys])
+        return
+    table = Table(title="API keys")
+    for column in ("key id", "name", "role", "actor", "created", "revoked"):
+        table.add_column(column)
+    for k in keys:
+        table.add_row(k.key_id, k.name, k.role, f"{k.actor_type}:{k.actor_id}",
+                      k.created_at.strftime("%Y-%m-%d %H:%M"), k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
+    _cli().console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id (the part after chr_).")) -> None:
+    """Revoke a key: its next request gets 401."""
+    from api.keys import revoke_key
+    from api.operator_events import record_operator_action
+
+    actor, kind = _operator_actor()
+    with cli_pool() as pool:
+        key = revoke_key(pool, key_id)
+        if key is None:
+            typer.echo(f"error: no key {key_id!r}", err=True)
+            raise typer.Exit(1)
+        record_operator_action(_store(pool), "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
+                               actor_id=actor, actor_type=kind)
+    typer.echo(f"revoked {key.key_id} ({key.name})")
+
+
+# -- history ---------------------------------------------------------------------------------
+
+def history(
+    stream: str = typer.Argument(..., help="A stream id, e.g. a document id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    limit: int = typer.Option(1000, min=1, max=100_000),
+) -> None:
+    """A stream's events: version, type, who, when, and what changed."""
+    from api.routes_audit import event_json
+
+    with cli_pool() as pool, pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT * FROM events WHERE stream_id = %s ORDER BY version LIMIT %s", (stream, limit)
+        ).fetchall()
+    if not rows:
+        typer.echo(f"error: no stream {stream!r}", err=True)
+        raise typer.Exit(1)
+    events = [event_json(r) for r in rows]
+    if as_json:
+        _echo_json(events)
+        return
+    table = Table(title=f"history of {stream}")
+    for column in ("version", "type", "actor", "session", "recorded at", "payload"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        meta = e["metadata"] or {}
+        payload = json.dumps(e["payload"], default=str)
+        table.add_row(
+            str(e["version"]), e["type"], f"{meta.get('actor_type', '')}:{meta.get('actor_id', '')}",
+            meta.get("session_id") or "", e["recorded_at"][:19], payload if len(payload) < 80 else payload[:77] + "...",
+        )
+    _cli().console.print(table)
+
+
+def register_commands(app: typer.Typer) -> None:
+    """Add these commands to the `chronicle` app."""
+    app.command()(up)
+    app.command()(serve)
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(worker)
+    app.command()(history)
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(projections_app, name="projections")
+    app.add_typer(dead_letters_app, name="dead-letters")
+    try:
+        from api import cli_operations  # noqa: F401 - adds projections and dead-letters commands
+    except ImportError:
+        pass

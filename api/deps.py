@@ -1,0 +1,267 @@
+"""What every route shares: Chronicle's state, the caller's key and role, versions, metadata.
+
+Routes stay thin: they take these as FastAPI dependencies and call the services.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, Header, Query, Request
+from psycopg_pool import ConnectionPool
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.keys import ApiKey
+from api.problems import Problem
+from infrastructure.config import Settings
+from infrastructure.event_store import EventStore
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API's own limits, from the environment (CHRONICLE_API_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHRONICLE_API_", extra="ignore")
+
+    max_body_bytes: int = Field(default=1_179_648, ge=1024)
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=500, ge=1)
+    # How long a read with ?min_position= waits for the projections, at most.
+    min_position_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
+
+
+API_SETTINGS = ApiSettings()
+MAX_PAGE = API_SETTINGS.max_page_size
+
+
+@dataclass
+class ChronicleState:
+    """Everything the routes use: settings, the pool, the store and the services once wired."""
+
+    settings: Settings
+    api_settings: ApiSettings
+    database_url: str
+    pool: ConnectionPool
+    store: EventStore
+    broker: str = "absent"  # "redis", "in-process", or "absent"
+    service: Any = None  # the domain's application service, when domain/ provides it
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def chronicle(request: Request) -> ChronicleState:
+    """The running app's ChronicleState."""
+    return request.app.state.chronicle
+
+
+def require(permission: str) -> Callable[..., ApiKey]:
+    """A dependency that admits only keys whose role holds `permission`.
+
+    No key, a malformed, unknown or revoked key: 401. A live key outside its role: 403.
+    """
+
+    def check(request: Request) -> ApiKey:
+        principal: ApiKey | None = getattr(request.state, "principal", None)
+        if principal is None:
+            reason = getattr(request.state, "auth_problem", "missing")
+            detail = {
+                "missing": "this route needs an API key: Authorization: Bearer <key>",
+                "malformed": "the Authorization header must be 'Bearer <key>'",
+            }.get(reason, "this API key is unknown or revoked")
+            raise Problem(401, "unauthorized", detail, field="Authorization",
+                          headers={"WWW-Authenticate": 'Bearer realm="chronicle"'})
+        if not principal.allows(permission):
+            raise Problem(
+                403, "forbidden",
+                f"a {principal.role} key may not do this (it needs the {permission} permission)",
+                field="Authorization", role=principal.role, permission=permission,
+            )
+        return principal
+
+    check.__name__ = f"require_{permission}"
+    return check
+
+
+Reader = Depends(require("read"))
+Writer = Depends(require("write"))
+Auditor = Depends(require("audit"))
+Operator = Depends(require("operate"))
+Admin = Depends(require("keys"))
+
+
+def page_size(
+    limit: int = Query(API_SETTINGS.default_page_size, ge=1, le=MAX_PAGE, description="page size"),
+) -> int:
+    """The page size asked for, bounded by CHRONICLE_API_MAX_PAGE_SIZE."""
+    return limit
+
+
+_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+
+
+def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
+    """The version an If-Match header names (the stream's ETag), or None without one.
+
+    `*` means "any version" and is the same as no header; anything else malformed is 422.
+    """
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _ETAG.match(if_match)
+    if not match:
+        raise Problem(422, "invalid_if_match", 'If-Match must be a stream version ETag such as "3"', field="If-Match")
+    return int(match.group(1))
+
+
+def etag(version: int) -> str:
+    """The ETag of a stream at `version`."""
+    return f'"{version}"'
+
+
+_HEADER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
+
+
+def _header_id(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    if not _HEADER_ID.match(value):
+        raise Problem(422, "invalid_header", f"{name} must be 1-200 letters, digits or ._:@/+=-", field=name)
+    return value
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who sends a command and in which session, correlation and causation: event metadata."""
+
+    principal: ApiKey
+    actor_id: str
+    actor_type: str
+    session_id: str | None
+    correlation_id: str
+    causation_id: str | None
+    expected_version: int | None
+
+    def metadata(self) -> dict[str, Any]:
+        """The metadata every event of this command carries."""
+        data = {
+            "actor_id": self.actor_id,
+            "actor_type": self.actor_type,
+            "session_id": self.session_id,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "api_key_id": self.principal.key_id,
+        }
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def command_context(
+    principal: ApiKey = Writer,
+    session_id: str | None = Header(None, alias="X-Session-Id"),
+    correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
+    causation_id: str | None = Header(None, alias="X-Causation-Id"),
+    expected_version: int | None = Depends(if_match),
+) -> CommandContext:
+    """A writer's command context: the key's actor, the session headers and If-Match.
+
+    A missing correlation id gets a fresh one, so every command's events share one.
+    """
+    return CommandContext(
+        principal=principal,
+        actor_id=principal.actor_id,
+        actor_type=principal.actor_type,
+        session_id=_header_id(session_id, "X-Session-Id"),
+        correlation_id=_header_id(correlation_id, "X-Correlation-Id") or str(uuid.uuid4()),
+        causation_id=_header_id(causation_id, "X-Causation-Id"),
+        expected_version=expected_version,
+    )
+
+
+def operator_context(
+    principal: ApiKey = Operator,
+    correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
+) -> CommandContext:
+    """An operator's context, for the events that record operator actions."""
+    return CommandContext(
+        principal=principal, actor_id=principal.actor_id, actor_type=principal.actor_type,
+        session_id=None, correlation_id=_header_id(correlation_id, "X-Correlation-Id") or str(uuid.uuid4()),
+        causation_id=None, expected_version=None,
+    )
+
+
+def encode_cursor(*parts: Any) -> str:
+    """An opaque keyset cursor from the sort key of the last row of a page."""
+    text = "\x1f".join(str(p) for p in parts)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kinds: tuple[type, ...]) -> tuple[Any, ...] | None:
+    """The sort key a cursor holds, typed; a cursor that is not one of ours is 422."""
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        parts = base64.urlsafe_b64decode(padded.encode()).decode().split("\x1f")
+        if len(parts) != len(kinds):
+            raise ValueError("wrong length")
+        return tuple(kind(part) for kind, part in zip(kinds, parts))
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(422, "invalid_cursor", "this cursor was not issued by this route", field="cursor") from None
+
+
+def _wait_for_position(request: Request, min_position: int | None, projections: tuple[str, ...] | None) -> None:
+    """Block until `projections` (all if None; the log only if empty) reach `min_position`.
+
+    On timeout the read is refused with 503 and Retry-After, never served stale.
+    """
+    if not min_position:
+        return
+    state = chronicle(request)
+    deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
+    reached = state.extras.get("projected_position")
+    delay = 0.005
+    while True:
+        if reached is None or projections == ():
+            position = _safe_position(state)
+        else:
+            position = reached(min_position, projections)
+        if position >= min_position:
+            return
+        if time.monotonic() >= deadline:
+            raise Problem(
+                503, "projection_behind",
+                f"the projections have reached position {position}, not {min_position}, "
+                f"within {state.api_settings.min_position_wait_ms} ms",
+                field="min_position", headers={"Retry-After": "1"}, projected_position=position,
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def min_position_for(*projections: str) -> Callable[..., int | None]:
+    """Read-your-writes for reads served by `projections` (none named: the event log itself).
+
+    The dependency waits, bounded, until they have applied every event up to `?min_position=`.
+    """
+
+    def dependency(
+        request: Request,
+        min_position: int | None = Query(
+            None, ge=0, description="wait (bounded) until the read side has reached this log position"
+        ),
+    ) -> int | None:
+        _wait_for_position(request, min_position, projections)
+        return min_position
+
+    return dependency
+
+
+min_position_param = min_position_for()
+
+
+def _safe_position(state: ChronicleState) -> int:
+    with state.pool.connection() as conn:
+        return conn.execute("SELECT safe_position() AS p").fetchone()["p"]

@@ -1,0 +1,52 @@
+"""`chronicle up` without REDIS_URL: the dramatiq workers in this process, on the stub broker.
+
+The API's appends send wake-ups to the same in-memory broker, and the workers' periodic
+tick covers anything missed, exactly as with Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+logger = logging.getLogger("chronicle.workers")
+
+
+def start_in_process_workers(threads: int = 4) -> Callable[[], None]:
+    """Start a dramatiq Worker with `threads` threads on the in-memory broker; return its stopper.
+
+    Needs DATABASE_URL in the environment (the workers' pool reads it).
+    """
+    import dramatiq
+
+    from workers import actors  # sets up the broker (a StubBroker without REDIS_URL)
+    from workers.runtime import close_pool
+
+    worker = dramatiq.Worker(actors.broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    try:
+        from workers.tick import wake_all
+
+        wake_all()  # catch up whatever was appended while Chronicle was stopped
+    except Exception:  # noqa: BLE001 - the tick will do it
+        logger.exception("initial wake-up failed")
+
+    def stop() -> None:
+        worker.stop(timeout=5_000)
+        close_pool()
+
+    return stop
+
+
+def wake_projection(partitions: int) -> Callable[[str | None], None]:
+    """A function that wakes every partition of one projection (or of all, given None)."""
+
+    def wake(name: str | None) -> None:
+        from projections.catalog import PROJECTORS
+        from workers.actors import catch_up_partition
+
+        for projection in [name] if name else list(PROJECTORS):
+            for k in range(partitions):
+                catch_up_partition.send(projection, k)
+
+    return wake

@@ -1,0 +1,275 @@
+"""ASGI middleware: body size limit, API-key resolution, and Idempotency-Key replay.
+
+Order, outermost first: body limit, then the key (so idempotency is scoped per key),
+then idempotency, then the routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import anyio
+from psycopg_pool import ConnectionPool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.keys import authenticate
+from api.problems import problem_response
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Responses that are not replayed: the request may well succeed when retried.
+NOT_REPLAYED = frozenset({401, 403, 408, 413, 429})
+STALE_IN_FLIGHT_SECONDS = 60
+REPLAYED_HEADERS = ("content-type", "etag", "location", "x-chronicle-position", "x-chronicle-version")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with 413, whether declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await problem_response(400, "bad_content_length", "Content-Length is not a number", "Content-Length")(
+                    scope, receive, send
+                )
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await problem_response(
+            413, "body_too_large", f"request bodies are limited to {self.max_bytes} bytes", "body",
+            headers={"Connection": "close"},
+        )(scope, receive, send)
+
+
+class ApiKeyMiddleware:
+    """Resolve `Authorization: Bearer <key>` to a live key in `request.state.principal`.
+
+    Routes decide what a missing key means (401) and what a role may do (403).
+    """
+
+    def __init__(self, app: ASGIApp, pool_getter: Any) -> None:
+        self.app = app
+        self.pool_getter = pool_getter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["principal"] = None
+        state["auth_problem"] = "missing"
+        header = Headers(scope=scope).get("authorization")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                state["auth_problem"] = "malformed"
+            else:
+                key = await anyio.to_thread.run_sync(authenticate, self.pool_getter(), token.strip())
+                state["principal"] = key
+                state["auth_problem"] = None if key else "invalid"
+        await self.app(scope, receive, send)
+
+
+class IdempotencyMiddleware:
+    """Commands with an Idempotency-Key: the first response is stored and every retry gets it.
+
+    Keys are scoped per API key. The same key with a different request is 422; a retry
+    while the first is still running is 409. Server errors are not stored, so they retry.
+    """
+
+    def __init__(self, app: ASGIApp, pool_getter: Any) -> None:
+        self.app = app
+        self.pool_getter = pool_getter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in MUTATING:
+            await self.app(scope, receive, send)
+            return
+        idem = Headers(scope=scope).get("idempotency-key")
+        principal = scope.get("state", {}).get("principal")
+        if idem is None or principal is None:
+            await self.app(scope, receive, send)
+            return
+        if not (1 <= len(idem) <= 200) or not idem.isprintable():
+            await problem_response(
+                422, "invalid_idempotency_key", "Idempotency-Key must be 1-200 printable characters",
+                "Idempotency-Key",
+            )(scope, receive, send)
+            return
+
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        digest = hashlib.sha256()
+        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1")):
+            digest.update(part.encode() + b"\0")
+        digest.update(bytes(body))
+        request_hash = digest.hexdigest()
+
+        pool = self.pool_getter()
+        claim = await anyio.to_thread.run_sync(
+            _claim, pool, principal.key_id, idem, request_hash, scope["method"], scope["path"]
+        )
+        if claim is not None:
+            await self._answer_existing(claim, request_hash, scope, receive, send)
+            return
+
+        captured: dict[str, Any] = {"status": None, "headers": [], "body": bytearray()}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"] = message["status"]
+                captured["headers"] = message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                captured["body"] += message.get("body", b"")
+            await send(message)
+
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        try:
+            await self.app(scope, replay, capture)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_release, pool, principal.key_id, idem)
+            raise
+        status = captured["status"] or 500
+        with anyio.CancelScope(shield=True):
+            no_store = any(
+                k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in captured["headers"]
+            )
+            if status >= 500 or status in NOT_REPLAYED or no_store:
+                await anyio.to_thread.run_sync(_release, pool, principal.key_id, idem)
+            else:
+                headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in captured["headers"]
+                    if k.decode("latin-1").lower() in REPLAYED_HEADERS
+                }
+                await anyio.to_thread.run_sync(
+                    _complete, pool, principal.key_id, idem, status, headers, bytes(captured["body"])
+                )
+
+    async def _answer_existing(
+        self, row: dict[str, Any], request_hash: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if row["request_hash"] != request_hash:
+            response = problem_response(
+                422, "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request", "Idempotency-Key",
+            )
+        elif row["status"] is None:
+            response = problem_response(
+                409, "idempotency_key_in_flight",
+                "the first request with this Idempotency-Key is still running; retry shortly",
+                "Idempotency-Key", headers={"Retry-After": "1"},
+            )
+        else:
+            headers = dict(row["headers"] or {})
+            headers["idempotent-replayed"] = "true"
+            await send({
+                "type": "http.response.start",
+                "status": row["status"],
+                "headers": [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+                + [(b"content-length", str(len(row["body"] or b"")).encode())],
+            })
+            await send({"type": "http.response.body", "body": bytes(row["body"] or b"")})
+            return
+        await response(scope, receive, send)
+
+
+def _claim(
+    pool: ConnectionPool, key_id: str, idem: str, request_hash: str, method: str, path: str
+) -> dict[str, Any] | None:
+    """Claim an idempotency key for this request: None if claimed now, else the stored row."""
+    with pool.connection() as conn:
+        for _ in range(2):
+            row = conn.execute(
+                "INSERT INTO idempotency_keys (key_id, idempotency_key, request_hash, method, path)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING key_id",
+                (key_id, idem, request_hash, method, path),
+            ).fetchone()
+            if row is not None:
+                return None
+            existing = conn.execute(
+                "SELECT request_hash, status, headers, body,"
+                " (status IS NULL AND created_at < now() - make_interval(secs => %s)) AS stale"
+                " FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s",
+                (STALE_IN_FLIGHT_SECONDS, key_id, idem),
+            ).fetchone()
+            if existing is None:
+                continue  # released between our insert and select: try once more
+            if existing["stale"]:
+                # The first request's process died mid-way: nothing stored, so run it again.
+                conn.execute(
+                    "DELETE FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s AND status IS NULL",
+                    (key_id, idem),
+                )
+                continue
+            return existing
+    return {"request_hash": request_hash, "status": None, "headers": None, "body": None}
+
+
+def _complete(
+    pool: ConnectionPool, key_id: str, idem: str, status: int, headers: dict[str, str], body: bytes
+) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE idempotency_keys SET status = %s, headers = %s::jsonb, body = %s, completed_at = now()"
+            " WHERE key_id = %s AND idempotency_key = %s",
+            (status, json.dumps(headers), body, key_id, idem),
+        )
+
+
+def _release(pool: ConnectionPool, key_id: str, idem: str) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "DELETE FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s AND status IS NULL",
+            (key_id, idem),
+        )

@@ -1,0 +1,187 @@
+"""The auditors' routes: the event log with filters, a stream's events, causation chains."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, encode_cursor, etag, min_position_param, page_size
+from api.problems import Problem
+from domain.event_types import registry
+
+router = APIRouter(prefix="/v1", tags=["audit"])
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
+
+
+def event_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One stored event as JSON, its payload upcast to the current schema version."""
+    try:
+        schema_version, payload = registry.upcast(row["type"], row["schema_version"], row["payload"])
+    except Exception:  # noqa: BLE001 - an auditor still sees the stored payload
+        schema_version, payload = row["schema_version"], row["payload"]
+    return {
+        "position": row["position"],
+        "event_id": str(row["event_id"]),
+        "stream_id": row["stream_id"],
+        "stream_type": row["stream_type"],
+        "version": row["version"],
+        "type": row["type"],
+        "schema_version": schema_version,
+        "payload": payload,
+        "metadata": row["metadata"],
+        "recorded_at": row["recorded_at"].isoformat(),
+    }
+
+
+@router.get("/events", summary="The event log, filtered, in log order")
+def list_events(
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Auditor,
+    stream: str | None = Query(None, pattern=_ID, description="stream id"),
+    stream_type: str | None = Query(None, max_length=100),
+    type: list[str] | None = Query(None, description="event type, repeatable", max_length=50),
+    actor: str | None = Query(None, max_length=200, description="actor id"),
+    session: str | None = Query(None, max_length=200, description="session id"),
+    correlation_id: str | None = Query(None, max_length=200),
+    since: datetime | None = Query(None, description="recorded at or after (ISO 8601)"),
+    until: datetime | None = Query(None, description="recorded before (ISO 8601)"),
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_param),
+) -> dict[str, Any]:
+    """Events matching every filter given, oldest first, a page at a time.
+
+    Only events below the safe position are listed, so a cursor never skips a late commit.
+    """
+    after = (decode_cursor(cursor, (int,)) or (0,))[0]
+    clauses = ["position > %s", "position <= safe_position()"]
+    params: list[Any] = [after]
+    for column, value in (
+        ("stream_id", stream), ("stream_type", stream_type), ("metadata->>'actor_id'", actor),
+        ("metadata->>'session_id'", session), ("metadata->>'correlation_id'", correlation_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if type:
+        clauses.append("type = ANY(%s)")
+        params.append(type)
+    if since is not None:
+        clauses.append("recorded_at >= %s")
+        params.append(since)
+    if until is not None:
+        clauses.append("recorded_at < %s")
+        params.append(until)
+    params.append(limit + 1)
+    with state.pool.connection() as conn:
+        rows = conn.execute(
+            f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s", params
+        ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "events": [event_json(row) for row in rows],
+        "next_cursor": encode_cursor(rows[-1]["position"]) if more else None,
+    }
+
+
+@router.get("/streams/{stream_id:path}/events", summary="One stream's events, in version order")
+def stream_events(
+    response: Response,
+    stream_id: str = Path(..., pattern=_ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Auditor,
+    from_version: int = Query(1, ge=1),
+    to_version: int | None = Query(None, ge=1),
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+) -> dict[str, Any]:
+    """A stream's events from `from_version`, with its current version as the ETag.
+
+    An unknown stream is 404.
+    """
+    after = (decode_cursor(cursor, (int,)) or (from_version - 1,))[0]
+    with state.pool.connection() as conn:
+        stream = conn.execute(
+            "SELECT stream_id, stream_type, version FROM streams WHERE stream_id = %s", (stream_id,)
+        ).fetchone()
+        if stream is None:
+            raise Problem(404, "stream_not_found", f"no stream {stream_id!r}", field="stream_id")
+        rows = conn.execute(
+            "SELECT * FROM events WHERE stream_id = %s AND version > %s"
+            " AND (%s::bigint IS NULL OR version <= %s::bigint) ORDER BY version LIMIT %s",
+            (stream_id, after, to_version, to_version, limit + 1),
+        ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    response.headers["ETag"] = etag(stream["version"])
+    return {
+        "stream_id": stream_id,
+        "stream_type": stream["stream_type"],
+        "version": stream["version"],
+        "events": [event_json(row) for row in rows],
+        "next_cursor": encode_cursor(rows[-1]["version"]) if more else None,
+    }
+
+
+@router.get("/events/{event_id}", summary="One event")
+def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any = Auditor) -> dict[str, Any]:
+    """One event by its id; 404 if there is none."""
+    with state.pool.connection() as conn:
+        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
+    if row is None:
+        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+    return event_json(row)
+
+
+@router.get("/events/{event_id}/causation", summary="What caused an event, and what it caused")
+def causation(
+    event_id: UUID,
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Auditor,
+    depth: int = Query(10, ge=1, le=50, description="how many generations of effects to follow"),
+) -> dict[str, Any]:
+    """The causation chain through an event: its causes back to the root, and its effects.
+
+    Causes follow `metadata.causation_id`; effects are the events naming it, generation by
+    generation, up to `depth` generations and 1000 events.
+    """
+    with state.pool.connection() as conn:
+        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
+        if row is None:
+            raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        causes = conn.execute(
+            """
+            WITH RECURSIVE up(event_id, causation_id, depth) AS (
+                SELECT e.event_id, e.metadata->>'causation_id', 0 FROM events e WHERE e.event_id = %s
+                UNION ALL
+                SELECT p.event_id, p.metadata->>'causation_id', up.depth + 1
+                FROM up JOIN events p ON p.event_id::text = up.causation_id
+                WHERE up.depth < 100
+            )
+            SELECT e.*, up.depth FROM up JOIN events e USING (event_id) WHERE up.depth > 0 ORDER BY up.depth
+            """,
+            (event_id,),
+        ).fetchall()
+        effects = conn.execute(
+            """
+            WITH RECURSIVE down(event_id, depth) AS (
+                SELECT e.event_id, 0 FROM events e WHERE e.event_id = %s
+                UNION
+                SELECT c.event_id, down.depth + 1
+                FROM down JOIN events c ON c.metadata->>'causation_id' = down.event_id::text
+                WHERE down.depth < %s
+            )
+            SELECT e.*, min(down.depth) AS depth FROM down JOIN events e USING (event_id)
+            WHERE down.depth > 0 GROUP BY e.position ORDER BY e.position LIMIT 1000
+            """,
+            (event_id, depth),
+        ).fetchall()
+    return {
+        "event": event_json(row),
+        "caused_by": [{**event_json(r), "depth": r["depth"]} for r in causes],
+        "caused": [{**event_json(r), "depth": r["depth"]} for r in effects],
+    }

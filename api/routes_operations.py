@@ -1,0 +1,241 @@
+"""The operators' routes: projection status, rebuild and replay, dead letters.
+
+Each action is recorded as an `operator.*` event naming who did it. Rebuilds run in a
+background thread of this process; their progress is readable while they run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import ChronicleState, CommandContext, chronicle, operator_context
+from api.operator_events import record_operator_action
+from api.problems import Problem
+import importlib
+
+import projections as pj
+from projections.catalog import PROJECTORS
+
+# The package re-exports `status` and `rebuild` functions under the module names.
+_status_module = importlib.import_module("projections.status")
+_rebuild_module = importlib.import_module("projections.rebuild")
+
+router = APIRouter(prefix="/v1", tags=["operations"])
+logger = logging.getLogger("chronicle.api")
+NAME = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+def _plain(value: Any) -> Any:
+    data = asdict(value)
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in data.items()}
+
+
+def _known(name: str) -> str:
+    if name not in PROJECTORS:
+        raise Problem(404, "projection_not_found", f"no projection {name!r}; known: {', '.join(sorted(PROJECTORS))}",
+                      field="name")
+    return name
+
+
+def _record(state: ChronicleState, ctx: CommandContext, event_type: str, target: str, details: dict[str, Any]) -> int:
+    result = record_operator_action(
+        state.store, event_type, target, details, actor_id=ctx.actor_id, actor_type=ctx.actor_type,
+        correlation_id=ctx.correlation_id,
+    )
+    return result.position
+
+
+def wake(state: ChronicleState, name: str | None = None) -> None:
+    """Ask the workers to catch up now (after a replay or a retry); ticks cover a lost ask."""
+    waker = state.extras.get("wake")
+    if waker is None:
+        return
+    try:
+        waker(name)
+    except Exception:  # noqa: BLE001 - a wake-up is a hint; the periodic tick covers it
+        logger.exception("wake-up after an operator action failed")
+
+
+@router.get("/projections", summary="Status and lag of every projection and partition")
+def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
+    """Every partition's checkpoint, head, lag and state, and each projection's latest rebuild."""
+    partitions = [_plain(p) for p in pj.status(state.pool)]
+    rebuilds = {}
+    for name in PROJECTORS:
+        progress = pj.rebuild_progress(state.pool, name)
+        rebuilds[name] = _plain(progress) if progress else None
+    return {
+        "projections": [
+            {
+                "name": name,
+                "partitions": [p for p in partitions if p["projection"] == name],
+                "lag_events": sum(p["lag_events"] for p in partitions if p["projection"] == name),
+                "dead_letters": sum(p["dead_letters"] for p in partitions if p["projection"] == name),
+                "rebuild": rebuilds[name],
+            }
+            for name in PROJECTORS
+        ]
+    }
+
+
+class RebuildRequest(BaseModel):
+    """Options of a rebuild: a new partition count, if any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    partitions: int | None = Field(None, ge=1, le=1024)
+
+
+@router.post("/projections/{name}/rebuild", status_code=202, summary="Rebuild a projection into shadow tables")
+def start_rebuild(
+    response: Response,
+    name: str = Path(..., pattern=NAME),
+    body: RebuildRequest | None = None,
+    state: ChronicleState = Depends(chronicle),
+    ctx: CommandContext = Depends(operator_context),
+) -> dict[str, Any]:
+    """Start a rebuild in the background; follow it at GET .../rebuild. 409 if one is running."""
+    _known(name)
+    with state.pool.connection() as conn:
+        if _status_module._rebuilding(conn, name):
+            raise Problem(409, "rebuild_in_progress", f"projection {name!r} is already being rebuilt", field="name")
+    partitions = body.partitions if body else None
+    position = _record(state, ctx, "operator.projection_rebuilt", f"projection:{name}",
+                       {"partitions": partitions, "requested_by_key": ctx.principal.key_id})
+    previous = pj.rebuild_progress(state.pool, name)
+    previous_id = previous.id if previous else 0
+
+    def run() -> None:
+        try:
+            pj.rebuild(state.pool, name, partitions=partitions)
+            wake(state, name)
+        except _rebuild_module.RebuildInProgress:
+            logger.info("rebuild of %s was already running", name)
+        except Exception:  # noqa: BLE001 - recorded as failed in projection_rebuild
+            logger.exception("rebuild of %s failed", name)
+
+    thread = threading.Thread(target=run, name=f"rebuild-{name}", daemon=True)
+    thread.start()
+    # Answer once the rebuild's progress row exists, so GET .../rebuild shows this one.
+    deadline = time.monotonic() + 5
+    while thread.is_alive() and time.monotonic() < deadline:
+        current = pj.rebuild_progress(state.pool, name)
+        if current is not None and current.id > previous_id:
+            break
+        time.sleep(0.02)
+    response.headers["Location"] = f"/v1/projections/{name}/rebuild"
+    response.headers["X-Chronicle-Position"] = str(position)
+    return {"projection": name, "state": "started", "position": position,
+            "progress": f"/v1/projections/{name}/rebuild"}
+
+
+@router.get("/projections/{name}/rebuild", summary="The latest rebuild's progress")
+def rebuild_status(
+    name: str = Path(..., pattern=NAME),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Depends(operator_context),
+) -> dict[str, Any]:
+    """Events done of total, rate and ETA of the projection's latest rebuild; 404 if none."""
+    _known(name)
+    progress = pj.rebuild_progress(state.pool, name)
+    if progress is None:
+        raise Problem(404, "rebuild_not_found", f"projection {name!r} was never rebuilt", field="name")
+    return _plain(progress)
+
+
+class ReplayRequest(BaseModel):
+    """Where to replay from: every partition's checkpoint moves back to this position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_position: int = Field(ge=0)
+
+
+@router.post("/projections/{name}/replay", status_code=202, summary="Replay a projection from a log position")
+def start_replay(
+    body: ReplayRequest,
+    response: Response,
+    name: str = Path(..., pattern=NAME),
+    state: ChronicleState = Depends(chronicle),
+    ctx: CommandContext = Depends(operator_context),
+) -> dict[str, Any]:
+    """Move the checkpoints back and wake the workers; GET /v1/projections shows the lag fall."""
+    _known(name)
+    moved = pj.replay(state.pool, name, body.from_position)
+    position = _record(state, ctx, "operator.projection_replayed", f"projection:{name}",
+                       {"from_position": body.from_position, "partitions": moved})
+    wake(state, name)
+    response.headers["X-Chronicle-Position"] = str(position)
+    return {"projection": name, "from_position": body.from_position, "partitions_moved": moved, "position": position}
+
+
+@router.get("/dead-letters", summary="Parked events")
+def list_dead(
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Depends(operator_context),
+    projection: str | None = Query(None, pattern=NAME),
+    status: Literal["parked", "retried", "skipped"] = "parked",
+    stream_id: str | None = Query(None, max_length=200),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Dead letters in log order, by projection, status and stream."""
+    if projection is not None:
+        _known(projection)
+    rows = pj.list_dead_letters(state.pool, projection, status=status, stream_id=stream_id, limit=limit)
+    return {"dead_letters": [_plain(r) for r in rows]}
+
+
+def _dead_letter(state: ChronicleState, dead_letter_id: int) -> dict[str, Any]:
+    with state.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT id, projection, stream_id, status FROM dead_letter WHERE id = %s AND NOT shadow", (dead_letter_id,)
+        ).fetchone()
+    if row is None:
+        raise Problem(404, "dead_letter_not_found", f"no dead letter {dead_letter_id}", field="dead_letter_id")
+    if row["status"] != "parked":
+        raise Problem(409, "dead_letter_resolved", f"dead letter {dead_letter_id} is already {row['status']}",
+                      field="dead_letter_id")
+    return row
+
+
+@router.post("/dead-letters/{dead_letter_id}/retry", summary="Retry a parked event and the rest of its stream")
+def retry_dead(
+    dead_letter_id: int = Path(..., ge=1),
+    state: ChronicleState = Depends(chronicle),
+    ctx: CommandContext = Depends(operator_context),
+) -> dict[str, Any]:
+    """Re-apply the stream's parked events in order; those failing again stay parked."""
+    row = _dead_letter(state, dead_letter_id)
+    outcome = pj.retry_dead_letters(state.pool, row["projection"], stream_id=row["stream_id"])
+    position = _record(state, ctx, "operator.dead_letter_retried", f"dead_letter:{dead_letter_id}",
+                       {"projection": row["projection"], "stream_id": row["stream_id"],
+                        "resumed": outcome.resumed, "still_parked": outcome.still_parked})
+    wake(state, row["projection"])
+    return {"resumed": outcome.resumed, "still_parked": outcome.still_parked, "position": position}
+
+
+@router.post("/dead-letters/{dead_letter_id}/skip", summary="Skip a parked event; its stream resumes")
+def skip_dead(
+    dead_letter_id: int = Path(..., ge=1),
+    state: ChronicleState = Depends(chronicle),
+    ctx: CommandContext = Depends(operator_context),
+) -> dict[str, Any]:
+    """Never apply this event; the later parked events of its stream are retried in order."""
+    row = _dead_letter(state, dead_letter_id)
+    try:
+        outcome = pj.skip_dead_letter(state.pool, dead_letter_id)
+    except KeyError:
+        raise Problem(409, "dead_letter_resolved", f"dead letter {dead_letter_id} is no longer parked",
+                      field="dead_letter_id") from None
+    position = _record(state, ctx, "operator.dead_letter_skipped", f"dead_letter:{dead_letter_id}",
+                       {"projection": row["projection"], "stream_id": row["stream_id"],
+                        "resumed": outcome.resumed, "still_parked": outcome.still_parked})
+    wake(state, row["projection"])
+    return {"resumed": outcome.resumed, "still_parked": outcome.still_parked, "position": position}

@@ -1,0 +1,394 @@
+"""Reads from the snapshot tables the projection workers keep: documents, agents, chains.
+
+Every read accepts `?min_position=` (read-your-writes). Lists are newest first with keyset
+cursors. A resource's ETag is the stream version of the last event that shaped its row.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from api.deps import ChronicleState, Reader, chronicle, decode_cursor, encode_cursor, etag, min_position_for, page_size
+from api.problems import Problem
+
+router = APIRouter(prefix="/v1", tags=["reads"])
+ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
+IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+MAX_METADATA_FILTERS = 10
+
+
+def _json(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif key == "last_event_id" and value is not None:
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _fetch_one(state: ChronicleState, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    with state.pool.connection() as conn:
+        return conn.execute(sql, params).fetchone()
+
+
+def _fetch_all(state: ChronicleState, sql: str, params: Any) -> list[dict[str, Any]]:
+    with state.pool.connection() as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _page(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(*(rows[-1][k] for k in key)) if more and rows else None)
+
+
+def metadata_filters(request: Request) -> list[tuple[str, str]]:
+    """`?metadata.<field>=<value>` query parameters, at most ten, field names bounded."""
+    filters = []
+    for name, value in request.query_params.multi_items():
+        if name.startswith("metadata."):
+            field = name[len("metadata."):]
+            if not field or len(field) > 100 or len(value) > 500:
+                raise Problem(422, "invalid_metadata_filter", "metadata filters are metadata.<field>=<value>, "
+                              "field up to 100 and value up to 500 characters", field=name[:120])
+            filters.append((field, value))
+    if len(filters) > MAX_METADATA_FILTERS:
+        raise Problem(422, "too_many_filters", f"at most {MAX_METADATA_FILTERS} metadata filters", field="metadata")
+    return filters
+
+
+def _metadata_sql(column: str, filters: list[tuple[str, str]], clauses: list[str], params: list[Any]) -> None:
+    """Containment clauses (GIN-indexed) matching a value as text, or as the JSON it spells."""
+    for field, value in filters:
+        candidates = [json.dumps({field: value})]
+        try:
+            parsed = json.loads(value)
+            if not isinstance(parsed, str):
+                candidates.append(json.dumps({field: parsed}))
+        except ValueError:
+            pass
+        clauses.append("(" + " OR ".join(f"{column} @> %s::jsonb" for _ in candidates) + ")")
+        params.extend(candidates)
+
+
+# -- documents -------------------------------------------------------------------------------
+
+DOC_COLUMNS = (
+    "d.document_id, d.namespace, d.document_type AS type, d.title, d.content, d.body, d.metadata, d.version,"
+    " d.session_id, d.created_by, d.created_by_type, d.created_at, d.updated_at, d.created_position,"
+    " d.last_event_id, d.last_version, d.last_position"
+)
+
+
+@router.get("/documents", summary="Documents, newest first, by namespace, type, tag, session, metadata")
+def list_documents(
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    namespace: str | None = Query(None, pattern=IDENT),
+    type: str | None = Query(None, pattern=IDENT, description="document type"),
+    tag: str | None = Query(None, pattern=IDENT, description="only tagged documents, at the tagged version"),
+    session: str | None = Query(None, max_length=200, description="session id that created the document"),
+    metadata: list[tuple[str, str]] = Depends(metadata_filters),
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_for("documents")),
+) -> dict[str, Any]:
+    """Live documents matching every filter, newest first, a page at a time.
+
+    With `?tag=`, each document comes at the version the tag points to.
+    """
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("d.namespace", namespace), ("d.document_type", type), ("d.session_id", session)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    _metadata_sql("d.metadata", metadata, clauses, params)
+    after = decode_cursor(cursor, (int,))
+    if after:
+        clauses.append("d.created_position < %s")
+        params.append(after[0])
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    if tag is None:
+        sql = f"SELECT {DOC_COLUMNS} FROM document_snapshot d {where} ORDER BY d.created_position DESC LIMIT %s"
+    else:
+        where = "WHERE t.tag = %s" + ("".join(f" AND {c}" for c in clauses))
+        params.insert(0, tag)
+        sql = (
+            "SELECT d.document_id, d.namespace, d.document_type AS type, v.title, b.content, b.body, v.metadata,"
+            " v.version, d.session_id, d.created_by, d.created_by_type, d.created_at, v.created_at AS updated_at,"
+            " d.created_position, d.last_event_id, d.last_version, d.last_position, t.tag"
+            " FROM active_tag t JOIN document_snapshot d ON d.document_id = t.document_id"
+            " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
+            " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
+            f" {where} ORDER BY d.created_position DESC LIMIT %s"
+        )
+    params.append(limit + 1)
+    rows, next_cursor = _page(_fetch_all(state, sql, params), limit, "created_position")
+    return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get("/documents/{document_id}", summary="One document")
+def get_document(
+    response: Response,
+    document_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    _wait: int | None = Depends(min_position_for("documents")),
+) -> dict[str, Any]:
+    """The current document with its live tags; its stream version is the ETag. 404 if none."""
+    row = _fetch_one(state, f"SELECT {DOC_COLUMNS} FROM document_snapshot d WHERE d.document_id = %s", (document_id,))
+    if row is None:
+        raise Problem(404, "document_not_found", f"no document {document_id!r}", field="document_id")
+    tags = _fetch_all(
+        state, "SELECT tag, document_version FROM active_tag WHERE document_id = %s ORDER BY tag", (document_id,)
+    )
+    response.headers["ETag"] = etag(row["last_version"])
+    return {**_json(row), "tags": {t["tag"]: t["document_version"] for t in tags}}
+
+
+@router.get("/documents/{document_id}/versions", summary="A document's versions")
+def list_versions(
+    document_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_for("documents")),
+) -> dict[str, Any]:
+    """Version headers, oldest first, without bodies; they outlive a deleted document."""
+    after = (decode_cursor(cursor, (int,)) or (0,))[0]
+    rows = _fetch_all(
+        state,
+        "SELECT document_id, version, namespace, document_type AS type, title, metadata, change_description,"
+        " session_id, created_by, created_by_type, created_at, last_version, last_position"
+        " FROM document_version WHERE document_id = %s AND version > %s ORDER BY version LIMIT %s",
+        (document_id, after, limit + 1),
+    )
+    if not rows and after == 0:
+        raise Problem(404, "document_not_found", f"no document {document_id!r}", field="document_id")
+    rows, next_cursor = _page(rows, limit, "version")
+    return {"document_id": document_id, "versions": [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get("/documents/{document_id}/versions/{version}", summary="One version of a document, with its body")
+def get_version(
+    document_id: str = Path(..., pattern=ID),
+    version: int = Path(..., ge=1),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    _wait: int | None = Depends(min_position_for("documents")),
+) -> dict[str, Any]:
+    """A document as it was at a content version. 404 if there is no such version."""
+    row = _fetch_one(
+        state,
+        "SELECT v.document_id, v.version, v.namespace, v.document_type AS type, v.title, b.content, b.body,"
+        " v.metadata, v.change_description, v.session_id, v.created_by, v.created_by_type, v.created_at,"
+        " v.last_version, v.last_position"
+        " FROM document_version v LEFT JOIN document_body b ON b.body_hash = v.body_hash"
+        " WHERE v.document_id = %s AND v.version = %s",
+        (document_id, version),
+    )
+    if row is None:
+        raise Problem(404, "version_not_found", f"document {document_id!r} has no version {version}", field="version")
+    return _json(row)
+
+
+@router.get("/documents/{document_id}/tags", summary="A document's live tags and their history")
+def document_tags(
+    document_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    tag: str | None = Query(None, pattern=IDENT, description="only this tag's history"),
+    _wait: int | None = Depends(min_position_for("documents")),
+) -> dict[str, Any]:
+    """Where each tag points now, and every move of the document's tags, oldest first."""
+    active = _fetch_all(
+        state, "SELECT tag, document_version, updated_at, updated_by FROM active_tag WHERE document_id = %s"
+        " ORDER BY tag", (document_id,),
+    )
+    history = _fetch_all(
+        state,
+        "SELECT event_id, tag, document_version, previous_version, operation, created_at, created_by,"
+        " created_by_type, session_id, last_version, last_position FROM tag_event"
+        " WHERE document_id = %s AND (%s::text IS NULL OR tag = %s::text) ORDER BY last_position LIMIT 1000",
+        (document_id, tag, tag),
+    )
+    return {
+        "document_id": document_id,
+        "tags": [_json(r) for r in active],
+        "history": [{**_json(r), "event_id": str(r["event_id"])} for r in history],
+    }
+
+
+# -- agents ----------------------------------------------------------------------------------
+
+AGENT_COLUMNS = (
+    "agent_id, name, prompt, model, tools, metadata, created_at, updated_at, last_event_id, last_version, last_position"
+)
+
+
+@router.get("/agents", summary="Agents, newest first")
+def list_agents(
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    name: str | None = Query(None, max_length=200),
+    metadata: list[tuple[str, str]] = Depends(metadata_filters),
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_for("agents")),
+) -> dict[str, Any]:
+    """Live agents, most recently changed first."""
+    clauses, params = _list_clauses("name", name, metadata, cursor)
+    rows = _fetch_all(
+        state, f"SELECT {AGENT_COLUMNS} FROM agent_snapshot {clauses} ORDER BY last_position DESC LIMIT %s",
+        params + [limit + 1],
+    )
+    rows, next_cursor = _page(rows, limit, "last_position")
+    return {"agents": [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+@router.get("/agents/{agent_id}", summary="One agent")
+def get_agent(
+    response: Response,
+    agent_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    _wait: int | None = Depends(min_position_for("agents")),
+) -> dict[str, Any]:
+    """The current agent; its stream version is the ETag. 404 if none."""
+    row = _fetch_one(state, f"SELECT {AGENT_COLUMNS} FROM agent_snapshot WHERE agent_id = %s", (agent_id,))
+    if row is None:
+        raise Problem(404, "agent_not_found", f"no agent {agent_id!r}", field="agent_id")
+    response.headers["ETag"] = etag(row["last_version"])
+    return _json(row)
+
+
+@router.get("/agents/{agent_id}/executions", summary="An agent's executions, newest first")
+def list_executions(
+    agent_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_for("agents")),
+) -> dict[str, Any]:
+    """Executions of one agent, newest first; they outlive a deleted agent."""
+    after = decode_cursor(cursor, (int,))
+    rows = _fetch_all(
+        state,
+        "SELECT agent_id, execution_id, input, output, duration_ms, tokens, metadata, session_id, created_at,"
+        " last_event_id, last_version, last_position FROM agent_execution"
+        " WHERE agent_id = %s AND (%s::bigint IS NULL OR last_position < %s::bigint)"
+        " ORDER BY last_position DESC LIMIT %s",
+        (agent_id, after[0] if after else None, after[0] if after else None, limit + 1),
+    )
+    rows, next_cursor = _page(rows, limit, "last_position")
+    return {"agent_id": agent_id, "executions": [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+# -- chains ----------------------------------------------------------------------------------
+
+CHAIN_COLUMNS = (
+    "chain_id, name, description, metadata, canvas_state, viewport, nodes, created_at, updated_at,"
+    " last_event_id, last_version, last_position"
+)
+EDGE_COLUMNS = "edge_id, source_id, target_id, type, metadata, created_at, updated_at, last_version, last_position"
+
+
+def _list_clauses(
+    name_column: str, name: str | None, metadata: list[tuple[str, str]], cursor: str | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if name is not None:
+        clauses.append(f"{name_column} = %s")
+        params.append(name)
+    _metadata_sql("metadata", metadata, clauses, params)
+    after = decode_cursor(cursor, (int,))
+    if after:
+        clauses.append("last_position < %s")
+        params.append(after[0])
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@router.get("/chains", summary="Chains, most recently changed first")
+def list_chains(
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    name: str | None = Query(None, max_length=200),
+    metadata: list[tuple[str, str]] = Depends(metadata_filters),
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_for("chains")),
+) -> dict[str, Any]:
+    """Live chains, without their edges (get one chain for those)."""
+    clauses, params = _list_clauses("name", name, metadata, cursor)
+    rows = _fetch_all(
+        state, f"SELECT {CHAIN_COLUMNS} FROM chain_snapshot {clauses} ORDER BY last_position DESC LIMIT %s",
+        params + [limit + 1],
+    )
+    rows, next_cursor = _page(rows, limit, "last_position")
+    return {"chains": [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+def _chain(state: ChronicleState, chain_id: str) -> dict[str, Any]:
+    row = _fetch_one(state, f"SELECT {CHAIN_COLUMNS} FROM chain_snapshot WHERE chain_id = %s", (chain_id,))
+    if row is None:
+        raise Problem(404, "chain_not_found", f"no chain {chain_id!r}", field="chain_id")
+    return row
+
+
+def _edges(state: ChronicleState, chain_id: str) -> list[dict[str, Any]]:
+    return [_json(r) for r in _fetch_all(
+        state, f"SELECT {EDGE_COLUMNS} FROM edge WHERE chain_id = %s ORDER BY edge_id", (chain_id,)
+    )]
+
+
+@router.get("/chains/{chain_id}", summary="One chain with its canvas and edges")
+def get_chain(
+    response: Response,
+    chain_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    _wait: int | None = Depends(min_position_for("chains")),
+) -> dict[str, Any]:
+    """The current chain, its canvas, nodes and live edges; its stream version is the ETag."""
+    row = _chain(state, chain_id)
+    response.headers["ETag"] = etag(row["last_version"])
+    return {**_json(row), "edges": _edges(state, chain_id)}
+
+
+@router.get("/chains/{chain_id}/canvas", summary="A chain's canvas")
+def get_canvas(
+    response: Response,
+    chain_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    _wait: int | None = Depends(min_position_for("chains")),
+) -> dict[str, Any]:
+    """The chain's canvas state, viewport and nodes; the chain's stream version is the ETag."""
+    row = _chain(state, chain_id)
+    response.headers["ETag"] = etag(row["last_version"])
+    return {"chain_id": chain_id, "canvas_state": row["canvas_state"], "viewport": row["viewport"],
+            "nodes": row["nodes"], "last_version": row["last_version"]}
+
+
+@router.get("/chains/{chain_id}/edges", summary="A chain's live edges")
+def get_edges(
+    response: Response,
+    chain_id: str = Path(..., pattern=ID),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Reader,
+    _wait: int | None = Depends(min_position_for("chains")),
+) -> dict[str, Any]:
+    """The chain's live edges; 404 if there is no such chain."""
+    row = _chain(state, chain_id)
+    response.headers["ETag"] = etag(row["last_version"])
+    return {"chain_id": chain_id, "edges": _edges(state, chain_id)}

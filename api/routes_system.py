@@ -1,0 +1,112 @@
+"""Health, readiness, and the admins' key routes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.deps import Admin, ChronicleState, chronicle
+from api.keys import ApiKey, create_key, list_keys, revoke_key
+from api.operator_events import record_operator_action
+from api.problems import Problem, problem_response
+from infrastructure.migrations import available_migrations
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    """Always ok while the process serves requests; it checks nothing else."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: PostgreSQL, migrations, broker")
+def readyz(state: ChronicleState = Depends(chronicle)) -> Any:
+    """Ready when PostgreSQL answers, every migration is applied, and the broker answers.
+
+    A deliberately absent broker (in-process workers) counts as ready. 503 otherwise.
+    """
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        with state.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+            done = {r["number"] for r in conn.execute("SELECT number FROM schema_migrations").fetchall()}
+        checks["postgres"] = {"ok": True}
+        pending = [m.name for m in available_migrations() if m.number not in done]
+        checks["migrations"] = {"ok": not pending, "pending": pending}
+    except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
+        checks["postgres"] = {"ok": False, "error": type(exc).__name__}
+        checks["migrations"] = {"ok": False, "error": "postgres unreachable"}
+    checks["broker"] = _broker_check(state)
+    ready = all(check["ok"] for check in checks.values())
+    if not ready:
+        failing = ", ".join(name for name, check in checks.items() if not check["ok"])
+        return problem_response(503, "not_ready", f"not ready: {failing}", None, checks=checks)
+    return {"status": "ready", "checks": checks}
+
+
+def _broker_check(state: ChronicleState) -> dict[str, Any]:
+    if not state.settings.redis_url:
+        return {"ok": True, "kind": state.broker, "detail": "no REDIS_URL: workers run in-process or not at all"}
+    try:
+        import redis
+
+        client = redis.Redis.from_url(state.settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+        return {"ok": True, "kind": "redis"}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "kind": "redis", "error": type(exc).__name__}
+
+
+class KeyRequest(BaseModel):
+    """A key to create: its name, role, and the actor its commands are recorded as."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["writer", "reader", "auditor", "operator", "admin"]
+    actor_id: str | None = Field(None, min_length=1, max_length=100)
+    actor_type: Literal["user", "agent", "service", "system"] = "service"
+
+
+@router.post("/v1/keys", status_code=201, tags=["keys"], summary="Create an API key (the secret is shown once)")
+def post_key(body: KeyRequest, response: Response, state: ChronicleState = Depends(chronicle),
+             principal: ApiKey = Admin) -> dict[str, Any]:
+    """Create a key; the response holds its secret token, which is never shown again."""
+    try:
+        key, token = create_key(
+            state.pool, body.name, body.role, actor_id=body.actor_id, actor_type=body.actor_type,
+            created_by=principal.actor_id,
+        )
+    except ValueError as exc:
+        raise Problem(422, getattr(exc, "code", "validation_error"), str(exc), field=getattr(exc, "field", None)) from None
+    record_operator_action(
+        state.store, "operator.key_created", f"key:{key.key_id}", {"role": key.role, "name": key.name},
+        actor_id=principal.actor_id, actor_type=principal.actor_type,
+    )
+    response.headers["Location"] = f"/v1/keys/{key.key_id}"
+    # The token is never stored, not even as an Idempotency-Key response.
+    response.headers["Cache-Control"] = "no-store"
+    return {**key.public(), "token": token}
+
+
+@router.get("/v1/keys", tags=["keys"], summary="List API keys")
+def get_keys(state: ChronicleState = Depends(chronicle), _: ApiKey = Admin) -> dict[str, Any]:
+    """Every key, oldest first, without secrets."""
+    return {"keys": [key.public() for key in list_keys(state.pool)]}
+
+
+@router.delete("/v1/keys/{key_id}", tags=["keys"], summary="Revoke an API key")
+def delete_key(key_id: str, state: ChronicleState = Depends(chronicle), principal: ApiKey = Admin) -> dict[str, Any]:
+    """Revoke a key at once; its next request gets 401. Unknown key: 404."""
+    key = revoke_key(state.pool, key_id[:50])
+    if key is None:
+        raise Problem(404, "key_not_found", f"no key {key_id[:50]!r}", field="key_id")
+    record_operator_action(
+        state.store, "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
+        actor_id=principal.actor_id, actor_type=principal.actor_type,
+    )
+    return key.public()

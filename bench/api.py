@@ -1,0 +1,187 @@
+"""Benchmark: commands over HTTP (16 concurrent clients) against the application service directly.
+
+Each client creates a document, then updates it repeatedly; every command is one append.
+The HTTP side runs `chronicle serve` as a subprocess (uvicorn, one process); the direct side
+calls the Workspace service from 16 threads in this process. Prints commands/s, p50 and p99
+latency of both, and the ratio.
+
+    DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/api.py [--clients 16] [--commands 150]
+
+It creates a scratch database on that server and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import conninfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _with_dbname(url: str, name: str) -> str:
+    params = conninfo.conninfo_to_dict(url)
+    params["dbname"] = name
+    return conninfo.make_conninfo(**params)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_clients(clients: int, commands: int, make_client: Callable[[int], Callable[[int], None]]) -> dict[str, float]:
+    """Run `clients` threads, each sending `commands` commands; the latencies and the rate."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        send = make_client(index)
+        mine = []
+        barrier.wait()
+        try:
+            for i in range(commands):
+                start = time.perf_counter()
+                send(i)
+                mine.append(time.perf_counter() - start)
+        except BaseException as exc:  # noqa: BLE001 - reported after the run
+            errors.append(exc)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    latencies.sort()
+    return {
+        "commands": len(latencies),
+        "rate": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
+def bench_http(url: str, clients: int, commands: int) -> dict[str, float]:
+    """Commands through `chronicle serve` with a writer key, one keep-alive connection per client."""
+    from api.keys import create_key
+    from infrastructure.config import Settings
+    from infrastructure.db import create_pool
+
+    pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="bench")
+    _, token = create_key(pool, "bench", "writer")
+    pool.close()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(DATABASE_URL=url, CHRONICLE_POOL_MAX_SIZE="20")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "chronicle"), "serve", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+
+        def make_client(index: int) -> Callable[[int], None]:
+            client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            created = client.post("/v1/documents", json={"namespace": "bench", "type": "session_context",
+                                                          "title": f"doc {index}", "content": "0"})
+            created.raise_for_status()
+            doc = created.json()["stream_id"]
+
+            def send(i: int) -> None:
+                response = client.patch(f"/v1/documents/{doc}", json={"content": f"http {i}"})
+                response.raise_for_status()
+
+            return send
+
+        return run_clients(clients, commands, make_client)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
+    """The same commands through one Workspace service shared by the client threads."""
+    from domain import commands as c
+    from domain.service import Workspace
+
+    app = Workspace({"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": url,
+                     "CHRONICLE_POOL_MAX_SIZE": "20"})
+    context = c.CommandContext(actor_id="bench", actor_type="service")
+    try:
+        def make_client(index: int) -> Callable[[int], None]:
+            result = app.handle(c.CreateDocument(namespace="bench", document_type="session_context",
+                                                 title=f"doc {index}", content="0"), context)
+            doc = uuid.UUID(result.stream_id)
+
+            def send(i: int) -> None:
+                app.handle(c.UpdateDocument(document_id=doc, content=f"direct {i}"), context)
+
+            return send
+
+        return run_clients(clients, commands, make_client)
+    finally:
+        app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--commands", type=int, default=150, help="commands per client")
+    args = parser.parse_args()
+
+    admin = os.environ.get("DATABASE_URL") or "postgresql://127.0.0.1:5432/postgres"
+    name = f"chronicle_bench_api_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_dbname(admin, name)
+    try:
+        from infrastructure.migrations import migrate
+
+        migrate(url)
+        direct = bench_direct(url, args.clients, args.commands)
+        http = bench_http(url, args.clients, args.commands)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    print(f"{args.clients} concurrent clients, {args.commands} update commands each")
+    print(f"{'':10} {'commands/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
+    for label, r in (("direct", direct), ("HTTP", http)):
+        print(f"{label:10} {r['rate']:12.0f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f}")
+    print(f"HTTP / direct throughput ratio: {http['rate'] / direct['rate']:.2f}")
+    print(f"HTTP - direct p50 latency: {http['p50_ms'] - direct['p50_ms']:+.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

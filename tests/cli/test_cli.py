@@ -1,0 +1,90 @@
+"""The `chronicle` commands, run as subprocesses against a real database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from infrastructure.config import Settings
+from infrastructure.db import create_pool
+
+
+def test_keys_create_list_revoke(chronicle):
+    created = json.loads(chronicle("keys", "create", "billing", "--role", "writer", "--json").stdout)
+    assert created["role"] == "writer" and created["token"].startswith(f"chr_{created['key_id']}_")
+    listed = json.loads(chronicle("keys", "list", "--json").stdout)
+    assert [k["key_id"] for k in listed if k["name"] == "billing"] == [created["key_id"]]
+    assert all("token" not in k for k in listed)
+    table = chronicle("keys", "list").stdout
+    assert created["key_id"] in table and "billing" in table
+    assert "revoked" in chronicle("keys", "revoke", created["key_id"]).stdout
+    assert json.loads(chronicle("keys", "list", "--json").stdout)[-1]["revoked_at"]
+    missing = chronicle("keys", "revoke", "nosuchkey", check=False)
+    assert missing.returncode == 1 and "no key" in missing.stderr
+    bad = chronicle("keys", "create", "x", "--role", "emperor", check=False)
+    assert bad.returncode == 2 and "role" in bad.stderr
+    history = json.loads(chronicle("history", "operator", "--json").stdout)
+    assert [e["type"] for e in history][-2:] == ["operator.key_created", "operator.key_revoked"]
+    assert history[-1]["metadata"]["actor_id"] == "cli-tester"
+
+
+def test_history_table_and_json(chronicle, cli_database_url):
+    from domain import commands as c
+    from domain.service import Workspace
+
+    app = Workspace({"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": cli_database_url})
+    try:
+        result = app.handle(c.CreateDocument(namespace="cli", document_type="session_context", title="Hi",
+                                             content="one"), c.CommandContext(actor_id="alice", actor_type="user"))
+        app.handle(c.UpdateDocument(document_id=uuid.UUID(result.stream_id), content="two"),
+                   c.CommandContext(actor_id="alice", actor_type="user"))
+    finally:
+        app.close()
+    events = json.loads(chronicle("history", result.stream_id, "--json").stdout)
+    assert [e["type"] for e in events] == ["document.created", "document.updated"]
+    table = chronicle("history", result.stream_id).stdout
+    assert "document.created" in table and "user:alice" in table
+    missing = chronicle("history", "nope", check=False)
+    assert missing.returncode == 1 and "no stream" in missing.stderr
+
+
+def test_projections_status_rebuild_replay_and_dead_letters(chronicle, cli_database_url):
+    status = json.loads(chronicle("projections", "status", "--json").stdout)
+    assert isinstance(status, list)
+    rebuilt = chronicle("projections", "rebuild", "documents")
+    assert "rebuilt documents" in rebuilt.stdout
+    status = json.loads(chronicle("projections", "status", "--json").stdout)
+    assert {s["projection"] for s in status} >= {"documents"}
+    assert all(s["lag_events"] == 0 for s in status if s["projection"] == "documents")
+    replayed = chronicle("projections", "replay", "all", "--from", "0")
+    assert "replayed documents from position 0" in replayed.stdout
+    unknown = chronicle("projections", "rebuild", "nope", check=False)
+    assert unknown.returncode == 2 and "no projection" in unknown.stderr
+
+    assert json.loads(chronicle("dead-letters", "list", "--json").stdout) == []
+    pool = create_pool(cli_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1))
+    try:
+        with pool.connection() as conn:
+            event = conn.execute("SELECT position, event_id, stream_id, type FROM events"
+                                 " WHERE stream_type = 'document' ORDER BY position LIMIT 1").fetchone()
+            dead_id = conn.execute(
+                "INSERT INTO dead_letter (projection, partition, position, event_id, stream_id, type, error)"
+                " VALUES ('documents', 0, %s, %s, %s, %s, 'boom') RETURNING id",
+                (event["position"], event["event_id"], event["stream_id"], event["type"])).fetchone()["id"]
+    finally:
+        pool.close()
+    listed = json.loads(chronicle("dead-letters", "list", "--json").stdout)
+    assert [d["id"] for d in listed] == [dead_id]
+    assert "boom" in chronicle("dead-letters", "list").stdout
+    retried = chronicle("dead-letters", "retry", str(dead_id))
+    assert event["stream_id"] in retried.stdout
+    assert json.loads(chronicle("dead-letters", "list", "--json").stdout) == []
+    assert chronicle("dead-letters", "skip", str(dead_id), check=False).returncode == 1
+    types = [e["type"] for e in json.loads(chronicle("history", "operator", "--json").stdout)]
+    assert {"operator.projection_rebuilt", "operator.projection_replayed", "operator.dead_letter_retried"} <= set(types)
+
+
+def test_migrate_and_status(chronicle):
+    assert "up to date" in chronicle("migrate").stdout
+    report = json.loads(chronicle("status", "--json").stdout)
+    assert report["pending_migrations"] == []
