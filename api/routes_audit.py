@@ -57,8 +57,12 @@ def list_events(
     Only events below the safe position are listed, so a cursor never skips a late commit.
     """
     after = (decode_cursor(cursor, (int,)) or (0,))[0]
-    clauses = ["position > %s", "position <= safe_position()"]
-    params: list[Any] = [after]
+    with state.pool.connection() as conn:
+        # Its own statement, before the read: the read's snapshot must be taken after the
+        # safe position is, or an append committing in between would be passed over for good.
+        safe = conn.execute("SELECT safe_position() AS safe").fetchone()["safe"]
+    clauses = ["position > %s", "position <= %s"]
+    params: list[Any] = [after, safe]
     for column, value in (
         ("stream_id", stream), ("stream_type", stream_type), ("metadata->>'actor_id'", actor),
         ("metadata->>'session_id'", session), ("metadata->>'correlation_id'", correlation_id),

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from domain.event_types import EventTypeRegistry  # noqa: E402
 from infrastructure.config import Settings  # noqa: E402
 from infrastructure.db import create_pool  # noqa: E402
-from infrastructure.event_store import EventMetadata, EventStore, NewEvent  # noqa: E402
+from infrastructure.event_store import ANY, EventMetadata, EventStore, NewEvent  # noqa: E402
 from infrastructure.migrations import migrate  # noqa: E402
 
 LOCAL_URL = "postgresql://127.0.0.1:5432/postgres"
@@ -65,8 +65,11 @@ def create_plain_table(url: str) -> None:
         conn.execute("ALTER TABLE plain_events ALTER recorded_at SET DEFAULT clock_timestamp()")
 
 
-def run_writers(writers: int, seconds: float, command: Callable[[int, int], None]) -> float:
-    """Run `command(writer, n)` in a loop on each writer thread for `seconds`; return commands/s."""
+def run_writers(writers: int, seconds: float, command: Callable[[int, int], None], start: int = 0) -> tuple[int, float]:
+    """Run `command(writer, n)` in a loop on each writer thread for `seconds`; return (commands, elapsed).
+
+    `n` counts on from `start` for each writer, so a later slice continues a writer's streams.
+    """
     counts = [0] * writers
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -75,7 +78,7 @@ def run_writers(writers: int, seconds: float, command: Callable[[int, int], None
         n = 0
         try:
             while not stop.is_set():
-                command(index, n)
+                command(index, start + n)
                 n += 1
         except BaseException as exc:  # noqa: BLE001 - reported after the run
             errors.append(exc)
@@ -93,13 +96,17 @@ def run_writers(writers: int, seconds: float, command: Callable[[int, int], None
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return sum(counts) / elapsed
+    return sum(counts), elapsed
 
 
-def bench_appends(store: EventStore, pool, writers: int, seconds: float, run: str) -> tuple[float, float]:
-    """Events/s through Chronicle's append and through a plain INSERT, for `writers` threads."""
+def bench_appends(store: EventStore, pool, writers: int, seconds: float, rounds: int) -> tuple[float, float]:
+    """Events/s through Chronicle's append and through a plain INSERT, for `writers` threads.
+
+    The two alternate in `rounds` slices, so load from elsewhere on the machine hits both alike.
+    """
     payload_text = json.dumps(PAYLOAD)
     metadata_text = METADATA.model_dump_json(exclude_none=True)
+    next_version = [0] * writers  # each writer owns one stream per writer count
 
     def plain(writer: int, n: int) -> None:
         with pool.connection() as conn:
@@ -107,18 +114,25 @@ def bench_appends(store: EventStore, pool, writers: int, seconds: float, run: st
                 "INSERT INTO plain_events (event_id, stream_id, stream_type, version, type,"
                 " schema_version, payload, metadata, log_name)"
                 " VALUES (%s, %s, 'document', %s, 'document.updated', 1, %s::jsonb, %s::jsonb, 'chronicle')",
-                (uuid.uuid4(), f"{run}-plain-{writer}", n + 1, payload_text, metadata_text),
+                (uuid.uuid4(), f"w{writers}-plain-{writer}", n + 1, payload_text, metadata_text),
             )
 
     def chronicle(writer: int, n: int) -> None:
-        # Each writer owns one stream and appends with the version it expects (n so far).
-        store.append(
-            f"{run}-doc-{writer}", n, [NewEvent("document.updated", PAYLOAD)], METADATA
-        )
+        # Each writer owns one stream and appends at the version it expects.
+        version = next_version[writer]
+        store.append(f"w{writers}-doc-{writer}", version, [NewEvent("document.updated", PAYLOAD)], METADATA)
+        next_version[writer] = version + 1
 
-    plain_rate = run_writers(writers, seconds, plain)
-    chronicle_rate = run_writers(writers, seconds, chronicle)
-    return chronicle_rate, plain_rate
+    totals = {"plain": [0, 0.0], "chronicle": [0, 0.0]}
+    plain_done = 0
+    for _ in range(rounds):
+        for name, command in (("plain", plain), ("chronicle", chronicle)):
+            done, elapsed = run_writers(writers, seconds / rounds, command, start=plain_done)
+            totals[name][0] += done
+            totals[name][1] += elapsed
+            if name == "plain":
+                plain_done += done  # plain versions only need to be unique per writer
+    return (totals["chronicle"][0] / totals["chronicle"][1], totals["plain"][0] / totals["plain"][1])
 
 
 def bench_reads(store: EventStore, pool, page: int = 1000) -> tuple[float, float, int]:
@@ -145,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measured phase")
     parser.add_argument("--writers", default="1,8", help="comma-separated writer thread counts")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating slices per phase")
     args = parser.parse_args()
     writer_counts = [int(w) for w in args.writers.split(",")]
 
@@ -162,15 +177,21 @@ def main() -> None:
             store = EventStore(pool, registry, settings)
             run_writers(2, min(1.0, args.seconds), lambda w, n: store.append(
                 f"warmup-{w}", n, [NewEvent("document.updated", PAYLOAD)]))
-            print(f"appends: one event per command, one transaction each, {args.seconds:g} s per phase")
+            run_writers(2, min(1.0, args.seconds), lambda w, n: store.append(
+                f"warmup-{w}", ANY, [NewEvent("document.updated", PAYLOAD)]))
+            # Shared machines vary a lot (WAL fsync latency above all): print the load to judge by.
+            print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            print(f"appends: one event per command, one transaction each, {args.seconds:g} s per phase"
+                  f" in {args.rounds} alternating slices")
             print(f"{'writers':>8} {'chronicle ev/s':>15} {'plain INSERT ev/s':>18} {'ratio':>6}")
             for writers in writer_counts:
-                chronicle_rate, plain_rate = bench_appends(store, pool, writers, args.seconds, f"w{writers}")
+                chronicle_rate, plain_rate = bench_appends(store, pool, writers, args.seconds, args.rounds)
                 print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}")
             chronicle_read, plain_read, total = bench_reads(store, pool)
             print(f"ordered reads of {total:,} events, pages of 1000:")
             print(f"  read_all {chronicle_read:,.0f} ev/s, plain ordered SELECT {plain_read:,.0f} ev/s,"
                   f" ratio {chronicle_read / plain_read:.2f}")
+            print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         finally:
             pool.close()
     finally:

@@ -164,7 +164,9 @@ $$;
 -- Reads the sequence first, then the held append locks: any append that took a position
 -- at or below last_value took its lock before that, so either it still holds the lock or
 -- it has finished and is visible to the next statement's snapshot.
-CREATE FUNCTION safe_position() RETURNS bigint LANGUAGE plpgsql AS $$
+-- STABLE so that `position <= safe_position()` in a query is an index condition computed
+-- once per scan; as VOLATILE it was a filter re-run (a pg_locks scan) for every row.
+CREATE FUNCTION safe_position() RETURNS bigint LANGUAGE plpgsql STABLE AS $$
 DECLARE
     taken   bigint;
     blocked bigint;

@@ -1,0 +1,86 @@
+"""What the database itself guarantees: immutable events, and migrations applied once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
+from infrastructure.migrations import available_migrations, migrate
+
+from .conftest import table_state
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET payload = '{}'::jsonb",
+        "UPDATE events SET version = version + 10 WHERE stream_id = 'note-1'",
+        "DELETE FROM events",
+        "DELETE FROM events WHERE position = (SELECT min(position) FROM events)",
+        "TRUNCATE events",
+        "TRUNCATE events CASCADE",
+    ],
+)
+def test_events_cannot_be_changed(store: EventStore, fresh_database_url: str, statement: str) -> None:
+    store.append("note-1", NO_STREAM, [NewEvent("note.written", {"text": "kept"})])
+    before = table_state(fresh_database_url)
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="events are immutable"):
+            conn.execute(statement)
+    assert table_state(fresh_database_url) == before
+
+
+def test_migrate_twice_is_a_no_op(fresh_database_url: str) -> None:
+    with psycopg.connect(fresh_database_url) as conn:
+        before = conn.execute("SELECT number, name, applied_at FROM schema_migrations ORDER BY number").fetchall()
+    assert migrate(fresh_database_url) == []
+    with psycopg.connect(fresh_database_url) as conn:
+        after = conn.execute("SELECT number, name, applied_at FROM schema_migrations ORDER BY number").fetchall()
+    assert after == before and len(after) == len(available_migrations())
+
+
+@pytest.fixture
+def empty_database_url(admin_url: str):
+    """A brand-new database with nothing in it, dropped after the test."""
+    name = f"chronicle_test_{uuid.uuid4().hex[:12]}_empty"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo.conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    try:
+        yield conninfo.make_conninfo(**params)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_two_migrations_at_once_on_an_empty_database(empty_database_url: str) -> None:
+    names = [m.name for m in available_migrations()]
+    barrier = threading.Barrier(2)
+    applied: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            applied.append(migrate(empty_database_url))
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert sorted(applied, key=len) == [[], names]
+    assert migrate(empty_database_url) == []
+    with psycopg.connect(empty_database_url) as conn:
+        rows = conn.execute("SELECT name FROM schema_migrations ORDER BY number").fetchall()
+        assert [r[0] for r in rows] == names
+        assert conn.execute("SELECT to_regclass('events') IS NOT NULL").fetchone()[0]
