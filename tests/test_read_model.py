@@ -20,7 +20,7 @@ from domain.service import Workspace
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from projections.catalog import PROJECTORS
-from projections.engine import catch_up_all
+from projections.engine import catch_up
 from tests.domain.test_laws import command_for, create, ops
 
 PARTITIONS = 4
@@ -54,7 +54,8 @@ def refs(workspace: Workspace) -> dict[str, str]:
 
 def project(pool) -> None:
     for projector in PROJECTORS.values():
-        catch_up_all(pool, projector, partitions=PARTITIONS)
+        for partition in range(PARTITIONS):
+            catch_up(pool, projector, partition, partitions=PARTITIONS)
 
 
 def rows(pool, sql: str, *params: Any) -> list[dict[str, Any]]:
