@@ -40,6 +40,8 @@ class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
     # extra="ignore": the library passes `originator_topic` when it creates an aggregate;
     # created events carry their topic as a class constant, not in the payload.
     model_config = ConfigDict(frozen=True, extra="ignore")
+    # The event registry stores only the fields an event was given (an update's changes).
+    omit_unset_fields: ClassVar[bool] = True
 
     originator_id: UUID
     originator_version: int
@@ -102,6 +104,8 @@ class WorkspaceSnapshot(BaseModel, CanSnapshotAggregate[UUID]):
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+    # The event registry stores only the fields an event was given (an update's changes).
+    omit_unset_fields: ClassVar[bool] = True
 
     originator_id: UUID
     originator_version: int

@@ -45,6 +45,8 @@ class EventType:
     schema_version: int
     model: type[BaseModel]
     stream_type: str
+    # The model's `omit_unset_fields` class attribute: store only the fields a writer gave.
+    omit_unset: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()
@@ -71,7 +73,8 @@ class EventTypeRegistry:
             if existing is not None and existing.model is not model:
                 raise ValueError(f"event type {name!r} is already registered")
             self._types[name] = EventType(
-                name, schema_version, model, stream_type or name.split(".", 1)[0]
+                name, schema_version, model, stream_type or name.split(".", 1)[0],
+                omit_unset=bool(getattr(model, "omit_unset_fields", False)),
             )
             return model
 
@@ -113,35 +116,54 @@ class EventTypeRegistry:
     ) -> dict[str, Any]:
         """The payload as clean JSON-able data, or an error naming the offending field.
 
-        `envelope` holds fields the store keeps in columns (an eventsourcing event's
+        Defaults are filled in, unless the model sets `omit_unset_fields = True` (then only
+        the fields the writer gave are kept: an update stores just what changed). `envelope` holds fields the store keeps in columns (an eventsourcing event's
         originator id and version): validated with the payload, left out of the result.
         """
-        if envelope:
-            if isinstance(payload, BaseModel):
-                payload = payload.model_dump(mode="json")
-            if not isinstance(payload, Mapping):
-                raise InvalidEventPayload(f"{name} payload must be an object", field="payload")
-            data = self.validate(name, {**payload, **envelope})
-            return {key: value for key, value in data.items() if key not in envelope}
+        model, exclude = self._validated(name, payload, envelope)
+        return model.model_dump(mode="json", exclude=exclude, exclude_unset=self.get(name).omit_unset)
+
+    def validate_json(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | BaseModel,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> str:
+        """`validate`, but the payload as compact JSON text, serialised once by pydantic.
+
+        The event store's append path uses this: it is several times cheaper than dict + json.dumps.
+        """
+        model, exclude = self._validated(name, payload, envelope)
+        return model.model_dump_json(exclude=exclude, exclude_unset=self.get(name).omit_unset)
+
+    def _validated(
+        self,
+        name: str,
+        payload: Mapping[str, Any] | BaseModel,
+        envelope: Mapping[str, Any] | None,
+    ) -> tuple[BaseModel, set[str] | None]:
+        """The payload as an instance of its registered model, and the envelope fields to leave out."""
         event_type = self.get(name)
-        if isinstance(payload, BaseModel):
+        if isinstance(payload, BaseModel) and not envelope:
             if not isinstance(payload, event_type.model):
                 raise InvalidEventPayload(
                     f"{name} expects a {event_type.model.__name__}, got {type(payload).__name__}",
                     field="payload",
                 )
-            return payload.model_dump(mode="json")
+            return payload, None
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
         if not isinstance(payload, Mapping):
             raise InvalidEventPayload(f"{name} payload must be an object", field="payload")
         try:
-            model = event_type.model.model_validate(dict(payload))
+            model = event_type.model.model_validate({**payload, **(envelope or {})})
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or "payload"
             raise InvalidEventPayload(
                 f"{name} payload field {field!r}: {first['msg']}", field=f"payload.{field}"
             ) from None
-        return model.model_dump(mode="json")
+        return model, set(envelope) if envelope else None
 
     def upcast(self, name: str, schema_version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Bring a stored payload up to the current schema version, one step at a time."""
