@@ -15,9 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 import api.operator_events  # noqa: F401 - registers the operator.* event types
-from api import problems
+from api import metrics, problems
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
-from api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware
+from api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware, UnavailableMiddleware
+from api.request_context import RequestContextMiddleware
 from infrastructure.config import Settings, get_settings
 from infrastructure.db import create_pool
 from infrastructure.errors import StoreError
@@ -58,6 +59,7 @@ def create_app(
         from api import wiring
 
         wiring.wire(state)
+        metrics.instrument_service(state.service)
         app.state.chronicle = state
         try:
             yield
@@ -102,10 +104,15 @@ def create_app(
     app.add_middleware(IdempotencyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
     app.add_middleware(ApiKeyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
     app.add_middleware(BodyLimitMiddleware, max_bytes=api_settings.max_body_bytes)
+    # Database down under a middleware (key lookup, Idempotency-Key claim): 503, not a dropped connection.
+    app.add_middleware(UnavailableMiddleware)
+    # Outermost: every response, even a refused body, echoes its X-Correlation-Id and is logged.
+    app.add_middleware(RequestContextMiddleware)
 
     from api import routes_audit, routes_system
 
     app.include_router(routes_system.router)
+    app.include_router(metrics.router)
     app.include_router(routes_audit.router)
     for router in wiring.routers():
         app.include_router(router)

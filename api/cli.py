@@ -18,6 +18,14 @@ app = typer.Typer(help="Chronicle: an event-sourced backend for a chain workspac
 console = Console()
 
 
+@app.callback()
+def _configure_logs() -> None:
+    """Every command logs in CHRONICLE_LOG_FORMAT at CHRONICLE_LOG_LEVEL (infrastructure/logs.py)."""
+    from infrastructure.logs import configure_logging
+
+    configure_logging(get_settings())
+
+
 def database_url(settings: Settings) -> str:
     """DATABASE_URL, or an embedded PostgreSQL under the data folder when it is unset."""
     if settings.database_url:

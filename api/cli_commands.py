@@ -68,6 +68,7 @@ def _serve(url: str, host: str, port: int, broker: str, log_level: str) -> None:
     config = uvicorn.Config(
         create_app(url, broker=broker), host=host, port=port, log_level=log_level,
         access_log=log_level == "debug", lifespan="on", timeout_graceful_shutdown=5,
+        log_config=None,  # uvicorn's loggers go through Chronicle's (infrastructure/logs.py)
     )
     server = _QuietServer(config)
     server.run()
@@ -297,6 +298,9 @@ def register_commands(app: typer.Typer) -> None:
     app.command()(serve)
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(worker)
     app.command()(history)
+    from api.demo import demo
+
+    app.command()(demo)
     app.add_typer(keys_app, name="keys")
     app.add_typer(projections_app, name="projections")
     app.add_typer(dead_letters_app, name="dead-letters")

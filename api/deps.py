@@ -204,7 +204,8 @@ def decode_cursor(cursor: str | None, kinds: tuple[type, ...]) -> tuple[Any, ...
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        parts = base64.urlsafe_b64decode(padded.encode()).decode().split("\x1f")
+        # validate=True: characters outside the alphabet are an error, not silently dropped.
+        parts = base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode().split("\x1f")
         if len(parts) != len(kinds):
             raise ValueError("wrong length")
         return tuple(kind(part) for kind, part in zip(kinds, parts))
@@ -230,6 +231,13 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
             position = reached(min_position, projections)
         if position >= min_position:
             return
+        if not _issued(state, min_position):
+            raise Problem(
+                422, "min_position_not_issued",
+                f"min_position {min_position} is beyond every position this log has issued; "
+                "send a position from a command's response",
+                field="min_position", projected_position=position,
+            )
         if time.monotonic() >= deadline:
             raise Problem(
                 503, "projection_behind",
@@ -260,6 +268,15 @@ def min_position_for(*projections: str) -> Callable[..., int | None]:
 
 
 min_position_param = min_position_for()
+
+
+def _issued(state: ChronicleState, position: int) -> bool:
+    """Whether the log has handed out `position` yet (a position no command got is never reached)."""
+    with state.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS issued FROM events_position_seq"
+        ).fetchone()
+    return position <= row["issued"]
 
 
 def _safe_position(state: ChronicleState) -> int:

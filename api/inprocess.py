@@ -39,14 +39,16 @@ def start_in_process_workers(threads: int = 4) -> Callable[[], None]:
 
 
 def wake_projection(partitions: int) -> Callable[[str | None], None]:
-    """A function that wakes every partition of one projection (or of all, given None)."""
+    """A function that wakes every partition of one projection (or of all, given None).
+
+    `partitions` is unused: each message catches up every partition the database stores.
+    """
 
     def wake(name: str | None) -> None:
         from projections.catalog import PROJECTORS
-        from workers.actors import catch_up_partition
+        from workers.actors import catch_up_projection
 
         for projection in [name] if name else list(PROJECTORS):
-            for k in range(partitions):
-                catch_up_partition.send(projection, k)
+            catch_up_projection.send(projection)
 
     return wake

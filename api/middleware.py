@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import anyio
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.keys import authenticate
-from api.problems import problem_response
+from api.problems import problem_response, unavailable
 
+logger = logging.getLogger("chronicle.api")
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Responses that are not replayed: the request may well succeed when retried.
 NOT_REPLAYED = frozenset({401, 403, 408, 413, 429})
@@ -74,6 +77,40 @@ class BodyLimitMiddleware:
             413, "body_too_large", f"request bodies are limited to {self.max_bytes} bytes", "body",
             headers={"Connection": "close"},
         )(scope, receive, send)
+
+
+class UnavailableMiddleware:
+    """Answer 503 + Retry-After (problem+json) when the database fails under a middleware.
+
+    The routes' errors are handled inside the app; this catches those raised before the
+    routes (the key lookup, an Idempotency-Key claim), so they never reach the server as an
+    unhandled exception, which would log a 500 and drop the client's connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            problem = unavailable(exc)
+            if problem is None or started:
+                raise
+            logger.warning("database unavailable on %s %s: %s", scope["method"], scope["path"], exc)
+            await problem_response(problem.status, problem.code, problem.detail, None,
+                                   instance=scope["path"], headers=problem.headers)(scope, receive, send)
 
 
 class ApiKeyMiddleware:
@@ -155,6 +192,35 @@ class IdempotencyMiddleware:
             return
 
         captured: dict[str, Any] = {"status": None, "headers": [], "body": bytearray()}
+        finished = False
+
+        async def finish() -> None:
+            """Store the response for replay (or release the claim) - before the client has it all,
+            so a retry sent the moment the first answer arrives is replayed, not told "in flight"."""
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            status = captured["status"] or 500
+            with anyio.CancelScope(shield=True):
+                no_store = any(
+                    k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in captured["headers"]
+                )
+                if status >= 500 or status in NOT_REPLAYED or no_store:
+                    await anyio.to_thread.run_sync(_release, pool, principal.key_id, idem)
+                    return
+                headers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1")
+                    for k, v in captured["headers"]
+                    if k.decode("latin-1").lower() in REPLAYED_HEADERS
+                }
+                try:
+                    await anyio.to_thread.run_sync(
+                        _complete, pool, principal.key_id, idem, status, headers, bytes(captured["body"])
+                    )
+                except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
+                    # The claim goes stale; the domain still dedups the retried command by its id.
+                    logger.warning("could not store the response for Idempotency-Key %s: database unavailable", idem)
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -162,6 +228,8 @@ class IdempotencyMiddleware:
                 captured["headers"] = message.get("headers", [])
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
+                if not message.get("more_body", False):
+                    await finish()
             await send(message)
 
         sent = False
@@ -179,22 +247,7 @@ class IdempotencyMiddleware:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_release, pool, principal.key_id, idem)
             raise
-        status = captured["status"] or 500
-        with anyio.CancelScope(shield=True):
-            no_store = any(
-                k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in captured["headers"]
-            )
-            if status >= 500 or status in NOT_REPLAYED or no_store:
-                await anyio.to_thread.run_sync(_release, pool, principal.key_id, idem)
-            else:
-                headers = {
-                    k.decode("latin-1").lower(): v.decode("latin-1")
-                    for k, v in captured["headers"]
-                    if k.decode("latin-1").lower() in REPLAYED_HEADERS
-                }
-                await anyio.to_thread.run_sync(
-                    _complete, pool, principal.key_id, idem, status, headers, bytes(captured["body"])
-                )
+        await finish()
 
     async def _answer_existing(
         self, row: dict[str, Any], request_hash: str, scope: Scope, receive: Receive, send: Send
@@ -239,7 +292,10 @@ def _claim(
                 return None
             existing = conn.execute(
                 "SELECT request_hash, status, headers, body,"
-                " (status IS NULL AND created_at < now() - make_interval(secs => %s)) AS stale"
+                # Stale: claimed long ago, or before PostgreSQL restarted (that request's
+                # connections died with it and its release may never have reached us).
+                " (status IS NULL AND (created_at < now() - make_interval(secs => %s)"
+                "   OR created_at < pg_postmaster_start_time())) AS stale"
                 " FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s",
                 (STALE_IN_FLIGHT_SECONDS, key_id, idem),
             ).fetchone()
@@ -268,8 +324,13 @@ def _complete(
 
 
 def _release(pool: ConnectionPool, key_id: str, idem: str) -> None:
-    with pool.connection() as conn:
-        conn.execute(
-            "DELETE FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s AND status IS NULL",
-            (key_id, idem),
-        )
+    """Forget an unfinished claim so a retry runs again; if the database is down, the claim
+    goes stale instead (after a PostgreSQL restart at once, else after STALE_IN_FLIGHT_SECONDS)."""
+    try:
+        with pool.connection() as conn:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s AND status IS NULL",
+                (key_id, idem),
+            )
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
+        logger.warning("could not release Idempotency-Key claim %s of key %s: database unavailable", idem, key_id)

@@ -140,6 +140,46 @@ def from_error(exc: Exception) -> Problem | None:
     return Problem(status, code, str(exc), field=field if isinstance(field, str) else None, **extra)
 
 
+# How long a client should wait before retrying when the database cannot be reached.
+RETRY_AFTER_UNAVAILABLE = "2"
+
+
+def _unavailable_classes() -> tuple[type[BaseException], ...]:
+    import psycopg
+    import psycopg_pool
+
+    classes: list[type[BaseException]] = [psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout]
+    try:  # the eventsourcing persistence module re-raises psycopg errors as the library's own
+        from eventsourcing.persistence import InterfaceError, OperationalError
+
+        classes += [OperationalError, InterfaceError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(classes)
+
+
+def unavailable(exc: BaseException) -> Problem | None:
+    """503 with Retry-After when `exc` (or what caused it) says the database cannot be used now.
+
+    PostgreSQL down or restarting, a connection lost mid-request, the pool exhausted, a
+    statement cancelled by its timeout: the request may well succeed when retried.
+    """
+    classes = _unavailable_classes()
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 6:
+        if isinstance(current, classes):
+            return Problem(
+                503, "database_unavailable",
+                "the database cannot be reached right now; nothing was acknowledged, retry shortly "
+                "(with the same Idempotency-Key for commands)",
+                headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+            )
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json, never a stack trace.
 
@@ -185,8 +225,37 @@ def install(app: FastAPI) -> None:
             exc.status_code, code, detail, None, instance=request.url.path, headers=getattr(exc, "headers", None)
         )
 
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        problem = unavailable(exc)
+        if problem is None:  # pragma: no cover - registered for these classes only
+            return await _any(request, exc)
+        logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(problem.status, problem.code, problem.detail, None,
+                                instance=request.url.path, headers=problem.headers)
+
+    for error_class in _unavailable_classes():
+        app.add_exception_handler(error_class, _unavailable)
+
+    async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+        # A value PostgreSQL cannot take (text with a NUL, an unpaired surrogate, out of range):
+        # the input is at fault, so 422, whichever filter or field it came through.
+        logger.info("refused a value the database cannot take on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return problem_response(
+            422, "invalid_value",
+            "a value cannot be stored or compared: text with a NUL character or an unpaired surrogate, "
+            "or a number out of range", None, instance=request.url.path,
+        )
+
+    import psycopg
+
+    app.add_exception_handler(psycopg.DataError, _unstorable)
+    app.add_exception_handler(UnicodeEncodeError, _unstorable)
+
     @app.exception_handler(Exception)
     async def _any(request: Request, exc: Exception) -> JSONResponse:
+        if unavailable(exc) is not None:  # raised in a middleware, before the routes
+            return await _unavailable(request, exc)
         problem = from_error(exc)
         if problem is not None:
             return problem_response(

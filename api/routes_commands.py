@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import ChronicleState, CommandContext, Reader, chronicle, command_context, etag
 from api.problems import Problem
@@ -26,8 +26,47 @@ IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chronicle/api/id
 KINDS = {"chains": "chain", "documents": "document", "agents": "agent"}
 
 
+# Free-form JSON (metadata, bodies, canvas state) nests at most this deep.
+MAX_JSON_DEPTH = 32
+
+
+def _check_json(value: Any) -> Any:
+    """Refuse what cannot be stored faithfully or would choke readers: nesting deeper than
+    MAX_JSON_DEPTH, and text (keys or values) with NUL characters or unpaired surrogates."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels at {where or 'the top'!a}")
+        if isinstance(item, str):
+            if "\x00" in item or not _is_utf8(item):
+                raise ValueError(f"text at {where or 'the top'!a} holds a NUL character or an unpaired surrogate")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                stack.append((key, depth + 1, f"{where}.{key}" if where else str(key)))
+                stack.append((sub, depth + 1, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            stack.extend((sub, depth + 1, f"{where}[{i}]") for i, sub in enumerate(item))
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")  # fails on an unpaired surrogate
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return _check_json(data)
 
 
 def _command_id(request: Request, ctx: CommandContext) -> UUID | None:

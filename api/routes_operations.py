@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -63,9 +64,33 @@ def wake(state: ChronicleState, name: str | None = None) -> None:
         logger.exception("wake-up after an operator action failed")
 
 
+def _blockers(state: ChronicleState) -> list[dict[str, Any]]:
+    """The open transactions holding the log back, furthest back first (see log_blockers())."""
+    now = datetime.now(timezone.utc)
+    return [
+        {
+            "pid": b.pid, "held_position": b.held_position,
+            "xact_start": b.xact_start.isoformat() if b.xact_start else None,
+            "held_for_seconds": round((now - b.xact_start).total_seconds(), 3) if b.xact_start else None,
+            "state": b.state, "application_name": b.application_name,
+            "query": (b.query or "")[:500] or None,
+        }
+        for b in state.store.blockers()
+    ]
+
+
+@router.get("/log/blockers", summary="Open transactions holding the log back")
+def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
+    """Readers (projections, ?min_position= waits) see the log only up to `safe_position`; each
+    blocker is a session whose uncommitted append holds it there. End it, or wait for its
+    idle_in_transaction_session_timeout, and the projections resume."""
+    return {"safe_position": state.store.safe_position(), "blockers": _blockers(state)}
+
+
 @router.get("/projections", summary="Status and lag of every projection and partition")
 def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
-    """Every partition's checkpoint, head, lag and state, and each projection's latest rebuild."""
+    """Every partition's checkpoint, head, lag and state, each projection's latest rebuild, and the
+    open transactions (if any) holding the log back."""
     partitions = [_plain(p) for p in pj.status(state.pool)]
     rebuilds = {}
     for name in PROJECTORS:
@@ -81,7 +106,8 @@ def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depe
                 "rebuild": rebuilds[name],
             }
             for name in PROJECTORS
-        ]
+        ],
+        "log": {"safe_position": state.store.safe_position(), "blockers": _blockers(state)},
     }
 
 

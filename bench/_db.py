@@ -36,26 +36,30 @@ def scratch_database(prefix: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def write_log(url: str, count: int, seed: int = 1) -> None:
-    """COPY `count` events of a mixed workspace history (chains, documents, agents) into `events`."""
-    from tests.projections.history import History
+def write_log(url: str, count: int, seed: int = 1) -> int:
+    """COPY about `count` events of a mixed workspace history into `events`; return how many.
 
-    history = History(seed)
-    versions: dict[str, int] = {}
-    kinds = {}
-    import random
+    The events are the domain's own (bench/workload.py), written straight into the table as the
+    store would write them, so the bench log takes seconds rather than minutes to make.
+    """
+    from workload import Workload
 
-    rnd = random.Random(seed)
-    meta = json.dumps({"actor_id": "u", "actor_type": "user", "session_id": "s1"})
+    versions: dict[str, tuple[str, int]] = {}
+    written = 0
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy("COPY events (event_id, stream_id, stream_type, version, type, payload, metadata)"
                       " FROM STDIN") as copy:
-            for _ in range(count):
-                sid, event = history.next_event(rnd.randrange(1000), rnd.randrange(1000), rnd.randrange(1000))
-                versions[sid] = versions.get(sid, 0) + 1
-                kinds.setdefault(sid, event.type.split(".")[0].replace("edge", "chain"))
-                copy.write_row((str(uuid.uuid4()), sid, kinds[sid], versions[sid], event.type,
-                                json.dumps(event.payload), meta))
+            for change in Workload(seed).changes(count):
+                if written >= count:
+                    break
+                meta = json.dumps(change.metadata)
+                for i, event in enumerate(change.events, start=change.expected_version + 1):
+                    copy.write_row((str(event.event_id), change.stream_id, change.stream_type, i, event.type,
+                                    json.dumps(event.payload), meta))
+                    written += 1
+                versions[change.stream_id] = (change.stream_type, change.expected_version + len(change.events))
         cur.execute("INSERT INTO streams (stream_id, stream_type, version) SELECT * FROM unnest(%s::text[],"
-                    " %s::text[], %s::bigint[])", (list(versions), [kinds[s] for s in versions], list(versions.values())))
+                    " %s::text[], %s::bigint[])",
+                    (list(versions), [t for t, _ in versions.values()], [v for _, v in versions.values()]))
         conn.commit()
+    return written

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     chronicle_pool_min_size: int = Field(default=2, ge=1)
     chronicle_pool_max_size: int = Field(default=10, ge=1)
+    # How long a request waits for a pooled connection (PostgreSQL down: then 503, not a hang).
+    chronicle_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     # Writers' sessions are bounded so an abandoned transaction cannot stall readers forever.
     chronicle_statement_timeout_ms: int = Field(default=30_000, ge=0)
     chronicle_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
@@ -32,6 +34,8 @@ class Settings(BaseSettings):
     chronicle_max_payload_bytes: int = Field(default=1_048_576, ge=1024)
     chronicle_max_events_per_append: int = Field(default=1_000, ge=1)
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
+    # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
+    chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")
 
 
 @lru_cache(maxsize=1)

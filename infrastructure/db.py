@@ -40,6 +40,7 @@ def create_pool(url: str, settings: Settings, *, name: str = "chronicle") -> Con
             "application_name": name,
         },
         name=name,
+        timeout=settings.chronicle_pool_timeout_seconds,
         open=False,
     )
     pool.open(wait=True, timeout=30)

@@ -18,6 +18,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from eventsourcing.persistence import (
     find_id_convertor,
 )
 from eventsourcing.utils import Environment, EnvType, TopicError, get_topic, resolve_topic, strtobool
+from infrastructure import metrics
 from infrastructure.config import Settings
 from infrastructure.db import connect, create_pool
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
@@ -324,6 +326,7 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
             return None
         store = self.datastore.store
         results: list[AppendResult] = []
+        started = time.perf_counter()
         with self.transaction() as conn:
             self._before_appends(conn, tracking)
             for stream_id, expected, events, stream_type in appends:
@@ -333,6 +336,7 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                         stream_type=stream_type, log_name=self.log_name, notify=False,
                     )
                 )
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
         # Wake readers after the commit (a NOTIFY inside it would serialise committers).
         if any(not r.duplicate for r in results):
             store.notifier.poke(self.log_name)

@@ -1,4 +1,4 @@
-"""Applying a batch of events with set-based SQL: one load and one write per table.
+"""Applying a batch of events with set-based SQL: one load, and a delete and an upsert per table.
 
 The handlers run in Python over the rows of the batch's streams; the rows they change are
 written back with DELETE ... = ANY and INSERT ... FROM jsonb_populate_recordset.
@@ -6,6 +6,7 @@ written back with DELETE ... = ANY and INSERT ... FROM jsonb_populate_recordset.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
-from projections.model import Event, Output, Projector, StreamState
+from projections.model import Event, Output, Projector, Row, StreamState
 
 _COLUMNS: dict[str, list[str]] = {}
 
@@ -34,22 +35,32 @@ EVENT_COLUMNS = (
 )
 
 
+# One batch as one JSON document: a single C-speed decode instead of two jsonb loads per event.
+_BATCH_SQL = """
+SELECT coalesce(json_agg(json_build_array(position, event_id, stream_id, version, type, payload,
+                                          metadata, recorded_at) ORDER BY position), '[]')::text
+FROM (SELECT * FROM events
+      WHERE position > %s AND position <= %s AND stream_type = ANY(%s){floors}
+      ORDER BY position LIMIT %s) e
+"""
+# Held partitions start at their own checkpoint; the floor of any other partition is `upto`.
+_FLOORS = " AND position > (%s::bigint[])[projection_partition(stream_id, %s) + 1]"
+
+
 def read_events(
     conn: psycopg.Connection, stream_types: Sequence[str], after: int, upto: int, limit: int,
-    partition: int | None, partitions: int,
+    floors: Sequence[int] | None = None,
 ) -> list[Event]:
-    """Events of these stream types in (after, upto], in position order, optionally one partition's."""
-    where = "" if partition is None or partitions == 1 else " AND projection_partition(stream_id, %s) = %s"
+    """Events of these stream types in (after, upto], in position order.
+
+    `floors`, one per partition, skips each partition's events at or below its floor; None reads all.
+    """
     params: list[Any] = [after, upto, list(stream_types)]
-    if where:
-        params += [partitions, partition]
-    query = (
-        f"SELECT {EVENT_COLUMNS} FROM events"  # noqa: S608 - constant text
-        f" WHERE position > %s AND position <= %s AND stream_type = ANY(%s){where}"
-        " ORDER BY position LIMIT %s"
-    )
-    rows = conn.cursor(row_factory=tuple_row).execute(query, [*params, limit]).fetchall()
-    return [Event(*row) for row in rows]
+    if floors is not None:
+        params += [list(floors), len(floors)]
+    query = _BATCH_SQL.format(floors=_FLOORS if floors is not None else "")
+    text = conn.cursor(row_factory=tuple_row).execute(query, [*params, limit]).fetchone()[0]
+    return [Event(*row) for row in json.loads(text)]
 
 
 def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
@@ -65,7 +76,10 @@ def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
 def load_states(
     cur: psycopg.Cursor, projector: Projector, events: Sequence[Event], names: Mapping[str, str]
 ) -> dict[str, StreamState]:
-    """The current rows of every stream in the batch (streams created in it need no load)."""
+    """The current rows of every stream in the batch (streams created in it need no load).
+
+    One statement and one JSON decode for all the projector's state tables.
+    """
     states: dict[str, StreamState] = {}
     to_load: list[str] = []
     for e in events:
@@ -74,12 +88,15 @@ def load_states(
             if e.version > 1:
                 to_load.append(e.stream_id)
     if to_load:
-        for table in projector.state_tables:
-            query = sql.SQL("SELECT {col}, to_jsonb(t) FROM {tbl} t WHERE {col} = ANY(%s)").format(
-                col=sql.Identifier(table.stream_column), tbl=sql.Identifier(names[table.name]))
-            for stream_id, row in cur.execute(query, (to_load,)).fetchall():
-                key = row[table.key] if table.key else None
-                states[stream_id].tables[table.name][key] = row
+        # json_build_array((SELECT json_agg(t) FROM table t WHERE stream = ANY(ids)), ...) per state table
+        parts = sql.SQL(", ").join(
+            sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} = ANY(%(ids)b))").format(
+                tbl=sql.Identifier(names[t.name]), col=sql.Identifier(t.stream_column))
+            for t in projector.state_tables)
+        text = cur.execute(sql.SQL("SELECT json_build_array({})::text").format(parts), {"ids": to_load}).fetchone()[0]
+        for table, rows in zip(projector.state_tables, json.loads(text)):
+            for row in rows:
+                states[row[table.stream_column]].tables[table.name][row[table.key] if table.key else None] = row
     return states
 
 
@@ -92,31 +109,44 @@ def write_states(
         dirty = [s for s in states.values() if table.name in s.dirty]
         if not dirty:
             continue
-        name = sql.Identifier(names[table.name])
-        # Replace the stream's rows: delete them all, insert what the handlers left.
-        cur.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(
-            name, sql.Identifier(table.stream_column)), ([s.stream_id for s in dirty],))
+        name, stream = sql.Identifier(names[table.name]), sql.Identifier(table.stream_column)
         rows = [row for s in dirty for row in s.tables[table.name].values()]
-        if rows:
+        # Drop the rows the handlers removed: a stream left without its row, or keys not kept.
+        if table.key is None:
+            gone = [s.stream_id for s in dirty if not s.tables[table.name]]
+            if gone:
+                cur.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%b)").format(name, stream), (gone,))
+        else:
+            key = sql.Identifier(table.key)
             cur.execute(sql.SQL(
-                "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, %s)").format(name),
-                (Jsonb(rows),))
+                "DELETE FROM {t} WHERE {s} = ANY(%(streams)b)"
+                " AND ({s}, {k}) NOT IN (SELECT * FROM unnest(%(s)b::text[], %(k)b::text[]))"
+            ).format(t=name, s=stream, k=key), {
+                "streams": [s.stream_id for s in dirty], "s": [r[table.stream_column] for r in rows],
+                "k": [r[table.key] for r in rows]})
+        if rows:
+            # Upsert the rest: an unchanged indexed column lets PostgreSQL update in place (HOT).
+            conflict = (table.stream_column,) if table.key is None else (table.stream_column, table.key)
+            _upsert(cur, names[table.name], conflict, rows)
     for table in projector.log_tables:
         rows = list(out.rows.get(table.name, {}).values())
-        if not rows:
-            continue
-        name = names[table.name]
-        if table.overwrite:
-            keep = [c for c in _columns(cur, name) if c not in table.conflict]
-            action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in keep)
-        else:
-            action = sql.SQL("DO NOTHING")
-        # A replayed event overwrites the row it wrote before; bodies are stored once.
-        cur.execute(sql.SQL(
-            "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, %s) ON CONFLICT ({1}) {2}"
-        ).format(sql.Identifier(name), sql.SQL(", ").join(map(sql.Identifier, table.conflict)), action),
-            (Jsonb(rows),))
+        if rows:
+            # A replayed event overwrites the row it wrote before; bodies are stored once.
+            _upsert(cur, names[table.name], table.conflict, rows, overwrite=table.overwrite)
+
+
+def _upsert(cur: psycopg.Cursor, table: str, conflict: Sequence[str], rows: list[Row],
+            overwrite: bool = True) -> None:
+    """INSERT rows (as one jsonb array) ON CONFLICT (keys) DO UPDATE every other column, or DO NOTHING."""
+    if overwrite:
+        keep = [c for c in _columns(cur, table) if c not in conflict]
+        action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in keep)
+    else:
+        action = sql.SQL("DO NOTHING")
+    cur.execute(sql.SQL(
+        "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, %s) ON CONFLICT ({1}) {2}"
+    ).format(sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, conflict)), action), (Jsonb(rows),))
 
 
 def apply_events(
@@ -136,4 +166,4 @@ def apply_events(
             handler(states[e.stream_id], e, out)
         except Exception as exc:  # noqa: BLE001 - any handler bug parks the stream, not the worker
             raise HandlerFailure(e, exc) from exc
-    write_states(cur, projector, states, out, names)
+    write_states(cur, projector, states, out, names)  # the engine runs this in a pipeline

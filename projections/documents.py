@@ -95,7 +95,9 @@ def updated(s: StreamState, e: Event, out: Output) -> None:
     row = _touch(s, e)
     if row is None:
         return
-    pick(e.payload, row, "title", "content", "body", "metadata", "version")
+    # A field the update left out is null in the payload, and keeps its value (as in the domain).
+    pick({k: v for k, v in e.payload.items() if v is not None}, row, "title", "content", "body", "metadata")
+    pick(e.payload, row, "version")
     _body(row, out)
     _version(s, e, row, out, e.payload.get("change_description"))
 

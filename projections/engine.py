@@ -8,6 +8,7 @@ event is retried with backoff, then parked in `dead_letter` with every later eve
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,15 +16,23 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from infrastructure.logs import batch_context
 from projections.batch import HandlerFailure, apply_events, read_events
 from projections.model import Event, Projector
-from projections.partitioning import lock_key, partition_of
+from projections.partitioning import lock_key, partition_of, projection_key
 
 logger = logging.getLogger(__name__)
 DEFAULT_BATCH = 2000
+# Live batches commit without waiting for their WAL flush. Rows and checkpoint still commit
+# together, and a server crash loses whole transactions only (never part of one), so the lost
+# tail is applied again from the durable log: no loss, no double effect. Only the checkpoint may
+# step back after a crash. CHRONICLE_PROJECTION_SYNCHRONOUS_COMMIT=on waits for the flush.
+ASYNC_COMMIT = os.environ.get("CHRONICLE_PROJECTION_SYNCHRONOUS_COMMIT", "off").lower() not in ("on", "1", "true")
 # The highest checkpoint this process has seen per (projection, partition): a wake-up for a
 # position at or below it needs no database round trip.
 _seen: dict[tuple[str, int], int] = {}
+# Each projection's partition count as last read here; checked again under the locks every run.
+_counts: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -50,34 +59,63 @@ class CatchUpResult:
     busy: bool = False
 
 
+class PartitionsChanged(RuntimeError):
+    """A rebuild changed the projection's partition count since this worker read it."""
+
+
 @dataclass
 class Job:
-    """Where a run reads from and writes to: the live tables of one partition, or a rebuild's shadows."""
+    """Where a run reads from and writes to: some partitions' live tables, or a rebuild's shadows."""
 
     projector: Projector
     partitions: int
-    partition: int | None  # None: every partition (a rebuild)
+    held: tuple[int, ...] | None  # the partitions whose locks we hold; None: a rebuild (all of them)
     names: Mapping[str, str]
     shadow: bool = False
     rebuild_id: int | None = None
     started: float = field(default_factory=time.monotonic)
     done: int = 0
+    positions: dict[int, int] = field(default_factory=dict)  # each held partition's checkpoint
+    dead_letters: bool = True  # False: the projection has no parked or skipped event to hold back
 
-    def checkpoint(self, conn: psycopg.Connection) -> int:
+    def checkpoint(self, conn: psycopg.Connection) -> tuple[int, int | None]:
+        """Load the checkpoints; return the lowest (where the next batch starts) and the safe position.
+
+        Read under the partition locks: raises PartitionsChanged if a rebuild changed the count.
+        """
         if self.rebuild_id is not None:
             return conn.execute("SELECT position FROM projection_rebuild WHERE id = %s",
-                                (self.rebuild_id,)).fetchone()["position"]
-        return conn.execute(
-            "SELECT position FROM projection_checkpoint WHERE projection = %s AND partition = %s",
-            (self.projector.name, self.partition)).fetchone()["position"]
+                                (self.rebuild_id,)).fetchone()["position"], None
+        # The held partitions' checkpoints, the stored partition count, whether any dead letter
+        # waits, and the log's safe position: one round trip.
+        rows = conn.execute(
+            "SELECT c.partition, c.position, p.partitions, EXISTS (SELECT 1 FROM dead_letter d"
+            "   WHERE d.projection = p.name AND d.status IN ('parked', 'skipped')) AS dead_letters,"
+            " s.safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
+            " CROSS JOIN (SELECT coalesce(safe_position(), 0) AS safe) s"
+            " WHERE p.name = %s AND c.partition = ANY(%s)", (self.projector.name, list(self.held or ()))).fetchall()
+        if len(rows) != len(self.held or ()) or any(r["partitions"] != self.partitions for r in rows):
+            raise PartitionsChanged(self.projector.name)
+        self.positions = {r["partition"]: r["position"] for r in rows}
+        self.dead_letters = rows[0]["dead_letters"]
+        return min(self.positions.values()), rows[0]["safe"]
+
+    def floors(self, upto: int) -> list[int] | None:
+        """Per partition, the position at or below which a read skips its events; None: skip none."""
+        if self.held is None or (len(self.positions) == self.partitions
+                                 and len(set(self.positions.values())) == 1):
+            return None
+        return [self.positions.get(k, upto) for k in range(self.partitions)]
 
     def save(self, conn: psycopg.Connection, position: int, count: int) -> None:
-        """Store the checkpoint (and, for a rebuild, its progress) in the batch's transaction."""
+        """Store the checkpoints (and, for a rebuild, its progress) in the batch's transaction."""
         self.done += count
         if self.rebuild_id is None:
+            # A partition already past `position` (its events were skipped) keeps its checkpoint.
             conn.execute(
-                "UPDATE projection_checkpoint SET position = %s, updated_at = clock_timestamp()"
-                " WHERE projection = %s AND partition = %s", (position, self.projector.name, self.partition))
+                "UPDATE projection_checkpoint SET position = greatest(position, %s), updated_at = clock_timestamp()"
+                " WHERE projection = %s AND partition = ANY(%s)", (position, self.projector.name, list(self.held)))
+            self.positions = {k: max(p, position) for k, p in self.positions.items()}
             return
         rate = self.done / max(time.monotonic() - self.started, 1e-6)
         # ETA from the events still to do up to the head the rebuild started at.
@@ -117,6 +155,7 @@ def _held_back(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> t
 def park(conn: psycopg.Connection, job: Job, event: Event, error: str, attempts: int,
          first_failure: float | None = None) -> None:
     """Put an event into `dead_letter` (its stream then waits there behind it)."""
+    job.dead_letters = True
     conn.execute(
         "INSERT INTO dead_letter (projection, partition, shadow, position, event_id, stream_id, type,"
         " error, attempts, first_failure) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
@@ -127,7 +166,7 @@ def park(conn: psycopg.Connection, job: Job, event: Event, error: str, attempts:
 
 def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> int:
     """Apply events, sending those of parked streams to `dead_letter`; return how many parked."""
-    parked, skipped = _held_back(conn, job, events)
+    parked, skipped = _held_back(conn, job, events) if job.dead_letters else (set(), set())
     live = [e for e in events if e.position not in skipped and e.stream_id not in parked]
     apply_events(conn, job.projector, live, job.names)
     followers = [e for e in events if e.stream_id in parked and e.position not in skipped]
@@ -167,31 +206,51 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
     return 1
 
 
+def _log_batch(job: Job, events: Sequence[Event], position: int) -> None:
+    """Log a committed batch with its events' correlation and causation ids.
+
+    A rebuild's batches log at debug: they are many, and their events were projected before.
+    """
+    level = logging.DEBUG if job.rebuild_id is not None else logging.INFO
+    if events and logger.isEnabledFor(level):
+        context = batch_context(job.projector.name, job.held, (e.metadata or {} for e in events))
+        logger.log(level, "projected %d events of %s up to position %d", len(events), job.projector.name,
+                   position, extra={**context, "events": len(events), "position": position})
+
+
 def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
         retry: RetryPolicy = RetryPolicy(), upto: int | None = None) -> tuple[int, int, int]:
     """Apply batches until the job reaches the safe position (or `upto`).
 
     Returns (events read, events parked, checkpoint). The caller holds the job's lock.
     """
-    position = job.checkpoint(conn)
+    position, safe = job.checkpoint(conn)
     processed = parked = 0
     limit = batch_size
     while True:
-        safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
+        if safe is None:
+            safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
         if upto is not None:
             safe = min(safe, upto)
         if safe <= position:
             return processed, parked, position
-        events = read_events(conn, job.projector.stream_types, position, safe, limit,
-                             job.partition, job.partitions)
+        events = read_events(conn, job.projector.stream_types, position, safe, limit, job.floors(safe))
         # A short batch means nothing else of ours lies at or below `safe`.
-        new_position = events[-1].position if len(events) == limit else safe
+        full = len(events) == limit
+        new_position = events[-1].position if full else safe
         try:
-            with conn.transaction():
+            # One pipeline: the writes, the checkpoint and COMMIT go in one round trip.
+            with conn.pipeline(), conn.transaction():
+                if job.rebuild_id is None and ASYNC_COMMIT:
+                    conn.execute("SET LOCAL synchronous_commit = off")
                 parked += apply_batch(conn, job, events)
                 job.save(conn, new_position, len(events))
             position, processed = new_position, processed + len(events)
+            _log_batch(job, events, new_position)
             limit = min(batch_size, limit * 2)
+            if not full:
+                return processed, parked, position  # at the safe position: the caller re-checks
+            safe = None
         except Exception as exc:  # noqa: BLE001
             if not _event_error(exc):
                 raise
@@ -209,45 +268,85 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
 
 
 def catch_up(pool: ConnectionPool, projector: Projector, partition: int, *, partitions: int = 4,
-             target: int | None = None, batch_size: int = DEFAULT_BATCH,
-             retry: RetryPolicy = RetryPolicy()) -> CatchUpResult:
+             target: int | None = None, batch_size: int = DEFAULT_BATCH, retry: RetryPolicy = RetryPolicy(),
+             assumed: int | None = None) -> CatchUpResult:
     """Bring one partition of a projection up to the log's safe position.
 
+    `partitions` only seeds a projection's first count; the stored count rules after that. A wake-up
+    computed with another count (`assumed`) catches up every partition, so it cannot go astray.
     Returns at once (busy) if another worker holds the partition: that worker re-checks for
     new events after releasing its lock, so the wake-up is not lost.
     """
-    result = CatchUpResult(projector.name, partition)
     seen = _seen.get((projector.name, partition), -1)
-    if target is not None and seen >= target:
-        result.checkpoint = seen
-        return result
-    key = lock_key(projector.name, partition)
+    if target is not None and seen >= target and assumed in (None, _counts.get(projector.name)):
+        return CatchUpResult(projector.name, partition, checkpoint=seen)
+    return _catch_up(pool, projector, [partition], partitions, batch_size, retry, assumed)
+
+
+def catch_up_all(pool: ConnectionPool, projector: Projector, *, partitions: int = 4,
+                 batch_size: int = DEFAULT_BATCH, retry: RetryPolicy = RetryPolicy()) -> CatchUpResult:
+    """Bring every partition of a projection that no other worker holds up to the safe position.
+
+    One pass over the log serves them all (the tick's catch-up, a worker starting on a backlog).
+    `partition` in the result is -1; busy means every partition was held elsewhere.
+    """
+    return _catch_up(pool, projector, None, partitions, batch_size, retry)
+
+
+def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] | None, partitions: int,
+              batch_size: int, retry: RetryPolicy, assumed: int | None = None) -> CatchUpResult:
+    """Lock what we can of `wanted` (None: all partitions), apply up to safe, unlock, re-check."""
+    result = CatchUpResult(projector.name, wanted[0] if wanted is not None and len(wanted) == 1 else -1)
+    name = projector.name
     with pool.connection() as conn:
-        stored = ensure_projection(conn, projector, partitions)
-        if partition >= stored:
-            return result
-        job = Job(projector, stored, partition, live_names(projector))
         for _ in range(5):
-            if not conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", key).fetchone()["ok"]:
+            stored = _counts.get(name) or ensure_projection(conn, projector, partitions)
+            _counts[name] = stored
+            everything = wanted is None or (assumed is not None and assumed != stored)
+            candidates = [k for k in (range(stored) if everything else wanted) if k < stored]
+            if not candidates:
+                return result
+            held = tuple(k for k in candidates if conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s) AS ok", lock_key(name, k)).fetchone()["ok"])
+            if not held:
                 result.busy = True
                 break
+            job = Job(projector, stored, held, live_names(projector))
             try:
                 n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry)
                 result.processed += n
                 result.parked += p
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
-            _seen[(projector.name, partition)] = result.checkpoint
-            # Events that arrived while we held the lock, whose wake-ups found it taken.
-            more = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE position > %s AND position <= safe_position()"
-                " AND stream_type = ANY(%s) AND (%s = 1 OR projection_partition(stream_id, %s) = %s)) AS more",
-                (result.checkpoint, list(projector.stream_types), stored, stored, partition)).fetchone()["more"]
+            except PartitionsChanged:
+                _unlock(conn, name, held)
+                _counts.pop(name, None)  # read the new count, then lock again
+                forget_checkpoints()
+                continue
+            except BaseException:
+                _unlock(conn, name, held)
+                raise
+            for k, position in job.positions.items():
+                _seen[(name, k)] = position
+            # Unlock, then look for events that arrived while we held the locks, whose wake-ups
+            # found them taken (a statement of its own: its snapshot follows the unlock).
+            with conn.pipeline():
+                _unlock(conn, name, held)
+                cur = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE position > %s AND position <= safe_position()"
+                    " AND stream_type = ANY(%s) AND projection_partition(stream_id, %s) = ANY(%s)) AS more",
+                    (result.checkpoint, list(projector.stream_types), stored, list(held)))
+            more = cur.fetchone()["more"]
             if not more:
                 break
     return result
 
 
+def _unlock(conn: psycopg.Connection, name: str, partitions: Sequence[int]) -> None:
+    """Release the advisory locks of these partitions, in one statement."""
+    conn.execute("SELECT pg_advisory_unlock(%s, k) FROM unnest(%s::int[]) k",
+                 (projection_key(name), list(partitions)))
+
+
 def forget_checkpoints() -> None:
-    """Drop this process's cached checkpoints (after a replay or rebuild moved them)."""
+    """Drop this process's cached checkpoints and counts (after a replay or rebuild moved them)."""
     _seen.clear()
+    _counts.clear()

@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One event from the log, as a projector sees it (timestamps as PostgreSQL text)."""
+class Event(NamedTuple):
+    """One event from the log, as a projector sees it (timestamps as PostgreSQL text).
+
+    A named tuple: immutable, and built several times faster than a frozen dataclass.
+    """
 
     position: int
     event_id: str

@@ -62,6 +62,10 @@ def rebuild(pool: ConnectionPool, name: str, *, partitions: int | None = None,
         rebuild_id = None
         try:
             with conn.transaction():
+                # A rebuild whose session died left a running row (and shadows, dropped below).
+                conn.execute("UPDATE projection_rebuild SET state = 'failed', finished_at = clock_timestamp(),"
+                             " error = 'crashed: its session ended before the swap' WHERE projection = %s"
+                             " AND state = 'running'", (name,))
                 for table, shadow in names.items():
                     conn.execute(f'DROP TABLE IF EXISTS "{shadow}"')
                     conn.execute(f'CREATE TABLE "{shadow}" (LIKE "{table}" INCLUDING ALL)')
@@ -133,10 +137,17 @@ def _progress(conn, rebuild_id: int) -> RebuildProgress:
 
 
 def rebuild_progress(pool: ConnectionPool, name: str) -> RebuildProgress | None:
-    """The latest rebuild of a projection (running, done or failed), or None."""
+    """The latest rebuild of a projection (running, crashed, done or failed), or None.
+
+    Crashed: the row says running but no session holds the rebuild lock.
+    """
+    from projections.status import rebuild_state
+
     with pool.connection() as conn:
         row = conn.execute("SELECT * FROM projection_rebuild WHERE projection = %s ORDER BY id DESC LIMIT 1",
                            (name,)).fetchone()
+        if row and row["state"] == "running" and rebuild_state(conn, name) == "crashed":
+            row["state"] = "crashed"
     return RebuildProgress(**row) if row else None
 
 

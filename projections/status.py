@@ -25,6 +25,9 @@ class PartitionStatus:
     state: str  # running | rebuilding | stalled | parked
     dead_letters: int
     updated_at: datetime
+    # "running": a session is rebuilding it; "crashed": a rebuild left a running row and shadow
+    # tables but no session holds its lock (the next rebuild cleans up); None: no rebuild.
+    rebuild: str | None = None
 
 
 # Lag counts the unapplied events of the partition; its age is the oldest one's.
@@ -48,6 +51,15 @@ ORDER BY c.partition
 """
 
 
+def rebuild_state(conn, name: str) -> str | None:
+    """ "running", "crashed" (a running row whose session is gone) or None for no rebuild."""
+    if _rebuilding(conn, name):
+        return "running"
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM projection_rebuild WHERE projection = %s"
+                       " AND state = 'running') AS left", (name,)).fetchone()
+    return "crashed" if row["left"] else None
+
+
 def _rebuilding(conn, name: str) -> bool:
     """Whether a session holds the projection's rebuild lock (a crashed rebuild does not)."""
     key1, key2 = lock_key(name, REBUILD_LOCK_PARTITION)
@@ -69,7 +81,8 @@ def status(pool: ConnectionPool, projection: str | None = None, *,
     with pool.connection() as conn:
         for name in names:
             projector = get_projector(name)
-            rebuilding = _rebuilding(conn, name)
+            rebuild = rebuild_state(conn, name)
+            rebuilding = rebuild == "running"
             for r in conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall():
                 if rebuilding:
                     state = "rebuilding"
@@ -81,5 +94,5 @@ def status(pool: ConnectionPool, projection: str | None = None, *,
                     state = "running"
                 result.append(PartitionStatus(
                     name, r["partition"], r["partitions"], r["checkpoint"], r["head"], r["lag_events"],
-                    float(r["lag_seconds"]), state, r["dead_letters"], r["updated_at"]))
+                    float(r["lag_seconds"]), state, r["dead_letters"], r["updated_at"], rebuild))
     return result

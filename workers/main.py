@@ -18,6 +18,9 @@ def run_worker(processes: int = 1, threads: int = 8, extra: Sequence[str] = ()) 
     """Run dramatiq's worker in this process until it is stopped; return its exit code."""
     from dramatiq.cli import main, make_argument_parser
 
+    from workers.observability import clear_stale_metrics
+
+    clear_stale_metrics()  # before the processes start: their metric files are theirs alone
     return main(make_argument_parser().parse_args(worker_argv(processes, threads, extra)))
 
 

@@ -1,4 +1,4 @@
-"""The periodic tick: every worker process wakes every partition now and then.
+"""The periodic tick: every worker process wakes every projection (all its partitions) now and then.
 
 It covers lost wake-ups (a killed worker, Redis down at append time); duplicates cost one check.
 """
@@ -21,16 +21,13 @@ def tick_seconds() -> float:
 
 
 def wake_all() -> int:
-    """Send a wake-up to every partition of every projection; return how many were sent."""
-    from infrastructure.config import get_settings
+    """Wake every projection: each message catches up all its free partitions. Returns how many."""
     from projections.catalog import PROJECTORS
-    from workers.actors import catch_up_partition
+    from workers.actors import catch_up_projection
 
-    n = get_settings().chronicle_partitions
     for name in PROJECTORS:
-        for k in range(n):
-            catch_up_partition.send(name, k)
-    return len(PROJECTORS) * n
+        catch_up_projection.send(name)
+    return len(PROJECTORS)
 
 
 class Ticker(Middleware):
@@ -53,3 +50,15 @@ class Ticker(Middleware):
                 wake_all()
             except Exception as exc:  # noqa: BLE001 - Redis down: try again next tick
                 logger.warning("tick could not send wake-ups: %s", exc)
+
+
+class PromptPolling(Middleware):
+    """Caps how long an idle (or fully prefetched) consumer sleeps before it polls Redis again.
+
+    dramatiq backs off exponentially up to its worker timeout (1 s by default) whenever a fetch
+    returns nothing, including when its prefetch is full: wake-ups then wait in Redis while
+    threads fall idle. CHRONICLE_POLL_MS (default 10) is the cap; Redis costs one cheap call each.
+    """
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        worker.worker_timeout = int(os.environ.get("CHRONICLE_POLL_MS", "10"))

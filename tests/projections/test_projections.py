@@ -144,3 +144,50 @@ def test_replay_and_status(store, proj_pool):
     assert lagging and all(r.lag_seconds > 0 for r in lagging)
     project_all(proj_pool)
     assert dump_tables(proj_pool) == before
+
+
+def test_crashed_rebuild_shows_in_status_and_the_next_rebuild_cleans_up(store, proj_pool, fresh_database_url):
+    import psycopg
+
+    from projections.partitioning import REBUILD_LOCK_PARTITION, lock_key
+
+    append_history(store, History(21), [(i, i, i) for i in range(30)])
+    project_all(proj_pool)
+    live = dump_tables(proj_pool)
+    # A rebuilding session that dies before its swap: a running row, shadow tables, then gone.
+    with psycopg.connect(fresh_database_url, autocommit=True) as dying:
+        dying.execute("SELECT pg_advisory_lock(%s, %s)", lock_key("agents", REBUILD_LOCK_PARTITION))
+        dying.execute("INSERT INTO projection_rebuild (projection, partitions, head, total) VALUES ('agents', 4, 1, 1)")
+        dying.execute('CREATE TABLE "agent_snapshot__rebuild" (LIKE agent_snapshot INCLUDING ALL)')
+        assert {s.rebuild for s in status(proj_pool, "agents")} == {"running"}
+    assert {s.rebuild for s in status(proj_pool, "agents")} == {"crashed"}
+    assert rebuild_progress(proj_pool, "agents").state == "crashed"
+    done = rebuild(proj_pool, "agents")
+    assert done.state == "done" and {s.rebuild for s in status(proj_pool, "agents")} == {None}
+    with proj_pool.connection() as conn:
+        states = [r["state"] for r in conn.execute(
+            "SELECT state FROM projection_rebuild WHERE projection = 'agents' ORDER BY id").fetchall()]
+        shadows = conn.execute("SELECT count(*) AS n FROM pg_class WHERE relname LIKE '%%\\_\\_rebuild'").fetchone()["n"]
+    assert states == ["failed", "done"] and shadows == 0
+    assert dump_tables(proj_pool) == live
+
+
+def test_a_wakeup_with_another_partition_count_catches_up_every_partition(store, proj_pool):
+    from projections.catalog import PROJECTORS
+    from projections.engine import catch_up, forget_checkpoints
+    from projections.partitioning import partition_of
+    from workers.wakeups import install_wakeups
+
+    project_all(proj_pool)  # the projections exist with 4 partitions
+    rebuild(proj_pool, "documents", partitions=8)
+    sent: list[tuple] = []
+    install_wakeups(store, partitions=4, send=lambda *m: sent.append(m))  # the setting says 4; the database 8
+    doc = str(uuid.uuid4())
+    result = store.append(doc, NO_STREAM, [NewEvent("document.created", {
+        "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None, "metadata": {}})])
+    assert sent == [("documents", partition_of(doc, 8), result.position, 8)]
+    # A wake-up computed with a stale count names the wrong partition: every partition is caught up.
+    forget_checkpoints()
+    wrong = (partition_of(doc, 8) + 1) % 8
+    catch_up(proj_pool, PROJECTORS["documents"], wrong, partitions=4, target=result.position, assumed=4)
+    assert [r["document_id"] for r in dump_tables(proj_pool)["document_snapshot"]] == [doc]

@@ -16,7 +16,7 @@ from projections.rebuild import rebuild_all
 from tests.projections.conftest import REGISTRY, dump_tables, project_all
 from tests.projections.history import History, append_history
 from tests.workers.conftest import SHARED_REDIS, WorkerProcess, wait_caught_up
-from workers.wakeups import install_wakeups
+from workers.wakeups import install_wakeups, redis_sender
 
 
 def _full_rebuild_equals_live(pool) -> None:
@@ -29,13 +29,13 @@ def test_wakeups_duplicated_reordered_and_lost(store, proj_pool):
     sent: list[tuple[str, int, int]] = []
     install_wakeups(store, partitions=4, send=lambda *m: sent.append(m))
     append_history(store, History(1), [(i, i, i) for i in range(80)])
-    assert len(sent) == 80 and all(PROJECTORS[p] for p, _, _ in sent)
-    assert {p for p, _, _ in sent} == {"chains", "documents", "agents"}  # one projection per append
+    assert len(sent) == 80 and all(PROJECTORS[m[0]] for m in sent)
+    assert {m[0] for m in sent} == {"chains", "documents", "agents"}  # one projection per append
     # Deliver every wake-up twice, shuffled, and drop a third of them.
     delivered = [m for m in sent * 2 if random.random() > 0.33]
     random.shuffle(delivered)
-    for projection, partition, position in delivered:
-        catch_up(proj_pool, PROJECTORS[projection], partition, partitions=4, target=position)
+    for projection, partition, position, partitions in delivered:
+        catch_up(proj_pool, PROJECTORS[projection], partition, partitions=4, target=position, assumed=partitions)
     forget_checkpoints()
     project_all(proj_pool)  # the tick
     _full_rebuild_equals_live(proj_pool)
@@ -89,13 +89,7 @@ def test_worker_sigkilled_at_random_points(proj_pool, fresh_database_url, settin
     from infrastructure.config import Settings
 
     broker = make_broker(Settings(redis_url=SHARED_REDIS), namespace=namespace)
-    from dramatiq import Message
-
-    def send(projection, partition, position):
-        broker.enqueue(Message(queue_name="chronicle-projections", actor_name="catch_up_partition",
-                               args=(projection, partition, position), kwargs={}, options={}))
-
-    install_wakeups(store, partitions=4, send=send)
+    install_wakeups(store, partitions=4, send=redis_sender(broker))
     history = History(11)
     worker.start()
     try:
@@ -115,18 +109,11 @@ def test_worker_sigkilled_at_random_points(proj_pool, fresh_database_url, settin
 @pytest.mark.soak
 def test_redis_down_during_appends(proj_pool, fresh_database_url, settings, namespace, private_redis):
     store = EventStore(proj_pool, REGISTRY, settings)
-    from dramatiq import Message
-
     from infrastructure.broker import make_broker
     from infrastructure.config import Settings
 
     broker = make_broker(Settings(redis_url=private_redis["url"]), namespace=namespace)
-
-    def send(projection, partition, position):
-        broker.enqueue(Message(queue_name="chronicle-projections", actor_name="catch_up_partition",
-                               args=(projection, partition, position), kwargs={}, options={}))
-
-    hook = install_wakeups(store, partitions=4, send=send)
+    hook = install_wakeups(store, partitions=4, send=redis_sender(broker))
     worker = WorkerProcess(fresh_database_url, private_redis["url"], namespace)
     history = History(13)
     worker.start()

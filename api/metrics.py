@@ -1,0 +1,197 @@
+"""GET /metrics for Prometheus: this process's command and append metrics, and the store's state.
+
+Counters and histograms are per process, unless PROMETHEUS_MULTIPROC_DIR is set for every API
+process (then each scrape sums all of them). Projection lag, dead letters, rebuild progress and
+the log's head are read from the database at scrape time, so every API process reports the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from psycopg_pool import ConnectionPool
+
+from domain.errors import ConflictError, DomainError, NotFoundError
+from infrastructure.metrics import COMMAND_SECONDS, COMMANDS, multiprocess_dir
+
+logger = logging.getLogger("chronicle.metrics")
+router = APIRouter(tags=["system"])
+# A scrape must answer within Prometheus's own timeout even when the database is slow or down.
+SCRAPE_TIMEOUT_SECONDS = 5.0
+
+PROGRESS_SQL = """
+SELECT DISTINCT ON (projection) projection, state, total, done, eta_seconds
+FROM projection_rebuild ORDER BY projection, id DESC
+"""
+DEAD_LETTERS_SQL = """
+SELECT projection, status, count(*) AS n FROM dead_letter WHERE NOT shadow GROUP BY projection, status
+"""
+LOG_SQL = """
+SELECT coalesce((SELECT max(position) FROM events), 0) AS head, coalesce(safe_position(), 0) AS safe,
+       (SELECT count(*) FROM log_blockers()) AS blockers
+"""
+
+
+def instrument_service(service: Any) -> None:
+    """Count and time every command the domain service handles, by command type and outcome.
+
+    Wraps `service.handle` in place (once); costs a clock read and two metric updates.
+    """
+    if service is None or getattr(service, "_chronicle_metered", False):
+        return
+    handle: Callable[..., Any] = service.handle
+
+    def metered(command: Any, context: Any = None) -> Any:
+        name = type(command).__name__
+        outcome = "failed"
+        started = time.perf_counter()
+        try:
+            result = handle(command, context)
+            outcome = "duplicate" if getattr(result, "duplicate", False) else "accepted"
+            return result
+        except ConflictError:
+            outcome = "conflict"
+            raise
+        except NotFoundError:
+            outcome = "not_found"
+            raise
+        except DomainError:
+            outcome = "refused"
+            raise
+        finally:
+            COMMANDS.labels(name, outcome).inc()
+            COMMAND_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+    service.handle = metered
+    service._chronicle_metered = True
+
+
+class StoreCollector:
+    """Gauges read from the database at each scrape: log, projections, dead letters, rebuilds."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        """The store's gauges; `chronicle_store_up` 0 (and nothing else) when it cannot be read."""
+        up = GaugeMetricFamily("chronicle_store_up", "1 if the last scrape could read the event store.")
+        try:
+            families = self._read()
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the outage, it never fails
+            logger.warning("metrics scrape could not read the store: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _read(self) -> list[Metric]:
+        from projections.catalog import PROJECTORS
+        from projections.status import STATUS_SQL
+
+        head = GaugeMetricFamily("chronicle_log_head_position", "The highest position taken in the log.")
+        safe = GaugeMetricFamily(
+            "chronicle_log_safe_position", "The position readers may read up to (no append still open below it)."
+        )
+        blockers = GaugeMetricFamily(
+            "chronicle_log_blockers", "Open transactions holding the safe position back (see `chronicle status`)."
+        )
+        labels = ["projection", "partition"]
+        checkpoint = GaugeMetricFamily(
+            "chronicle_projection_checkpoint_position", "The log position a partition has applied.", labels=labels
+        )
+        lag_events = GaugeMetricFamily(
+            "chronicle_projection_lag_events", "Events of a partition not yet applied.", labels=labels
+        )
+        lag_seconds = GaugeMetricFamily(
+            "chronicle_projection_lag_seconds", "Age of a partition's oldest unapplied event.", labels=labels
+        )
+        parked = GaugeMetricFamily(
+            "chronicle_dead_letters_parked", "Events parked in a partition's dead letters.", labels=labels
+        )
+        dead_letters = GaugeMetricFamily(
+            "chronicle_dead_letters", "Dead letters by status (parked, retried, skipped).",
+            labels=["projection", "status"],
+        )
+        rebuild_labels = ["projection"]
+        rebuild_running = GaugeMetricFamily(
+            "chronicle_rebuild_running", "1 while the projection's latest rebuild is running.", labels=rebuild_labels
+        )
+        rebuild_done = GaugeMetricFamily(
+            "chronicle_rebuild_events_done", "Events the latest rebuild has applied.", labels=rebuild_labels
+        )
+        rebuild_total = GaugeMetricFamily(
+            "chronicle_rebuild_events_total", "Events the latest rebuild has to apply.", labels=rebuild_labels
+        )
+        rebuild_ratio = GaugeMetricFamily(
+            "chronicle_rebuild_progress_ratio", "Done over total of the latest rebuild (1 when done).",
+            labels=rebuild_labels,
+        )
+        rebuild_eta = GaugeMetricFamily(
+            "chronicle_rebuild_eta_seconds", "Estimated seconds left in a running rebuild.", labels=rebuild_labels
+        )
+        with self.pool.connection(timeout=SCRAPE_TIMEOUT_SECONDS) as conn, conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {int(SCRAPE_TIMEOUT_SECONDS * 1000)}")
+            log = conn.execute(LOG_SQL).fetchone()
+            head.add_metric([], log["head"])
+            safe.add_metric([], log["safe"])
+            blockers.add_metric([], log["blockers"])
+            for name, projector in PROJECTORS.items():
+                rows = conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall()
+                for r in rows:
+                    key = [name, str(r["partition"])]
+                    checkpoint.add_metric(key, r["checkpoint"])
+                    lag_events.add_metric(key, r["lag_events"])
+                    lag_seconds.add_metric(key, float(r["lag_seconds"]))
+                    parked.add_metric(key, r["dead_letters"])
+            for r in conn.execute(DEAD_LETTERS_SQL).fetchall():
+                dead_letters.add_metric([r["projection"], r["status"]], r["n"])
+            for r in conn.execute(PROGRESS_SQL).fetchall():
+                key = [r["projection"]]
+                running = r["state"] == "running"
+                rebuild_running.add_metric(key, 1 if running else 0)
+                rebuild_done.add_metric(key, r["done"])
+                rebuild_total.add_metric(key, r["total"])
+                ratio = 1.0 if r["state"] == "done" else (r["done"] / r["total"] if r["total"] else 0.0)
+                rebuild_ratio.add_metric(key, min(ratio, 1.0))
+                if running and r["eta_seconds"] is not None:
+                    rebuild_eta.add_metric(key, float(r["eta_seconds"]))
+        return [head, safe, blockers, checkpoint, lag_events, lag_seconds, parked, dead_letters,
+                rebuild_running, rebuild_done, rebuild_total, rebuild_ratio, rebuild_eta]
+
+
+class _Delegate:
+    """A registry's collectors, seen as one collector of another registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return self.registry.collect()
+
+
+def scrape(pool: ConnectionPool) -> bytes:
+    """The text exposition: this process's (or all processes') metrics and the store's gauges."""
+    registry = CollectorRegistry()
+    directory = multiprocess_dir()
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(_Delegate(REGISTRY))
+    registry.register(StoreCollector(pool))
+    return generate_latest(registry)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics (no API key: serve it only where Prometheus reaches it)."""
+    return Response(scrape(request.app.state.chronicle.pool), media_type=CONTENT_TYPE_LATEST)

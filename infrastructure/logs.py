@@ -1,0 +1,106 @@
+"""Chronicle's logs: structlog, rendered as JSON or for the console, with the stdlib bridged in.
+
+Every line carries the correlation and causation ids bound to the current context (an HTTP
+request, a projected batch); library logs (uvicorn, dramatiq, psycopg) come out the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+import structlog.tracebacks
+
+from infrastructure.config import Settings, get_settings
+
+# Marks the root handler Chronicle installed, so a second set-up replaces it instead of doubling it.
+_HANDLER_NAME = "chronicle"
+# A batch log names at most this many correlation ids (and says how many there were).
+MAX_IDS_PER_LINE = 50
+
+
+def _shared_processors() -> list[Any]:
+    """What every line gets, whether it comes from structlog or from the stdlib."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _drop_color_message(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """uvicorn adds an ANSI-coloured copy of its message as an extra: noise in a log line."""
+    event.pop("color_message", None)
+    return event
+
+
+def _renderer(log_format: str) -> list[Any]:
+    # Tracebacks never show local variables: they may hold keys and connection strings.
+    if log_format == "json":
+        tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        return [structlog.processors.ExceptionRenderer(tracebacks), structlog.processors.JSONRenderer()]
+    return [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)]
+
+
+def configure_logging(settings: Settings | None = None, *, replace: bool = False) -> None:
+    """Route structlog and the stdlib's loggers through one stderr handler in CHRONICLE_LOG_FORMAT.
+
+    `replace` removes every other root handler too (dramatiq's worker processes install their own).
+    """
+    settings = settings or get_settings()
+    log_format = settings.chronicle_log_format
+    level = settings.chronicle_log_level.upper()
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # Foreign (stdlib) records: their `extra=` fields become keys of the line.
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder(), _drop_color_message],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderer(log_format)],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if replace or old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+def batch_context(
+    projection: str, partitions: Iterable[int] | None, metadatas: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The fields a projected batch logs: its projection, partitions, and its events' ids of origin.
+
+    Correlation and causation ids are deduplicated in log order and capped at MAX_IDS_PER_LINE.
+    """
+    correlations: dict[str, None] = {}
+    causations: dict[str, None] = {}
+    for metadata in metadatas:
+        correlation = metadata.get("correlation_id")
+        if correlation is not None:
+            correlations[correlation] = None
+        causation = metadata.get("causation_id")
+        if causation is not None:
+            causations[causation] = None
+    return {
+        "projection": projection,
+        "partitions": None if partitions is None else list(partitions),
+        "correlation_ids": list(correlations)[:MAX_IDS_PER_LINE],
+        "correlation_id_count": len(correlations),
+        "causation_ids": list(causations)[:MAX_IDS_PER_LINE],
+    }
