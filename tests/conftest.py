@@ -6,6 +6,7 @@ PostgreSQL is found through DATABASE_URL, else on 127.0.0.1:5432, else an embedd
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -66,31 +67,30 @@ def template_dbname(admin_url: str) -> Iterator[str]:
         _drop(admin_url, name)
 
 
-def _create_from_template(admin_url: str, template: str) -> str:
+@contextmanager
+def migrated_database(admin_url: str, template: str) -> Iterator[str]:
+    """A new migrated database copied from the run's template; its URL; dropped on exit."""
     name = f"chronicle_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    return name
+    try:
+        yield _with_dbname(admin_url, name)
+    finally:
+        _drop(admin_url, name)
 
 
 @pytest.fixture(scope="session")
 def database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
     """One migrated database shared by the whole test run, dropped at the end."""
-    name = _create_from_template(admin_url, template_dbname)
-    try:
-        yield _with_dbname(admin_url, name)
-    finally:
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
     """A migrated, empty database of this test's own, dropped after it."""
-    name = _create_from_template(admin_url, template_dbname)
-    try:
-        yield _with_dbname(admin_url, name)
-    finally:
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import _create_from_template, _drop, _with_dbname
+from tests.conftest import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 CHRONICLE = str(Path(sys.executable).parent / "chronicle")
@@ -54,11 +54,8 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 @pytest.fixture(scope="package")
 def api_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
     """A migrated database for the API tests alone (its event log is ours to assert on)."""
-    name = _create_from_template(admin_url, template_dbname)
-    try:
-        yield _with_dbname(admin_url, name)
-    finally:
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import chronicle_env
-from tests.conftest import _create_from_template, _drop, _with_dbname
+from tests.conftest import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 CHRONICLE = str(Path(sys.executable).parent / "chronicle")
@@ -19,11 +19,8 @@ CHRONICLE = str(Path(sys.executable).parent / "chronicle")
 @pytest.fixture(scope="module")
 def cli_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
     """A migrated database for one CLI test module."""
-    name = _create_from_template(admin_url, template_dbname)
-    try:
-        yield _with_dbname(admin_url, name)
-    finally:
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        yield url
 
 
 @pytest.fixture

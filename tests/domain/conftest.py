@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from domain.service import Workspace
-from tests.conftest import _create_from_template, _drop, _with_dbname
+from tests.conftest import migrated_database
 
 # Small, so that laws and time travel cross several snapshots.
 SNAPSHOT_INTERVAL = 3
@@ -22,11 +22,8 @@ SNAPSHOT_INTERVAL = 3
 @pytest.fixture(scope="session")
 def domain_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
     """A migrated database for the domain tests, shared by them, dropped after the run."""
-    name = _create_from_template(admin_url, template_dbname)
-    try:
-        yield _with_dbname(admin_url, name)
-    finally:
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import _create_from_template, _drop, _with_dbname
+from tests.conftest import migrated_database
 from tests.observability.conftest import (
     Process,
     chronicle_env,
@@ -84,44 +84,42 @@ def redis_deployment(admin_url: str, template_dbname: str, tmp_path_factory) -> 
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError:
         pytest.skip(f"no Redis at {REDIS_URL}")
-    name = _create_from_template(admin_url, template_dbname)
-    url = _with_dbname(admin_url, name)
-    folder = tmp_path_factory.mktemp("redis-deployment")
-    namespace = f"chronicle-obs-{uuid.uuid4().hex[:8]}"
-    prom_port = free_port()
-    env = chronicle_env(
-        DATABASE_URL=url, REDIS_URL=REDIS_URL, CHRONICLE_BROKER_NAMESPACE=namespace,
-        CHRONICLE_LOG_FORMAT="json", CHRONICLE_LOG_LEVEL="info", CHRONICLE_TICK_SECONDS="1",
-        dramatiq_prom_db=str(folder / "prom"), dramatiq_prom_port=str(prom_port), dramatiq_prom_host="127.0.0.1",
-    )
-    os.makedirs(folder / "prom")
-    port = free_port()
-    processes: list[Process] = []
-    try:
-        processes.append(start(["worker", "--processes", "2", "--threads", "2"], env, folder / "worker.log"))
-        processes.append(start(["serve", "--port", str(port)], env, folder / "serve.log",
-                               base=f"http://127.0.0.1:{port}"))
-        from api.keys import create_key
-        from infrastructure.config import Settings
-        from infrastructure.db import create_pool
+    with migrated_database(admin_url, template_dbname) as url:
+        folder = tmp_path_factory.mktemp("redis-deployment")
+        namespace = f"chronicle-obs-{uuid.uuid4().hex[:8]}"
+        prom_port = free_port()
+        env = chronicle_env(
+            DATABASE_URL=url, REDIS_URL=REDIS_URL, CHRONICLE_BROKER_NAMESPACE=namespace,
+            CHRONICLE_LOG_FORMAT="json", CHRONICLE_LOG_LEVEL="info", CHRONICLE_TICK_SECONDS="1",
+            dramatiq_prom_db=str(folder / "prom"), dramatiq_prom_port=str(prom_port), dramatiq_prom_host="127.0.0.1",
+        )
+        os.makedirs(folder / "prom")
+        port = free_port()
+        processes: list[Process] = []
+        try:
+            processes.append(start(["worker", "--processes", "2", "--threads", "2"], env, folder / "worker.log"))
+            processes.append(start(["serve", "--port", str(port)], env, folder / "serve.log",
+                                   base=f"http://127.0.0.1:{port}"))
+            from api.keys import create_key
+            from infrastructure.config import Settings
+            from infrastructure.db import create_pool
 
-        pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1), name="obs-tests")
-        try:
-            token = create_key(pool, "obs-writer", "writer", actor_id="svc-obs")[1]
+            pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1), name="obs-tests")
+            try:
+                token = create_key(pool, "obs-writer", "writer", actor_id="svc-obs")[1]
+            finally:
+                pool.close()
+            yield {"api": processes[1], "worker": processes[0], "token": token, "prom_port": prom_port,
+                   "prom_db": folder / "prom"}
         finally:
-            pool.close()
-        yield {"api": processes[1], "worker": processes[0], "token": token, "prom_port": prom_port,
-               "prom_db": folder / "prom"}
-    finally:
-        for process in reversed(processes):
-            stop(process.proc)
-        try:
-            client = redis.Redis.from_url(REDIS_URL)
-            for key in client.scan_iter(f"{namespace}*"):
-                client.delete(key)
-        except redis.RedisError:
-            pass
-        _drop(admin_url, name)
+            for process in reversed(processes):
+                stop(process.proc)
+            try:
+                client = redis.Redis.from_url(REDIS_URL)
+                for key in client.scan_iter(f"{namespace}*"):
+                    client.delete(key)
+            except redis.RedisError:
+                pass
 
 
 def test_worker_process_logs_the_correlation_id_in_json(redis_deployment):

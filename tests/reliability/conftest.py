@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import psycopg
 import pytest
 
 from tests.api.conftest import CHRONICLE, ROLES, chronicle_env, free_port, wait_ready
-from tests.conftest import _create_from_template, _drop, _with_dbname
+from tests.conftest import migrated_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOAK_SECONDS = 20.0
@@ -53,11 +52,8 @@ def soak_seconds(request: pytest.FixtureRequest) -> float:
 @pytest.fixture
 def rel_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
     """A migrated database of this test's own, dropped after it."""
-    name = _create_from_template(admin_url, template_dbname)
-    try:
-        yield _with_dbname(admin_url, name)
-    finally:
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        yield url
 
 
 def make_pool(url: str, size: int = 4, name: str = "reliability-tests"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import assert_problem
-from tests.conftest import _create_from_template, _drop, _with_dbname
+from tests.conftest import migrated_database
 from tests.reliability.conftest import clients_for, count_events, create_keys, start_api, wait_projected
 
 INJECTIONS = [
@@ -30,28 +29,26 @@ INJECTIONS = [
 
 @pytest.fixture(scope="module")
 def env(admin_url: str, template_dbname: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    name = _create_from_template(admin_url, template_dbname)
-    url = _with_dbname(admin_url, name)
-    server = None
-    clients: dict[str, httpx.Client] = {}
-    try:
-        tokens = create_keys(url)
-        base, server = start_api(url, tmp_path_factory.mktemp("hostile"))
-        clients = clients_for(base, tokens)
-        writer = clients["writer"]
-        doc = writer.post("/v1/documents", json={"namespace": "hostile", "type": "t", "title": "seed",
-                                                 "content": "x"}).json()
-        agent = writer.post("/v1/agents", json={"name": "a", "prompt": "p", "model": "m"}).json()
-        chain = writer.post("/v1/chains", json={"name": "c"}).json()
-        wait_projected(clients["operator"])
-        yield {"url": url, "base": base, "clients": clients, "doc": doc["stream_id"],
-               "agent": agent["stream_id"], "chain": chain["stream_id"], "server": server}
-    finally:
-        for client in clients.values():
-            client.close()
-        if server is not None:
-            server.stop()
-        _drop(admin_url, name)
+    with migrated_database(admin_url, template_dbname) as url:
+        server = None
+        clients: dict[str, httpx.Client] = {}
+        try:
+            tokens = create_keys(url)
+            base, server = start_api(url, tmp_path_factory.mktemp("hostile"))
+            clients = clients_for(base, tokens)
+            writer = clients["writer"]
+            doc = writer.post("/v1/documents", json={"namespace": "hostile", "type": "t", "title": "seed",
+                                                     "content": "x"}).json()
+            agent = writer.post("/v1/agents", json={"name": "a", "prompt": "p", "model": "m"}).json()
+            chain = writer.post("/v1/chains", json={"name": "c"}).json()
+            wait_projected(clients["operator"])
+            yield {"url": url, "base": base, "clients": clients, "doc": doc["stream_id"],
+                   "agent": agent["stream_id"], "chain": chain["stream_id"], "server": server}
+        finally:
+            for client in clients.values():
+                client.close()
+            if server is not None:
+                server.stop()
 
 
 def refused(response: httpx.Response, *statuses: int) -> dict:
