@@ -28,6 +28,45 @@ STALE_IN_FLIGHT_SECONDS = 60
 REPLAYED_HEADERS = ("content-type", "etag", "location", "x-chronicle-position", "x-chronicle-version")
 
 
+class BodyTooLarge(Exception):
+    """The request body grew past the limit while it was being read."""
+
+
+async def read_body(receive: Receive, max_bytes: int | None = None) -> bytes | None:
+    """The whole request body from ASGI `receive`, or None if the client went away.
+
+    Raises BodyTooLarge as soon as more than `max_bytes` have arrived, without reading the rest.
+    """
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if max_bytes is not None and len(body) > max_bytes:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """An ASGI `receive` that gives the app the body already read, then defers to `receive`.
+
+    Middleware that must read the body first hands the app this instead of the spent stream.
+    """
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with 413, whether declared or streamed."""
 
@@ -49,28 +88,15 @@ class BodyLimitMiddleware:
             if int(declared) > self.max_bytes:
                 await self._too_large(scope, receive, send)
                 return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
+        try:
+            body = await read_body(receive, self.max_bytes)
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send)
+            return
+        if body is None:
+            return
 
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem_response(
@@ -169,14 +195,9 @@ class IdempotencyMiddleware:
             )(scope, receive, send)
             return
 
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_body(receive)
+        if body is None:
+            return
         digest = hashlib.sha256()
         for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1")):
             digest.update(part.encode() + b"\0")
@@ -232,17 +253,8 @@ class IdempotencyMiddleware:
                     await finish()
             await send(message)
 
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
         try:
-            await self.app(scope, replay, capture)
+            await self.app(scope, replaying(body, receive), capture)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_release, pool, principal.key_id, idem)
