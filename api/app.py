@@ -52,12 +52,12 @@ def create_app(
             settings=settings, api_settings=api_settings, database_url=url, pool=pool, store=store,
             broker=broker or ("redis" if settings.redis_url else "absent"),
         )
-        try:
-            store.register_definitions()
-        except Exception:  # noqa: BLE001 - definitions are informative; never block a start
-            logger.exception("could not write event definitions")
         from api import wiring
 
+        try:
+            wiring.write_event_definitions(store)
+        except Exception:  # noqa: BLE001 - definitions are informative; never block a start
+            logger.exception("could not write event definitions")
         wiring.wire(state)
         metrics.instrument_service(state.service)
         app.state.chronicle = state

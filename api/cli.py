@@ -40,13 +40,28 @@ def database_url(settings: Settings) -> str:
 @app.command()
 def migrate() -> None:
     """Apply the schema migrations that are not applied yet (safe to run twice, or at once)."""
-    url = database_url(get_settings())
+    settings = get_settings()
+    url = database_url(settings)
     applied = apply_migrations(url)
     if applied:
         for name in applied:
             console.print(f"applied [bold]{name}[/bold]")
     else:
         console.print("schema is up to date")
+    console.print(f"{write_definitions(url, settings)} event types in event_definitions")
+
+
+def write_definitions(url: str, settings: Settings) -> int:
+    """Record every registered event type and its JSON Schema in `event_definitions`."""
+    from api.wiring import write_event_definitions
+    from infrastructure.db import create_pool
+    from infrastructure.event_store import EventStore
+
+    pool = create_pool(url, settings.model_copy(update={"chronicle_pool_min_size": 1}), name="chronicle-migrate")
+    try:
+        return write_event_definitions(EventStore(pool, settings=settings))
+    finally:
+        pool.close()
 
 
 @app.command()

@@ -1,8 +1,4 @@
-"""Where the API meets the parts built beside it: the domain service, projections, workers.
-
-Each part is imported when it is there, so the API runs (audit, keys, health, reads) on
-the store alone and gains routes as the domain and the projections land.
-"""
+"""Where the API meets the other parts: the domain service, projections, workers and event types."""
 
 from __future__ import annotations
 
@@ -13,65 +9,50 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import ChronicleState
+from infrastructure.event_store import EventStore
 
 logger = logging.getLogger("chronicle.api")
 
 
 def domain_error_classes() -> list[type[Exception]]:
-    """The domain's error base classes, mapped to problem+json by their `code`."""
-    classes: list[type[Exception]] = []
-    try:
-        from domain.errors import DomainError
+    """The error base classes mapped to problem+json by their `code`."""
+    from domain.errors import DomainError
+    from domain.event_types import EventTypeError
 
-        classes.append(DomainError)
-    except ImportError:
-        pass
-    try:
-        from domain.event_types import EventTypeError
-
-        classes.append(EventTypeError)
-    except ImportError:
-        pass
-    return classes
+    return [DomainError, EventTypeError]
 
 
 def routers() -> list[APIRouter]:
-    """The routers of the parts that exist: reads always, commands and operations if present."""
-    from api import routes_reads
+    """Every resource router: reads, commands, operations."""
+    from api import routes_commands, routes_operations, routes_reads
 
-    found = [routes_reads.router]
-    for module in ("api.routes_commands", "api.routes_operations"):
-        try:
-            found.append(__import__(module, fromlist=["router"]).router)
-        except ImportError as exc:
-            logger.info("%s not wired: %s", module, exc)
-    return found
+    return [routes_reads.router, routes_commands.router, routes_operations.router]
+
+
+def write_event_definitions(store: EventStore) -> int:
+    """Write every event type Chronicle registers, the domain's and the operators', to event_definitions.
+
+    Importing the modules that define the types is what registers them, so import them first.
+    """
+    import api.operator_events  # noqa: F401 - registers the operator.* event types
+    import domain.service  # noqa: F401 - imports every aggregate, registering its event types
+
+    return store.register_definitions()
 
 
 def wire(state: ChronicleState) -> None:
     """Attach the domain's application service and the read-your-writes check to `state`."""
-    state.extras["projected_position"] = projected_position_checker(state, projection_stream_types())
-    try:
-        from api.services import build_service
+    from api.inprocess import wake_projection
+    from api.services import build_service
+    from workers.wakeups import install_wakeups
 
-        state.service = build_service(state)
-    except ImportError as exc:
-        logger.info("domain service not wired: %s", exc)
+    state.extras["projected_position"] = projected_position_checker(state, projection_stream_types())
+    state.service = build_service(state)
     if state.broker in ("redis", "in-process"):
         # Someone runs workers: wake them after each append (the API's own and the service's).
-        try:
-            from api.inprocess import wake_projection
-            from workers.wakeups import install_wakeups
-
-            stores = [state.store]
-            datastore = getattr(getattr(state.service, "factory", None), "datastore", None)
-            if datastore is not None:
-                stores.append(datastore.store)
-            for store in stores:
-                install_wakeups(store, state.settings.chronicle_partitions)
-            state.extras["wake"] = wake_projection(state.settings.chronicle_partitions)
-        except ImportError as exc:
-            logger.info("worker wake-ups not wired: %s", exc)
+        for store in (state.store, state.service.factory.datastore.store):
+            install_wakeups(store, state.settings.chronicle_partitions)
+        state.extras["wake"] = wake_projection(state.settings.chronicle_partitions)
 
 
 def unwire(state: ChronicleState) -> None:
@@ -85,11 +66,9 @@ def unwire(state: ChronicleState) -> None:
 
 
 def projection_stream_types() -> dict[str, tuple[str, ...]]:
-    """Each projection's name and the stream types it reads, from projections/ if present."""
-    try:
-        from projections.catalog import PROJECTORS
-    except ImportError:
-        return {}
+    """Each projection's name and the stream types it reads."""
+    from projections.catalog import PROJECTORS
+
     return {name: tuple(p.stream_types) for name, p in PROJECTORS.items()}
 
 
@@ -138,13 +117,3 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value)
-
-
-def service_call(state: ChronicleState, name: str) -> Callable[..., Any]:
-    """The application service's method `name`; 501 problem if the domain has none."""
-    from api.problems import Problem
-
-    method = getattr(state.service, name, None) if state.service is not None else None
-    if method is None:
-        raise Problem(501, "not_implemented", f"the domain service has no {name} yet")
-    return method

@@ -88,3 +88,21 @@ def test_migrate_and_status(chronicle):
     assert "up to date" in chronicle("migrate").stdout
     report = json.loads(chronicle("status", "--json").stdout)
     assert report["pending_migrations"] == []
+
+
+def test_migrate_records_every_registered_event_type(chronicle, cli_database_url):
+    import api.operator_events  # noqa: F401 - registers the operator.* types
+    import domain.service  # noqa: F401 - registers the domain's types
+    from domain.event_types import registry
+
+    chronicle("migrate")
+    pool = create_pool(cli_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1))
+    try:
+        with pool.connection() as conn:
+            rows = conn.execute("SELECT type, schema_version, json_schema FROM event_definitions").fetchall()
+    finally:
+        pool.close()
+    stored = {row["type"]: row for row in rows}
+    assert set(stored) == {t.name for t in registry}
+    assert {"document.tagged", "chain.node_added", "agent.executed", "operator.key_created"} <= set(stored)
+    assert "tag" in stored["document.tagged"]["json_schema"]["properties"]
