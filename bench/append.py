@@ -99,10 +99,32 @@ def run_writers(writers: int, seconds: float, command: Callable[[int, int], None
     return sum(counts), elapsed
 
 
-def bench_appends(store: EventStore, pool, writers: int, seconds: float, rounds: int) -> tuple[float, float]:
+def backend_cpu_seconds(pool) -> float | None:
+    """CPU seconds used so far by this database's server processes, or None if not on this machine.
+
+    With the client's own CPU time, a cost per event that load from elsewhere barely moves.
+    """
+    with pool.connection() as conn:
+        pids = [r["pid"] for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()").fetchall()]
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+    return total
+
+
+def bench_appends(
+    store: EventStore, pool, writers: int, seconds: float, rounds: int
+) -> tuple[float, float, dict[str, tuple[float, float | None]]]:
     """Events/s through Chronicle's append and through a plain INSERT, for `writers` threads.
 
     The two alternate in `rounds` slices, so load from elsewhere on the machine hits both alike.
+    Also returns each one's CPU microseconds per event: (client, server or None).
     """
     payload_text = json.dumps(PAYLOAD)
     metadata_text = METADATA.model_dump_json(exclude_none=True)
@@ -123,16 +145,23 @@ def bench_appends(store: EventStore, pool, writers: int, seconds: float, rounds:
         store.append(f"w{writers}-doc-{writer}", version, [NewEvent("document.updated", PAYLOAD)], METADATA)
         next_version[writer] = version + 1
 
-    totals = {"plain": [0, 0.0], "chronicle": [0, 0.0]}
+    totals = {"plain": [0, 0.0, 0.0, 0.0], "chronicle": [0, 0.0, 0.0, 0.0]}
     plain_done = 0
     for _ in range(rounds):
         for name, command in (("plain", plain), ("chronicle", chronicle)):
+            client, server = time.process_time(), backend_cpu_seconds(pool)
             done, elapsed = run_writers(writers, seconds / rounds, command, start=plain_done)
+            server_after = backend_cpu_seconds(pool)
             totals[name][0] += done
             totals[name][1] += elapsed
+            totals[name][2] += time.process_time() - client
+            totals[name][3] += server_after - server if server is not None and server_after is not None else float("nan")
             if name == "plain":
                 plain_done += done  # plain versions only need to be unique per writer
-    return (totals["chronicle"][0] / totals["chronicle"][1], totals["plain"][0] / totals["plain"][1])
+    cpu = {
+        name: (1e6 * t[2] / t[0], None if t[3] != t[3] else 1e6 * t[3] / t[0]) for name, t in totals.items()
+    }
+    return (totals["chronicle"][0] / totals["chronicle"][1], totals["plain"][0] / totals["plain"][1], cpu)
 
 
 def bench_reads(store: EventStore, pool, page: int = 1000) -> tuple[float, float, int]:
@@ -152,6 +181,11 @@ def bench_reads(store: EventStore, pool, page: int = 1000) -> tuple[float, float
             after, plain_total = rows[-1]["position"], plain_total + len(rows)
     plain_rate = plain_total / (time.perf_counter() - started)
     return chronicle_rate, plain_rate, total
+
+
+def _cpu(costs: tuple[float, float | None]) -> str:
+    client, server = costs
+    return f"{client:.0f}+{server:.0f}" if server is not None else f"{client:.0f}+?"
 
 
 def main() -> None:
@@ -183,10 +217,12 @@ def main() -> None:
             print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             print(f"appends: one event per command, one transaction each, {args.seconds:g} s per phase"
                   f" in {args.rounds} alternating slices")
-            print(f"{'writers':>8} {'chronicle ev/s':>15} {'plain INSERT ev/s':>18} {'ratio':>6}")
+            print(f"{'writers':>8} {'chronicle ev/s':>15} {'plain INSERT ev/s':>18} {'ratio':>6}"
+                  "   CPU us/event client+server: chronicle | plain")
             for writers in writer_counts:
-                chronicle_rate, plain_rate = bench_appends(store, pool, writers, args.seconds, args.rounds)
-                print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}")
+                chronicle_rate, plain_rate, cpu = bench_appends(store, pool, writers, args.seconds, args.rounds)
+                print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}"
+                      f"   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
             chronicle_read, plain_read, total = bench_reads(store, pool)
             print(f"ordered reads of {total:,} events, pages of 1000:")
             print(f"  read_all {chronicle_read:,.0f} ev/s, plain ordered SELECT {plain_read:,.0f} ev/s,"

@@ -217,29 +217,28 @@ class EventStore:
             not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         )
         try:
-            row = conn.execute(
-                "SELECT * FROM append_to_stream(%s, %s, %s, %s::uuid[], %s::text[], %s::int[],"
-                " %s::text[]::jsonb[], %s::jsonb, %s, %s)",
-                (*prepared.params, notify),
-            ).fetchone()
+            with conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(
+                    "SELECT outcome, stream_version, positions FROM append_to_stream("
+                    "%s, %s, %s, %s::uuid[], %s::text[], %s::int[], %s::text[]::jsonb[], %s::jsonb, %s, %s)",
+                    (*prepared.params, notify),
+                ).fetchone()
+            outcome, version, positions = row["outcome"], row["stream_version"], row["positions"]
         except pg_errors.UniqueViolation as exc:
             if exc.diag.constraint_name != "events_event_id_key" or in_caller_transaction:
                 raise
-            row = {"outcome": "duplicate"}
+            outcome, version, positions = "duplicate", None, None
         except psycopg.DatabaseError as exc:
             # A custom SQLSTATE maps to no psycopg subclass: match it by code.
             if exc.sqlstate == "CH001":
                 raise InvalidAppend(exc.diag.message_primary or str(exc), field="stream_type") from None
             raise
-        outcome = row["outcome"]
         if outcome == "appended":
-            metrics.EVENTS_APPENDED.labels(prepared.params[1] or "").inc(len(row["positions"]))
-            return AppendResult(
-                stream_id, row["stream_version"], tuple(row["positions"]), stream_type=prepared.params[1]
-            )
+            metrics.EVENTS_APPENDED.labels(prepared.params[1] or "").inc(len(positions))
+            return AppendResult(stream_id, version, tuple(positions), stream_type=prepared.params[1])
         if outcome == "conflict":
             metrics.CONFLICTS.inc()
-            raise ConcurrencyConflict(stream_id, _describe(expected_version), row["stream_version"])
+            raise ConcurrencyConflict(stream_id, _describe(expected_version), version)
         return self._original_result(conn, prepared)
 
     def _prepare(
@@ -299,7 +298,7 @@ class EventStore:
                     f"events of several stream types {sorted(stream_types)} in one stream", field="events.type"
                 )
             stream_type = stream_types.pop()
-        meta_text = json.dumps(_metadata_dict(metadata), separators=(",", ":"))
+        meta_text = _metadata_json(metadata)
         if len(meta_text) > 65_536:
             raise InvalidAppend("metadata is larger than 64 KiB", field="metadata")
         if _holds_nul(meta_text):
@@ -507,18 +506,20 @@ def _describe(expected: ExpectedVersion) -> object:
     return expected.value if isinstance(expected, StreamState) else expected
 
 
-def _metadata_dict(metadata: EventMetadata | Mapping[str, Any] | None) -> dict[str, Any]:
+def _metadata_json(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
+    """Metadata as compact JSON text, None fields left out.
+
+    Serialised by pydantic-core: several times cheaper per append than model_dump + json.dumps.
+    """
     if metadata is None:
-        return {}
+        return "{}"
     if isinstance(metadata, EventMetadata):
-        return metadata.model_dump(mode="json", exclude_none=True)
+        return metadata.model_dump_json(exclude_none=True)
     try:
-        return EventMetadata.model_validate(dict(metadata)).model_dump(mode="json", exclude_none=True)
+        return EventMetadata.model_validate(dict(metadata)).model_dump_json(exclude_none=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
         raise InvalidAppend(f"metadata field {name!r}: {first['msg']}", field=f"metadata.{name}") from None
     except (TypeError, ValueError) as exc:
         raise InvalidAppend(f"metadata is not valid: {exc}", field="metadata") from None
-
-
