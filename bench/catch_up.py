@@ -21,7 +21,7 @@ import psycopg
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from projections.catalog import PROJECTORS
-from projections.engine import catch_up, catch_up_all
+from projections.engine import DEFAULT_BATCH, catch_up, catch_up_all
 
 
 def plain_read(url: str) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--mode", choices=("threads", "serial", "partitions"), default="threads")
     args = parser.parse_args()
     with _db.scratch_database("chronicle_bench_catchup") as url:

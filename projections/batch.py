@@ -74,16 +74,24 @@ def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
 
 
 def load_states(
-    cur: psycopg.Cursor, projector: Projector, events: Sequence[Event], names: Mapping[str, str]
+    cur: psycopg.Cursor, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
+    known: Mapping[str, StreamState] | None = None,
 ) -> dict[str, StreamState]:
-    """The current rows of every stream in the batch (streams created in it need no load).
+    """The current rows of every stream in the batch (streams created in it, or `known`, need no load).
 
-    One statement and one JSON decode for all the projector's state tables.
+    `known` holds states this run committed in earlier batches. One statement and one JSON
+    decode for all the projector's state tables.
     """
     states: dict[str, StreamState] = {}
     to_load: list[str] = []
+    known = known or {}
     for e in events:
         if e.stream_id not in states:
+            state = known.get(e.stream_id)
+            if state is not None:
+                state.dirty.clear()
+                states[e.stream_id] = state
+                continue
             states[e.stream_id] = StreamState(e.stream_id, {t.name: {} for t in projector.state_tables})
             if e.version > 1:
                 to_load.append(e.stream_id)
@@ -150,13 +158,17 @@ def _upsert(cur: psycopg.Cursor, table: str, conflict: Sequence[str], rows: list
 
 
 def apply_events(
-    conn: psycopg.Connection, projector: Projector, events: Sequence[Event], names: Mapping[str, str]
-) -> None:
-    """Run the handlers over `events` and write the result, inside the caller's transaction."""
+    conn: psycopg.Connection, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
+    known: Mapping[str, StreamState] | None = None,
+) -> dict[str, StreamState]:
+    """Run the handlers over `events` and write the result, inside the caller's transaction.
+
+    Returns the batch's stream states; `known` are states committed earlier (changed in place).
+    """
     if not events:
-        return
+        return {}
     cur = conn.cursor(row_factory=tuple_row)
-    states = load_states(cur, projector, events, names)
+    states = load_states(cur, projector, events, names, known)
     out = Output()
     for e in events:
         handler = projector.handlers.get(e.type)
@@ -167,3 +179,4 @@ def apply_events(
         except Exception as exc:  # noqa: BLE001 - any handler bug parks the stream, not the worker
             raise HandlerFailure(e, exc) from exc
     write_states(cur, projector, states, out, names)  # the engine runs this in a pipeline
+    return states

@@ -96,9 +96,11 @@ def updated(s: StreamState, e: Event, out: Output) -> None:
     if row is None:
         return
     # A field the update left out is null in the payload, and keeps its value (as in the domain).
-    pick({k: v for k, v in e.payload.items() if v is not None}, row, "title", "content", "body", "metadata")
+    given = {k: v for k, v in e.payload.items() if v is not None}
+    pick(given, row, "title", "content", "body", "metadata")
     pick(e.payload, row, "version")
-    _body(row, out)
+    if "content" in given or "body" in given or not row.get("body_hash"):
+        _body(row, out)  # the same content keeps its hash, and its body is stored already
     _version(s, e, row, out, e.payload.get("change_description"))
 
 

@@ -18,11 +18,15 @@ from psycopg_pool import ConnectionPool
 
 from infrastructure.logs import batch_context
 from projections.batch import HandlerFailure, apply_events, read_events
-from projections.model import Event, Projector
+from projections.model import Event, Projector, StreamState
 from projections.partitioning import lock_key, partition_of, projection_key
 
 logger = logging.getLogger(__name__)
-DEFAULT_BATCH = 2000
+# Bigger batches fold more of a stream's events into one row write: on a mixed log, 20,000
+# events write about 0.43 rows per event per state table, 2,000 about 0.83.
+DEFAULT_BATCH = 20_000
+# A run keeps the states it committed, so later batches need not load them again.
+MAX_KNOWN_STREAMS = 50_000
 # Live batches commit without waiting for their WAL flush. Rows and checkpoint still commit
 # together, and a server crash loses whole transactions only (never part of one), so the lost
 # tail is applied again from the durable log: no loss, no double effect. Only the checkpoint may
@@ -77,6 +81,22 @@ class Job:
     done: int = 0
     positions: dict[int, int] = field(default_factory=dict)  # each held partition's checkpoint
     dead_letters: bool = True  # False: the projection has no parked or skipped event to hold back
+    # Stream states as this run's committed batches left them (we hold the locks: nobody else
+    # writes these rows); `applied` is the open batch's, kept once it commits.
+    known: dict[str, StreamState] = field(default_factory=dict)
+    applied: dict[str, StreamState] = field(default_factory=dict)
+
+    def keep(self) -> None:
+        """The open batch committed: its stream states are the rows now stored."""
+        if len(self.known) + len(self.applied) > MAX_KNOWN_STREAMS:
+            self.known.clear()
+        self.known.update(self.applied)
+        self.applied = {}
+
+    def forget(self) -> None:
+        """A batch failed: states changed in memory may not match the rows; load them again."""
+        self.known.clear()
+        self.applied = {}
 
     def checkpoint(self, conn: psycopg.Connection) -> tuple[int, int | None]:
         """Load the checkpoints; return the lowest (where the next batch starts) and the safe position.
@@ -168,7 +188,7 @@ def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> 
     """Apply events, sending those of parked streams to `dead_letter`; return how many parked."""
     parked, skipped = _held_back(conn, job, events) if job.dead_letters else (set(), set())
     live = [e for e in events if e.position not in skipped and e.stream_id not in parked]
-    apply_events(conn, job.projector, live, job.names)
+    job.applied = apply_events(conn, job.projector, live, job.names, job.known)
     followers = [e for e in events if e.stream_id in parked and e.position not in skipped]
     for e in followers:
         park(conn, job, e, "parked behind an earlier event of its stream", 0)
@@ -245,6 +265,7 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
                     conn.execute("SET LOCAL synchronous_commit = off")
                 parked += apply_batch(conn, job, events)
                 job.save(conn, new_position, len(events))
+            job.keep()
             position, processed = new_position, processed + len(events)
             _log_batch(job, events, new_position)
             limit = min(batch_size, limit * 2)
@@ -252,6 +273,7 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
                 return processed, parked, position  # at the safe position: the caller re-checks
             safe = None
         except Exception as exc:  # noqa: BLE001
+            job.forget()
             if not _event_error(exc):
                 raise
             if isinstance(exc, HandlerFailure) or limit == 1:

@@ -69,6 +69,11 @@ def rebuild(pool: ConnectionPool, name: str, *, partitions: int | None = None,
                 for table, shadow in names.items():
                     conn.execute(f'DROP TABLE IF EXISTS "{shadow}"')
                     conn.execute(f'CREATE TABLE "{shadow}" (LIKE "{table}" INCLUDING ALL)')
+                    # LIKE does not copy storage settings: keep the live table's fillfactor.
+                    options = conn.execute("SELECT array_to_string(reloptions, ', ') AS o FROM pg_class"
+                                           " WHERE oid = %s::regclass", (table,)).fetchone()["o"]
+                    if options:
+                        conn.execute(f'ALTER TABLE "{shadow}" SET ({options})')
                 conn.execute("DELETE FROM dead_letter WHERE projection = %s AND shadow", (name,))
                 head = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
                 total = conn.execute("SELECT count(*) AS n FROM events WHERE position <= %s"

@@ -2,6 +2,9 @@
 -- bookkeeping: checkpoints per (projection, partition), rebuild progress, dead letters.
 -- Every row carries the id, stream version and position of the last event that shaped it.
 -- Timestamps come from the events (recorded_at), so a rebuild gives exactly the same rows.
+-- Current-state tables leave 30% of each page free (fillfactor 70): most events rewrite a row
+-- without touching its indexed columns, and a free slot on the same page makes that a HOT
+-- update, with no index entry to add.
 
 -- The partition of a stream: md5-based, so Python (hashlib) computes the same number.
 CREATE FUNCTION projection_partition(p_stream_id text, p_partitions integer)
@@ -23,7 +26,7 @@ CREATE TABLE chain_snapshot (
     last_event_id uuid   NOT NULL,
     last_version  bigint NOT NULL,
     last_position bigint NOT NULL
-);
+) WITH (fillfactor = 70);
 CREATE INDEX chain_snapshot_name_idx ON chain_snapshot (name);
 CREATE INDEX chain_snapshot_metadata_idx ON chain_snapshot USING gin (metadata jsonb_path_ops);
 
@@ -41,7 +44,7 @@ CREATE TABLE edge (
     last_version  bigint NOT NULL,
     last_position bigint NOT NULL,
     PRIMARY KEY (chain_id, edge_id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX edge_source_idx ON edge (chain_id, source_id);
 CREATE INDEX edge_target_idx ON edge (chain_id, target_id);
 
@@ -65,7 +68,7 @@ CREATE TABLE document_snapshot (
     last_event_id    uuid   NOT NULL,
     last_version     bigint NOT NULL,
     last_position    bigint NOT NULL
-);
+) WITH (fillfactor = 70);
 CREATE INDEX document_snapshot_ns_type_idx ON document_snapshot (namespace, document_type, created_position DESC);
 CREATE INDEX document_snapshot_type_idx ON document_snapshot (document_type, created_position DESC);
 CREATE INDEX document_snapshot_metadata_idx ON document_snapshot USING gin (metadata jsonb_path_ops);
@@ -110,7 +113,7 @@ CREATE TABLE document_tombstone (
     last_event_id uuid   NOT NULL,
     last_version  bigint NOT NULL,
     last_position bigint NOT NULL
-);
+) WITH (fillfactor = 70);
 
 -- (tag, document) -> version, for live documents.
 CREATE TABLE active_tag (
@@ -125,7 +128,7 @@ CREATE TABLE active_tag (
     last_version     bigint  NOT NULL,
     last_position    bigint  NOT NULL,
     PRIMARY KEY (tag, document_id)
-);
+) WITH (fillfactor = 70);
 CREATE INDEX active_tag_document_idx ON active_tag (document_id, document_version);
 
 -- Every tag move: tagged, moved, untagged, and moves made by undo/redo.
@@ -161,7 +164,7 @@ CREATE TABLE agent_snapshot (
     last_event_id uuid   NOT NULL,
     last_version  bigint NOT NULL,
     last_position bigint NOT NULL
-);
+) WITH (fillfactor = 70);
 CREATE INDEX agent_snapshot_name_idx ON agent_snapshot (name);
 CREATE INDEX agent_snapshot_metadata_idx ON agent_snapshot USING gin (metadata jsonb_path_ops);
 

@@ -31,6 +31,11 @@ TARGET_WAIT_SECONDS = 1.0
 _coalesce = threading.Lock()
 _running: set[tuple[str, int]] = set()
 _again: set[tuple[str, int]] = set()
+# Wake-ups whose position was not yet safe, for the waiter thread:
+# (projection, partition, partitions) -> (highest position, deadline)
+_waiting: dict[tuple[str, int, int | None], tuple[int, float]] = {}
+_waiting_changed = threading.Condition()
+_waiter: threading.Thread | None = None
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=5, min_backoff=200, max_backoff=10_000, time_limit=600_000)
@@ -65,17 +70,62 @@ def catch_up_partition(projection: str, partition: int, position: int | None = N
 
 
 def _catch_up_once(projection: str, partition: int, position: int | None, partitions: int | None) -> None:
-    """One catch-up, retried shortly while `position` is not yet safe (an append below it in flight)."""
+    """One catch-up; if `position` is not yet safe (an append below it in flight), the waiter takes over."""
     projector = get_projector(projection)
     seed = get_settings().chronicle_partitions  # only for a projection never run before
-    deadline = time.monotonic() + TARGET_WAIT_SECONDS
+    result = catch_up(worker_pool(), projector, partition, partitions=seed, target=position, assumed=partitions)
+    if not result.busy and position is not None and result.checkpoint < position:
+        _wait_for(projection, partition, position, partitions)
+
+
+def _wait_for(projection: str, partition: int, position: int, partitions: int | None) -> None:
+    """Hand a wake-up whose position is not safe yet to this process's waiter thread.
+
+    The worker thread moves on to other partitions instead of sleeping on this one.
+    """
+    global _waiter
+    key = (projection, partition, partitions)
+    with _waiting_changed:
+        old = _waiting.get(key)
+        deadline = old[1] if old else time.monotonic() + TARGET_WAIT_SECONDS
+        _waiting[key] = (max(position, old[0]) if old else position, deadline)
+        if _waiter is None or not _waiter.is_alive():
+            _waiter = threading.Thread(target=_wait_loop, name="chronicle-safe-waiter", daemon=True)
+            _waiter.start()
+        _waiting_changed.notify()
+
+
+def _wait_loop() -> None:
+    """Poll the log's safe position (one cheap statement for all waiting wake-ups), catch up those reached.
+
+    A wake-up still unsafe at its deadline is caught up as far as it goes; the tick covers the rest.
+    """
     delay = 0.002
     while True:
-        result = catch_up(worker_pool(), projector, partition, partitions=seed, target=position, assumed=partitions)
-        if result.busy or position is None or result.checkpoint >= position or time.monotonic() > deadline:
-            return
-        time.sleep(delay)  # the log is held back below `position`: look again shortly
-        delay = min(delay * 2, 0.05)
+        with _waiting_changed:
+            while not _waiting:
+                _waiting_changed.wait()
+                delay = 0.002
+        time.sleep(delay)
+        try:
+            with worker_pool().connection() as conn:
+                safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
+        except Exception as exc:  # noqa: BLE001 - the database is away: the tick catches up later
+            logger.warning("waiting wake-ups cannot read the safe position: %s", exc)
+            safe = None
+        now = time.monotonic()
+        with _waiting_changed:
+            ready = [(key, position) for key, (position, deadline) in _waiting.items()
+                     if (safe is not None and position <= safe) or now > deadline]
+            for key, _ in ready:
+                del _waiting[key]
+        for (projection, partition, partitions), position in ready:
+            try:
+                catch_up(worker_pool(), get_projector(projection), partition,
+                         partitions=get_settings().chronicle_partitions, target=position, assumed=partitions)
+            except Exception as exc:  # noqa: BLE001 - the tick covers a wake-up that failed here
+                logger.warning("waiting wake-up for %s/%s failed: %s", projection, partition, exc)
+        delay = 0.002 if ready else min(delay * 1.5, 0.01)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=5, min_backoff=200, max_backoff=10_000, time_limit=3_600_000)

@@ -7,11 +7,17 @@ worker that stores another count catches up every partition, so no wake-up goes 
 
 Sending never fails an append: with Redis down the error is logged (at most every few
 seconds) and the tick catches the projections up once Redis is back.
+
+Wake-ups are coalesced: per (projection, partition) at most one message per window
+(CHRONICLE_WAKEUP_WINDOW_MS, default 40; 0 sends one per append). The first append of a quiet
+partition is sent at once; later ones in the window fold into one trailing message, sent when
+the window ends and naming the highest position, so the last append is always covered.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +35,11 @@ logger = logging.getLogger(__name__)
 Send = Callable[[str, int, int, int], None]
 QUEUE = "chronicle-projections"
 COUNTS_TTL_SECONDS = 2.0
+
+
+def wakeup_window() -> float:
+    """CHRONICLE_WAKEUP_WINDOW_MS in seconds: the shortest gap between two messages for a partition."""
+    return float(os.environ.get("CHRONICLE_WAKEUP_WINDOW_MS", "40")) / 1000
 
 
 def _default_send(projection: str, partition: int, position: int, partitions: int) -> None:
@@ -71,34 +82,95 @@ class PartitionCounts:
 
 
 class WakeUps:
-    """An after-append listener sending "catch up projection P, partition k" messages."""
+    """An after-append listener sending "catch up projection P, partition k" messages, coalesced."""
 
-    def __init__(self, partitions: int | PartitionCounts, send: Send = _default_send) -> None:
+    def __init__(self, partitions: int | PartitionCounts, send: Send = _default_send,
+                 window: float | None = None) -> None:
         self.counts = partitions if isinstance(partitions, PartitionCounts) else PartitionCounts(None, partitions)
         self.send = send
+        self.window = wakeup_window() if window is None else window
         self.failures = 0
         self._last_log = 0.0
+        self._lock = threading.Condition()
+        # (projection, partition, count) -> when its last message went out
+        self._sent_at: dict[tuple[str, int, int], float] = {}
+        # (projection, partition, count) -> (when its trailing message is due, highest position)
+        self._due: dict[tuple[str, int, int], tuple[float, int]] = {}
+        self._flusher: threading.Thread | None = None
 
     def __call__(self, result: AppendResult) -> None:
         for projector in projectors_for(getattr(result, "stream_type", None)):
             try:
                 n = self.counts.get(projector.name)
-                self.send(projector.name, partition_of(result.stream_id, n), result.position, n)
+                self.wake(projector.name, partition_of(result.stream_id, n), result.position, n)
             except Exception as exc:  # noqa: BLE001 - the append has committed; the tick covers us
-                self.failures += 1
-                if time.monotonic() - self._last_log > 5:
-                    self._last_log = time.monotonic()
-                    logger.warning("wake-up for %s not sent (%d so far): %s", projector.name, self.failures, exc)
+                self._failed(projector.name, exc)
                 return
 
+    def wake(self, projection: str, partition: int, position: int, partitions: int) -> None:
+        """Send a wake-up now, or fold it into the partition's trailing one if a message just went out."""
+        key = (projection, partition, partitions)
+        if self.window > 0:
+            now = time.monotonic()
+            with self._lock:
+                pending = self._due.get(key)
+                last = self._sent_at.get(key)
+                if pending is not None or (last is not None and now - last < self.window):
+                    due = pending[0] if pending is not None else last + self.window
+                    self._due[key] = (due, max(position, pending[1] if pending is not None else position))
+                    self._start_flusher()
+                    self._lock.notify()
+                    return
+                self._sent_at[key] = now
+        self.send(projection, partition, position, partitions)
 
-def install_wakeups(store: EventStore, partitions: int | None = None, send: Send | None = None) -> WakeUps:
+    def flush(self) -> None:
+        """Send every trailing wake-up now (before a process exits)."""
+        with self._lock:
+            due, self._due = self._due, {}
+        self._send_all([(key, position) for key, (_, position) in due.items()])
+
+    def _start_flusher(self) -> None:
+        """Start the thread that sends trailing wake-ups (again after a fork). Caller holds the lock."""
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(target=self._flush_loop, name="chronicle-wakeups", daemon=True)
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                ready = [key for key, (due, _) in self._due.items() if due <= now]
+                if not ready:
+                    self._lock.wait(min((due for due, _ in self._due.values()), default=now + 1) - now)
+                    continue
+                batch = [(key, self._due.pop(key)[1]) for key in ready]
+                for key in ready:
+                    self._sent_at[key] = now
+            self._send_all(batch)
+
+    def _send_all(self, batch: list[tuple[tuple[str, int, int], int]]) -> None:
+        for (projection, partition, partitions), position in batch:
+            try:
+                self.send(projection, partition, position, partitions)
+            except Exception as exc:  # noqa: BLE001 - the tick covers a lost wake-up
+                self._failed(projection, exc)
+
+    def _failed(self, projection: str, exc: Exception) -> None:
+        self.failures += 1
+        if time.monotonic() - self._last_log > 5:
+            self._last_log = time.monotonic()
+            logger.warning("wake-up for %s not sent (%d so far): %s", projection, self.failures, exc)
+
+
+def install_wakeups(store: EventStore, partitions: int | None = None, send: Send | None = None,
+                    window: float | None = None) -> WakeUps:
     """Hook wake-ups onto a store's appends; returns the listener (to remove it later).
 
     Counts are read from the store's database; `partitions` (default CHRONICLE_PARTITIONS) is
-    used only for projections not stored yet.
+    used only for projections not stored yet. `window` (seconds) defaults to CHRONICLE_WAKEUP_WINDOW_MS.
     """
     counts = PartitionCounts(store.pool, partitions or store.settings.chronicle_partitions)
-    listener = WakeUps(counts, send or _default_send)
+    listener = WakeUps(counts, send or _default_send, window)
     store.after_append.append(listener)
     return listener

@@ -146,6 +146,17 @@ def test_replay_and_status(store, proj_pool):
     assert dump_tables(proj_pool) == before
 
 
+def _wait_backend_gone(pool, pid: int) -> None:
+    """Wait until a closed session's server process has exited (it releases its locks then)."""
+    import time
+
+    deadline = time.monotonic() + 10
+    with pool.connection() as conn:
+        while time.monotonic() < deadline and conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s) AS alive", (pid,)).fetchone()["alive"]:
+            time.sleep(0.01)
+
+
 def test_crashed_rebuild_shows_in_status_and_the_next_rebuild_cleans_up(store, proj_pool, fresh_database_url):
     import psycopg
 
@@ -160,6 +171,8 @@ def test_crashed_rebuild_shows_in_status_and_the_next_rebuild_cleans_up(store, p
         dying.execute("INSERT INTO projection_rebuild (projection, partitions, head, total) VALUES ('agents', 4, 1, 1)")
         dying.execute('CREATE TABLE "agent_snapshot__rebuild" (LIKE agent_snapshot INCLUDING ALL)')
         assert {s.rebuild for s in status(proj_pool, "agents")} == {"running"}
+        pid = dying.info.backend_pid
+    _wait_backend_gone(proj_pool, pid)  # its locks go only when the server process has exited
     assert {s.rebuild for s in status(proj_pool, "agents")} == {"crashed"}
     assert rebuild_progress(proj_pool, "agents").state == "crashed"
     done = rebuild(proj_pool, "agents")

@@ -10,8 +10,9 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from infrastructure.event_store import EventStore
-from projections.catalog import PROJECTORS
+from projections.catalog import PROJECTORS, projectors_for
 from projections.engine import catch_up, forget_checkpoints
+from projections.partitioning import partition_of
 from projections.rebuild import rebuild_all
 from tests.projections.conftest import REGISTRY, dump_tables, project_all
 from tests.projections.history import History, append_history
@@ -27,7 +28,7 @@ def _full_rebuild_equals_live(pool) -> None:
 
 def test_wakeups_duplicated_reordered_and_lost(store, proj_pool):
     sent: list[tuple[str, int, int]] = []
-    install_wakeups(store, partitions=4, send=lambda *m: sent.append(m))
+    install_wakeups(store, partitions=4, send=lambda *m: sent.append(m), window=0)  # one per append
     append_history(store, History(1), [(i, i, i) for i in range(80)])
     assert len(sent) == 80 and all(PROJECTORS[m[0]] for m in sent)
     assert {m[0] for m in sent} == {"chains", "documents", "agents"}  # one projection per append
@@ -41,6 +42,33 @@ def test_wakeups_duplicated_reordered_and_lost(store, proj_pool):
     _full_rebuild_equals_live(proj_pool)
 
 
+def test_coalesced_wakeups_cover_every_append(store, proj_pool):
+    """Within a window a partition gets one message now and one trailing, naming the highest position."""
+    sent: list[tuple] = []
+    hook = install_wakeups(store, partitions=4, send=lambda *m: sent.append(m), window=0.5)
+    positions: dict[tuple[str, int], int] = {}
+
+    def note(result) -> None:
+        for projector in projectors_for(result.stream_type):
+            key = (projector.name, partition_of(result.stream_id, 4))
+            positions[key] = max(positions.get(key, 0), result.position)
+
+    store.after_append.append(note)
+    append_history(store, History(3), [(i, i, i) for i in range(60)])
+    assert len(sent) < 60  # coalesced: the window is far longer than the appends take
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            max((m[2] for m in sent if (m[0], m[1]) == key), default=0) < position
+            for key, position in positions.items()):
+        time.sleep(0.05)
+    hook.flush()
+    for key, position in positions.items():  # the last append of every partition was woken for
+        assert max(m[2] for m in sent if (m[0], m[1]) == key) == position
+    for projection, partition, position, partitions in sent:
+        catch_up(proj_pool, PROJECTORS[projection], partition, partitions=4, target=position, assumed=partitions)
+    _full_rebuild_equals_live(proj_pool)
+
+
 def test_wakeup_messages_through_a_stub_broker(store, proj_pool):
     """Message handling alone: a failing send never fails the append."""
     broker = StubBroker()
@@ -48,7 +76,7 @@ def test_wakeup_messages_through_a_stub_broker(store, proj_pool):
     def send(*_):
         raise ConnectionError("redis is down")
 
-    hook = install_wakeups(store, partitions=4, send=send)
+    hook = install_wakeups(store, partitions=4, send=send, window=0)
     append_history(store, History(2), [(0, 0, 1), (1, 1, 2)])
     assert hook.failures == 2
     broker.close()
@@ -113,7 +141,7 @@ def test_redis_down_during_appends(proj_pool, fresh_database_url, settings, name
     from infrastructure.config import Settings
 
     broker = make_broker(Settings(redis_url=private_redis["url"]), namespace=namespace)
-    hook = install_wakeups(store, partitions=4, send=redis_sender(broker))
+    hook = install_wakeups(store, partitions=4, send=redis_sender(broker), window=0)
     worker = WorkerProcess(fresh_database_url, private_redis["url"], namespace)
     history = History(13)
     worker.start()
