@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -116,7 +115,7 @@ register_commands(app)
 
 
 def main() -> None:
-    app(prog_name=os.environ.get("CHRONICLE_PROG", "chronicle"))
+    app(prog_name="chronicle")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ CHRONICLE_BROKER_NAMESPACE separates deployments (and test runs) sharing one Red
 
 from __future__ import annotations
 
-import os
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -18,7 +17,7 @@ DEFAULT_NAMESPACE = "chronicle"
 
 def broker_namespace() -> str:
     """The Redis key prefix of this deployment's queues."""
-    return os.environ.get("CHRONICLE_BROKER_NAMESPACE", DEFAULT_NAMESPACE)
+    return get_settings().chronicle_broker_namespace
 
 
 def make_broker(settings: Settings | None = None, *, namespace: str | None = None) -> dramatiq.Broker:

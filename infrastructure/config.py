@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     chronicle_snapshot_interval: int = Field(default=50, ge=1)
     chronicle_max_payload_bytes: int = Field(default=1_048_576, ge=1024)
     chronicle_max_events_per_append: int = Field(default=1_000, ge=1)
+    # Workers: the Redis key prefix, the safety-net tick, dramatiq's idle poll cap, how long a
+    # partition's wake-ups are coalesced, and whether projection commits wait for the disk.
+    chronicle_broker_namespace: str = Field(default="chronicle", min_length=1, max_length=100)
+    chronicle_tick_seconds: float = Field(default=5.0, ge=0)
+    chronicle_poll_ms: int = Field(default=10, ge=1)
+    chronicle_wakeup_window_ms: int = Field(default=10, ge=0)
+    chronicle_projection_synchronous_commit: bool = False
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

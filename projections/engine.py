@@ -8,7 +8,6 @@ event is retried with backoff, then parked in `dead_letter` with every later eve
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from infrastructure.logs import batch_context
 from projections.batch import HandlerFailure, apply_events, read_events
 from projections.model import Event, Projector, StreamState
 from projections.partitioning import lock_key, partition_of, projection_key
+from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
 # Bigger batches fold more of a stream's events into one row write: on a mixed log, 20,000
@@ -31,7 +31,6 @@ MAX_KNOWN_STREAMS = 50_000
 # together, and a server crash loses whole transactions only (never part of one), so the lost
 # tail is applied again from the durable log: no loss, no double effect. Only the checkpoint may
 # step back after a crash. CHRONICLE_PROJECTION_SYNCHRONOUS_COMMIT=on waits for the flush.
-ASYNC_COMMIT = os.environ.get("CHRONICLE_PROJECTION_SYNCHRONOUS_COMMIT", "off").lower() not in ("on", "1", "true")
 # The highest checkpoint this process has seen per (projection, partition): a wake-up for a
 # position at or below it needs no database round trip.
 _seen: dict[tuple[str, int], int] = {}
@@ -261,7 +260,7 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
         try:
             # One pipeline: the writes, the checkpoint and COMMIT go in one round trip.
             with conn.pipeline(), conn.transaction():
-                if job.rebuild_id is None and ASYNC_COMMIT:
+                if job.rebuild_id is None and not get_settings().chronicle_projection_synchronous_commit:
                     conn.execute("SET LOCAL synchronous_commit = off")
                 parked += apply_batch(conn, job, events)
                 job.save(conn, new_position, len(events))

@@ -6,18 +6,18 @@ It covers lost wake-ups (a killed worker, Redis down at append time); duplicates
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import dramatiq
 from dramatiq.middleware import Middleware
+from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
 
 
 def tick_seconds() -> float:
     """CHRONICLE_TICK_SECONDS (default 5; 0 turns the tick off)."""
-    return float(os.environ.get("CHRONICLE_TICK_SECONDS", "5"))
+    return get_settings().chronicle_tick_seconds
 
 
 def wake_all() -> int:
@@ -61,4 +61,4 @@ class PromptPolling(Middleware):
     """
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        worker.worker_timeout = int(os.environ.get("CHRONICLE_POLL_MS", "10"))
+        worker.worker_timeout = get_settings().chronicle_poll_ms

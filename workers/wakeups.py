@@ -9,7 +9,7 @@ Sending never fails an append: with Redis down the error is logged (at most ever
 seconds) and the tick catches the projections up once Redis is back.
 
 Wake-ups are coalesced: per (projection, partition) at most one message per window
-(CHRONICLE_WAKEUP_WINDOW_MS, default 40; 0 sends one per append). The first append of a quiet
+(CHRONICLE_WAKEUP_WINDOW_MS, default 10; 0 sends one per append). The first append of a quiet
 partition is sent at once; later ones in the window fold into one trailing message, sent when
 the window ends and naming the highest position, so the last append is always covered.
 """
@@ -17,7 +17,6 @@ the window ends and naming the highest position, so the last append is always co
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from infrastructure.event_store import AppendResult, EventStore
 from projections.catalog import projectors_for
 from projections.partitioning import partition_of
+from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
 # send(projection, partition, position, partitions the partition was computed with)
@@ -39,7 +39,7 @@ COUNTS_TTL_SECONDS = 2.0
 
 def wakeup_window() -> float:
     """CHRONICLE_WAKEUP_WINDOW_MS in seconds: the shortest gap between two messages for a partition."""
-    return float(os.environ.get("CHRONICLE_WAKEUP_WINDOW_MS", "40")) / 1000
+    return get_settings().chronicle_wakeup_window_ms / 1000
 
 
 def _default_send(projection: str, partition: int, position: int, partitions: int) -> None:
