@@ -192,6 +192,16 @@ def operator_context(
     )
 
 
+def page_of(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The first `limit` of `limit + 1` fetched rows, and the cursor after them (None on the last page).
+
+    Routes fetch one row more than a page so they know whether another page follows.
+    """
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(*(rows[-1][k] for k in key)) if more and rows else None)
+
+
 def encode_cursor(*parts: Any) -> str:
     """An opaque keyset cursor from the sort key of the last row of a page."""
     text = "\x1f".join(str(p) for p in parts)

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from api.deps import ChronicleState, Reader, chronicle, decode_cursor, encode_cursor, etag, min_position_for, page_size
+from api.deps import ChronicleState, Reader, chronicle, decode_cursor, etag, min_position_for, page_of, page_size
 from api.problems import Problem
 
 router = APIRouter(prefix="/v1", tags=["reads"])
@@ -40,12 +40,6 @@ def _fetch_one(state: ChronicleState, sql: str, params: tuple[Any, ...]) -> dict
 def _fetch_all(state: ChronicleState, sql: str, params: Any) -> list[dict[str, Any]]:
     with state.pool.connection() as conn:
         return conn.execute(sql, params).fetchall()
-
-
-def _page(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (encode_cursor(*(rows[-1][k] for k in key)) if more and rows else None)
 
 
 def metadata_filters(request: Request) -> list[tuple[str, str]]:
@@ -130,7 +124,7 @@ def list_documents(
             f" {where} ORDER BY d.created_position DESC LIMIT %s"
         )
     params.append(limit + 1)
-    rows, next_cursor = _page(_fetch_all(state, sql, params), limit, "created_position")
+    rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
     return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
 
 
@@ -173,7 +167,7 @@ def list_versions(
     )
     if not rows and after == 0:
         raise Problem(404, "document_not_found", f"no document {document_id!r}", field="document_id")
-    rows, next_cursor = _page(rows, limit, "version")
+    rows, next_cursor = page_of(rows, limit, "version")
     return {"document_id": document_id, "versions": [_json(r) for r in rows], "next_cursor": next_cursor}
 
 
@@ -245,13 +239,7 @@ def list_agents(
     _wait: int | None = Depends(min_position_for("agents")),
 ) -> dict[str, Any]:
     """Live agents, most recently changed first."""
-    clauses, params = _list_clauses("name", name, metadata, cursor)
-    rows = _fetch_all(
-        state, f"SELECT {AGENT_COLUMNS} FROM agent_snapshot {clauses} ORDER BY last_position DESC LIMIT %s",
-        params + [limit + 1],
-    )
-    rows, next_cursor = _page(rows, limit, "last_position")
-    return {"agents": [_json(r) for r in rows], "next_cursor": next_cursor}
+    return _list_snapshots(state, "agents", AGENT_COLUMNS, "agent_snapshot", name, metadata, cursor, limit)
 
 
 @router.get("/agents/{agent_id}", summary="One agent")
@@ -289,7 +277,7 @@ def list_executions(
         " ORDER BY last_position DESC LIMIT %s",
         (agent_id, after[0] if after else None, after[0] if after else None, limit + 1),
     )
-    rows, next_cursor = _page(rows, limit, "last_position")
+    rows, next_cursor = page_of(rows, limit, "last_position")
     return {"agent_id": agent_id, "executions": [_json(r) for r in rows], "next_cursor": next_cursor}
 
 
@@ -302,20 +290,30 @@ CHAIN_COLUMNS = (
 EDGE_COLUMNS = "edge_id, source_id, target_id, type, metadata, created_at, updated_at, last_version, last_position"
 
 
-def _list_clauses(
-    name_column: str, name: str | None, metadata: list[tuple[str, str]], cursor: str | None
-) -> tuple[str, list[Any]]:
+def _list_snapshots(
+    state: ChronicleState, kind: str, columns: str, table: str, name: str | None,
+    metadata: list[tuple[str, str]], cursor: str | None, limit: int,
+) -> dict[str, Any]:
+    """One page of a snapshot table (agents, chains), most recently changed first.
+
+    Filters by exact name and metadata fields; the cursor is the last row's log position.
+    """
     clauses: list[str] = []
     params: list[Any] = []
     if name is not None:
-        clauses.append(f"{name_column} = %s")
+        clauses.append("name = %s")
         params.append(name)
     _metadata_sql("metadata", metadata, clauses, params)
     after = decode_cursor(cursor, (int,))
     if after:
         clauses.append("last_position < %s")
         params.append(after[0])
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = _fetch_all(
+        state, f"SELECT {columns} FROM {table} {where} ORDER BY last_position DESC LIMIT %s", params + [limit + 1]
+    )
+    rows, next_cursor = page_of(rows, limit, "last_position")
+    return {kind: [_json(r) for r in rows], "next_cursor": next_cursor}
 
 
 @router.get("/chains", summary="Chains, most recently changed first")
@@ -329,13 +327,7 @@ def list_chains(
     _wait: int | None = Depends(min_position_for("chains")),
 ) -> dict[str, Any]:
     """Live chains, without their edges (get one chain for those)."""
-    clauses, params = _list_clauses("name", name, metadata, cursor)
-    rows = _fetch_all(
-        state, f"SELECT {CHAIN_COLUMNS} FROM chain_snapshot {clauses} ORDER BY last_position DESC LIMIT %s",
-        params + [limit + 1],
-    )
-    rows, next_cursor = _page(rows, limit, "last_position")
-    return {"chains": [_json(r) for r in rows], "next_cursor": next_cursor}
+    return _list_snapshots(state, "chains", CHAIN_COLUMNS, "chain_snapshot", name, metadata, cursor, limit)
 
 
 def _chain(state: ChronicleState, chain_id: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -101,7 +102,7 @@ def projected_position_checker(
                            FROM jsonb_each(%(types)s::jsonb)) t ON t.name = p.name
                 WHERE %(names)s::text[] IS NULL OR p.name = ANY(%(names)s::text[])
                 """,
-                {"n": wanted, "types": _json(stream_types), "names": list(names) if names else None},
+                {"n": wanted, "types": json.dumps(stream_types), "names": list(names) if names else None},
             ).fetchone()
         if row["safe"] < wanted:
             return min(row["safe"], row["lowest"]) if row["partitions"] else row["safe"]
@@ -113,7 +114,3 @@ def projected_position_checker(
     return reached
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
