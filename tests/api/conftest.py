@@ -7,6 +7,7 @@ Keys for every role are created once, straight in the database.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import socket
 import subprocess
 import sys
@@ -70,6 +71,13 @@ def server(api_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         CHRONICLE_API_MAX_PAGE_SIZE="200",
         CHRONICLE_DATA_DIR=str(tmp_path_factory.mktemp("data")),
     )
+    with running_chronicle(env, log, port) as base:
+        yield base
+
+
+@contextmanager
+def running_chronicle(env: dict[str, str], log: Path, port: int) -> Iterator[str]:
+    """A `chronicle up` process on `port`, output to `log`; its base URL once ready; stopped on exit."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [CHRONICLE, "up", "--port", str(port)],
@@ -85,6 +93,7 @@ def server(api_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         if os.environ.get("CHRONICLE_SHOW_SERVER_LOG"):
             print(log.read_text())
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.conftest import chronicle_env, free_port, wait_ready
+from tests.api.conftest import chronicle_env, free_port, running_chronicle
 from tests.cli.conftest import CHRONICLE, ROOT
 
 
@@ -25,20 +25,8 @@ def demo_server(cli_database_url: str, tmp_path_factory: pytest.TempPathFactory)
     port = free_port()
     log = tmp_path_factory.mktemp("demo-server") / "server.log"
     env = chronicle_env(DATABASE_URL=cli_database_url, CHRONICLE_DATA_DIR=str(tmp_path_factory.mktemp("data")))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([CHRONICLE, "up", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc)
+    with running_chronicle(env, log, port) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
