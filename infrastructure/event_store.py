@@ -20,7 +20,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -217,13 +217,13 @@ class EventStore:
             not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         )
         try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                row = cur.execute(
+            with conn.cursor(row_factory=tuple_row) as cur:  # tuples: cheaper than dicts per call
+                outcome, version, positions = cur.execute(
                     "SELECT outcome, stream_version, positions FROM append_to_stream("
-                    "%s, %s, %s, %s::uuid[], %s::text[], %s::int[], %s::text[]::jsonb[], %s::jsonb, %s, %s)",
-                    (*prepared.params, notify),
+                    "%s, %s, %s, %s::uuid[], %s::text[], %s::int[], %s::text[]::jsonb[], %s::jsonb, %s, %s, %s)",
+                    # Alone, a retry fails on the unique event id (handled below), so no probe.
+                    (*prepared.params, notify, in_caller_transaction),
                 ).fetchone()
-            outcome, version, positions = row["outcome"], row["stream_version"], row["positions"]
         except pg_errors.UniqueViolation as exc:
             if exc.diag.constraint_name != "events_event_id_key" or in_caller_transaction:
                 raise
