@@ -6,6 +6,7 @@ written back with DELETE ... = ANY and INSERT ... FROM jsonb_populate_recordset.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -96,12 +97,8 @@ def load_states(
             if e.version > 1:
                 to_load.append(e.stream_id)
     if to_load:
-        # json_build_array((SELECT json_agg(t) FROM table t WHERE stream = ANY(ids)), ...) per state table
-        parts = sql.SQL(", ").join(
-            sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} = ANY(%(ids)b))").format(
-                tbl=sql.Identifier(names[t.name]), col=sql.Identifier(t.stream_column))
-            for t in projector.state_tables)
-        text = cur.execute(sql.SQL("SELECT json_build_array({})::text").format(parts), {"ids": to_load}).fetchone()[0]
+        query = _load_sql(tuple((names[t.name], t.stream_column) for t in projector.state_tables))
+        text = cur.execute(query, {"ids": to_load}).fetchone()[0]
         for table, rows in zip(projector.state_tables, json.loads(text)):
             for row in rows:
                 states[row[table.stream_column]].tables[table.name][row[table.key] if table.key else None] = row
@@ -117,19 +114,15 @@ def write_states(
         dirty = [s for s in states.values() if table.name in s.dirty]
         if not dirty:
             continue
-        name, stream = sql.Identifier(names[table.name]), sql.Identifier(table.stream_column)
         rows = [row for s in dirty for row in s.tables[table.name].values()]
         # Drop the rows the handlers removed: a stream left without its row, or keys not kept.
+        delete = _delete_sql(names[table.name], table.stream_column, table.key)
         if table.key is None:
             gone = [s.stream_id for s in dirty if not s.tables[table.name]]
             if gone:
-                cur.execute(sql.SQL("DELETE FROM {} WHERE {} = ANY(%b)").format(name, stream), (gone,))
+                cur.execute(delete, (gone,))
         else:
-            key = sql.Identifier(table.key)
-            cur.execute(sql.SQL(
-                "DELETE FROM {t} WHERE {s} = ANY(%(streams)b)"
-                " AND ({s}, {k}) NOT IN (SELECT * FROM unnest(%(s)b::text[], %(k)b::text[]))"
-            ).format(t=name, s=stream, k=key), {
+            cur.execute(delete, {
                 "streams": [s.stream_id for s in dirty], "s": [r[table.stream_column] for r in rows],
                 "k": [r[table.key] for r in rows]})
         if rows:
@@ -146,15 +139,46 @@ def write_states(
 def _upsert(cur: psycopg.Cursor, table: str, conflict: Sequence[str], rows: list[Row],
             overwrite: bool = True) -> None:
     """INSERT rows (as one jsonb array) ON CONFLICT (keys) DO UPDATE every other column, or DO NOTHING."""
-    if overwrite:
-        keep = [c for c in _columns(cur, table) if c not in conflict]
+    keep = tuple(c for c in _columns(cur, table) if c not in conflict) if overwrite else None
+    cur.execute(_upsert_sql(table, tuple(conflict), keep), (Jsonb(rows),))
+
+
+# The statements are composed once per table and kept as text: psycopg caches the parsing of a
+# text query, not of a Composed one, and rendering one costs more than running a small batch.
+
+@functools.lru_cache(maxsize=1024)
+def _load_sql(tables: tuple[tuple[str, str], ...]) -> str:
+    """json_build_array((SELECT json_agg(t) FROM table t WHERE stream = ANY(ids)), ...), per state table."""
+    parts = sql.SQL(", ").join(
+        sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} = ANY(%(ids)b))").format(
+            tbl=sql.Identifier(table), col=sql.Identifier(column))
+        for table, column in tables)
+    return sql.SQL("SELECT json_build_array({})::text").format(parts).as_string()
+
+
+@functools.lru_cache(maxsize=1024)
+def _delete_sql(table: str, stream_column: str, key: str | None) -> str:
+    """Delete a state table's rows of some streams: all of them, or (keyed) those not in a kept list."""
+    name, stream = sql.Identifier(table), sql.Identifier(stream_column)
+    if key is None:
+        return sql.SQL("DELETE FROM {} WHERE {} = ANY(%b)").format(name, stream).as_string()
+    return sql.SQL(
+        "DELETE FROM {t} WHERE {s} = ANY(%(streams)b)"
+        " AND ({s}, {k}) NOT IN (SELECT * FROM unnest(%(s)b::text[], %(k)b::text[]))"
+    ).format(t=name, s=stream, k=sql.Identifier(key)).as_string()
+
+
+@functools.lru_cache(maxsize=1024)
+def _upsert_sql(table: str, conflict: tuple[str, ...], keep: tuple[str, ...] | None) -> str:
+    """INSERT ... ON CONFLICT (conflict) DO UPDATE the `keep` columns (None: DO NOTHING)."""
+    if keep is not None:
         action = sql.SQL("DO UPDATE SET ") + sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in keep)
     else:
         action = sql.SQL("DO NOTHING")
-    cur.execute(sql.SQL(
+    return sql.SQL(
         "INSERT INTO {0} SELECT * FROM jsonb_populate_recordset(NULL::{0}, %s) ON CONFLICT ({1}) {2}"
-    ).format(sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, conflict)), action), (Jsonb(rows),))
+    ).format(sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, conflict)), action).as_string()
 
 
 def apply_events(

@@ -66,6 +66,17 @@ class PartitionsChanged(RuntimeError):
     """A rebuild changed the projection's partition count since this worker read it."""
 
 
+# The held partitions' checkpoints, the stored partition count, whether any dead letter waits,
+# and the log's safe position: one round trip.
+CHECKPOINTS = (
+    "SELECT c.partition, c.position, p.partitions, EXISTS (SELECT 1 FROM dead_letter d"
+    "   WHERE d.projection = p.name AND d.status IN ('parked', 'skipped')) AS dead_letters,"
+    " s.safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
+    " CROSS JOIN (SELECT coalesce(safe_position(), 0) AS safe) s"
+    " WHERE p.name = %s AND c.partition = ANY(%s)"
+)
+
+
 @dataclass
 class Job:
     """Where a run reads from and writes to: some partitions' live tables, or a rebuild's shadows."""
@@ -97,22 +108,17 @@ class Job:
         self.known.clear()
         self.applied = {}
 
-    def checkpoint(self, conn: psycopg.Connection) -> tuple[int, int | None]:
+    def checkpoint(self, conn: psycopg.Connection, rows: list[dict] | None = None) -> tuple[int, int | None]:
         """Load the checkpoints; return the lowest (where the next batch starts) and the safe position.
 
         Read under the partition locks: raises PartitionsChanged if a rebuild changed the count.
+        `rows`: the CHECKPOINTS query's rows for exactly the held partitions, if already read.
         """
         if self.rebuild_id is not None:
             return conn.execute("SELECT position FROM projection_rebuild WHERE id = %s",
                                 (self.rebuild_id,)).fetchone()["position"], None
-        # The held partitions' checkpoints, the stored partition count, whether any dead letter
-        # waits, and the log's safe position: one round trip.
-        rows = conn.execute(
-            "SELECT c.partition, c.position, p.partitions, EXISTS (SELECT 1 FROM dead_letter d"
-            "   WHERE d.projection = p.name AND d.status IN ('parked', 'skipped')) AS dead_letters,"
-            " s.safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
-            " CROSS JOIN (SELECT coalesce(safe_position(), 0) AS safe) s"
-            " WHERE p.name = %s AND c.partition = ANY(%s)", (self.projector.name, list(self.held or ()))).fetchall()
+        if rows is None:
+            rows = conn.execute(CHECKPOINTS, (self.projector.name, list(self.held or ()))).fetchall()
         if len(rows) != len(self.held or ()) or any(r["partitions"] != self.partitions for r in rows):
             raise PartitionsChanged(self.projector.name)
         self.positions = {r["partition"]: r["position"] for r in rows}
@@ -238,12 +244,14 @@ def _log_batch(job: Job, events: Sequence[Event], position: int) -> None:
 
 
 def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
-        retry: RetryPolicy = RetryPolicy(), upto: int | None = None) -> tuple[int, int, int]:
+        retry: RetryPolicy = RetryPolicy(), upto: int | None = None,
+        checkpoints: list[dict] | None = None) -> tuple[int, int, int]:
     """Apply batches until the job reaches the safe position (or `upto`).
 
-    Returns (events read, events parked, checkpoint). The caller holds the job's lock.
+    Returns (events read, events parked, checkpoint). The caller holds the job's lock, and may
+    pass the CHECKPOINTS rows it read after taking it.
     """
-    position, safe = job.checkpoint(conn)
+    position, safe = job.checkpoint(conn, checkpoints)
     processed = parked = 0
     limit = batch_size
     while True:
@@ -327,14 +335,21 @@ def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] 
             candidates = [k for k in (range(stored) if everything else wanted) if k < stored]
             if not candidates:
                 return result
-            held = tuple(k for k in candidates if conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s) AS ok", lock_key(name, k)).fetchone()["ok"])
+            # Try every lock and read the checkpoints in one round trip; the checkpoints serve
+            # if every lock was taken (the usual case), else the run reads them again.
+            with conn.pipeline():
+                locks = [conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", lock_key(name, k))
+                         for k in candidates]
+                read = conn.execute(CHECKPOINTS, (name, candidates))
+            held = tuple(k for k, lock in zip(candidates, locks) if lock.fetchone()["ok"])
+            checkpoints = read.fetchall() if len(held) == len(candidates) else None
             if not held:
                 result.busy = True
                 break
             job = Job(projector, stored, held, live_names(projector))
             try:
-                n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry)
+                n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry,
+                                              checkpoints=checkpoints)
                 result.processed += n
                 result.parked += p
             except PartitionsChanged:

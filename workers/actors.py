@@ -10,6 +10,7 @@ import threading
 import time
 
 import dramatiq
+import redis
 
 from infrastructure.broker import setup_broker
 from infrastructure.config import get_settings
@@ -18,6 +19,7 @@ from projections.engine import catch_up, catch_up_all
 from workers.observability import install as install_observability
 from workers.runtime import worker_pool
 from workers.tick import PromptPolling, Ticker
+from workers.wakeups import take_pending
 
 logger = logging.getLogger(__name__)
 broker = setup_broker()
@@ -27,10 +29,11 @@ install_observability(broker)
 QUEUE = "chronicle-projections"
 # How long a wake-up waits for its position to become safe (an append still committing below it).
 TARGET_WAIT_SECONDS = 1.0
-# Partitions a thread of this process is catching up, and those woken again meanwhile.
+# Partitions a thread of this process is catching up, and those woken again meanwhile (with the
+# highest position woken for, None if unknown).
 _coalesce = threading.Lock()
 _running: set[tuple[str, int]] = set()
-_again: set[tuple[str, int]] = set()
+_again: dict[tuple[str, int], int | None] = {}
 # Wake-ups whose position was not yet safe, for the waiter thread:
 # (projection, partition, partitions) -> (highest position, deadline)
 _waiting: dict[tuple[str, int, int | None], tuple[int, float]] = {}
@@ -47,10 +50,11 @@ def catch_up_partition(projection: str, partition: int, position: int | None = N
     every partition is caught up instead. A wake-up for a partition another thread of this
     process is catching up only asks that thread for one more pass (no database round trip).
     """
+    position = _with_pending(projection, partition, position, partitions)
     key = (projection, partition)
     with _coalesce:
         if key in _running:
-            _again.add(key)
+            _again[key] = _highest(_again.get(key), position) if key in _again else position
             return
         _running.add(key)
     try:
@@ -60,13 +64,29 @@ def catch_up_partition(projection: str, partition: int, position: int | None = N
                 if key not in _again:
                     _running.discard(key)  # under the lock: a later wake-up runs itself
                     return
-                _again.discard(key)
-                position = None  # the next pass reaches the safe position, whatever woke it
+                position = _again.pop(key)
     except BaseException:
         with _coalesce:
             _running.discard(key)
-            _again.discard(key)
+            _again.pop(key, None)
         raise
+
+
+def _with_pending(projection: str, partition: int, position: int | None, partitions: int | None) -> int | None:
+    """Take the partition's pending mark in Redis (appends after this send their own wake-up).
+
+    Returns the highest position woken for: this message's, or a later append's it covered.
+    """
+    try:
+        pending = take_pending(broker, projection, partition, partitions)
+    except redis.RedisError as exc:  # the mark expires by itself; the tick covers what it held
+        logger.warning("cannot take the pending wake-up of %s/%s: %s", projection, partition, exc)
+        return position
+    return _highest(position, pending)
+
+
+def _highest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _catch_up_once(projection: str, partition: int, position: int | None, partitions: int | None) -> None:

@@ -8,21 +8,29 @@ worker that stores another count catches up every partition, so no wake-up goes 
 Sending never fails an append: with Redis down the error is logged (at most every few
 seconds) and the tick catches the projections up once Redis is back.
 
-Wake-ups are coalesced: per (projection, partition) at most one message per window
-(CHRONICLE_WAKEUP_WINDOW_MS, default 10; 0 sends one per append). The first append of a quiet
-partition is sent at once; later ones in the window fold into one trailing message, sent when
-the window ends and naming the highest position, so the last append is always covered.
+Wake-ups are coalesced twice:
+- in the sending process, per (projection, partition) at most one message per window
+  (CHRONICLE_WAKEUP_WINDOW_MS, default 10; 0 sends one per append). The first append of a quiet
+  partition is sent at once; later ones in the window fold into one trailing message, sent when
+  the window ends and naming the highest position, so the last append is always covered;
+- in Redis, across processes: a message still waiting for a worker covers later appends to its
+  partition. The sender marks the partition pending (keeping the highest position) and enqueues
+  only if it was not marked; the worker takes the mark as it starts, so an append after that
+  sends a new message. A mark whose message is lost expires (PENDING_TTL_MS); the tick covers it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 
 import dramatiq
+import redis
 from dramatiq import Message
+from redis.commands.core import Script
 from psycopg_pool import ConnectionPool
 
 from infrastructure.event_store import AppendResult, EventStore
@@ -42,18 +50,70 @@ def wakeup_window() -> float:
     return get_settings().chronicle_wakeup_window_ms / 1000
 
 
-def _default_send(projection: str, partition: int, position: int, partitions: int) -> None:
-    from workers.actors import catch_up_partition
+# Marks a partition pending with the highest position woken for; 1 if it was not pending (send).
+_MARK_PENDING = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    if tonumber(ARGV[1]) > tonumber(current) then
+        redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+    end
+    return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# How long a pending mark outlives a message that never arrives (a worker killed holding it).
+PENDING_TTL_MS = 2000
 
-    catch_up_partition.send(projection, partition, position, partitions)
+
+@functools.lru_cache(maxsize=16)
+def _mark_script(client: redis.Redis) -> Script:
+    return client.register_script(_MARK_PENDING)
+
+
+def _pending_key(broker: dramatiq.Broker, projection: str, partition: int, partitions: int) -> str:
+    return f"{broker.namespace}:wakeup-pending:{projection}:{partition}:{partitions}"
+
+
+def enqueue_wakeup(broker: dramatiq.Broker, projection: str, partition: int, position: int,
+                   partitions: int) -> bool:
+    """Enqueue "catch up `projection`, `partition`" unless a message for it already waits in Redis.
+
+    Returns whether a message was enqueued. Brokers other than Redis always enqueue.
+    """
+    client = getattr(broker, "client", None)
+    if client is not None:
+        if not _mark_script(client)(keys=[_pending_key(broker, projection, partition, partitions)],
+                    args=[position, PENDING_TTL_MS]):
+            return False
+    broker.enqueue(Message(queue_name=QUEUE, actor_name="catch_up_partition",
+                           args=(projection, partition, position, partitions), kwargs={}, options={}))
+    return True
+
+
+def take_pending(broker: dramatiq.Broker, projection: str, partition: int, partitions: int | None) -> int | None:
+    """Clear a partition's pending mark as a worker starts on it; the highest position it held.
+
+    From here on, an append to the partition sends a message of its own.
+    """
+    client = getattr(broker, "client", None)
+    if client is None or partitions is None:
+        return None
+    value = client.getdel(_pending_key(broker, projection, partition, partitions))
+    return int(value) if value is not None else None
+
+
+def _default_send(projection: str, partition: int, position: int, partitions: int) -> None:
+    from workers.actors import broker  # sets up this process's broker
+
+    enqueue_wakeup(broker, projection, partition, position, partitions)
 
 
 def redis_sender(broker: dramatiq.Broker) -> Send:
     """A Send that enqueues the catch-up message on `broker` (for processes without workers.actors)."""
 
     def send(projection: str, partition: int, position: int, partitions: int) -> None:
-        broker.enqueue(Message(queue_name=QUEUE, actor_name="catch_up_partition",
-                               args=(projection, partition, position, partitions), kwargs={}, options={}))
+        enqueue_wakeup(broker, projection, partition, position, partitions)
 
     return send
 

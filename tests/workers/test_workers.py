@@ -157,3 +157,30 @@ def test_redis_down_during_appends(proj_pool, fresh_database_url, settings, name
         worker.stop()
         broker.close()
     _full_rebuild_equals_live(proj_pool)
+
+
+def test_a_pending_wakeup_covers_later_appends_until_a_worker_takes_it(namespace):
+    """Real Redis: one message waits per partition, naming the highest position; taking it reopens."""
+    from infrastructure.broker import make_broker
+    from infrastructure.config import Settings
+    from workers.wakeups import PENDING_TTL_MS, enqueue_wakeup, take_pending
+
+    broker = make_broker(Settings(redis_url=SHARED_REDIS), namespace=namespace)
+    queued = f"{namespace}:chronicle-projections.msgs"
+    try:
+        assert enqueue_wakeup(broker, "documents", 1, 10, 4)
+        assert not enqueue_wakeup(broker, "documents", 1, 30, 4)  # covered by the waiting message
+        assert not enqueue_wakeup(broker, "documents", 1, 20, 4)  # a lower position never lowers it
+        assert enqueue_wakeup(broker, "documents", 2, 11, 4)  # another partition has its own
+        assert enqueue_wakeup(broker, "documents", 1, 12, 8)  # so has a partition of another count
+        assert broker.client.hlen(queued) == 3
+        key = next(iter(broker.client.scan_iter(f"{namespace}:wakeup-pending:documents:1:4")))
+        assert 0 < broker.client.pttl(key) <= PENDING_TTL_MS  # a lost message frees the partition
+
+        assert take_pending(broker, "documents", 1, 4) == 30  # the worker starting on it
+        assert take_pending(broker, "documents", 1, 4) is None
+        assert take_pending(broker, "documents", 1, None) is None  # a message with no count (replay)
+        assert enqueue_wakeup(broker, "documents", 1, 40, 4)  # appends after that send again
+        assert broker.client.hlen(queued) == 4
+    finally:
+        broker.close()
