@@ -36,32 +36,27 @@ EVENT_COLUMNS = (
 )
 
 
-# One batch as one JSON document: a single C-speed decode instead of two jsonb loads per event.
-_BATCH_SQL = """
-SELECT coalesce(json_agg(json_build_array(position, event_id, stream_id, version, type, payload,
-                                          metadata, recorded_at) ORDER BY position), '[]')::text
-FROM (SELECT * FROM events
-      WHERE position > %s AND position <= %s AND stream_type = ANY(%s){floors}
-      ORDER BY position LIMIT %s) e
-"""
 # Held partitions start at their own checkpoint; the floor of any other partition is `upto`.
-_FLOORS = " AND position > (%s::bigint[])[projection_partition(stream_id, %s) + 1]"
+_FLOORS = " AND position > (%(floors)s::bigint[])[projection_partition(stream_id, %(partitions)s) + 1]"
 
 
 def read_events(
-    conn: psycopg.Connection, stream_types: Sequence[str], after: int, upto: int, limit: int,
-    floors: Sequence[int] | None = None,
-) -> list[Event]:
-    """Events of these stream types in (after, upto], in position order.
+    conn: psycopg.Connection, projector: Projector, after: int, upto: int, limit: int,
+    floors: Sequence[int] | None = None, names: Mapping[str, str] | None = None,
+) -> tuple[list[Event], str | None]:
+    """The projector's events in (after, upto], in position order; with `names`, their streams' rows too.
 
     `floors`, one per partition, skips each partition's events at or below its floor; None reads all.
+    With `names` (the state tables to read), the second value is the `load_states` JSON of every
+    stream whose first event in the batch is not its first: one round trip instead of two.
     """
-    params: list[Any] = [after, upto, list(stream_types)]
+    params: dict[str, Any] = {"after": after, "upto": upto, "types": list(projector.stream_types), "limit": limit}
     if floors is not None:
-        params += [list(floors), len(floors)]
-    query = _BATCH_SQL.format(floors=_FLOORS if floors is not None else "")
-    text = conn.cursor(row_factory=tuple_row).execute(query, [*params, limit]).fetchone()[0]
-    return [Event(*row) for row in json.loads(text)]
+        params.update(floors=list(floors), partitions=len(floors))
+    tables = tuple((names[t.name], t.stream_column) for t in projector.state_tables) if names else ()
+    events, rows = conn.cursor(row_factory=tuple_row).execute(
+        _batch_sql(floors is not None, tables), params).fetchone()
+    return [Event(*row) for row in json.loads(events)], rows
 
 
 def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
@@ -76,12 +71,12 @@ def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
 
 def load_states(
     cur: psycopg.Cursor, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
-    known: Mapping[str, StreamState] | None = None,
+    known: Mapping[str, StreamState] | None = None, rows: str | None = None,
 ) -> dict[str, StreamState]:
     """The current rows of every stream in the batch (streams created in it, or `known`, need no load).
 
     `known` holds states this run committed in earlier batches. One statement and one JSON
-    decode for all the projector's state tables.
+    decode for all the projector's state tables; none if `read_events` brought the `rows`.
     """
     states: dict[str, StreamState] = {}
     to_load: list[str] = []
@@ -97,11 +92,14 @@ def load_states(
             if e.version > 1:
                 to_load.append(e.stream_id)
     if to_load:
-        query = _load_sql(tuple((names[t.name], t.stream_column) for t in projector.state_tables))
-        text = cur.execute(query, {"ids": to_load}).fetchone()[0]
-        for table, rows in zip(projector.state_tables, json.loads(text)):
-            for row in rows:
-                states[row[table.stream_column]].tables[table.name][row[table.key] if table.key else None] = row
+        if rows is None:
+            query = _load_sql(tuple((names[t.name], t.stream_column) for t in projector.state_tables))
+            rows = cur.execute(query, {"ids": to_load}).fetchone()[0]
+        for table, table_rows in zip(projector.state_tables, json.loads(rows)):
+            for row in table_rows:
+                state = states.get(row[table.stream_column])
+                if state is not None:  # (read with the events: a parked stream's rows are not needed)
+                    state.tables[table.name][row[table.key] if table.key else None] = row
     return states
 
 
@@ -147,6 +145,27 @@ def _upsert(cur: psycopg.Cursor, table: str, conflict: Sequence[str], rows: list
 # text query, not of a Composed one, and rendering one costs more than running a small batch.
 
 @functools.lru_cache(maxsize=1024)
+def _batch_sql(floors: bool, tables: tuple[tuple[str, str], ...]) -> str:
+    """A batch of events as one JSON document (one C-speed decode instead of two jsonb loads per
+    event); with `tables`, the rows of the batch's streams that existed before it, as `_load_sql`."""
+    query = (
+        "WITH e AS (SELECT * FROM events WHERE position > %(after)s AND position <= %(upto)s"
+        "           AND stream_type = ANY(%(types)s)" + (_FLOORS if floors else "") +
+        "           ORDER BY position LIMIT %(limit)s)"
+        " SELECT (SELECT coalesce(json_agg(json_build_array(position, event_id, stream_id, version, type,"
+        "                payload, metadata, recorded_at) ORDER BY position), '[]') FROM e)::text"
+    )
+    if not tables:
+        return query + ", NULL::text"
+    older = sql.SQL("(SELECT stream_id FROM e GROUP BY stream_id HAVING min(version) > 1)")
+    parts = sql.SQL(", ").join(
+        sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} IN {older})").format(
+            tbl=sql.Identifier(table), col=sql.Identifier(column), older=older)
+        for table, column in tables)
+    return query + ", " + sql.SQL("json_build_array({})::text").format(parts).as_string()
+
+
+@functools.lru_cache(maxsize=1024)
 def _load_sql(tables: tuple[tuple[str, str], ...]) -> str:
     """json_build_array((SELECT json_agg(t) FROM table t WHERE stream = ANY(ids)), ...), per state table."""
     parts = sql.SQL(", ").join(
@@ -183,16 +202,17 @@ def _upsert_sql(table: str, conflict: tuple[str, ...], keep: tuple[str, ...] | N
 
 def apply_events(
     conn: psycopg.Connection, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
-    known: Mapping[str, StreamState] | None = None,
+    known: Mapping[str, StreamState] | None = None, rows: str | None = None,
 ) -> dict[str, StreamState]:
     """Run the handlers over `events` and write the result, inside the caller's transaction.
 
-    Returns the batch's stream states; `known` are states committed earlier (changed in place).
+    Returns the batch's stream states; `known` are states committed earlier (changed in place),
+    `rows` the streams' rows if `read_events` read them.
     """
     if not events:
         return {}
     cur = conn.cursor(row_factory=tuple_row)
-    states = load_states(cur, projector, events, names, known)
+    states = load_states(cur, projector, events, names, known, rows)
     out = Output()
     for e in events:
         handler = projector.handlers.get(e.type)

@@ -189,11 +189,14 @@ def park(conn: psycopg.Connection, job: Job, event: Event, error: str, attempts:
          event.event_id, event.stream_id, event.type, error[:4000], attempts, first_failure))
 
 
-def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> int:
-    """Apply events, sending those of parked streams to `dead_letter`; return how many parked."""
+def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event], rows: str | None = None) -> int:
+    """Apply events, sending those of parked streams to `dead_letter`; return how many parked.
+
+    `rows`: the streams' rows, if `read_events` read them with the events.
+    """
     parked, skipped = _held_back(conn, job, events) if job.dead_letters else (set(), set())
     live = [e for e in events if e.position not in skipped and e.stream_id not in parked]
-    job.applied = apply_events(conn, job.projector, live, job.names, job.known)
+    job.applied = apply_events(conn, job.projector, live, job.names, job.known, rows)
     followers = [e for e in events if e.stream_id in parked and e.position not in skipped]
     for e in followers:
         park(conn, job, e, "parked behind an earlier event of its stream", 0)
@@ -261,7 +264,10 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
             safe = min(safe, upto)
         if safe <= position:
             return processed, parked, position
-        events = read_events(conn, job.projector.stream_types, position, safe, limit, job.floors(safe))
+        # A run's first batch reads its streams' rows with the events; later ones load what
+        # the run does not know yet.
+        events, rows = read_events(conn, job.projector, position, safe, limit, job.floors(safe),
+                                   None if job.known else job.names)
         # A short batch means nothing else of ours lies at or below `safe`.
         full = len(events) == limit
         new_position = events[-1].position if full else safe
@@ -270,7 +276,7 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
             with conn.pipeline(), conn.transaction():
                 if job.rebuild_id is None and not get_settings().chronicle_projection_synchronous_commit:
                     conn.execute("SET LOCAL synchronous_commit = off")
-                parked += apply_batch(conn, job, events)
+                parked += apply_batch(conn, job, events, rows)
                 job.save(conn, new_position, len(events))
             job.keep()
             position, processed = new_position, processed + len(events)
