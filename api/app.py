@@ -6,18 +6,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 import api.operator_events  # noqa: F401 - registers the operator.* event types
 from api import metrics, problems
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
-from api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware, UnavailableMiddleware
+from api.middleware import (
+    ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware, UnavailableMiddleware, prune_idempotency_keys,
+)
 from api.request_context import RequestContextMiddleware
 from infrastructure.config import Settings, get_settings
 from infrastructure.db import create_pool
@@ -25,6 +29,20 @@ from infrastructure.errors import StoreError
 from infrastructure.event_store import EventStore
 
 logger = logging.getLogger("chronicle.api")
+# How often the API deletes expired Idempotency-Key responses.
+PRUNE_SECONDS = 600
+
+
+async def _prune_idempotency_keys(pool: Any, retention_seconds: float) -> None:
+    """Every PRUNE_SECONDS, delete Idempotency-Key responses older than the retention."""
+    while True:
+        await asyncio.sleep(PRUNE_SECONDS)
+        try:
+            deleted = await anyio.to_thread.run_sync(prune_idempotency_keys, pool, retention_seconds)
+            if deleted:
+                logger.info("pruned %d expired Idempotency-Key responses", deleted)
+        except Exception as exc:  # noqa: BLE001 - the database is away: try again next time
+            logger.warning("could not prune Idempotency-Key responses: %s", exc)
 
 
 def create_app(
@@ -43,6 +61,7 @@ def create_app(
     if not url:
         raise RuntimeError("create_app needs a database URL (DATABASE_URL, or `chronicle up`)")
     api_settings = api_settings or API_SETTINGS
+    retention_seconds = settings.chronicle_idempotency_retention_hours * 3600
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,9 +80,11 @@ def create_app(
         wiring.wire(state)
         metrics.instrument_service(state.service)
         app.state.chronicle = state
+        pruning = asyncio.create_task(_prune_idempotency_keys(pool, retention_seconds))
         try:
             yield
         finally:
+            pruning.cancel()
             wiring.unwire(state)
             pool.close()
 
@@ -101,7 +122,8 @@ def create_app(
         app.add_exception_handler(error_class, _domain_problem)
 
     # Added innermost first: idempotency sees the resolved key; the body limit is outermost.
-    app.add_middleware(IdempotencyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
+    app.add_middleware(IdempotencyMiddleware, pool_getter=lambda: app.state.chronicle.pool,
+                       retention_hours=settings.chronicle_idempotency_retention_hours)
     app.add_middleware(ApiKeyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
     app.add_middleware(BodyLimitMiddleware, max_bytes=api_settings.max_body_bytes)
     # Database down under a middleware (key lookup, Idempotency-Key claim): 503, not a dropped connection.

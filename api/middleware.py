@@ -145,9 +145,10 @@ class ApiKeyMiddleware:
     Routes decide what a missing key means (401) and what a role may do (403).
     """
 
-    def __init__(self, app: ASGIApp, pool_getter: Any) -> None:
+    def __init__(self, app: ASGIApp, pool_getter: Any, retention_hours: float = 24.0) -> None:
         self.app = app
         self.pool_getter = pool_getter
+        self.retention_seconds = retention_hours * 3600
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -175,9 +176,10 @@ class IdempotencyMiddleware:
     while the first is still running is 409. Server errors are not stored, so they retry.
     """
 
-    def __init__(self, app: ASGIApp, pool_getter: Any) -> None:
+    def __init__(self, app: ASGIApp, pool_getter: Any, retention_hours: float = 24.0) -> None:
         self.app = app
         self.pool_getter = pool_getter
+        self.retention_seconds = retention_hours * 3600
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in MUTATING:
@@ -206,7 +208,8 @@ class IdempotencyMiddleware:
 
         pool = self.pool_getter()
         claim = await anyio.to_thread.run_sync(
-            _claim, pool, principal.key_id, idem, request_hash, scope["method"], scope["path"]
+            _claim, pool, principal.key_id, idem, request_hash, scope["method"], scope["path"],
+            self.retention_seconds,
         )
         if claim is not None:
             await self._answer_existing(claim, request_hash, scope, receive, send)
@@ -290,9 +293,13 @@ class IdempotencyMiddleware:
 
 
 def _claim(
-    pool: ConnectionPool, key_id: str, idem: str, request_hash: str, method: str, path: str
+    pool: ConnectionPool, key_id: str, idem: str, request_hash: str, method: str, path: str,
+    retention_seconds: float,
 ) -> dict[str, Any] | None:
-    """Claim an idempotency key for this request: None if claimed now, else the stored row."""
+    """Claim an idempotency key for this request: None if claimed now, else the stored row.
+
+    A key older than the retention is free again (its row waits for `prune_idempotency_keys`).
+    """
     with pool.connection() as conn:
         for _ in range(2):
             row = conn.execute(
@@ -303,21 +310,24 @@ def _claim(
             if row is not None:
                 return None
             existing = conn.execute(
-                "SELECT request_hash, status, headers, body,"
+                "SELECT request_hash, status, headers, body, created_at,"
                 # Stale: claimed long ago, or before PostgreSQL restarted (that request's
                 # connections died with it and its release may never have reached us).
                 " (status IS NULL AND (created_at < now() - make_interval(secs => %s)"
-                "   OR created_at < pg_postmaster_start_time())) AS stale"
+                "   OR created_at < pg_postmaster_start_time())) AS stale,"
+                " created_at < now() - make_interval(secs => %s) AS expired"
                 " FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s",
-                (STALE_IN_FLIGHT_SECONDS, key_id, idem),
+                (STALE_IN_FLIGHT_SECONDS, retention_seconds, key_id, idem),
             ).fetchone()
             if existing is None:
                 continue  # released between our insert and select: try once more
-            if existing["stale"]:
-                # The first request's process died mid-way: nothing stored, so run it again.
+            if existing["stale"] or existing["expired"]:
+                # The first request's process died mid-way (nothing stored), or the key outlived
+                # the retention: run the request again. The row is deleted only if it is still
+                # the one we judged, so two retries never both free a key the other claimed.
                 conn.execute(
-                    "DELETE FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s AND status IS NULL",
-                    (key_id, idem),
+                    "DELETE FROM idempotency_keys WHERE key_id = %s AND idempotency_key = %s"
+                    " AND created_at = %s", (key_id, idem, existing["created_at"]),
                 )
                 continue
             return existing
@@ -346,3 +356,20 @@ def _release(pool: ConnectionPool, key_id: str, idem: str) -> None:
             )
     except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout):
         logger.warning("could not release Idempotency-Key claim %s of key %s: database unavailable", idem, key_id)
+
+
+def prune_idempotency_keys(pool: ConnectionPool, retention_seconds: float, batch: int = 10_000) -> int:
+    """Delete stored Idempotency-Key responses older than the retention; return how many.
+
+    In batches, so a large backlog never holds locks for long.
+    """
+    deleted = 0
+    with pool.connection() as conn:
+        while True:
+            count = conn.execute(
+                "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY("
+                " SELECT ctid FROM idempotency_keys WHERE created_at < now() - make_interval(secs => %s)"
+                " LIMIT %s))", (retention_seconds, batch)).rowcount
+            deleted += count
+            if count < batch:
+                return deleted

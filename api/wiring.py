@@ -51,13 +51,15 @@ def wire(state: ChronicleState) -> None:
     state.service = build_service(state)
     if state.broker in ("redis", "in-process"):
         # Someone runs workers: wake them after each append (the API's own and the service's).
-        for store in (state.store, state.service.factory.datastore.store):
-            install_wakeups(store, state.settings.chronicle_partitions)
+        state.extras["wakeups"] = [install_wakeups(store, state.settings.chronicle_partitions)
+                                   for store in (state.store, state.service.factory.datastore.store)]
         state.extras["wake"] = wake_projection(state.settings.chronicle_partitions)
 
 
 def unwire(state: ChronicleState) -> None:
-    """Release what `wire` attached."""
+    """Release what `wire` attached, sending the wake-ups still coalescing first."""
+    for wakeups in state.extras.pop("wakeups", []):
+        wakeups.flush()
     close = getattr(state.service, "close", None)
     if callable(close):
         try:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     chronicle_snapshot_interval: int = Field(default=50, ge=1)
     chronicle_max_payload_bytes: int = Field(default=1_048_576, ge=1024)
     chronicle_max_events_per_append: int = Field(default=1_000, ge=1)
+    # How long the API replays a stored Idempotency-Key response; older ones are pruned.
+    chronicle_idempotency_retention_hours: float = Field(default=24.0, gt=0)
     # Workers: the Redis key prefix, the safety-net tick, dramatiq's idle poll cap, how long a
     # partition's wake-ups are coalesced, and whether projection commits wait for the disk.
     chronicle_broker_namespace: str = Field(default="chronicle", min_length=1, max_length=100)

@@ -184,3 +184,19 @@ def test_a_pending_wakeup_covers_later_appends_until_a_worker_takes_it(namespace
         assert broker.client.hlen(queued) == 4
     finally:
         broker.close()
+
+
+def test_the_api_sends_coalescing_wakeups_when_it_stops():
+    """Our own logic, with a stand-in state: unwire flushes the trailing wake-ups it installed."""
+    from types import SimpleNamespace
+
+    from api.wiring import unwire
+    from workers.wakeups import WakeUps
+
+    sent: list[tuple] = []
+    wakeups = WakeUps(4, send=lambda *m: sent.append(m), window=60)
+    wakeups.wake("documents", 1, 10, 4)  # sent at once
+    wakeups.wake("documents", 1, 12, 4)  # folded into a trailing message, due in a minute
+    assert sent == [("documents", 1, 10, 4)]
+    unwire(SimpleNamespace(service=None, extras={"wakeups": [wakeups]}))
+    assert sent == [("documents", 1, 10, 4), ("documents", 1, 12, 4)]
