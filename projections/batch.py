@@ -54,7 +54,7 @@ def read_events(
     params: dict[str, Any] = {"after": after, "upto": upto, "types": list(projector.stream_types), "limit": limit}
     if floors is not None:
         params.update(floors=list(floors), partitions=len(floors))
-    tables = tuple((names[t.name], t.stream_column) for t in projector.state_tables) if names else ()
+    tables = _state_tables(projector, names) if names else ()
     events, rows = conn.cursor(row_factory=tuple_row).execute(
         _batch_sql(floors is not None, tables), params).fetchone()
     return [Event(*row) for row in from_json(events, cache_strings="keys")], rows
@@ -94,8 +94,7 @@ def load_states(
                 to_load.append(e.stream_id)
     if to_load:
         if rows is None:
-            query = _load_sql(tuple((names[t.name], t.stream_column) for t in projector.state_tables))
-            rows = cur.execute(query, {"ids": to_load}).fetchone()[0]
+            rows = cur.execute(_load_sql(_state_tables(projector, names)), {"ids": to_load}).fetchone()[0]
         for table, table_rows in zip(projector.state_tables, from_json(rows, cache_strings="keys")):
             for row in table_rows:
                 state = states.get(row[table.stream_column])
@@ -158,22 +157,27 @@ def _batch_sql(floors: bool, tables: tuple[tuple[str, str], ...]) -> str:
     )
     if not tables:
         return query + ", NULL::text"
-    older = sql.SQL("(SELECT stream_id FROM e GROUP BY stream_id HAVING min(version) > 1)")
-    parts = sql.SQL(", ").join(
-        sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} IN {older})").format(
-            tbl=sql.Identifier(table), col=sql.Identifier(column), older=older)
-        for table, column in tables)
-    return query + ", " + sql.SQL("json_build_array({})::text").format(parts).as_string()
+    older = sql.SQL("IN (SELECT stream_id FROM e GROUP BY stream_id HAVING min(version) > 1)")
+    return query + ", " + _states_sql(tables, older).as_string() + "::text"
 
 
 @functools.lru_cache(maxsize=1024)
 def _load_sql(tables: tuple[tuple[str, str], ...]) -> str:
-    """json_build_array((SELECT json_agg(t) FROM table t WHERE stream = ANY(ids)), ...), per state table."""
-    parts = sql.SQL(", ").join(
-        sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} = ANY(%(ids)b))").format(
-            tbl=sql.Identifier(table), col=sql.Identifier(column))
-        for table, column in tables)
-    return sql.SQL("SELECT json_build_array({})::text").format(parts).as_string()
+    """The rows of the streams `%(ids)s`, as `_states_sql`."""
+    return (sql.SQL("SELECT ") + _states_sql(tables, sql.SQL("= ANY(%(ids)b)")) + sql.SQL("::text")).as_string()
+
+
+def _states_sql(tables: tuple[tuple[str, str], ...], streams: sql.Composable) -> sql.Composable:
+    """json_build_array((SELECT json_agg(t) FROM table t WHERE stream <streams>), ...), per state table."""
+    return sql.SQL("json_build_array({})").format(sql.SQL(", ").join(
+        sql.SQL("(SELECT coalesce(json_agg(t), '[]') FROM {tbl} t WHERE {col} {streams})").format(
+            tbl=sql.Identifier(table), col=sql.Identifier(column), streams=streams)
+        for table, column in tables))
+
+
+def _state_tables(projector: Projector, names: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(table name, stream column) of each of the projector's state tables, under `names`."""
+    return tuple((names[t.name], t.stream_column) for t in projector.state_tables)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -54,7 +54,7 @@ def catch_up_partition(projection: str, partition: int, position: int | None = N
     key = (projection, partition)
     with _coalesce:
         if key in _running:
-            _again[key] = _highest(_again.get(key), position) if key in _again else position
+            _again[key] = _highest(_again.get(key), position)
             return
         _running.add(key)
     try:

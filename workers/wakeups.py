@@ -62,7 +62,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-# How long a pending mark outlives a message that never arrives (a worker killed holding it).
+# How long a pending mark outlives a message that never arrives (its enqueue failed after the mark).
 PENDING_TTL_MS = 2000
 
 
