@@ -51,6 +51,43 @@ class EventType:
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()
 
+    def payload_json(self, payload: Mapping[str, Any] | BaseModel, envelope: Mapping[str, Any] | None = None) -> str:
+        """The payload validated against this type's model, as compact JSON text.
+
+        Defaults are filled in, unless the model sets `omit_unset_fields = True` (then only the
+        fields the writer gave are kept: an update stores just what changed). `envelope` holds
+        fields the store keeps in columns (an eventsourcing event's originator id and version):
+        validated with the payload, left out of the text. An invalid payload raises
+        InvalidEventPayload naming the offending field.
+        """
+        model = self.model
+        if type(payload) is not dict:  # a dict, the common case, needs neither check
+            if isinstance(payload, BaseModel):
+                if not envelope:
+                    if not isinstance(payload, model):
+                        raise InvalidEventPayload(
+                            f"{self.name} expects a {model.__name__}, got {type(payload).__name__}", field="payload"
+                        )
+                    return payload.model_dump_json(exclude_unset=self.omit_unset)
+                payload = payload.model_dump(mode="json")
+            elif not isinstance(payload, Mapping):
+                raise InvalidEventPayload(f"{self.name} payload must be an object", field="payload")
+        # The model's own pydantic-core validator and serialiser, called directly: what
+        # model_validate and model_dump_json call, at half their cost on the append path.
+        try:
+            instance = model.__pydantic_validator__.validate_python({**payload, **envelope} if envelope else payload)
+        except ValidationError as exc:
+            raise self._invalid(exc) from None
+        return model.__pydantic_serializer__.to_json(
+            instance, exclude=set(envelope) if envelope else None, exclude_unset=self.omit_unset
+        ).decode()
+
+    def _invalid(self, error: ValidationError) -> InvalidEventPayload:
+        """The first validation error, as an error naming the offending field."""
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "payload"
+        return InvalidEventPayload(f"{self.name} payload field {field!r}: {first['msg']}", field=f"payload.{field}")
+
 
 class EventTypeRegistry:
     """Type name -> current model, plus the upcasters that bring old versions up to it."""
@@ -90,10 +127,15 @@ class EventTypeRegistry:
         return decorate
 
     def get(self, name: str) -> EventType:
+        """The registered type `name`, or UnknownEventType."""
         try:
             return self._types[name]
         except KeyError:
             raise UnknownEventType(f"unknown event type {name!r}", field="type") from None
+
+    def find(self, name: str) -> EventType | None:
+        """The registered type `name`, or None."""
+        return self._types.get(name)
 
     def name_of(self, model: type) -> str | None:
         """The type name a model is registered under, or None."""
@@ -108,62 +150,11 @@ class EventTypeRegistry:
     def __iter__(self):
         return iter(self._types.values())
 
-    def validate(
-        self,
-        name: str,
-        payload: Mapping[str, Any] | BaseModel,
-        envelope: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The payload as clean JSON-able data, or an error naming the offending field.
-
-        Defaults are filled in, unless the model sets `omit_unset_fields = True` (then only
-        the fields the writer gave are kept: an update stores just what changed). `envelope` holds fields the store keeps in columns (an eventsourcing event's
-        originator id and version): validated with the payload, left out of the result.
-        """
-        model, exclude = self._validated(name, payload, envelope)
-        return model.model_dump(mode="json", exclude=exclude, exclude_unset=self.get(name).omit_unset)
-
-    def validate_json(
-        self,
-        name: str,
-        payload: Mapping[str, Any] | BaseModel,
-        envelope: Mapping[str, Any] | None = None,
+    def payload_json(
+        self, name: str, payload: Mapping[str, Any] | BaseModel, envelope: Mapping[str, Any] | None = None
     ) -> str:
-        """`validate`, but the payload as compact JSON text, serialised once by pydantic.
-
-        The event store's append path uses this: it is several times cheaper than dict + json.dumps.
-        """
-        model, exclude = self._validated(name, payload, envelope)
-        return model.model_dump_json(exclude=exclude, exclude_unset=self.get(name).omit_unset)
-
-    def _validated(
-        self,
-        name: str,
-        payload: Mapping[str, Any] | BaseModel,
-        envelope: Mapping[str, Any] | None,
-    ) -> tuple[BaseModel, set[str] | None]:
-        """The payload as an instance of its registered model, and the envelope fields to leave out."""
-        event_type = self.get(name)
-        if isinstance(payload, BaseModel) and not envelope:
-            if not isinstance(payload, event_type.model):
-                raise InvalidEventPayload(
-                    f"{name} expects a {event_type.model.__name__}, got {type(payload).__name__}",
-                    field="payload",
-                )
-            return payload, None
-        if isinstance(payload, BaseModel):
-            payload = payload.model_dump(mode="json")
-        if not isinstance(payload, Mapping):
-            raise InvalidEventPayload(f"{name} payload must be an object", field="payload")
-        try:
-            model = event_type.model.model_validate({**payload, **(envelope or {})})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "payload"
-            raise InvalidEventPayload(
-                f"{name} payload field {field!r}: {first['msg']}", field=f"payload.{field}"
-            ) from None
-        return model, set(envelope) if envelope else None
+        """`name`'s payload validated and as compact JSON text (see EventType.payload_json)."""
+        return self.get(name).payload_json(payload, envelope)
 
     def upcast(self, name: str, schema_version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Bring a stored payload up to the current schema version, one step at a time."""

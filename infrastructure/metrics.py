@@ -8,6 +8,7 @@ Updating one costs a lock and an addition: no I/O, no database round trip.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from prometheus_client import Counter, Histogram
 
@@ -41,6 +42,12 @@ CONFLICTS = Counter(
     "Appends refused because the stream was not at the expected version"
     " (including those the domain service retried by itself).",
 )
+
+
+@lru_cache(maxsize=256)
+def events_appended(stream_type: str) -> Counter:
+    """EVENTS_APPENDED for one stream type, looked up once: `labels()` costs a lock and a tuple per call."""
+    return EVENTS_APPENDED.labels(stream_type)
 
 
 def multiprocess_dir() -> str | None:

@@ -333,14 +333,12 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                 results.append(
                     store.append_on(
                         conn, stream_id, expected, events, metadata,
-                        stream_type=stream_type, log_name=self.log_name, notify=False,
+                        stream_type=stream_type, log_name=self.log_name,
                     )
                 )
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
         # Wake readers after the commit (a NOTIFY inside it would serialise committers).
-        if any(not r.duplicate for r in results):
-            store.notifier.poke(self.log_name)
-        store.committed([r for r in results if not r.duplicate])
+        store.committed(results, self.log_name)
         if not stored_events:
             return None
         positions = {

@@ -124,10 +124,11 @@ def test_old_schema_versions_are_upcast(notebook: Notebook, es_env: dict[str, st
     note_id = notebook.write("Plan", "v1")
     # An edit stored at schema version 1 (before `reason`), as an old deployment wrote it.
     with psycopg.connect(es_env["DATABASE_URL"]) as conn:
+        conn.execute("UPDATE streams SET version = 2 WHERE stream_id = %s", (str(note_id),))
         conn.execute(
-            "SELECT append_to_stream(%s, 'note', 1, ARRAY[%s]::uuid[], ARRAY['note.edited'],"
-            " ARRAY[1], ARRAY[%s::jsonb], '{}'::jsonb, 'Notebook')",
-            (str(note_id), uuid4(), '{"body": "old", "timestamp": "2024-01-01T00:00:00Z"}'),
+            "INSERT INTO events (event_id, stream_id, stream_type, version, type, schema_version, payload, log_name)"
+            " VALUES (%s, %s, 'note', 2, 'note.edited', 1, %s::jsonb, 'Notebook')",
+            (uuid4(), str(note_id), '{"body": "old", "timestamp": "2024-01-01T00:00:00Z"}'),
         )
     note = notebook.repository.get(note_id)
     assert note.body == "old"

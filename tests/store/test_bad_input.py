@@ -55,6 +55,8 @@ CASES = {
     "negative expected version": (lambda: ("note-1", -1, [note()], None), InvalidAppend, "expected_version"),
     "string expected version": (lambda: ("note-1", "2", [note()], None), InvalidAppend, "expected_version"),
     "bool expected version": (lambda: ("note-1", True, [note()], None), InvalidAppend, "expected_version"),
+    "false expected version": (lambda: ("note-9", False, [note()], None), InvalidAppend, "expected_version"),
+    "float expected version": (lambda: ("note-9", 0.0, [note()], None), InvalidAppend, "expected_version"),
     "actor type not allowed": (lambda: ("note-1", 2, [note()], {"actor_type": "robot"}),
                                InvalidAppend, "metadata.actor_type"),
     "metadata too large": (lambda: ("note-1", 2, [note()], {"note": "x" * 70_000}), InvalidAppend, "metadata"),
@@ -97,11 +99,13 @@ def test_wrong_expected_version(seeded: EventStore, fresh_database_url: str, exp
     assert seeded.append("note-1", 2, [note()]).position == before["events"][-1]["position"] + 1
 
 
-def test_stream_of_another_type_is_refused(seeded: EventStore, fresh_database_url: str) -> None:
+@pytest.mark.parametrize("expected", [ANY, 2])
+def test_stream_of_another_type_is_refused(seeded: EventStore, fresh_database_url: str, expected) -> None:
     before = table_state(fresh_database_url)
     with pytest.raises(InvalidAppend) as caught:
-        seeded.append("note-1", ANY, [note()], stream_type="document")
+        seeded.append("note-1", expected, [note(), note()], stream_type="document")
     assert caught.value.field == "stream_type"
+    assert "note-1 is a note stream, not a document stream" in str(caught.value)
     assert table_state(fresh_database_url) == before
 
 

@@ -76,11 +76,13 @@ def test_concurrent_identical_retries_write_once(store: EventStore, fresh_databa
     assert [(s["stream_id"], s["version"]) for s in state["streams"]] == [("note-1", 3)]
 
 
-def test_retry_inside_a_callers_transaction(store: EventStore, fresh_database_url: str) -> None:
+@pytest.mark.parametrize("expected", [NO_STREAM, ANY, 0])
+def test_retry_inside_a_callers_transaction(store: EventStore, fresh_database_url: str, expected) -> None:
     events = _events("a")
-    first = store.append("note-1", NO_STREAM, events)
+    first = store.append("note-1", expected, events)
     with store.transaction() as conn:
-        again = store.append_on(conn, "note-1", NO_STREAM, events)
+        again = store.append_on(conn, "note-1", expected, events)
+        # The caller's transaction goes on: the retry did not abort it.
         other = store.append_on(conn, "note-2", NO_STREAM, _events("b"))
     assert again.duplicate and again.positions == first.positions
     assert store.stream_version("note-2") == 1 and other.version == 1

@@ -96,7 +96,9 @@ def test_a_committed_append_sends_notify(store: EventStore, fresh_database_url: 
         listener.execute(f"LISTEN {CHANNEL}")
         if in_transaction:
             with store.transaction() as conn:
-                store.append_on(conn, "note-1", NO_STREAM, [note("a")], log_name="other-log")
+                result = store.append_on(conn, "note-1", NO_STREAM, [note("a")], log_name="other-log")
+                assert list(listener.notifies(timeout=0.2, stop_after=1)) == []  # not before the commit
+            store.committed([result], "other-log")
         else:
             store.append("note-1", NO_STREAM, [note("a")], log_name="other-log")
         got = list(listener.notifies(timeout=20, stop_after=1))
