@@ -21,6 +21,7 @@ from infrastructure.db import create_pool
 from infrastructure.migrations import migrate
 
 LOCAL_URL = "postgresql://127.0.0.1:5432/postgres"
+APP_ROLE = "chronicle_app"  # created by schema/0006_roles.sql
 
 
 def _server_url(tmp_root: Path) -> str:
@@ -54,9 +55,28 @@ def admin_url() -> Iterator[str]:
         yield _server_url(Path(tmp))
 
 
+def _app_role_exists(admin_url: str) -> bool:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is not None
+
+
+def _drop_app_role(admin_url: str) -> None:
+    """Drop the cluster-wide role migrations create, unless databases of another run still use it."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        try:
+            conn.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")
+        except psycopg.errors.DependentObjectsStillReferenced:
+            pass  # another test run (or a deployment on this server) still grants to it
+
+
 @pytest.fixture(scope="session")
 def template_dbname(admin_url: str) -> Iterator[str]:
-    """A migrated database that fresh test databases are copied from."""
+    """A migrated database that fresh test databases are copied from.
+
+    Migration 0006 creates the cluster-wide role chronicle_app; a run that created it drops it
+    at the end, once every test database is gone, so the run leaves nothing behind.
+    """
+    role_was_there = _app_role_exists(admin_url)
     name = f"chronicle_test_{uuid.uuid4().hex[:10]}_template"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -65,6 +85,8 @@ def template_dbname(admin_url: str) -> Iterator[str]:
         yield name
     finally:
         _drop(admin_url, name)
+        if not role_was_there:
+            _drop_app_role(admin_url)
 
 
 @contextmanager
