@@ -23,13 +23,12 @@ from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import get_topic
 from infrastructure.errors import InvalidAppend, InvalidEventPayload
 from infrastructure.event_store import NewEvent
+from infrastructure.eventsourcing_mapper import payload_from_state, state_from_payload
 from infrastructure.persistence import (
     ChronicleApplicationRecorder,
     ChronicleTrackingRecorder,
     CommandEvent,
     UnreadablePayloadSettings,
-    payload_from_state,
-    state_from_payload,
 )
 from tests.persistence.models import Dog, DogSchool, Note, Notebook, OtherSchool
 

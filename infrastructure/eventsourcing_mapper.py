@@ -1,0 +1,174 @@
+"""Domain events <-> the library's stored events, whose state is kept as a readable jsonb payload.
+
+Chronicle refuses ciphers and compressors: auditors read payloads in the `events` table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from domain.event_types import EventTypeRegistry
+from domain.event_types import registry as default_registry
+from eventsourcing.domain import DomainEventProtocol, HasOriginatorIDVersion
+from eventsourcing.persistence import (
+    Cipher,
+    Compressor,
+    InfrastructureFactoryError,
+    Mapper,
+    MapperDeserialisationError,
+    StoredEvent,
+    Transcoder,
+    find_id_convertor,
+)
+from eventsourcing.utils import get_topic, resolve_topic
+
+# A payload that is not a JSON object is kept, base64-encoded, under this one key.
+BYTES_KEY = "_bytes_"
+# Columns, not payload: the originator id and version of an eventsourcing event.
+ENVELOPE = ("originator_id", "originator_version")
+
+
+class UnreadablePayloadSettings(InfrastructureFactoryError, ValueError):
+    """A cipher or compressor was configured: it would turn payloads into unreadable bytes."""
+
+
+@dataclass(frozen=True)
+class ChronicleStoredEvent(StoredEvent):
+    """A StoredEvent that may carry the domain event's own id, so a re-sent save is idempotent."""
+
+    event_id: UUID | None = None
+
+
+# -- payloads: bytes <-> jsonb ---------------------------------------------------------------
+
+
+def payload_from_state(state: bytes) -> dict[str, Any]:
+    """The jsonb payload for a stored event's state: the JSON object itself when it is one.
+
+    Anything else (not UTF-8, not an object, NaN, NUL characters jsonb refuses) is kept
+    base64-encoded under `_bytes_`, so every state round-trips.
+    """
+    try:
+        text = state.decode("utf-8")
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError):
+        value = None
+    else:
+        if "\\u0000" in text:
+            value = None
+    if isinstance(value, dict) and set(value) != {BYTES_KEY}:
+        return value
+    return {BYTES_KEY: base64.b64encode(state).decode("ascii")}
+
+
+def state_from_payload(payload: dict[str, Any]) -> bytes:
+    """The stored event's state for a jsonb payload: the inverse of payload_from_state."""
+    if set(payload) == {BYTES_KEY} and isinstance(payload[BYTES_KEY], str):
+        return base64.b64decode(payload[BYTES_KEY])
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _id_text(originator_id: UUID | str) -> str:
+    return str(originator_id)
+
+
+# -- the mapper -------------------------------------------------------------------------------
+
+
+class ChronicleMapper(Mapper[Any]):
+    """Domain events <-> stored events whose state is a clean JSON object (stored as jsonb).
+
+    Registered pydantic events use their stable type name; other events their topic.
+    """
+
+    def __init__(
+        self,
+        transcoder: Transcoder,
+        compressor: Compressor | None = None,
+        cipher: Cipher | None = None,
+        registry: EventTypeRegistry = default_registry,
+    ) -> None:
+        refuse_unreadable_payloads(cipher, compressor)
+        super().__init__(transcoder=transcoder)
+        self.registry = registry
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
+        """A pydantic event as its JSON dump; any other as the library's transcoded state."""
+        event_id = getattr(domain_event, "event_id", None)
+        if isinstance(domain_event, BaseModel):
+            topic = self.registry.name_of(type(domain_event)) or get_topic(type(domain_event))
+            state = domain_event.model_dump(mode="json", exclude=set(ENVELOPE))
+            data = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        else:
+            stored = super().to_stored_event(domain_event)
+            topic, data = stored.topic, stored.state
+        return ChronicleStoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=topic,
+            state=data,
+            event_id=event_id if isinstance(event_id, UUID) else None,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
+        """The event class for a type name or topic, built from the (upcast) payload."""
+        if stored_event.topic in self.registry:
+            cls: type = self.registry.get(stored_event.topic).model
+        else:
+            cls = resolve_topic(stored_event.topic)
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            try:
+                data = json.loads(stored_event.state)
+                data["originator_id"] = _id_text(stored_event.originator_id)
+                data["originator_version"] = stored_event.originator_version
+                return cast(DomainEventProtocol[Any], cls.model_validate(data))
+            except ValueError as exc:
+                raise MapperDeserialisationError(
+                    f"stored event {stored_event.topic} {stored_event.originator_id}"
+                    f" v{stored_event.originator_version} does not fit {cls.__name__}: {exc}"
+                ) from exc
+        return super().to_domain_event(_fit_originator_id(cls, stored_event))
+
+
+def _fit_originator_id(cls: type, stored_event: StoredEvent) -> StoredEvent:
+    """The stored event with a str originator id where the event class wants str ids.
+
+    Notifications carry a UUID for any UUID-shaped stream id; a str-id aggregate wants text.
+    """
+    if isinstance(stored_event.originator_id, UUID):
+        wants_str = False
+        if isinstance(cls, type) and issubclass(cls, HasOriginatorIDVersion):
+            wants_str = cls.originator_id_type is str
+        else:
+            try:
+                wants_str = find_id_convertor(cls, cast(Hashable, str)).__name__ == "pass_through_convertor"
+            except TypeError:
+                wants_str = False
+        if wants_str:
+            return StoredEvent(
+                str(stored_event.originator_id), stored_event.originator_version,
+                stored_event.topic, stored_event.state,
+            )
+    return stored_event
+
+
+def refuse_unreadable_payloads(cipher: Cipher | None, compressor: Compressor | None) -> None:
+    """Refuse ciphers and compressors: Chronicle's payloads are jsonb auditors must read."""
+    if cipher is not None or compressor is not None:
+        what = " and ".join(n for n, v in (("a cipher", cipher), ("a compressor", compressor)) if v)
+        raise UnreadablePayloadSettings(
+            f"Chronicle stores event payloads as readable jsonb, so {what} cannot be used:"
+            " unset CIPHER_TOPIC, CIPHER_KEY and COMPRESSOR_TOPIC"
+            " (encrypt the database volume or sensitive fields instead)"
+        )

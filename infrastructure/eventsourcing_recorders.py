@@ -1,0 +1,478 @@
+"""The eventsourcing library's recorders on Chronicle's store: events, snapshots, tracking.
+
+One ChronicleDatastore (a pool and an EventStore) is shared by a factory's recorders.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+from uuid import UUID, uuid4
+
+import psycopg
+import psycopg_pool
+
+from domain.event_types import EventTypeRegistry
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    ListenNotifySubscription,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    ProcessRecorder,
+    ProgrammingError,
+    StoredEvent,
+    Subscription,
+    Tracking,
+    TrackingRecorder,
+)
+from eventsourcing.utils import TopicError, resolve_topic
+from infrastructure import metrics
+from infrastructure.config import Settings
+from infrastructure.db import connect, create_pool
+from infrastructure.errors import ConcurrencyConflict, EventIdReused
+from infrastructure.event_store import DEFAULT_LOG, NOTIFY_CHANNEL, AppendResult, EventStore, NewEvent
+from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
+
+# The stream type of events with no registered model (the library's own event classes).
+LIBRARY_STREAM_TYPE = "eventsourcing"
+# Larger than any stream version: the open upper end of a version range.
+MAX_VERSION = 2**63 - 1
+
+
+class CommandEvent(NamedTuple):
+    """Where one event a command appended landed: its stream, version and log position."""
+
+    stream_id: str
+    version: int
+    position: int
+
+
+def _version_bounds(gt: int | None, lte: int | None) -> tuple[int, int]:
+    """(gt, lte] with open ends filled in, so the query is always an index range.
+
+    A `(%s IS NULL OR ...)` condition makes a prepared statement's generic plan walk the
+    whole stream, so reads would cost time in proportion to the stream's length.
+    """
+    return (-1 if gt is None else gt, MAX_VERSION if lte is None else lte)
+
+
+def _id_value(stream_id: str) -> UUID | str:
+    """A stream id as the library expects it: a UUID when it is one, else the text."""
+    try:
+        value = UUID(stream_id)
+    except ValueError:
+        return stream_id
+    return value if str(value) == stream_id else stream_id
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Raise the library's persistence errors for database and store errors.
+
+    A version clash (ConcurrencyConflict, a reused event id, a unique violation) becomes
+    IntegrityError, so the library's optimistic concurrency holds.
+    """
+    try:
+        yield
+    except (ConcurrencyConflict, EventIdReused) as exc:
+        raise IntegrityError(str(exc)) from exc
+    except psycopg_pool.PoolTimeout as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.IntegrityError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.InterfaceError as exc:
+        raise InterfaceError(str(exc)) from exc
+    except psycopg.DataError as exc:
+        raise DataError(str(exc)) from exc
+    except psycopg.ProgrammingError as exc:
+        raise ProgrammingError(str(exc)) from exc
+    except psycopg.DatabaseError as exc:
+        raise DatabaseError(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise PersistenceError(str(exc)) from exc
+
+
+# -- the datastore ----------------------------------------------------------------------------
+
+
+class ChronicleDatastore:
+    """One connection pool and one EventStore, shared by a factory's recorders."""
+
+    def __init__(self, url: str, settings: Settings, registry: EventTypeRegistry, *, name: str) -> None:
+        self.url = url
+        self.settings = settings
+        self.registry = registry
+        self.pool = create_pool(url, settings, name=name[:60])
+        self.store = EventStore(self.pool, registry, settings, accept_unregistered_types=True)
+        self._stored_types: dict[str, str] = {}
+
+    def stored_type(self, topic: str) -> str:
+        """The `type` column for a topic: a registered model's stable name, else the topic.
+
+        Lets projections filter by either the Python topic or the stable name.
+        """
+        if topic in self.registry:
+            return topic
+        known = self._stored_types.get(topic)
+        if known is None:
+            known = topic
+            if ":" in topic:
+                try:
+                    known = self.registry.name_of(resolve_topic(topic)) or topic
+                except (TopicError, ImportError, AttributeError):
+                    known = topic
+            self._stored_types[topic] = known
+        return known
+
+    def payload_to_state(self, type_name: str, schema_version: int, payload: dict[str, Any]) -> bytes:
+        """A stored payload as the library's state bytes, upcast to its current schema."""
+        _, payload = self.registry.upcast(type_name, schema_version, payload)
+        return state_from_payload(payload)
+
+    def close(self) -> None:
+        """Release the pool's connections."""
+        self.pool.close()
+
+
+class _ChronicleRecorder:
+    """What every Chronicle recorder knows: its datastore, its log and its tracker name."""
+
+    def __init__(
+        self, datastore: ChronicleDatastore, *, log_name: str = DEFAULT_LOG, tracker: str = DEFAULT_LOG
+    ) -> None:
+        self.datastore = datastore
+        self.log_name = log_name
+        self.tracker = tracker
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in one transaction (dict rows), with the library's errors.
+
+        Materialised views write their rows and `insert_tracking_on` in one of these.
+        """
+        with library_errors(), self.datastore.store.transaction() as conn:
+            yield conn
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+
+class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
+    """Aggregate snapshots in the `snapshots` table: a cache of state at a version, as jsonb."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Record snapshots, all or nothing; an existing (stream, version) is an IntegrityError."""
+        if not stored_events:
+            return None
+        rows = [
+            (self.log_name, _id_text(e.originator_id), e.originator_version, e.topic,
+             json.dumps(payload_from_state(e.state), separators=(",", ":")))
+            for e in stored_events
+        ]
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO snapshots (log_name, stream_id, version, type, state)"
+                " VALUES (%s, %s, %s, %s, %s::jsonb)",
+                rows,
+            )
+        return None
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """Snapshots of one aggregate between versions; the newest first with desc=True."""
+        order = "DESC" if desc else "ASC"
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # One aggregate's snapshots in (gt, lte], in version order.
+                "SELECT version, type, state FROM snapshots"
+                " WHERE log_name = %s AND stream_id = %s"
+                " AND version > %s AND version <= %s"
+                f" ORDER BY version {order} LIMIT %s",
+                (self.log_name, _id_text(originator_id), *_version_bounds(gt, lte), limit),
+            ).fetchall()
+        return [
+            StoredEvent(originator_id, row["version"], row["type"], state_from_payload(row["state"]))
+            for row in rows
+        ]
+
+
+# -- the application recorder -----------------------------------------------------------------
+
+
+class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
+    """An application's events in Chronicle's `events` table, its notification log = `log_name`."""
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Append a save's events, all aggregates in one transaction; return their positions.
+
+        Keyword arguments of `save()` (actor_id, actor_type, session_id, correlation_id,
+        causation_id, command_id, ...) land in every event's metadata.
+        """
+        tracking: Tracking | None = kwargs.pop("tracking", None)
+        metadata = {k: (str(v) if isinstance(v, UUID) else v) for k, v in kwargs.items() if v is not None}
+        appends = self._appends(stored_events)
+        if not appends and tracking is None:
+            return None
+        store = self.datastore.store
+        results: list[AppendResult] = []
+        started = time.perf_counter()
+        with self.transaction() as conn:
+            self._before_appends(conn, tracking)
+            for stream_id, expected, events, stream_type in appends:
+                results.append(
+                    store.append_on(
+                        conn, stream_id, expected, events, metadata,
+                        stream_type=stream_type, log_name=self.log_name,
+                    )
+                )
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+        # Wake readers after the commit (a NOTIFY inside it would serialise committers).
+        store.committed(results, self.log_name)
+        if not stored_events:
+            return None
+        positions = {
+            (r.stream_id, r.first_version + i): p for r in results for i, p in enumerate(r.positions)
+        }
+        return [positions[(_id_text(e.originator_id), e.originator_version)] for e in stored_events]
+
+    def _before_appends(self, conn: psycopg.Connection[Any], tracking: Tracking | None) -> None:
+        """Hook: the process recorder records its tracking here, in the same transaction."""
+
+    def _appends(
+        self, stored_events: Sequence[StoredEvent]
+    ) -> list[tuple[str, int, list[NewEvent], str]]:
+        """Group events by stream: (stream id, expected version, events, stream type) each."""
+        groups: dict[str, list[StoredEvent]] = {}
+        for event in stored_events:
+            groups.setdefault(_id_text(event.originator_id), []).append(event)
+        appends = []
+        registry = self.datastore.registry
+        for stream_id, events in groups.items():
+            first = events[0].originator_version
+            versions = [e.originator_version for e in events]
+            if versions != list(range(first, first + len(events))):
+                raise IntegrityError(
+                    f"stream {stream_id}: versions {versions} must follow on without gaps or repeats"
+                )
+            if first < 1:
+                raise DataError(f"stream {stream_id}: Chronicle streams start at version 1, not {first}")
+            stream_type = next(
+                (registry.get(e.topic).stream_type for e in events if e.topic in registry),
+                LIBRARY_STREAM_TYPE,
+            )
+            new_events = []
+            for e in events:
+                envelope = (
+                    {"originator_id": stream_id, "originator_version": e.originator_version}
+                    if e.topic in registry
+                    else None
+                )
+                event_id = getattr(e, "event_id", None) or uuid4()
+                new_events.append(NewEvent(e.topic, payload_from_state(e.state), event_id, envelope))
+            appends.append((stream_id, first - 1, new_events, stream_type))
+        return appends
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One aggregate's events in (gt, lte], in version order (newest first with desc=True)."""
+        order = "DESC" if desc else "ASC"
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # A stream of this application's log, by the (stream_id, version) key.
+                "SELECT version, type, schema_version, payload FROM events"
+                " WHERE stream_id = %s AND log_name = %s"
+                " AND version > %s AND version <= %s"
+                f" ORDER BY version {order} LIMIT %s",
+                (_id_text(originator_id), self.log_name, *_version_bounds(gt, lte), limit),
+            ).fetchall()
+        to_state = self.datastore.payload_to_state
+        return [
+            StoredEvent(
+                originator_id, row["version"], row["type"],
+                to_state(row["type"], row["schema_version"], row["payload"]),
+            )
+            for row in rows
+        ]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """This log's events from `start` (a position), gap-free, filtered by topic or type name.
+
+        Notification ids are global positions: increasing, not contiguous.
+        """
+        after = 0 if start is None else (start - 1 if inclusive_of_start else start)
+        types = [self.datastore.stored_type(t) for t in topics] if topics else None
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # read_log returns only events at or below the safe position.
+                "SELECT position, stream_id, version, type, schema_version, payload"
+                " FROM read_log(%s, %s, %s, %s)",
+                (after, limit, types, self.log_name),
+            ).fetchall()
+        to_state = self.datastore.payload_to_state
+        return [
+            Notification(
+                originator_id=_id_value(row["stream_id"]),
+                originator_version=row["version"],
+                topic=row["type"],
+                state=to_state(row["type"], row["schema_version"], row["payload"]),
+                id=row["position"],
+            )
+            for row in rows
+            if stop is None or row["position"] <= stop
+        ]
+
+    def max_notification_id(self) -> int | None:
+        """The newest position in this log that readers can see, None for an empty log."""
+        with library_errors(), self.datastore.pool.connection() as conn:
+            row = conn.execute(
+                # Bounded by the safe position, like select_notifications.
+                "SELECT max(position) AS max FROM events"
+                " WHERE log_name = %s AND position <= safe_position()",
+                (self.log_name,),
+            ).fetchone()
+        return row["max"]
+
+    def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
+        """Notifications after `gt`, then new ones as they commit (LISTEN/NOTIFY)."""
+        return ChronicleSubscription(self, gt=gt, topics=topics)
+
+    def find_command(self, command_id: str | UUID) -> list[CommandEvent]:
+        """The events a command appended to this log, in position order; empty if none.
+
+        The domain's service answers a repeated command id from this instead of appending.
+        """
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                # Served by events_command_idx.
+                "SELECT stream_id, version, position FROM events"
+                " WHERE metadata->>'command_id' = %s AND log_name = %s ORDER BY position",
+                (str(command_id), self.log_name),
+            ).fetchall()
+        return [CommandEvent(r["stream_id"], r["version"], r["position"]) for r in rows]
+
+
+class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorder]):
+    """Pulls notifications after each NOTIFY on `chronicle_events`, and once a second.
+
+    Any log's commit may free the safe position, and an aborted append frees it without a
+    NOTIFY: so every notification, and a periodic tick, wakes the pull.
+    """
+
+    POLL_SECONDS = 1.0
+
+    def __init__(
+        self, recorder: ChronicleApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()
+    ) -> None:
+        datastore = recorder.datastore
+        # LISTEN before the first pull, so nothing committed in between is missed.
+        self._listen_conn = connect(datastore.url, datastore.settings)
+        self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        super().__init__(recorder=recorder, gt=gt, topics=topics)
+        self._listen_thread = threading.Thread(target=self._listen, daemon=True)
+        self._listen_thread.start()
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._listen_thread.join()
+
+    def _listen(self) -> None:
+        ticks = 0
+        try:
+            with self._listen_conn as conn:
+                while not self._has_been_stopped and not self._thread_error:
+                    for _ in conn.notifies(timeout=0.1, stop_after=1):
+                        self._has_been_notified.set()
+                    ticks += 1
+                    if ticks * 0.1 >= self.POLL_SECONDS:
+                        ticks = 0
+                        self._has_been_notified.set()
+        except BaseException as exc:  # noqa: BLE001 - surfaced to the iterating thread
+            if self._thread_error is None:
+                self._thread_error = exc
+            self.stop()
+
+
+# -- tracking ---------------------------------------------------------------------------------
+
+
+class ChronicleTrackingRecorder(_ChronicleRecorder, TrackingRecorder):
+    """How far `tracker` (a projection or process) has processed each upstream log."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        """Record a position; one at or below the recorded one is an IntegrityError."""
+        with self.transaction() as conn:
+            self.insert_tracking_on(conn, tracking)
+
+    def insert_tracking_on(self, conn: psycopg.Connection[Any], tracking: Tracking) -> None:
+        """`insert_tracking` in the caller's transaction, with the view's own rows."""
+        row = conn.execute(
+            # Moves forward only: no row back means the position was already processed.
+            "INSERT INTO tracking AS t (tracker, application_name, notification_id)"
+            " VALUES (%s, %s, %s)"
+            " ON CONFLICT (tracker, application_name) DO UPDATE"
+            " SET notification_id = EXCLUDED.notification_id, updated_at = now()"
+            " WHERE t.notification_id < EXCLUDED.notification_id"
+            " RETURNING notification_id",
+            (self.tracker, tracking.application_name, tracking.notification_id),
+        ).fetchone()
+        if row is None:
+            raise IntegrityError(
+                f"{self.tracker} has already processed {tracking.application_name}"
+                f" notification {tracking.notification_id}"
+            )
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        """The last position of `application_name` this tracker processed, None if none."""
+        with library_errors(), self.datastore.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT notification_id FROM tracking WHERE tracker = %s AND application_name = %s",
+                (self.tracker, application_name),
+            ).fetchone()
+        return row["notification_id"] if row else None
+
+
+class ChronicleProcessRecorder(ChronicleTrackingRecorder, ChronicleApplicationRecorder, ProcessRecorder):
+    """A process application's new events and its tracking record, in one transaction."""
+
+    def _before_appends(self, conn: psycopg.Connection[Any], tracking: Tracking | None) -> None:
+        if tracking is not None:
+            self.insert_tracking_on(conn, tracking)
