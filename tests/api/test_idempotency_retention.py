@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from api.middleware import _claim, _complete, prune_idempotency_keys
@@ -49,3 +51,30 @@ def test_pruning_deletes_only_expired_responses(pool):
             "SELECT idempotency_key FROM idempotency_keys ORDER BY 1").fetchall()]
     assert left == ["key-3", "key-4"]
     assert prune_idempotency_keys(pool, DAY) == 0
+
+
+def test_the_api_prunes_expired_responses_while_it_runs(fresh_database_url, settings, pool, monkeypatch):
+    """The API's own loop, not just the function it calls: started with the app, run every PRUNE_SECONDS."""
+    import api.app
+
+    for n in range(2):
+        assert _claim(pool, "k1", f"key-{n}", "h", "POST", "/v1/chains", DAY) is None
+        _complete(pool, "k1", f"key-{n}", 201, {}, b"{}")
+    _age(pool, "key-0", 30)
+    monkeypatch.setattr(api.app, "PRUNE_SECONDS", 0.05)
+    app = api.app.create_app(fresh_database_url, settings, broker="absent")
+
+    def stored_keys() -> list[str]:
+        with pool.connection() as conn:
+            return [r["idempotency_key"] for r in conn.execute(
+                "SELECT idempotency_key FROM idempotency_keys ORDER BY 1").fetchall()]
+
+    async def run_app_until_pruned() -> list[str]:
+        async with app.router.lifespan_context(app):  # the app's start and stop, as uvicorn runs them
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if (left := stored_keys()) == ["key-1"]:
+                    break
+        return left
+
+    assert asyncio.run(run_app_until_pruned()) == ["key-1"]
