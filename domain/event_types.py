@@ -150,12 +150,6 @@ class EventTypeRegistry:
     def __iter__(self):
         return iter(self._types.values())
 
-    def payload_json(
-        self, name: str, payload: Mapping[str, Any] | BaseModel, envelope: Mapping[str, Any] | None = None
-    ) -> str:
-        """`name`'s payload validated and as compact JSON text (see EventType.payload_json)."""
-        return self.get(name).payload_json(payload, envelope)
-
     def upcast(self, name: str, schema_version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Bring a stored payload up to the current schema version, one step at a time."""
         if name not in self._types:
