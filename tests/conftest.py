@@ -65,7 +65,7 @@ def _drop_app_role(admin_url: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         try:
             conn.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")
-        except psycopg.errors.DependentObjectsStillReferenced:
+        except psycopg.errors.DependentObjectsStillExist:
             pass  # another test run (or a deployment on this server) still grants to it
 
 
