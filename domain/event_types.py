@@ -150,6 +150,10 @@ class EventTypeRegistry:
     def __iter__(self):
         return iter(self._types.values())
 
+    def schema_versions(self) -> dict[str, int]:
+        """The current schema version of every registered type, for readers that upcast many events."""
+        return {name: t.schema_version for name, t in self._types.items()}
+
     def upcast(self, name: str, schema_version: int, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Bring a stored payload up to the current schema version, one step at a time."""
         if name not in self._types:

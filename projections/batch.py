@@ -3,6 +3,7 @@
 The handlers run in Python over the rows of the batch's streams; the rows they change are
 written back with DELETE ... = ANY and INSERT ... FROM jsonb_populate_recordset. JSON goes
 through pydantic-core's parser and serialiser, several times faster than the json module's.
+The events themselves come from infrastructure.partition_reads, the projections' one way into the log.
 """
 
 from __future__ import annotations
@@ -31,35 +32,6 @@ class HandlerFailure(Exception):
         self.error = error
 
 
-EVENT_COLUMNS = (
-    "position, event_id::text, stream_id, version, type, payload, metadata,"
-    " to_json(recorded_at) #>> '{}' AS recorded_at"  # the text to_jsonb gives a timestamptz
-)
-
-
-# Held partitions start at their own checkpoint; the floor of any other partition is `upto`.
-_FLOORS = " AND position > (%(floors)s::bigint[])[projection_partition(stream_id, %(partitions)s) + 1]"
-
-
-def read_events(
-    conn: psycopg.Connection, projector: Projector, after: int, upto: int, limit: int,
-    floors: Sequence[int] | None = None, names: Mapping[str, str] | None = None,
-) -> tuple[list[Event], str | None]:
-    """The projector's events in (after, upto], in position order; with `names`, their streams' rows too.
-
-    `floors`, one per partition, skips each partition's events at or below its floor; None reads all.
-    With `names` (the state tables to read), the second value is the `load_states` JSON of every
-    stream whose first event in the batch is not its first: one round trip instead of two.
-    """
-    params: dict[str, Any] = {"after": after, "upto": upto, "types": list(projector.stream_types), "limit": limit}
-    if floors is not None:
-        params.update(floors=list(floors), partitions=len(floors))
-    tables = _state_tables(projector, names) if names else ()
-    events, rows = conn.cursor(row_factory=tuple_row).execute(
-        _batch_sql(floors is not None, tables), params).fetchone()
-    return [Event(*row) for row in from_json(events, cache_strings="keys")], rows
-
-
 def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
     cols = _COLUMNS.get(table)
     if cols is None:
@@ -72,12 +44,12 @@ def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
 
 def load_states(
     cur: psycopg.Cursor, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
-    known: Mapping[str, StreamState] | None = None, rows: str | None = None,
+    known: Mapping[str, StreamState] | None = None,
 ) -> dict[str, StreamState]:
     """The current rows of every stream in the batch (streams created in it, or `known`, need no load).
 
     `known` holds states this run committed in earlier batches. One statement and one JSON
-    decode for all the projector's state tables; none if `read_events` brought the `rows`.
+    decode for all the projector's state tables.
     """
     states: dict[str, StreamState] = {}
     to_load: list[str] = []
@@ -93,12 +65,11 @@ def load_states(
             if e.version > 1:
                 to_load.append(e.stream_id)
     if to_load:
-        if rows is None:
-            rows = cur.execute(_load_sql(_state_tables(projector, names)), {"ids": to_load}).fetchone()[0]
+        rows = cur.execute(_load_sql(_state_tables(projector, names)), {"ids": to_load}).fetchone()[0]
         for table, table_rows in zip(projector.state_tables, from_json(rows, cache_strings="keys")):
             for row in table_rows:
                 state = states.get(row[table.stream_column])
-                if state is not None:  # (read with the events: a parked stream's rows are not needed)
+                if state is not None:
                     state.tables[table.name][row[table.key] if table.key else None] = row
     return states
 
@@ -143,23 +114,6 @@ def _upsert(cur: psycopg.Cursor, table: str, conflict: Sequence[str], rows: list
 
 # The statements are composed once per table and kept as text: psycopg caches the parsing of a
 # text query, not of a Composed one, and rendering one costs more than running a small batch.
-
-@functools.lru_cache(maxsize=1024)
-def _batch_sql(floors: bool, tables: tuple[tuple[str, str], ...]) -> str:
-    """A batch of events as one JSON document (one C-speed decode instead of two jsonb loads per
-    event); with `tables`, the rows of the batch's streams that existed before it, as `_load_sql`."""
-    query = (
-        "WITH e AS (SELECT * FROM events WHERE position > %(after)s AND position <= %(upto)s"
-        "           AND stream_type = ANY(%(types)s)" + (_FLOORS if floors else "") +
-        "           ORDER BY position LIMIT %(limit)s)"
-        " SELECT (SELECT coalesce(json_agg(json_build_array(position, event_id, stream_id, version, type,"
-        "                payload, metadata, recorded_at) ORDER BY position), '[]') FROM e)::text"
-    )
-    if not tables:
-        return query + ", NULL::text"
-    older = sql.SQL("IN (SELECT stream_id FROM e GROUP BY stream_id HAVING min(version) > 1)")
-    return query + ", " + _states_sql(tables, older).as_string() + "::text"
-
 
 @functools.lru_cache(maxsize=1024)
 def _load_sql(tables: tuple[tuple[str, str], ...]) -> str:
@@ -207,17 +161,16 @@ def _upsert_sql(table: str, conflict: tuple[str, ...], keep: tuple[str, ...] | N
 
 def apply_events(
     conn: psycopg.Connection, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
-    known: Mapping[str, StreamState] | None = None, rows: str | None = None,
+    known: Mapping[str, StreamState] | None = None,
 ) -> dict[str, StreamState]:
     """Run the handlers over `events` and write the result, inside the caller's transaction.
 
-    Returns the batch's stream states; `known` are states committed earlier (changed in place),
-    `rows` the streams' rows if `read_events` read them.
+    Returns the batch's stream states; `known` are states committed earlier (changed in place).
     """
     if not events:
         return {}
     cur = conn.cursor(row_factory=tuple_row)
-    states = load_states(cur, projector, events, names, known, rows)
+    states = load_states(cur, projector, events, names, known)
     out = Output()
     for e in events:
         handler = projector.handlers.get(e.type)

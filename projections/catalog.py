@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import domain.agent  # noqa: F401 - the aggregates register the event types the projectors
+import domain.chain  # noqa: F401   read, so a batch upcasts payloads stored under older versions
+import domain.document  # noqa: F401
 from projections import agents, chains, documents
 from projections.model import Projector
 

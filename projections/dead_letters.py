@@ -12,10 +12,10 @@ from datetime import datetime
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from projections.batch import EVENT_COLUMNS, apply_events
+from infrastructure.partition_reads import read_positions
+from projections.batch import apply_events
 from projections.catalog import get_projector
 from projections.engine import _event_error, live_names
-from projections.model import Event
 from projections.partitioning import lock_key
 
 
@@ -62,14 +62,12 @@ def _retry_stream(conn: psycopg.Connection, projection: str, stream_id: str) -> 
     """Apply one stream's parked events in order; True if they all went through."""
     projector = get_projector(projection)
     rows = conn.execute(
-        f"SELECT d.id, x.* FROM dead_letter d CROSS JOIN LATERAL"  # noqa: S608 - constant text
-        f" (SELECT {EVENT_COLUMNS} FROM events e WHERE e.position = d.position) x"
-        " WHERE d.projection = %s AND d.stream_id = %s AND d.status = 'parked' AND NOT d.shadow"
-        " ORDER BY d.position", (projection, stream_id)).fetchall()
+        "SELECT id, position FROM dead_letter WHERE projection = %s AND stream_id = %s"
+        " AND status = 'parked' AND NOT shadow ORDER BY position", (projection, stream_id)).fetchall()
     if not rows:
         return True
-    ids = [r.pop("id") for r in rows]
-    events = [Event(*r.values()) for r in rows]
+    ids = [r["id"] for r in rows]
+    events = read_positions(conn, [r["position"] for r in rows])
     try:
         with conn.transaction():
             apply_events(conn, projector, events, live_names(projector))

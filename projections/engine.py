@@ -16,7 +16,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from infrastructure.logs import batch_context
-from projections.batch import HandlerFailure, apply_events, read_events
+from infrastructure.partition_reads import NO_POSITION, has_events, read_batch
+from projections.batch import HandlerFailure, apply_events
 from projections.model import Event, Projector, StreamState
 from projections.partitioning import lock_key, partition_of, projection_key
 from infrastructure.config import get_settings
@@ -96,8 +97,15 @@ class Job:
     known: dict[str, StreamState] = field(default_factory=dict)
     applied: dict[str, StreamState] = field(default_factory=dict)
 
-    def keep(self) -> None:
-        """The open batch committed: its stream states are the rows now stored."""
+    def committed(self, position: int, count: int) -> None:
+        """The open batch committed up to `position`: move the checkpoints and keep its stream states.
+
+        Only here, after the commit, does the run's idea of its checkpoints move: a batch that
+        failed anywhere (handler, write or commit) leaves them where the database has them.
+        """
+        self.done += count
+        if self.rebuild_id is None:
+            self.positions = {k: max(p, position) for k, p in self.positions.items()}
         if len(self.known) + len(self.applied) > MAX_KNOWN_STREAMS:
             self.known.clear()
         self.known.update(self.applied)
@@ -133,21 +141,23 @@ class Job:
         return [self.positions.get(k, upto) for k in range(self.partitions)]
 
     def save(self, conn: psycopg.Connection, position: int, count: int) -> None:
-        """Store the checkpoints (and, for a rebuild, its progress) in the batch's transaction."""
-        self.done += count
+        """Store the checkpoints (and, for a rebuild, its progress) in the batch's transaction.
+
+        Nothing moves in memory until the transaction commits (`committed`).
+        """
         if self.rebuild_id is None:
             # A partition already past `position` (its events were skipped) keeps its checkpoint.
             conn.execute(
                 "UPDATE projection_checkpoint SET position = greatest(position, %s), updated_at = clock_timestamp()"
                 " WHERE projection = %s AND partition = ANY(%s)", (position, self.projector.name, list(self.held)))
-            self.positions = {k: max(p, position) for k, p in self.positions.items()}
             return
-        rate = self.done / max(time.monotonic() - self.started, 1e-6)
+        done = self.done + count
+        rate = done / max(time.monotonic() - self.started, 1e-6)
         # ETA from the events still to do up to the head the rebuild started at.
         conn.execute(
             "UPDATE projection_rebuild SET position = %s, done = %s, rate = %s,"
             " eta_seconds = greatest(total - %s, 0) / nullif(%s, 0), updated_at = clock_timestamp()"
-            " WHERE id = %s", (position, self.done, rate, self.done, rate, self.rebuild_id))
+            " WHERE id = %s", (position, done, rate, done, rate, self.rebuild_id))
 
 
 def live_names(projector: Projector) -> dict[str, str]:
@@ -189,14 +199,11 @@ def park(conn: psycopg.Connection, job: Job, event: Event, error: str, attempts:
          event.event_id, event.stream_id, event.type, error[:4000], attempts, first_failure))
 
 
-def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event], rows: str | None = None) -> int:
-    """Apply events, sending those of parked streams to `dead_letter`; return how many parked.
-
-    `rows`: the streams' rows, if `read_events` read them with the events.
-    """
+def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> int:
+    """Apply events, sending those of parked streams to `dead_letter`; return how many parked."""
     parked, skipped = _held_back(conn, job, events) if job.dead_letters else (set(), set())
     live = [e for e in events if e.position not in skipped and e.stream_id not in parked]
-    job.applied = apply_events(conn, job.projector, live, job.names, job.known, rows)
+    job.applied = apply_events(conn, job.projector, live, job.names, job.known)
     followers = [e for e in events if e.stream_id in parked and e.position not in skipped]
     for e in followers:
         park(conn, job, e, "parked behind an earlier event of its stream", 0)
@@ -204,15 +211,28 @@ def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event], row
 
 
 def _event_error(exc: BaseException) -> bool:
-    """Errors caused by the event (handler bug, bad data), not by the connection."""
-    if isinstance(exc, HandlerFailure):
+    """Errors an event's data or a batch's size can cause (handler bug, bad value, timeout), not the connection's."""
+    if isinstance(exc, (HandlerFailure, psycopg.errors.QueryCanceled)):
         return True
     return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
+def _narrower(events: Sequence[Event], exc: BaseException) -> int:
+    """How many events the next try of a failed batch reads: those before a failing handler's
+    event (1 if it is the first), else half the batch, to find the failing event."""
+    if isinstance(exc, HandlerFailure):
+        before = sum(1 for e in events if e.position < exc.event.position)
+        return max(1, before)
+    return max(1, len(events) // 2)
+
+
 def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: BaseException,
                    retry: RetryPolicy) -> int:
-    """Try a failing event again with backoff; park it if it keeps failing. Returns events parked."""
+    """Try a failing event again with backoff; park it if it keeps failing. Returns events parked.
+
+    Either way the event's transaction saved the checkpoint at its position; the caller then
+    moves the job on (`committed`).
+    """
     first = time.time()
     attempts = 1
     while attempts < retry.attempts:
@@ -223,6 +243,7 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
                 job.save(conn, event.position, 1)
             return parked
         except Exception as exc:  # noqa: BLE001
+            job.forget()
             if not _event_error(exc):
                 raise
             attempts, error = attempts + 1, exc
@@ -251,12 +272,16 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
         checkpoints: list[dict] | None = None) -> tuple[int, int, int]:
     """Apply batches until the job reaches the safe position (or `upto`).
 
-    Returns (events read, events parked, checkpoint). The caller holds the job's lock, and may
-    pass the CHECKPOINTS rows it read after taking it.
+    A batch that fails for its events' sake (in a handler, a write or the commit) is read again
+    in smaller pieces down to single events; an event that still fails is retried with backoff,
+    then parked with the rest of its stream. Every other event is applied, and the checkpoints
+    move only with what committed. Returns (events read, events parked, checkpoint). The caller
+    holds the job's lock, and may pass the CHECKPOINTS rows it read after taking it.
     """
     position, safe = job.checkpoint(conn, checkpoints)
     processed = parked = 0
     limit = batch_size
+    types = job.projector.stream_types
     while True:
         if safe is None:
             safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
@@ -264,10 +289,7 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
             safe = min(safe, upto)
         if safe <= position:
             return processed, parked, position
-        # A run's first batch reads its streams' rows with the events; later ones load what
-        # the run does not know yet.
-        events, rows = read_events(conn, job.projector, position, safe, limit, job.floors(safe),
-                                   None if job.known else job.names)
+        events = read_batch(conn, position, safe, types, limit, job.floors(safe))
         # A short batch means nothing else of ours lies at or below `safe`.
         full = len(events) == limit
         new_position = events[-1].position if full else safe
@@ -276,30 +298,27 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
             with conn.pipeline(), conn.transaction():
                 if job.rebuild_id is None and not get_settings().chronicle_projection_synchronous_commit:
                     conn.execute("SET LOCAL synchronous_commit = off")
-                parked += apply_batch(conn, job, events, rows)
+                parked_now = apply_batch(conn, job, events)
                 job.save(conn, new_position, len(events))
-            job.keep()
-            position, processed = new_position, processed + len(events)
-            _log_batch(job, events, new_position)
-            limit = min(batch_size, limit * 2)
-            if not full:
-                return processed, parked, position  # at the safe position: the caller re-checks
-            safe = None
         except Exception as exc:  # noqa: BLE001
             job.forget()
             if not _event_error(exc):
                 raise
-            if isinstance(exc, HandlerFailure) or limit == 1:
-                bad = exc.event if isinstance(exc, HandlerFailure) else events[0]
-                before = [e for e in events if e.position < bad.position]
-                if before:
-                    with conn.transaction():
-                        parked += apply_batch(conn, job, before)
-                        job.save(conn, before[-1].position, len(before))
-                parked += _retry_or_park(conn, job, bad, exc, retry)
-                position, processed = bad.position, processed + len(before) + 1
-            else:
-                limit = max(1, len(events) // 2)  # a database error: narrow down to its event
+            if len(events) > 1:
+                limit = _narrower(events, exc)  # read the batch again in a smaller piece
+                continue
+            bad = events[0]
+            parked += _retry_or_park(conn, job, bad, exc, retry)
+            job.committed(bad.position, 1)
+            position, processed = bad.position, processed + 1
+            continue
+        job.committed(new_position, len(events))
+        position, processed, parked = new_position, processed + len(events), parked + parked_now
+        _log_batch(job, events, new_position)
+        limit = min(batch_size, limit * 2)
+        if not full:
+            return processed, parked, position  # at the safe position: the caller re-checks
+        safe = None
 
 
 def catch_up(pool: ConnectionPool, projector: Projector, partition: int, *, partitions: int = 4,
@@ -370,13 +389,9 @@ def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] 
                 _seen[(name, k)] = position
             # Unlock, then look for events that arrived while we held the locks, whose wake-ups
             # found them taken (a statement of its own: its snapshot follows the unlock).
-            with conn.pipeline():
-                _unlock(conn, name, held)
-                cur = conn.execute(
-                    "SELECT EXISTS (SELECT 1 FROM events WHERE position > %s AND position <= safe_position()"
-                    " AND stream_type = ANY(%s) AND projection_partition(stream_id, %s) = ANY(%s)) AS more",
-                    (result.checkpoint, list(projector.stream_types), stored, list(held)))
-            more = cur.fetchone()["more"]
+            _unlock(conn, name, held)
+            floors = [job.positions.get(k, NO_POSITION) for k in range(stored)]
+            more = has_events(conn, min(job.positions.values()), projector.stream_types, floors)
             if not more:
                 break
     return result

@@ -9,29 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+from infrastructure.partition_reads import Event
 
 Row = dict[str, Any]
-
-
-class Event(NamedTuple):
-    """One event from the log, as a projector sees it (timestamps as PostgreSQL text).
-
-    A named tuple: immutable, and built several times faster than a frozen dataclass.
-    """
-
-    position: int
-    event_id: str
-    stream_id: str
-    version: int
-    type: str
-    payload: dict[str, Any]
-    metadata: dict[str, Any]
-    recorded_at: str
-
-    def shape(self) -> Row:
-        """The id, version and position of this event, as every row it shapes carries them."""
-        return {"last_event_id": self.event_id, "last_version": self.version, "last_position": self.position}
 
 
 @dataclass(frozen=True)
