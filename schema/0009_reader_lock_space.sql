@@ -119,9 +119,12 @@ BEGIN
     INTO safe, blockers, hiding
     FROM log_append_locks() k;
     IF hiding IS NOT NULL THEN
-        -- pg_stat_get_activity(pid) reads one backend, not all of them.
+        -- pg_stat_get_activity(pid) reads one backend, not all of them. Another role's
+        -- xact_start is hidden without pg_read_all_stats: then the first hidden event's time.
         SELECT min(a.xact_start) INTO held_back_since
         FROM unnest(hiding) p, pg_stat_get_activity(p) a;
+        held_back_since := coalesce(held_back_since,
+            (SELECT e.recorded_at FROM events e WHERE e.position > safe ORDER BY e.position LIMIT 1));
     END IF;
     RETURN NEXT;
 END;
