@@ -83,6 +83,7 @@ def test_an_open_transaction_is_reported_holds_readers_back_and_they_resume(rel_
         waited = clients["reader"].get(f"/v1/documents/{doc}", params={"min_position": position})
         problem = assert_problem(waited, 503, "projection_behind", "min_position")
         assert waited.headers["retry-after"] and problem["projected_position"] < position
+        assert problem["log_held_back_since"] == blocker["xact_start"] and "held back" in problem["detail"]
         assert_problem(clients["reader"].get(f"/v1/documents/{doc}"), 404)  # not projected yet
 
         # The hold is visible: the lag, measured to the head, grows while the log is frozen ...
