@@ -101,7 +101,7 @@ def store_report(url: str) -> dict[str, object]:
 def _print_report(report: dict[str, object]) -> None:
     table = Table(title="Chronicle event store", show_header=False)
     for key in ("streams", "events", "head", "safe_position", "held_back_since"):
-        if key in report:
+        if report.get(key) is not None:
             table.add_row(key.replace("_", " "), str(report[key]))
     pending = report["pending_migrations"]
     table.add_row("pending migrations", ", ".join(pending) if pending else "none")

@@ -143,7 +143,7 @@ class StoreCollector:
             head.add_metric([], log.head)
             safe.add_metric([], log.safe)
             blockers.add_metric([], log.blockers)
-            held_back.add_metric([], log.held_back_seconds())
+            held_back.add_metric([], log.held_back_seconds)
             for name, projector in PROJECTORS.items():
                 rows = conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall()
                 for r in rows:

@@ -59,7 +59,7 @@ def _log_check(state: ChronicleState, log: LogStatus) -> dict[str, Any]:
     outage visible to whatever watches readiness, naming since when (see GET /v1/log/blockers).
     """
     limit = state.settings.chronicle_log_held_back_limit_seconds
-    held = log.held_back_seconds()
+    held = log.held_back_seconds
     check: dict[str, Any] = {"ok": held <= limit, **log.public(), "limit_seconds": limit}
     if held > limit:
         check["detail"] = (

@@ -7,7 +7,7 @@ lag, /readyz, /metrics, GET /v1/events and `chronicle status` share.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -28,13 +28,8 @@ class LogStatus:
     blockers: int
     # The start of the oldest open append below the head; None when readers see up to the head.
     held_back_since: datetime | None
-
-    def held_back_seconds(self, now: datetime | None = None) -> float:
-        """How long readers have been held below the head (0 when they are not)."""
-        if self.held_back_since is None:
-            return 0.0
-        now = now or datetime.now(timezone.utc)
-        return max((now - self.held_back_since).total_seconds(), 0.0)
+    # How long that is, by the database's clock (0 when readers are not held back).
+    held_back_seconds: float
 
     def headers(self) -> dict[str, str]:
         """Head and safe position, and when held back, since when (ISO 8601)."""
@@ -48,7 +43,7 @@ class LogStatus:
         return {
             "head": self.head, "safe_position": self.safe, "blockers": self.blockers,
             "held_back_since": self.held_back_since.isoformat() if self.held_back_since else None,
-            "held_back_seconds": round(self.held_back_seconds(), 3),
+            "held_back_seconds": round(self.held_back_seconds, 3),
         }
 
 
@@ -58,7 +53,7 @@ def read_log_status(conn: psycopg.Connection[Any]) -> LogStatus:
     Run it as its own statement before a read bounded by `safe`, as with safe_position().
     """
     with conn.cursor(row_factory=tuple_row) as cur:
-        head, safe, blockers, since = cur.execute(
-            "SELECT head, coalesce(safe, 0), blockers, held_back_since FROM log_status()"
+        head, safe, blockers, since, seconds = cur.execute(
+            "SELECT head, coalesce(safe, 0), blockers, held_back_since, held_back_seconds FROM log_status()"
         ).fetchone()
-    return LogStatus(head, safe, blockers, since)
+    return LogStatus(head, safe, blockers, since, seconds)

@@ -100,11 +100,12 @@ $$;
 
 
 -- log_status: the log's head (the last committed position), the safe position readers read up
--- to, how many appends hold it back, and since when readers have been held below the head
--- (the xact_start of the oldest open append below the head; NULL when nothing is hidden).
+-- to, how many appends hold it back, and since when (and how many seconds) readers have been
+-- held below the head: the xact_start of the oldest open append below the head; NULL (and 0)
+-- when nothing is hidden.
 -- The one place lag, readiness, metrics and `chronicle status` measure the log from.
 CREATE FUNCTION log_status() RETURNS TABLE (
-    head bigint, safe bigint, blockers integer, held_back_since timestamptz
+    head bigint, safe bigint, blockers integer, held_back_since timestamptz, held_back_seconds float8
 ) LANGUAGE plpgsql AS $$
 DECLARE
     taken  bigint;
@@ -126,6 +127,8 @@ BEGIN
         held_back_since := coalesce(held_back_since,
             (SELECT e.recorded_at FROM events e WHERE e.position > safe ORDER BY e.position LIMIT 1));
     END IF;
+    -- By the database's clock, as the timestamps are.
+    held_back_seconds := coalesce(greatest(extract(epoch FROM clock_timestamp() - held_back_since), 0), 0);
     RETURN NEXT;
 END;
 $$;
