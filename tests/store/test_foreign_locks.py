@@ -142,6 +142,23 @@ def test_an_open_append_still_holds_readers_back_among_foreign_locks(store: Even
     assert [e.position for e in store.read_all()][-2:] == [result.position, later.position]
 
 
+@pytest.mark.parametrize("start", [2**32 - 2, 2**47])
+def test_positions_past_32_bits_are_held_and_reported(store: EventStore, fresh_database_url: str,
+                                                      store_settings: Settings, start: int) -> None:
+    """The key carries 48 bits of position; pg_locks shows it split in two 32-bit halves."""
+    with connect(fresh_database_url, store_settings, autocommit=False) as held:
+        held.execute("SELECT setval('events_position_seq', %s)", (start,))
+        held.commit()
+        open_append = store.append_on(held, "note-1", NO_STREAM, [note("held"), note("held too")])
+        later = store.append("note-2", NO_STREAM, [note("after")])
+        assert open_append.positions == (start + 1, start + 2)
+        [blocker] = store.blockers()
+        assert blocker.held_position == start + 1
+        assert store.safe_position() == start
+        held.commit()
+    assert store.safe_position() == store.head() == later.position
+
+
 # -- the property: many foreign locks, several writers and readers -----------------------------
 
 
@@ -177,7 +194,7 @@ locks = st.builds(
 WRITERS, APPENDS_PER_WRITER, READERS = 4, 8, 2
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(held=st.lists(st.lists(locks, min_size=1, max_size=8), min_size=1, max_size=3))
 def test_no_foreign_lock_stalls_a_reader_or_makes_one_miss_an_event(store: EventStore, fresh_database_url: str,
                                                                    store_settings: Settings,
