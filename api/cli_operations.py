@@ -19,6 +19,7 @@ import projections as pj
 from api.cli_commands import _cli, _echo_json, _operator_actor, _store, cli_pool, dead_letters_app, projections_app
 from api.operator_events import record_operator_action
 from infrastructure.config import get_settings
+from infrastructure.log_status import read_log_status
 from projections.catalog import PROJECTORS
 
 
@@ -114,7 +115,7 @@ def projections_replay(
                     {"from_position": from_position, "partitions": moved})
             total = sum(p.lag_events for p in pj.status(pool, projection))
             projector = pj.get_projector(projection)
-            started = time.monotonic()
+            started, previous = time.monotonic(), None
             with _progress() as bar:
                 task = bar.add_task(f"replay {projection}", total=max(total, 1), rate="-")
                 while True:
@@ -127,10 +128,24 @@ def projections_replay(
                     bar.update(task, completed=done, rate=f"{done / elapsed:,.0f}")
                     if lag == 0:
                         break
+                    if lag == previous and _held_back(pool):
+                        break
+                    previous = lag
                     if any(p.state == "parked" for p in pj.status(pool, projection)):
                         typer.echo("some events are parked: see `chronicle dead-letters list`", err=True)
                         break
             typer.echo(f"replayed {projection} from position {from_position}: {total} events")
+
+
+def _held_back(pool: Any) -> bool:
+    """Whether an open append holds readers below the head (lag, counted to the head, then stays)."""
+    with pool.connection() as conn:
+        log = read_log_status(conn)
+    if log.held_back_since is None:
+        return False
+    typer.echo(f"the log is held back at position {log.safe} (head {log.head}) since "
+               f"{log.held_back_since.isoformat()} by an open append: see `chronicle status`", err=True)
+    return True
 
 
 @dead_letters_app.command("list")

@@ -22,6 +22,7 @@ from api.keys import ApiKey
 from api.problems import Problem
 from infrastructure.config import Settings
 from infrastructure.event_store import EventStore
+from infrastructure.log_status import read_log_status
 
 
 class ApiSettings(BaseSettings):
@@ -249,11 +250,14 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
                 field="min_position", projected_position=position,
             )
         if time.monotonic() >= deadline:
+            held_back = _held_back_since(state)
             raise Problem(
                 503, "projection_behind",
                 f"the projections have reached position {position}, not {min_position}, "
-                f"within {state.api_settings.min_position_wait_ms} ms",
+                f"within {state.api_settings.min_position_wait_ms} ms"
+                + (f"; the log has been held back since {held_back} by an open append" if held_back else ""),
                 field="min_position", headers={"Retry-After": "1"}, projected_position=position,
+                log_held_back_since=held_back,
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
@@ -287,6 +291,13 @@ def _issued(state: ChronicleState, position: int) -> bool:
             "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS issued FROM events_position_seq"
         ).fetchone()
     return position <= row["issued"]
+
+
+def _held_back_since(state: ChronicleState) -> str | None:
+    """Since when an open append has held readers below the log's head (ISO 8601), if it has."""
+    with state.pool.connection() as conn:
+        since = read_log_status(conn).held_back_since
+    return since.isoformat() if since else None
 
 
 def _safe_position(state: ChronicleState) -> int:

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from psycopg_pool import ConnectionPool
 
 from domain.errors import ConflictError, DomainError, NotFoundError
+from infrastructure.log_status import read_log_status
 from infrastructure.metrics import COMMAND_SECONDS, COMMANDS, multiprocess_dir
 
 logger = logging.getLogger("chronicle.metrics")
@@ -31,10 +32,6 @@ FROM projection_rebuild ORDER BY projection, id DESC
 """
 DEAD_LETTERS_SQL = """
 SELECT projection, status, count(*) AS n FROM dead_letter WHERE NOT shadow GROUP BY projection, status
-"""
-LOG_SQL = """
-SELECT coalesce((SELECT max(position) FROM events), 0) AS head, coalesce(safe_position(), 0) AS safe,
-       (SELECT count(*) FROM log_blockers()) AS blockers
 """
 
 
@@ -96,12 +93,15 @@ class StoreCollector:
         from projections.catalog import PROJECTORS
         from projections.status import STATUS_SQL
 
-        head = GaugeMetricFamily("chronicle_log_head_position", "The highest position taken in the log.")
+        head = GaugeMetricFamily("chronicle_log_head_position", "The last committed position in the log.")
         safe = GaugeMetricFamily(
             "chronicle_log_safe_position", "The position readers may read up to (no append still open below it)."
         )
         blockers = GaugeMetricFamily(
             "chronicle_log_blockers", "Open transactions holding the safe position back (see `chronicle status`)."
+        )
+        held_back = GaugeMetricFamily(
+            "chronicle_log_held_back_seconds", "How long readers have been held below the head (0: they are not)."
         )
         labels = ["projection", "partition"]
         checkpoint = GaugeMetricFamily(
@@ -139,10 +139,11 @@ class StoreCollector:
         )
         with self.pool.connection(timeout=SCRAPE_TIMEOUT_SECONDS) as conn, conn.transaction():
             conn.execute(f"SET LOCAL statement_timeout = {int(SCRAPE_TIMEOUT_SECONDS * 1000)}")
-            log = conn.execute(LOG_SQL).fetchone()
-            head.add_metric([], log["head"])
-            safe.add_metric([], log["safe"])
-            blockers.add_metric([], log["blockers"])
+            log = read_log_status(conn)
+            head.add_metric([], log.head)
+            safe.add_metric([], log.safe)
+            blockers.add_metric([], log.blockers)
+            held_back.add_metric([], log.held_back_seconds)
             for name, projector in PROJECTORS.items():
                 rows = conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall()
                 for r in rows:
@@ -163,7 +164,7 @@ class StoreCollector:
                 rebuild_ratio.add_metric(key, min(ratio, 1.0))
                 if running and r["eta_seconds"] is not None:
                     rebuild_eta.add_metric(key, float(r["eta_seconds"]))
-        return [head, safe, blockers, checkpoint, lag_events, lag_seconds, parked, dead_letters,
+        return [head, safe, blockers, held_back, checkpoint, lag_events, lag_seconds, parked, dead_letters,
                 rebuild_running, rebuild_done, rebuild_total, rebuild_ratio, rebuild_eta]
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, etag, min_position_param, page_of, page_size
 from api.problems import Problem
 from domain.event_types import registry
+from infrastructure.log_status import read_log_status
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
@@ -38,6 +39,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/events", summary="The event log, filtered, in log order")
 def list_events(
+    response: Response,
     state: ChronicleState = Depends(chronicle),
     _: Any = Auditor,
     stream: str | None = Query(None, pattern=_ID, description="stream id"),
@@ -54,13 +56,18 @@ def list_events(
 ) -> dict[str, Any]:
     """Events matching every filter given, oldest first, a page at a time.
 
-    Only events below the safe position are listed, so a cursor never skips a late commit.
+    Only events below the safe position are listed, so a cursor never skips a late commit. The
+    X-Chronicle-Log-Head and X-Chronicle-Safe-Position headers say how far that is, and
+    X-Chronicle-Log-Held-Back, present only while an open append holds readers below the head,
+    since when.
     """
     after = (decode_cursor(cursor, (int,)) or (0,))[0]
     with state.pool.connection() as conn:
         # Its own statement, before the read: the read's snapshot must be taken after the
         # safe position is, or an append committing in between would be passed over for good.
-        safe = conn.execute("SELECT safe_position() AS safe").fetchone()["safe"]
+        log = read_log_status(conn)
+    response.headers.update(log.headers())
+    safe = log.safe
     clauses = ["position > %s", "position <= %s"]
     params: list[Any] = [after, safe]
     for column, value in (

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ChronicleState, CommandContext, chronicle, operator_context
 from api.operator_events import record_operator_action
 from api.problems import Problem
+from infrastructure.log_status import read_log_status
 import importlib
 
 import projections as pj
@@ -79,12 +80,18 @@ def _blockers(state: ChronicleState) -> list[dict[str, Any]]:
     ]
 
 
+def _log(state: ChronicleState) -> dict[str, Any]:
+    """The log's head, safe position and since when readers are held below the head."""
+    with state.pool.connection() as conn:
+        return read_log_status(conn).public()
+
+
 @router.get("/log/blockers", summary="Open transactions holding the log back")
 def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
     """Readers (projections, ?min_position= waits) see the log only up to `safe_position`; each
     blocker is a session whose uncommitted append holds it there. End it, or wait for its
     idle_in_transaction_session_timeout, and the projections resume."""
-    return {"safe_position": state.store.safe_position(), "blockers": _blockers(state)}
+    return {**_log(state), "blockers": _blockers(state)}
 
 
 @router.get("/projections", summary="Status and lag of every projection and partition")
@@ -107,7 +114,7 @@ def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depe
             }
             for name in PROJECTORS
         ],
-        "log": {"safe_position": state.store.safe_position(), "blockers": _blockers(state)},
+        "log": {**_log(state), "blockers": _blockers(state)},
     }
 
 

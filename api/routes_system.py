@@ -11,6 +11,7 @@ from api.deps import Admin, ChronicleState, chronicle
 from api.keys import ApiKey, create_key, list_keys, revoke_key
 from api.operator_events import record_operator_action
 from api.problems import Problem, problem_response
+from infrastructure.log_status import LogStatus, read_log_status
 from infrastructure.migrations import available_migrations
 
 router = APIRouter(tags=["system"])
@@ -22,9 +23,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: PostgreSQL, migrations, broker")
+@router.get("/readyz", summary="Readiness: PostgreSQL, migrations, broker, the log not held back")
 def readyz(state: ChronicleState = Depends(chronicle)) -> Any:
-    """Ready when PostgreSQL answers, every migration is applied, and the broker answers.
+    """Ready when PostgreSQL answers, every migration is applied, the broker answers, and readers
+    have not been held below the log's head (by an open append) for longer than
+    CHRONICLE_LOG_HELD_BACK_LIMIT_SECONDS.
 
     A deliberately absent broker (in-process workers) counts as ready. 503 otherwise.
     """
@@ -33,18 +36,38 @@ def readyz(state: ChronicleState = Depends(chronicle)) -> Any:
         with state.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
             done = {r["number"] for r in conn.execute("SELECT number FROM schema_migrations").fetchall()}
-        checks["postgres"] = {"ok": True}
-        pending = [m.name for m in available_migrations() if m.number not in done]
-        checks["migrations"] = {"ok": not pending, "pending": pending}
+            pending = [m.name for m in available_migrations() if m.number not in done]
+            checks["postgres"] = {"ok": True}
+            checks["migrations"] = {"ok": not pending, "pending": pending}
+            if not pending:
+                checks["log"] = _log_check(state, read_log_status(conn))
     except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
         checks["postgres"] = {"ok": False, "error": type(exc).__name__}
         checks["migrations"] = {"ok": False, "error": "postgres unreachable"}
     checks["broker"] = _broker_check(state)
     ready = all(check["ok"] for check in checks.values())
     if not ready:
-        failing = ", ".join(name for name, check in checks.items() if not check["ok"])
+        failing = "; ".join(check.get("detail", name) for name, check in checks.items() if not check["ok"])
         return problem_response(503, "not_ready", f"not ready: {failing}", None, checks=checks)
     return {"status": "ready", "checks": checks}
+
+
+def _log_check(state: ChronicleState, log: LogStatus) -> dict[str, Any]:
+    """Not ok once readers have been held below the head longer than the configured limit.
+
+    An append left open holds every projection and ?min_position= read back; this makes the
+    outage visible to whatever watches readiness, naming since when (see GET /v1/log/blockers).
+    """
+    limit = state.settings.chronicle_log_held_back_limit_seconds
+    held = log.held_back_seconds
+    check: dict[str, Any] = {"ok": held <= limit, **log.public(), "limit_seconds": limit}
+    if held > limit:
+        check["detail"] = (
+            f"the log has been held back at position {log.safe} (head {log.head}) since "
+            f"{log.held_back_since.isoformat() if log.held_back_since else '?'} by an open append: "
+            "see GET /v1/log/blockers"
+        )
+    return check
 
 
 def _broker_check(state: ChronicleState) -> dict[str, Any]:

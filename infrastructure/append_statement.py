@@ -41,14 +41,19 @@ CLAIMS: dict[ExpectedKind, str] = {
         RETURNING s.version""",
 }
 
-# Then hold back readers and insert. The shared advisory lock is keyed at the next position
-# and taken before any position is (the INSERT's rows need `held`'s row, and each row's
-# position default is drawn as it is inserted). safe_position() never reads at or past the
-# smallest key still held, so a reader cannot skip an append that commits late.
+# Then hold back readers and insert. The shared advisory lock is keyed at the next position,
+# in Chronicle's own key space (log_lock_key, schema/0009_reader_lock_space.sql), and taken
+# before any position is (the INSERT's rows need `held`'s row, and each row's position default
+# is drawn as it is inserted). safe_position() never reads at or past the smallest key an
+# append still holds, so a reader cannot skip an append that commits late.
+# The lock is only tried, never waited for: where another session holds that key exclusively,
+# hold_log_position() leaves a hole at that position and holds the next one instead.
 _HOLD = """
     held AS (
         SELECT c.version,
-               pg_advisory_xact_lock_shared(CASE WHEN q.is_called THEN q.last_value + 1 ELSE q.last_value END)
+               CASE WHEN pg_try_advisory_xact_lock_shared(
+                             log_lock_key(CASE WHEN q.is_called THEN q.last_value + 1 ELSE q.last_value END))
+                    THEN true ELSE hold_log_position() END
         FROM claimed c, events_position_seq q
     )"""
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Writers' sessions are bounded so an abandoned transaction cannot stall readers forever.
     chronicle_statement_timeout_ms: int = Field(default=30_000, ge=0)
     chronicle_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
+    # /readyz answers 503 once readers have been held below the log's head this long.
+    chronicle_log_held_back_limit_seconds: float = Field(default=30.0, gt=0)
 
     chronicle_partitions: int = Field(default=4, ge=1, le=1024)
     chronicle_snapshot_interval: int = Field(default=50, ge=1)

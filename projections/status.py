@@ -30,7 +30,9 @@ class PartitionStatus:
     rebuild: str | None = None
 
 
-# Lag counts the unapplied events of the partition; its age is the oldest one's.
+# Lag counts the unapplied events of the partition up to the log's head (the last committed
+# position, not the safe position: a log held back by an open append shows as lag that grows);
+# its age is the oldest one's.
 STATUS_SQL = """
 SELECT c.partition, p.partitions, c.position AS checkpoint, h.head, c.updated_at,
        coalesce(l.n, 0) AS lag_events,
@@ -40,7 +42,7 @@ SELECT c.partition, p.partitions, c.position AS checkpoint, h.head, c.updated_at
        extract(epoch FROM clock_timestamp() - c.updated_at) AS idle_seconds
 FROM projection_checkpoint c
 JOIN projection p ON p.name = c.projection
-CROSS JOIN (SELECT coalesce(safe_position(), 0) AS head) h
+CROSS JOIN (SELECT log_head() AS head) h
 LEFT JOIN LATERAL (
     SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM events e
     WHERE e.position > c.position AND e.position <= h.head AND e.stream_type = ANY(%(types)s)

@@ -3,6 +3,7 @@ and the store's gauges (lag, dead letters, rebuild progress) say what the databa
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -100,6 +101,32 @@ def test_projection_lag_matches_the_database(server, clients, api_pool):
         return lag and all(v == 0 for v in lag.values())
 
     wait_for(caught_up, what="lag back to 0 once the partitions are free")
+
+
+def test_the_log_gauges_name_a_real_blocker_and_ignore_foreign_locks(server, clients, api_pool, api_database_url):
+    """An append left open below a committed one: one blocker, the head past the safe position,
+    held-back seconds growing. A foreign advisory lock beside it counts for nothing."""
+    import psycopg
+
+    import api.operator_events  # noqa: F401 - registers the operator.* type appended below
+
+    store = EventStore(api_pool)
+    with psycopg.connect(api_database_url, autocommit=True) as psql, store.transaction() as conn:
+        psql.execute("SELECT pg_advisory_lock(1), pg_advisory_lock_shared(log_lock_key(1))")
+        held = store.append_on(conn, f"operator-held-{uuid.uuid4().hex[:8]}", 0,
+                               [NewEvent("operator.key_created", {"target": "held", "details": {}})],
+                               stream_type="operator")
+        later = clients["writer"].post("/v1/documents", json=DOC)
+        assert later.status_code == 201
+        time.sleep(0.3)
+        samples = scrape(server)
+        assert value(samples, "chronicle_log_blockers") == 1
+        assert value(samples, "chronicle_log_safe_position") == held.position - 1
+        assert value(samples, "chronicle_log_head_position") >= int(later.headers["x-chronicle-position"])
+        assert value(samples, "chronicle_log_held_back_seconds") >= 0.3
+    samples = scrape(server)
+    assert value(samples, "chronicle_log_blockers") == 0 and value(samples, "chronicle_log_held_back_seconds") == 0
+    assert value(samples, "chronicle_log_safe_position") >= value(samples, "chronicle_log_head_position")
 
 
 def test_dead_letters_match_the_database(server, api_pool):

@@ -6,8 +6,10 @@ is overridden here with the reason in a comment.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import psycopg
 import pytest
 
 from eventsourcing.cipher import AESCipher
@@ -84,6 +86,24 @@ class TestApplicationRecorder(_OnFreshDatabase, ApplicationRecorderTestCase):
         recorder = self.create_recorder()
         with pytest.raises(DataError, match="start at version 1"):
             recorder.insert_events([StoredEvent(self.new_originator_id(), 0, "topic", b"{}")])
+
+    def test_foreign_locks_on_the_next_key_neither_block_nor_hide_a_save(self) -> None:
+        """The library's path appends with the store's statement: no foreign lock stops it."""
+        recorder = self.create_recorder()
+        with psycopg.connect(self.es_env["DATABASE_URL"], autocommit=True) as psql:
+            nxt = psql.execute(
+                "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_position_seq"
+            ).fetchone()[0]
+            psql.execute("SELECT pg_advisory_lock(1), pg_advisory_lock(%s), pg_advisory_lock(log_lock_key(%s))",
+                         (nxt, nxt))
+            started = time.monotonic()
+            # Two aggregates: two appends in one transaction, the second's key past the first's.
+            ids = recorder.insert_events([StoredEvent(self.new_originator_id(), 1, "topic1", b"state1"),
+                                          StoredEvent(self.new_originator_id(), 1, "topic2", b"state2")])
+            assert time.monotonic() - started < 5
+            assert ids is not None and nxt <= ids[0] < ids[1]
+            assert [n.id for n in recorder.select_notifications(nxt, 10)] == ids
+            assert recorder.max_notification_id() == ids[1]
 
 
 class TestTrackingRecorder(_OnFreshDatabase, TrackingRecorderTestCase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -157,3 +158,36 @@ def test_after_append_listeners(store: EventStore, caplog: pytest.LogCaptureFixt
     assert calls == [first, second]
     assert len(store.read_stream("note-1")) == 3
     assert "listener is down" in caplog.text or "after-append listener" in caplog.text
+
+
+def test_the_held_back_start_is_known_to_a_session_of_another_role(store: EventStore, fresh_database_url: str,
+                                                                   admin_url: str) -> None:
+    """The API and a writer logged in as different roles: the API still sees since when the log is held.
+
+    Without pg_read_all_stats another role's xact_start is hidden; log_status() then gives the
+    time of the first event readers cannot see yet.
+    """
+    from psycopg import conninfo
+
+    from infrastructure.log_status import read_log_status
+
+    suffix = uuid.uuid4().hex[:8]
+    roles = [f"chronicle_test_api_{suffix}", f"chronicle_test_writer_{suffix}"]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for role in roles:
+            admin.execute(f"CREATE ROLE {role} LOGIN IN ROLE chronicle_app")
+    api_url, writer_url = (conninfo.make_conninfo(fresh_database_url, user=role) for role in roles)
+    try:
+        with psycopg.connect(writer_url) as writer, psycopg.connect(api_url, autocommit=True) as api:
+            store.append_on(writer, "note-1", NO_STREAM, [note("held")])
+            assert read_log_status(api).held_back_since is None  # nothing committed above it yet
+            later = store.append("note-2", NO_STREAM, [note("after")])
+            log = read_log_status(api)
+            assert (log.head, log.blockers) == (later.position, 1) and log.safe < later.position
+            assert log.held_back_since is not None and 0 <= log.held_back_seconds < 60
+            writer.rollback()
+            assert read_log_status(api).held_back_since is None
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            for role in roles:
+                admin.execute(f"DROP ROLE IF EXISTS {role}")
