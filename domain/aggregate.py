@@ -22,8 +22,9 @@ from eventsourcing.domain import (
     datetime_now_with_tzinfo,
 )
 from eventsourcing.utils import get_topic, resolve_topic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from domain.bounds import refusal
 from domain.errors import DomainError
 from domain.rules import UNDO_DEPTH
 
@@ -46,6 +47,16 @@ class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
     originator_id: UUID
     originator_version: int
     timestamp: datetime = Field(default_factory=datetime_now_with_tzinfo)
+
+    def __init__(self, /, **data: Any) -> None:
+        """A new event, its payload within domain.bounds; a value out of bounds is a DomainError.
+
+        Stored events are read with model_validate (and the bounds' STORED_CONTEXT), not here.
+        """
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise refusal(exc, type(self).__name__) from None
 
     def model_post_init(self, context: Any, /) -> None:
         # The timestamp is always part of the stored payload, even when it was defaulted.
