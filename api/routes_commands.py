@@ -20,9 +20,8 @@ from api.deps import ChronicleState, CommandContext, Reader, chronicle, command_
 from api.problems import Problem
 from domain import commands as c
 from domain.bounds import (
-    Body, CanvasState, ChangeDescription, Content, Count, Description,
-    DocumentVersion, EdgeMetadata, ExecutionData, Identifier, Metadata, Name, NodePosition, Prompt, Reason, Title,
-    Tools, Viewport,
+    Body, CanvasState, ChangeDescription, Content, Count, Description, DocumentVersion, EdgeMetadata, ExecutionData,
+    Identifier, Metadata, ModelName, Name, NodePosition, Prompt, Reason, Title, Tools, Viewport,
 )
 from domain.errors import ConflictError
 
@@ -291,7 +290,7 @@ class AgentIn(Strict):
     agent_id: UUID | None = None
     name: Name
     prompt: Prompt
-    model: Identifier
+    model: ModelName
     tools: Tools = Field(default_factory=list)
     metadata: Metadata = Field(default_factory=dict)
 
@@ -299,7 +298,7 @@ class AgentIn(Strict):
 class AgentPatch(Strict):
     name: Name | None = None
     prompt: Prompt | None = None
-    model: Identifier | None = None
+    model: ModelName | None = None
     tools: Tools | None = None
     metadata: Metadata | None = None
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
-from domain.bounds import Count, ExecutionData, Identifier, Metadata, Name, Prompt, Reason, Tools
+from domain.bounds import Count, ExecutionData, Identifier, Metadata, ModelName, Name, Prompt, Reason, Tools
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
@@ -36,7 +36,7 @@ class AgentCreated(WorkspaceCreated):
     originator_topic: ClassVar[str] = "domain.agent:Agent"
     name: Name
     prompt: Prompt
-    model: Identifier
+    model: ModelName
     tools: Tools
     metadata: Metadata
 
@@ -52,7 +52,7 @@ class AgentCreated(WorkspaceCreated):
 class AgentUpdated(WorkspaceEvent):
     name: Name | None = None
     prompt: Prompt | None = None
-    model: Identifier | None = None
+    model: ModelName | None = None
     tools: Tools | None = None
     metadata: Metadata | None = None
 

@@ -36,7 +36,8 @@ BTREE_ENTRY_MAX_BYTES = 2704
 # -- sizes (also the domain's rules: one event, an undo's whole state, fits the payload limit) --
 MAX_NAME_CHARS = 200
 MAX_TITLE_CHARS = 500
-MAX_IDENTIFIER_CHARS = 128  # namespace, type, tag, node/edge/execution id, model, node ref
+MAX_IDENTIFIER_CHARS = 64  # namespace, document and edge type, tag, node/edge/execution id, node kind and ref
+MAX_MODEL_CHARS = 128  # an agent's model name
 MAX_CONTEXT_ID_CHARS = 200  # actor, session, correlation and causation ids (event metadata)
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_REASON_CHARS = 1_000
@@ -198,6 +199,7 @@ StreamVersion = Annotated[int, integer(1, INT8_MAX)]
 Name = Annotated[str, text(max_chars=MAX_NAME_CHARS)]
 Title = Annotated[str, text(max_chars=MAX_TITLE_CHARS)]
 Identifier = Annotated[str, text(max_chars=MAX_IDENTIFIER_CHARS)]
+ModelName = Annotated[str, text(max_chars=MAX_MODEL_CHARS)]
 ContextId = Annotated[str, text(max_chars=MAX_CONTEXT_ID_CHARS)]
 Description = Annotated[str, text(max_bytes=MAX_DESCRIPTION_CHARS)]
 Reason = Annotated[str, text(max_bytes=MAX_REASON_CHARS)]

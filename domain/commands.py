@@ -15,9 +15,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domain.bounds import (
-    CanvasState, ChangeDescription, ContextId, Content, Count, Description, DocumentVersion, EdgeMetadata,
-    ExecutionData, Identifier, Metadata, Name, NodePosition, Prompt, Reason, StreamVersion, Title, Tools, Viewport,
-    Body, refusal,
+    Body, CanvasState, ChangeDescription, ContextId, Content, Count, Description, DocumentVersion, EdgeMetadata,
+    ExecutionData, Identifier, Metadata, ModelName, Name, NodePosition, Prompt, Reason, StreamVersion, Title, Tools,
+    Viewport, refusal,
 )
 from domain.errors import DomainError
 
@@ -178,7 +178,7 @@ class CreateAgent(Command):
     agent_id: UUID | None = None
     name: Name
     prompt: Prompt
-    model: Identifier
+    model: ModelName
     tools: Tools = Field(default_factory=list)
     metadata: Metadata = Field(default_factory=dict)
 
@@ -187,7 +187,7 @@ class UpdateAgent(StreamCommand):
     agent_id: UUID
     name: Name | None = None
     prompt: Prompt | None = None
-    model: Identifier | None = None
+    model: ModelName | None = None
     tools: Tools | None = None
     metadata: Metadata | None = None
 

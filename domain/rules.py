@@ -41,11 +41,11 @@ MAX_TAGS = 100
 UNDO_DEPTH = 100
 
 # namespace, document type, tag, edge type: lower-case words joined by _ . : -
-IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+IDENTIFIER = re.compile(rf"^[a-z0-9][a-z0-9_.:-]{{0,{bounds.MAX_IDENTIFIER_CHARS - 1}}}$")
 # node and edge ids are chosen by the canvas client
-ELEMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+ELEMENT_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{bounds.MAX_IDENTIFIER_CHARS - 1}}}$")
 # model names such as "gpt-4o", "anthropic/claude-3.5-sonnet"
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
+MODEL_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{{0,{bounds.MAX_MODEL_CHARS - 1}}}$")
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 NODE_KINDS = ("document", "agent")
 
