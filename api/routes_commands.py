@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -23,7 +23,7 @@ from domain.bounds import (
     Body, CanvasState, ChangeDescription, Content, Count, Description, DocumentVersion, EdgeMetadata, ExecutionData,
     Identifier, Metadata, ModelName, Name, NodePosition, Prompt, Reason, Title, Tools, Viewport,
 )
-from domain.errors import ConflictError
+from domain.errors import ConflictError, DomainError
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chronicle/api/idempotency")
@@ -57,11 +57,8 @@ def execute(
     fields["command_id"] = _command_id(request, ctx)
     try:
         command = command_class.model_validate(fields)
-    except Exception as exc:  # pydantic ValidationError: name the first field
-        errors = getattr(exc, "errors", lambda: [])()
-        field = ".".join(str(p) for p in errors[0]["loc"]) if errors else None
-        raise Problem(422, "validation_error", f"{field}: {errors[0]['msg']}" if errors else str(exc),
-                      field=field) from None
+    except DomainError as exc:  # a field out of shape or out of domain.bounds: named
+        raise Problem(422, "validation_error", str(exc), field=exc.field) from None
     context = c.CommandContext(
         actor_id=ctx.actor_id, actor_type=ctx.actor_type, session_id=ctx.session_id,
         correlation_id=ctx.correlation_id, causation_id=ctx.causation_id,
@@ -158,7 +155,7 @@ def update_chain(chain_id: UUID, body: ChainPatch, request: Request, response: R
 
 
 @router.delete("/chains/{chain_id}", summary="Delete a chain")
-def delete_chain(chain_id: UUID, request: Request, response: Response, reason: Reason | None = Query(None),
+def delete_chain(chain_id: UUID, request: Request, response: Response, reason: Annotated[Reason | None, Query()] = None,
                  state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete a chain; its history stays."""
     return execute(state, request, response, ctx, c.DeleteChain, chain_id=chain_id, reason=reason)
@@ -179,7 +176,7 @@ def add_node(chain_id: UUID, body: NodeIn, request: Request, response: Response,
 
 
 @router.delete("/chains/{chain_id}/nodes/{node_id}", summary="Take a node off the canvas")
-def remove_node(chain_id: UUID, request: Request, response: Response, node_id: Identifier = Path(...),
+def remove_node(chain_id: UUID, request: Request, response: Response, node_id: Annotated[Identifier, Path()],
                 state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Remove a node (the domain refuses to leave its edges dangling)."""
     return execute(state, request, response, ctx, c.RemoveNode, chain_id=chain_id, node_id=node_id)
@@ -198,7 +195,7 @@ def create_edge(chain_id: UUID, body: EdgeIn, request: Request, response: Respon
 
 @router.patch("/chains/{chain_id}/edges/{edge_id}", summary="Update an edge")
 def update_edge(chain_id: UUID, body: EdgePatch, request: Request, response: Response,
-                edge_id: Identifier = Path(...), state: ChronicleState = State,
+                edge_id: Annotated[Identifier, Path()], state: ChronicleState = State,
                 ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Change an edge's type or metadata."""
     return execute(state, request, response, ctx, c.UpdateEdge, chain_id=chain_id, edge_id=edge_id,
@@ -206,7 +203,7 @@ def update_edge(chain_id: UUID, body: EdgePatch, request: Request, response: Res
 
 
 @router.delete("/chains/{chain_id}/edges/{edge_id}", summary="Delete an edge")
-def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: Identifier = Path(...),
+def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: Annotated[Identifier, Path()],
                 state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete an edge of this chain."""
     return execute(state, request, response, ctx, c.DeleteEdge, chain_id=chain_id, edge_id=edge_id)
@@ -254,7 +251,7 @@ def update_document(document_id: UUID, body: DocumentPatch, request: Request, re
 
 @router.delete("/documents/{document_id}", summary="Delete a document")
 def delete_document(document_id: UUID, request: Request, response: Response,
-                    reason: Reason | None = Query(None),
+                    reason: Annotated[Reason | None, Query()] = None,
                     state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete a document; its versions stay readable and it can be restored."""
     return execute(state, request, response, ctx, c.DeleteDocument, document_id=document_id, reason=reason)
@@ -270,7 +267,7 @@ def restore_document(document_id: UUID, request: Request, response: Response, bo
 
 @router.put("/documents/{document_id}/tags/{tag}", summary="Point a tag at a version")
 def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response,
-            tag: Identifier = Path(...), state: ChronicleState = State,
+            tag: Annotated[Identifier, Path()], state: ChronicleState = State,
             ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Tag a version that exists (moving the tag if it pointed elsewhere)."""
     return execute(state, request, response, ctx, c.TagDocument, document_id=document_id, tag=tag,
@@ -278,7 +275,7 @@ def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response
 
 
 @router.delete("/documents/{document_id}/tags/{tag}", summary="Remove a tag")
-def delete_tag(document_id: UUID, request: Request, response: Response, tag: Identifier = Path(...),
+def delete_tag(document_id: UUID, request: Request, response: Response, tag: Annotated[Identifier, Path()],
                state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Remove a tag from the document."""
     return execute(state, request, response, ctx, c.UntagDocument, document_id=document_id, tag=tag)
@@ -327,7 +324,7 @@ def update_agent(agent_id: UUID, body: AgentPatch, request: Request, response: R
 
 
 @router.delete("/agents/{agent_id}", summary="Delete an agent")
-def delete_agent(agent_id: UUID, request: Request, response: Response, reason: Reason | None = Query(None),
+def delete_agent(agent_id: UUID, request: Request, response: Response, reason: Annotated[Reason | None, Query()] = None,
                  state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete an agent; its executions stay."""
     return execute(state, request, response, ctx, c.DeleteAgent, agent_id=agent_id, reason=reason)
