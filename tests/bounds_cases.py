@@ -118,6 +118,10 @@ CASES: list[Case] = [
 # Fields a rule (a pattern, an existing node) refuses before their bound: only outside values are sent.
 OUTSIDE_ONLY = {("add_node", "ref_id"), ("add_node", "kind"), ("create_edge", "source_id"),
                 ("create_edge", "target_id")}
+INSIDE = [k for k in CASES if k.kind != "nul" and (k.command, k.field) not in OUTSIDE_ONLY]
+# Fields whose value names a new element: a repeated value would break a rule (duplicate id).
+ELEMENT_FIELDS = {("add_node", "node_id"), ("create_edge", "edge_id"), ("create_edge", "type"),
+                  ("record_execution", "execution_id"), ("tag_document", "tag")}
 
 
 # -- values near a bound -------------------------------------------------------------------------

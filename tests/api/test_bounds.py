@@ -18,12 +18,8 @@ from psycopg.rows import dict_row
 
 from domain.bounds import MAX_CONTEXT_ID_CHARS
 from tests.api.conftest import assert_problem
-from tests.bounds_cases import CASES, HUGE, OUTSIDE_ONLY, Case, Streams, request, values
+from tests.bounds_cases import CASES, ELEMENT_FIELDS, HUGE, INSIDE, Case, Streams, request, values
 
-INSIDE = [k for k in CASES if k.kind != "nul" and (k.command, k.field) not in OUTSIDE_ONLY]
-# Fields whose value names a new element: a repeated value would break a rule (duplicate id).
-ELEMENT_FIELDS = {("add_node", "node_id"), ("create_edge", "edge_id"), ("create_edge", "type"),
-                  ("record_execution", "execution_id"), ("tag_document", "tag")}
 EXAMPLES = settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
