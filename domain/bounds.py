@@ -60,7 +60,8 @@ assert MAX_CONTEXT_ID_CHARS * 4 < BTREE_ENTRY_MAX_BYTES and MAX_NAME_CHARS * 4 <
 # The error codes a bound raises (pydantic error types and DomainError codes alike).
 BOUND_CODES = frozenset({"invalid_number", "invalid_text", "invalid_json", "too_large"})
 # Validation context under which stored events are read: the bounds are not checked.
-STORED_CONTEXT: dict[str, Any] = {"chronicle_stored_event": True}
+_STORED = "chronicle_stored_event"
+STORED_CONTEXT: dict[str, Any] = {_STORED: True}
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Bound:
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         def validate(value: Any, info: core_schema.ValidationInfo) -> Any:
-            if value is not None and not (info.context and info.context.get("chronicle_stored_event")):
+            if value is not None and not (info.context and info.context.get(_STORED)):
                 self.check(value)
             return value
 

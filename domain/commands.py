@@ -38,6 +38,7 @@ class CommandContext(BaseModel):
     causation_id: ContextId | None = None
 
     def __init__(self, /, **data: Any) -> None:
+        """The context, its ids within domain.bounds; anything else is a DomainError naming the field."""
         try:
             super().__init__(**data)
         except ValidationError as exc:
