@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.keys import ApiKey
 from api.problems import Problem
+from domain.bounds import MAX_CONTEXT_ID_CHARS
 from infrastructure.config import Settings
 from infrastructure.event_store import EventStore
 from infrastructure.log_status import read_log_status
@@ -123,14 +124,17 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-_HEADER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
+# Session, correlation and causation ids land in event metadata (btree expression indexes) and
+# snapshot rows: at most domain.bounds.MAX_CONTEXT_ID_CHARS characters.
+_HEADER_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{{0,{MAX_CONTEXT_ID_CHARS - 1}}}$")
 
 
 def _header_id(value: str | None, name: str) -> str | None:
     if value is None:
         return None
     if not _HEADER_ID.match(value):
-        raise Problem(422, "invalid_header", f"{name} must be 1-200 letters, digits or ._:@/+=-", field=name)
+        raise Problem(422, "invalid_header", f"{name} must be 1-{MAX_CONTEXT_ID_CHARS} letters, digits or ._:@/+=-",
+                      field=name)
     return value
 
 

@@ -10,63 +10,30 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ChronicleState, CommandContext, Reader, chronicle, command_context, etag
 from api.problems import Problem
 from domain import commands as c
-from domain.errors import ConflictError
+from domain.bounds import (
+    Body, CanvasState, ChangeDescription, Content, Count, Description, DocumentVersion, EdgeMetadata, ExecutionData,
+    Identifier, Metadata, ModelName, Name, NodePosition, Prompt, Reason, Title, Tools, Viewport,
+)
+from domain.errors import ConflictError, DomainError
 
 router = APIRouter(prefix="/v1", tags=["commands"])
 IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chronicle/api/idempotency")
 KINDS = {"chains": "chain", "documents": "document", "agents": "agent"}
 
 
-# Free-form JSON (metadata, bodies, canvas state) nests at most this deep.
-MAX_JSON_DEPTH = 32
-
-
-def _check_json(value: Any) -> Any:
-    """Refuse what cannot be stored faithfully or would choke readers: nesting deeper than
-    MAX_JSON_DEPTH, and text (keys or values) with NUL characters or unpaired surrogates."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
-    while stack:
-        item, depth, where = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels at {where or 'the top'!a}")
-        if isinstance(item, str):
-            if "\x00" in item or not _is_utf8(item):
-                raise ValueError(f"text at {where or 'the top'!a} holds a NUL character or an unpaired surrogate")
-        elif isinstance(item, dict):
-            for key, sub in item.items():
-                stack.append((key, depth + 1, f"{where}.{key}" if where else str(key)))
-                stack.append((sub, depth + 1, f"{where}.{key}" if where else str(key)))
-        elif isinstance(item, list):
-            stack.extend((sub, depth + 1, f"{where}[{i}]") for i, sub in enumerate(item))
-    return value
-
-
-def _is_utf8(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")  # fails on an unpaired surrogate
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused; each field's bounds are the domain's (domain.bounds)."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _storable(cls, data: Any) -> Any:
-        return _check_json(data)
+    model_config = ConfigDict(extra="forbid")
 
 
 def _command_id(request: Request, ctx: CommandContext) -> UUID | None:
@@ -90,11 +57,8 @@ def execute(
     fields["command_id"] = _command_id(request, ctx)
     try:
         command = command_class.model_validate(fields)
-    except Exception as exc:  # pydantic ValidationError: name the first field
-        errors = getattr(exc, "errors", lambda: [])()
-        field = ".".join(str(p) for p in errors[0]["loc"]) if errors else None
-        raise Problem(422, "validation_error", f"{field}: {errors[0]['msg']}" if errors else str(exc),
-                      field=field) from None
+    except DomainError as exc:  # a field out of shape or out of domain.bounds: named
+        raise Problem(422, "validation_error", str(exc), field=exc.field) from None
     context = c.CommandContext(
         actor_id=ctx.actor_id, actor_type=ctx.actor_type, session_id=ctx.session_id,
         correlation_id=ctx.correlation_id, causation_id=ctx.causation_id,
@@ -132,44 +96,44 @@ def created(response: Response, kind: str, body: dict[str, Any]) -> dict[str, An
 
 class ChainIn(Strict):
     chain_id: UUID | None = None
-    name: str = Field(max_length=1000)
-    description: str = Field("", max_length=20_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    description: Description = ""
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class ChainPatch(Strict):
-    name: str | None = Field(None, max_length=1000)
-    description: str | None = Field(None, max_length=20_000)
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
 
 
 class CanvasIn(Strict):
-    canvas_state: dict[str, Any]
-    viewport: dict[str, Any] = Field(default_factory=dict)
+    canvas_state: CanvasState
+    viewport: Viewport = Field(default_factory=dict)
 
 
 class NodeIn(Strict):
-    node_id: str = Field(max_length=200)
-    kind: str = Field(max_length=50)
-    ref_id: str = Field(max_length=200)
-    position: dict[str, Any] = Field(default_factory=dict)
+    node_id: Identifier
+    kind: Identifier
+    ref_id: Identifier
+    position: NodePosition = Field(default_factory=dict)
 
 
 class EdgeIn(Strict):
-    edge_id: str | None = Field(None, max_length=200)
-    source_id: str = Field(max_length=200)
-    target_id: str = Field(max_length=200)
-    type: str = Field(max_length=100)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    edge_id: Identifier | None = None
+    source_id: Identifier
+    target_id: Identifier
+    type: Identifier
+    metadata: EdgeMetadata = Field(default_factory=dict)
 
 
 class EdgePatch(Strict):
-    type: str | None = Field(None, max_length=100)
-    metadata: dict[str, Any] | None = None
+    type: Identifier | None = None
+    metadata: EdgeMetadata | None = None
 
 
-class Reason(Strict):
-    reason: str | None = Field(None, max_length=2000)
+class ReasonIn(Strict):
+    reason: Reason | None = None
 
 
 Ctx = Depends(command_context)
@@ -191,7 +155,7 @@ def update_chain(chain_id: UUID, body: ChainPatch, request: Request, response: R
 
 
 @router.delete("/chains/{chain_id}", summary="Delete a chain")
-def delete_chain(chain_id: UUID, request: Request, response: Response, reason: str | None = Query(None, max_length=2000),
+def delete_chain(chain_id: UUID, request: Request, response: Response, reason: Annotated[Reason | None, Query()] = None,
                  state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete a chain; its history stays."""
     return execute(state, request, response, ctx, c.DeleteChain, chain_id=chain_id, reason=reason)
@@ -212,7 +176,7 @@ def add_node(chain_id: UUID, body: NodeIn, request: Request, response: Response,
 
 
 @router.delete("/chains/{chain_id}/nodes/{node_id}", summary="Take a node off the canvas")
-def remove_node(chain_id: UUID, request: Request, response: Response, node_id: str = Path(..., max_length=200),
+def remove_node(chain_id: UUID, request: Request, response: Response, node_id: Annotated[Identifier, Path()],
                 state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Remove a node (the domain refuses to leave its edges dangling)."""
     return execute(state, request, response, ctx, c.RemoveNode, chain_id=chain_id, node_id=node_id)
@@ -231,7 +195,7 @@ def create_edge(chain_id: UUID, body: EdgeIn, request: Request, response: Respon
 
 @router.patch("/chains/{chain_id}/edges/{edge_id}", summary="Update an edge")
 def update_edge(chain_id: UUID, body: EdgePatch, request: Request, response: Response,
-                edge_id: str = Path(..., max_length=200), state: ChronicleState = State,
+                edge_id: Annotated[Identifier, Path()], state: ChronicleState = State,
                 ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Change an edge's type or metadata."""
     return execute(state, request, response, ctx, c.UpdateEdge, chain_id=chain_id, edge_id=edge_id,
@@ -239,7 +203,7 @@ def update_edge(chain_id: UUID, body: EdgePatch, request: Request, response: Res
 
 
 @router.delete("/chains/{chain_id}/edges/{edge_id}", summary="Delete an edge")
-def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: str = Path(..., max_length=200),
+def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: Annotated[Identifier, Path()],
                 state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete an edge of this chain."""
     return execute(state, request, response, ctx, c.DeleteEdge, chain_id=chain_id, edge_id=edge_id)
@@ -249,24 +213,24 @@ def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: s
 
 class DocumentIn(Strict):
     document_id: UUID | None = None
-    namespace: str = Field(max_length=200)
-    type: str = Field(max_length=200, description="document type, e.g. session_context")
-    title: str = Field(max_length=2000)
-    content: str | None = None
-    body: dict[str, Any] | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    namespace: Identifier
+    type: Identifier = Field(description="document type, e.g. session_context")
+    title: Title
+    content: Content | None = None
+    body: Body | None = None
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class DocumentPatch(Strict):
-    title: str | None = Field(None, max_length=2000)
-    content: str | None = None
-    body: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    change_description: str = Field("", max_length=2000)
+    title: Title | None = None
+    content: Content | None = None
+    body: Body | None = None
+    metadata: Metadata | None = None
+    change_description: ChangeDescription = ""
 
 
 class TagIn(Strict):
-    version: int = Field(ge=1)
+    version: DocumentVersion
 
 
 @router.post("/documents", status_code=201, summary="Create a document")
@@ -287,14 +251,14 @@ def update_document(document_id: UUID, body: DocumentPatch, request: Request, re
 
 @router.delete("/documents/{document_id}", summary="Delete a document")
 def delete_document(document_id: UUID, request: Request, response: Response,
-                    reason: str | None = Query(None, max_length=2000),
+                    reason: Annotated[Reason | None, Query()] = None,
                     state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete a document; its versions stay readable and it can be restored."""
     return execute(state, request, response, ctx, c.DeleteDocument, document_id=document_id, reason=reason)
 
 
 @router.post("/documents/{document_id}/restore", summary="Restore a deleted document")
-def restore_document(document_id: UUID, request: Request, response: Response, body: Reason | None = None,
+def restore_document(document_id: UUID, request: Request, response: Response, body: ReasonIn | None = None,
                      state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Bring a deleted document back as it was."""
     return execute(state, request, response, ctx, c.RestoreDocument, document_id=document_id,
@@ -303,7 +267,7 @@ def restore_document(document_id: UUID, request: Request, response: Response, bo
 
 @router.put("/documents/{document_id}/tags/{tag}", summary="Point a tag at a version")
 def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response,
-            tag: str = Path(..., max_length=100), state: ChronicleState = State,
+            tag: Annotated[Identifier, Path()], state: ChronicleState = State,
             ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Tag a version that exists (moving the tag if it pointed elsewhere)."""
     return execute(state, request, response, ctx, c.TagDocument, document_id=document_id, tag=tag,
@@ -311,7 +275,7 @@ def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response
 
 
 @router.delete("/documents/{document_id}/tags/{tag}", summary="Remove a tag")
-def delete_tag(document_id: UUID, request: Request, response: Response, tag: str = Path(..., max_length=100),
+def delete_tag(document_id: UUID, request: Request, response: Response, tag: Annotated[Identifier, Path()],
                state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Remove a tag from the document."""
     return execute(state, request, response, ctx, c.UntagDocument, document_id=document_id, tag=tag)
@@ -321,28 +285,28 @@ def delete_tag(document_id: UUID, request: Request, response: Response, tag: str
 
 class AgentIn(Strict):
     agent_id: UUID | None = None
-    name: str = Field(max_length=1000)
-    prompt: str
-    model: str = Field(max_length=200)
-    tools: list[Any] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    prompt: Prompt
+    model: ModelName
+    tools: Tools = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class AgentPatch(Strict):
-    name: str | None = Field(None, max_length=1000)
-    prompt: str | None = None
-    model: str | None = Field(None, max_length=200)
-    tools: list[Any] | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    prompt: Prompt | None = None
+    model: ModelName | None = None
+    tools: Tools | None = None
+    metadata: Metadata | None = None
 
 
 class ExecutionIn(Strict):
-    execution_id: str | None = Field(None, max_length=200)
-    input: Any = None
-    output: Any = None
-    duration_ms: int = Field(ge=0)
-    tokens: int = Field(ge=0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    execution_id: Identifier | None = None
+    input: ExecutionData = None
+    output: ExecutionData = None
+    duration_ms: Count
+    tokens: Count
+    metadata: Metadata = Field(default_factory=dict)
 
 
 @router.post("/agents", status_code=201, summary="Create an agent")
@@ -360,7 +324,7 @@ def update_agent(agent_id: UUID, body: AgentPatch, request: Request, response: R
 
 
 @router.delete("/agents/{agent_id}", summary="Delete an agent")
-def delete_agent(agent_id: UUID, request: Request, response: Response, reason: str | None = Query(None, max_length=2000),
+def delete_agent(agent_id: UUID, request: Request, response: Response, reason: Annotated[Reason | None, Query()] = None,
                  state: ChronicleState = State, ctx: CommandContext = Ctx) -> dict[str, Any]:
     """Delete an agent; its executions stay."""
     return execute(state, request, response, ctx, c.DeleteAgent, agent_id=agent_id, reason=reason)

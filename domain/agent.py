@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.bounds import Count, ExecutionData, Identifier, Metadata, ModelName, Name, Prompt, Reason, Tools
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
@@ -33,11 +34,11 @@ from domain.rules import (
 @registry.register("agent.created", stream_type="agent")
 class AgentCreated(WorkspaceCreated):
     originator_topic: ClassVar[str] = "domain.agent:Agent"
-    name: str
-    prompt: str
-    model: str
-    tools: list[Any]
-    metadata: dict[str, Any]
+    name: Name
+    prompt: Prompt
+    model: ModelName
+    tools: Tools
+    metadata: Metadata
 
     def apply(self, aggregate: Agent) -> None:
         aggregate.name = self.name
@@ -49,11 +50,11 @@ class AgentCreated(WorkspaceCreated):
 
 @registry.register("agent.updated", stream_type="agent")
 class AgentUpdated(WorkspaceEvent):
-    name: str | None = None
-    prompt: str | None = None
-    model: str | None = None
-    tools: list[Any] | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    prompt: Prompt | None = None
+    model: ModelName | None = None
+    tools: Tools | None = None
+    metadata: Metadata | None = None
 
     def apply(self, aggregate: Agent) -> None:
         if self.name is not None:
@@ -71,7 +72,7 @@ class AgentUpdated(WorkspaceEvent):
 
 @registry.register("agent.deleted", stream_type="agent")
 class AgentDeleted(WorkspaceEvent):
-    reason: str | None = None
+    reason: Reason | None = None
 
     def apply(self, aggregate: Agent) -> None:
         aggregate.deleted = True
@@ -80,12 +81,12 @@ class AgentDeleted(WorkspaceEvent):
 
 @registry.register("agent.executed", stream_type="agent")
 class AgentExecuted(WorkspaceEvent):
-    execution_id: str
-    input: Any
-    output: Any
-    duration_ms: int
-    tokens: int
-    metadata: dict[str, Any]
+    execution_id: Identifier
+    input: ExecutionData
+    output: ExecutionData
+    duration_ms: Count
+    tokens: Count
+    metadata: Metadata
 
     def apply(self, aggregate: Agent) -> None:
         # A record, not a change: the undo and redo stacks are left alone.

@@ -22,8 +22,9 @@ from eventsourcing.domain import (
     datetime_now_with_tzinfo,
 )
 from eventsourcing.utils import get_topic, resolve_topic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from domain.bounds import refusal
 from domain.errors import DomainError
 from domain.rules import UNDO_DEPTH
 
@@ -166,6 +167,27 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
         self.redo_stack: list[list[int]] = []
         # Set while a multi-event change (a node removal's edge deletions) is being applied.
         self.group_start: int | None = None
+
+    # -- new events: their payloads within domain.bounds ----------------------------------------
+
+    @classmethod
+    def _create(cls, event_class: type[Any], *, id: UUID | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        """The library's _create; an event field out of domain.bounds is a DomainError naming it.
+
+        (The events are not refused in their own __init__: pydantic would then run it when the
+        mapper reads stored events too, which must load whatever bounds held when they were written.)
+        """
+        try:
+            return super()._create(event_class, id=id, **kwargs)
+        except ValidationError as exc:
+            raise refusal(exc, event_class.__name__) from None
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        """The library's trigger_event; an event field out of domain.bounds is a DomainError naming it."""
+        try:
+            super().trigger_event(event_class, **kwargs)
+        except ValidationError as exc:
+            raise refusal(exc, event_class.__name__) from None
 
     # -- state -------------------------------------------------------------------------------
 

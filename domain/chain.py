@@ -11,6 +11,9 @@ from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.bounds import (
+    CanvasState, Description, EdgeMetadata, Identifier, Metadata, Name, NodePosition, Reason, Viewport,
+)
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
@@ -39,9 +42,9 @@ NODE_REMOVED = "node_removed"
 @registry.register("chain.created", stream_type="chain")
 class ChainCreated(WorkspaceCreated):
     originator_topic: ClassVar[str] = "domain.chain:Chain"
-    name: str
-    description: str
-    metadata: dict[str, Any]
+    name: Name
+    description: Description
+    metadata: Metadata
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.name = self.name
@@ -51,9 +54,9 @@ class ChainCreated(WorkspaceCreated):
 
 @registry.register("chain.updated", stream_type="chain")
 class ChainUpdated(WorkspaceEvent):
-    name: str | None = None
-    description: str | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
 
     def apply(self, aggregate: Chain) -> None:
         if self.name is not None:
@@ -67,8 +70,8 @@ class ChainUpdated(WorkspaceEvent):
 
 @registry.register("chain.canvas_updated", stream_type="chain")
 class ChainCanvasUpdated(WorkspaceEvent):
-    canvas_state: dict[str, Any]
-    viewport: dict[str, Any]
+    canvas_state: CanvasState
+    viewport: Viewport
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.canvas_state = copy.deepcopy(self.canvas_state)
@@ -78,10 +81,10 @@ class ChainCanvasUpdated(WorkspaceEvent):
 
 @registry.register("chain.node_added", stream_type="chain")
 class ChainNodeAdded(WorkspaceEvent):
-    node_id: str
+    node_id: Identifier
     kind: Literal["document", "agent"]
-    ref_id: str
-    position: dict[str, Any]
+    ref_id: Identifier
+    position: NodePosition
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.nodes[self.node_id] = {
@@ -94,7 +97,7 @@ class ChainNodeAdded(WorkspaceEvent):
 
 @registry.register("chain.node_removed", stream_type="chain")
 class ChainNodeRemoved(WorkspaceEvent):
-    node_id: str
+    node_id: Identifier
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.nodes.pop(self.node_id, None)
@@ -103,7 +106,7 @@ class ChainNodeRemoved(WorkspaceEvent):
 
 @registry.register("chain.deleted", stream_type="chain")
 class ChainDeleted(WorkspaceEvent):
-    reason: str | None = None
+    reason: Reason | None = None
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.deleted = True
@@ -112,11 +115,11 @@ class ChainDeleted(WorkspaceEvent):
 
 @registry.register("edge.created", stream_type="chain")
 class EdgeCreated(WorkspaceEvent):
-    edge_id: str
-    source_id: str
-    target_id: str
-    type: str
-    metadata: dict[str, Any]
+    edge_id: Identifier
+    source_id: Identifier
+    target_id: Identifier
+    type: Identifier
+    metadata: EdgeMetadata
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.edges[self.edge_id] = {
@@ -130,9 +133,9 @@ class EdgeCreated(WorkspaceEvent):
 
 @registry.register("edge.updated", stream_type="chain")
 class EdgeUpdated(WorkspaceEvent):
-    edge_id: str
-    type: str | None = None
-    metadata: dict[str, Any] | None = None
+    edge_id: Identifier
+    type: Identifier | None = None
+    metadata: EdgeMetadata | None = None
 
     def apply(self, aggregate: Chain) -> None:
         edge = aggregate.edges[self.edge_id]
@@ -145,8 +148,8 @@ class EdgeUpdated(WorkspaceEvent):
 
 @registry.register("edge.deleted", stream_type="chain")
 class EdgeDeleted(WorkspaceEvent):
-    edge_id: str
-    reason: str | None = None
+    edge_id: Identifier
+    reason: Reason | None = None
 
     def apply(self, aggregate: Chain) -> None:
         aggregate.edges.pop(self.edge_id, None)

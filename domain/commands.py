@@ -3,7 +3,8 @@
 Every command may carry a `command_id` (repeating it returns the first result and appends
 nothing). Commands on an existing stream may carry `expected_version` (a mismatch is a
 conflict); without it the service retries conflicts a bounded number of times.
-Field shapes are checked here; the aggregates check the rules.
+Field shapes and storage bounds (domain.bounds) are checked here, when a command is built: a
+value out of bounds raises DomainError naming the field. The aggregates check the rules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from domain.bounds import (
+    Body, CanvasState, ChangeDescription, ContextId, Content, Count, Description, DocumentVersion, EdgeMetadata,
+    ExecutionData, Identifier, Metadata, ModelName, Name, NodePosition, Prompt, Reason, StreamVersion, Title, Tools,
+    Viewport, refusal,
+)
 from domain.errors import DomainError
 
 
@@ -25,11 +31,18 @@ class CommandContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    actor_id: str | None = Field(default=None, max_length=200)
+    actor_id: ContextId | None = None
     actor_type: Literal["user", "agent", "service", "system"] = "system"
-    session_id: str | None = Field(default=None, max_length=200)
-    correlation_id: str | None = Field(default=None, max_length=200)
-    causation_id: str | None = Field(default=None, max_length=200)
+    session_id: ContextId | None = None
+    correlation_id: ContextId | None = None
+    causation_id: ContextId | None = None
+
+    def __init__(self, /, **data: Any) -> None:
+        """The context, its ids within domain.bounds; anything else is a DomainError naming the field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise refusal(exc, type(self).__name__) from None
 
 
 class Command(BaseModel):
@@ -39,11 +52,18 @@ class Command(BaseModel):
 
     command_id: UUID | None = None
 
+    def __init__(self, /, **data: Any) -> None:
+        """The command, its fields within domain.bounds; anything else is a DomainError naming the field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise refusal(exc, type(self).__name__) from None
+
 
 class StreamCommand(Command):
     """A command on an existing stream, optionally at an expected version."""
 
-    expected_version: int | None = Field(default=None, ge=1)
+    expected_version: StreamVersion | None = None
 
 
 # -- chains ------------------------------------------------------------------------------------
@@ -51,62 +71,62 @@ class StreamCommand(Command):
 
 class CreateChain(Command):
     chain_id: UUID | None = None
-    name: str
-    description: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    description: Description = ""
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class UpdateChain(StreamCommand):
     chain_id: UUID
-    name: str | None = None
-    description: str | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
 
 
 class UpdateCanvas(StreamCommand):
     chain_id: UUID
-    canvas_state: dict[str, Any]
-    viewport: dict[str, Any]
+    canvas_state: CanvasState
+    viewport: Viewport
 
 
 class AddNode(StreamCommand):
     chain_id: UUID
-    node_id: str
-    kind: str
-    ref_id: str
-    position: dict[str, Any] = Field(default_factory=dict)
+    node_id: Identifier
+    kind: Identifier
+    ref_id: Identifier
+    position: NodePosition = Field(default_factory=dict)
 
 
 class RemoveNode(StreamCommand):
     chain_id: UUID
-    node_id: str
+    node_id: Identifier
 
 
 class DeleteChain(StreamCommand):
     chain_id: UUID
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class CreateEdge(StreamCommand):
     chain_id: UUID
-    edge_id: str
-    source_id: str
-    target_id: str
-    type: str
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    edge_id: Identifier
+    source_id: Identifier
+    target_id: Identifier
+    type: Identifier
+    metadata: EdgeMetadata = Field(default_factory=dict)
 
 
 class UpdateEdge(StreamCommand):
     chain_id: UUID
-    edge_id: str
-    type: str | None = None
-    metadata: dict[str, Any] | None = None
+    edge_id: Identifier
+    type: Identifier | None = None
+    metadata: EdgeMetadata | None = None
 
 
 class DeleteEdge(StreamCommand):
     chain_id: UUID
-    edge_id: str
-    reason: str | None = None
+    edge_id: Identifier
+    reason: Reason | None = None
 
 
 # -- documents ---------------------------------------------------------------------------------
@@ -114,42 +134,42 @@ class DeleteEdge(StreamCommand):
 
 class CreateDocument(Command):
     document_id: UUID | None = None
-    namespace: str
-    document_type: str
-    title: str
-    content: str | None = None
-    body: dict[str, Any] | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    namespace: Identifier
+    document_type: Identifier
+    title: Title
+    content: Content | None = None
+    body: Body | None = None
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class UpdateDocument(StreamCommand):
     document_id: UUID
-    title: str | None = None
-    content: str | None = None
-    body: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    change_description: str = ""
+    title: Title | None = None
+    content: Content | None = None
+    body: Body | None = None
+    metadata: Metadata | None = None
+    change_description: ChangeDescription = ""
 
 
 class DeleteDocument(StreamCommand):
     document_id: UUID
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RestoreDocument(StreamCommand):
     document_id: UUID
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class TagDocument(StreamCommand):
     document_id: UUID
-    tag: str
-    version: int
+    tag: Identifier
+    version: DocumentVersion
 
 
 class UntagDocument(StreamCommand):
     document_id: UUID
-    tag: str
+    tag: Identifier
 
 
 # -- agents ------------------------------------------------------------------------------------
@@ -157,35 +177,35 @@ class UntagDocument(StreamCommand):
 
 class CreateAgent(Command):
     agent_id: UUID | None = None
-    name: str
-    prompt: str
-    model: str
-    tools: list[Any] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    prompt: Prompt
+    model: ModelName
+    tools: Tools = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class UpdateAgent(StreamCommand):
     agent_id: UUID
-    name: str | None = None
-    prompt: str | None = None
-    model: str | None = None
-    tools: list[Any] | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    prompt: Prompt | None = None
+    model: ModelName | None = None
+    tools: Tools | None = None
+    metadata: Metadata | None = None
 
 
 class DeleteAgent(StreamCommand):
     agent_id: UUID
-    reason: str | None = None
+    reason: Reason | None = None
 
 
 class RecordExecution(StreamCommand):
     agent_id: UUID
-    execution_id: str
-    input: Any = None
-    output: Any = None
-    duration_ms: int
-    tokens: int
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    execution_id: Identifier
+    input: ExecutionData = None
+    output: ExecutionData = None
+    duration_ms: Count
+    tokens: Count
+    metadata: Metadata = Field(default_factory=dict)
 
 
 # -- any stream --------------------------------------------------------------------------------
@@ -228,7 +248,8 @@ COMMANDS: dict[str, type[Command]] = {
 def parse_command(name: str, data: dict[str, Any]) -> Command:
     """The command called `name`, built from JSON-like `data`.
 
-    Raises DomainError unknown_command, or invalid_command naming the first bad field.
+    Raises DomainError unknown_command, or naming the first bad field: a bound's code
+    (too_large, invalid_number, invalid_text, invalid_json) or invalid_command.
     """
     try:
         command_class = COMMANDS[name]
@@ -237,6 +258,4 @@ def parse_command(name: str, data: dict[str, Any]) -> Command:
     try:
         return command_class.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        raise DomainError("invalid_command", f"{name}: {field}: {first['msg']}", field=field) from None
+        raise refusal(exc, name) from None

@@ -12,10 +12,14 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.bounds import (
+    INT4_MAX, Body, ChangeDescription, Content, DocumentVersion, Identifier, Metadata, Reason, Title,
+)
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
     MAX_BODY_BYTES,
+    MAX_CHANGE_DESCRIPTION_CHARS,
     MAX_CONTENT_BYTES,
     MAX_METADATA_BYTES,
     MAX_REASON_CHARS,
@@ -28,19 +32,17 @@ from domain.rules import (
     check_text,
 )
 
-MAX_CHANGE_DESCRIPTION_CHARS = 1_000
-
 
 @registry.register("document.created", stream_type="document")
 class DocumentCreated(WorkspaceCreated):
     originator_topic: ClassVar[str] = "domain.document:Document"
-    namespace: str
-    document_type: str
-    title: str
-    content: str | None
-    body: dict[str, Any] | None
-    metadata: dict[str, Any]
-    version: int = 1
+    namespace: Identifier
+    document_type: Identifier
+    title: Title
+    content: Content | None
+    body: Body | None
+    metadata: Metadata
+    version: DocumentVersion = 1
 
     def apply(self, aggregate: Document) -> None:
         aggregate.namespace = self.namespace
@@ -55,12 +57,12 @@ class DocumentCreated(WorkspaceCreated):
 
 @registry.register("document.updated", stream_type="document")
 class DocumentUpdated(WorkspaceEvent):
-    title: str | None = None
-    content: str | None = None
-    body: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    change_description: str
-    version: int
+    title: Title | None = None
+    content: Content | None = None
+    body: Body | None = None
+    metadata: Metadata | None = None
+    change_description: ChangeDescription
+    version: DocumentVersion
 
     def apply(self, aggregate: Document) -> None:
         if self.title is not None:
@@ -78,7 +80,7 @@ class DocumentUpdated(WorkspaceEvent):
 
 @registry.register("document.deleted", stream_type="document")
 class DocumentDeleted(WorkspaceEvent):
-    reason: str | None = None
+    reason: Reason | None = None
 
     def apply(self, aggregate: Document) -> None:
         aggregate.deleted = True
@@ -87,7 +89,7 @@ class DocumentDeleted(WorkspaceEvent):
 
 @registry.register("document.restored", stream_type="document")
 class DocumentRestored(WorkspaceEvent):
-    reason: str | None = None
+    reason: Reason | None = None
 
     def apply(self, aggregate: Document) -> None:
         aggregate.deleted = False
@@ -96,9 +98,9 @@ class DocumentRestored(WorkspaceEvent):
 
 @registry.register("document.tagged", stream_type="document")
 class DocumentTagged(WorkspaceEvent):
-    tag: str
-    version: int
-    previous_version: int | None = None
+    tag: Identifier
+    version: DocumentVersion
+    previous_version: DocumentVersion | None = None
 
     def apply(self, aggregate: Document) -> None:
         aggregate.tags[self.tag] = self.version
@@ -107,8 +109,8 @@ class DocumentTagged(WorkspaceEvent):
 
 @registry.register("document.untagged", stream_type="document")
 class DocumentUntagged(WorkspaceEvent):
-    tag: str
-    previous_version: int
+    tag: Identifier
+    previous_version: DocumentVersion
 
     def apply(self, aggregate: Document) -> None:
         aggregate.tags.pop(self.tag, None)
@@ -289,7 +291,7 @@ class Document(WorkspaceAggregate):
         """
         self.check_not_deleted()
         check_identifier(tag, "tag")
-        check_count(version, "version", minimum=1)
+        check_count(version, "version", minimum=1, maximum=INT4_MAX)
         if version > self.highest_version:
             raise DomainError(
                 "version_not_found",

@@ -1,46 +1,51 @@
 """The workspace's validation rules: names, identifiers and bounded sizes.
 
 Every check raises a DomainError whose code names the rule and whose field names the input.
+The sizes and storage bounds themselves (and the NUL, surrogate, NaN and depth checks) are
+domain.bounds'; the checks here apply them where the aggregates decide.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from uuid import UUID
 
+from pydantic_core import PydanticCustomError
+
+from domain import bounds
+from domain.bounds import (  # noqa: F401 - re-exported: the aggregates import their sizes from here
+    MAX_BODY_BYTES,
+    MAX_CANVAS_BYTES,
+    MAX_CHANGE_DESCRIPTION_CHARS,
+    MAX_CONTENT_BYTES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_EDGE_METADATA_BYTES,
+    MAX_EXECUTION_IO_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_NAME_CHARS,
+    MAX_POSITION_BYTES,
+    MAX_PROMPT_BYTES,
+    MAX_REASON_CHARS,
+    MAX_TITLE_CHARS,
+    MAX_TOOLS_BYTES,
+    MAX_VIEWPORT_BYTES,
+)
 from domain.errors import DomainError
 
-# Sizes are bounded so that one event (an undo event carries a stream's whole state)
-# always fits the event store's payload limit.
-MAX_NAME_CHARS = 200
-MAX_TITLE_CHARS = 500
-MAX_DESCRIPTION_CHARS = 10_000
-MAX_REASON_CHARS = 1_000
-MAX_CONTENT_BYTES = 256 * 1024
-MAX_BODY_BYTES = 256 * 1024
-MAX_METADATA_BYTES = 16 * 1024
-MAX_PROMPT_BYTES = 64 * 1024
 MAX_TOOLS = 64
-MAX_TOOLS_BYTES = 64 * 1024
-MAX_CANVAS_BYTES = 128 * 1024
-MAX_VIEWPORT_BYTES = 4 * 1024
-MAX_POSITION_BYTES = 512
-MAX_EDGE_METADATA_BYTES = 1024
 MAX_NODES = 200
 MAX_EDGES = 400
 MAX_TAGS = 100
-MAX_EXECUTION_IO_BYTES = 256 * 1024
 # Undo reaches back this many changes; older ones drop off the bottom of the stack.
 UNDO_DEPTH = 100
 
 # namespace, document type, tag, edge type: lower-case words joined by _ . : -
-IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+IDENTIFIER = re.compile(rf"^[a-z0-9][a-z0-9_.:-]{{0,{bounds.MAX_IDENTIFIER_CHARS - 1}}}$")
 # node and edge ids are chosen by the canvas client
-ELEMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+ELEMENT_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{bounds.MAX_IDENTIFIER_CHARS - 1}}}$")
 # model names such as "gpt-4o", "anthropic/claude-3.5-sonnet"
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
+MODEL_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{{0,{bounds.MAX_MODEL_CHARS - 1}}}$")
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 NODE_KINDS = ("document", "agent")
 
@@ -82,10 +87,7 @@ def check_text(value: Any, field: str, *, max_bytes: int, allow_none: bool = Fal
         return None
     if not isinstance(value, str):
         raise DomainError("invalid_text", f"{field} must be a string", field=field)
-    if "\x00" in value:
-        raise DomainError("invalid_text", f"{field} must not contain NUL characters", field=field)
-    if len(value.encode("utf-8")) > max_bytes:
-        raise DomainError("too_large", f"{field} is larger than {max_bytes} bytes", field=field)
+    _bounded(field, bounds.check_string, value, max_bytes=max_bytes)
     return value
 
 
@@ -94,36 +96,34 @@ def check_object(value: Any, field: str, *, max_bytes: int) -> dict[str, Any]:
 
     Returns the value; raises invalid_json or too_large.
     """
-    if not isinstance(value, dict):
-        raise DomainError("invalid_json", f"{field} must be a JSON object", field=field)
-    check_json(value, field, max_bytes=max_bytes)
+    _bounded(field, bounds.check_object, value, max_bytes)
     return value
 
 
 def check_json(value: Any, field: str, *, max_bytes: int) -> Any:
-    """Any JSON value of at most `max_bytes` when serialised.
+    """Any JSON value of at most `max_bytes` when serialised, as domain.bounds.check_json.
 
     Returns the value; raises invalid_json or too_large.
     """
-    try:
-        text = json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError):
-        raise DomainError("invalid_json", f"{field} must be plain JSON", field=field) from None
-    if "\\u0000" in text:
-        raise DomainError("invalid_json", f"{field} must not contain NUL characters", field=field)
-    if len(text.encode("utf-8")) > max_bytes:
-        raise DomainError("too_large", f"{field} is larger than {max_bytes} bytes", field=field)
+    _bounded(field, bounds.check_json, value, max_bytes)
     return value
 
 
-def check_count(value: Any, field: str, *, minimum: int = 0) -> int:
-    """A whole number not below `minimum` (tokens, durations, versions).
+def check_count(value: Any, field: str, *, minimum: int = 0, maximum: int = bounds.EXACT_INT_MAX) -> int:
+    """A whole number from `minimum` to `maximum` (tokens, durations, versions).
 
     Returns the value; raises invalid_number.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DomainError("invalid_number", f"{field} must be an integer >= {minimum}", field=field)
+    _bounded(field, bounds.check_integer, value, minimum, maximum)
     return value
+
+
+def _bounded(field: str, check: Any, *args: Any, **kwargs: Any) -> None:
+    """Run a domain.bounds check; its refusal becomes a DomainError naming `field`."""
+    try:
+        check(*args, **kwargs)
+    except PydanticCustomError as exc:
+        raise DomainError(exc.type, f"{field} {exc.message()}", field=field) from None
 
 
 def check_stream_id(value: Any, field: str) -> str:

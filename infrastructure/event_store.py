@@ -25,6 +25,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from domain.bounds import ContextId
 from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
 from infrastructure.config import Settings, get_settings
@@ -61,11 +62,13 @@ class EventMetadata(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    actor_id: str | None = None
+    # Each id is in a btree expression index (and session/actor in snapshot rows): bounded text.
+    actor_id: ContextId | None = None
     actor_type: Literal["user", "agent", "service", "system"] | None = None
-    session_id: str | None = None
-    correlation_id: str | None = None
-    causation_id: str | None = None
+    session_id: ContextId | None = None
+    correlation_id: ContextId | None = None
+    causation_id: ContextId | None = None
+    command_id: ContextId | None = None
 
 
 @dataclass(frozen=True)

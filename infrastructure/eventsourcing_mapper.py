@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from domain.bounds import STORED_CONTEXT
 from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
 from eventsourcing.domain import DomainEventProtocol, HasOriginatorIDVersion
@@ -122,7 +123,10 @@ class ChronicleMapper(Mapper[Any]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
-        """The event class for a type name or topic, built from the (upcast) payload."""
+        """The event class for a type name or topic, built from the (upcast) payload.
+
+        Stored events are history: domain.bounds' checks (for new input) are not applied to them.
+        """
         if stored_event.topic in self.registry:
             cls: type = self.registry.get(stored_event.topic).model
         else:
@@ -132,7 +136,7 @@ class ChronicleMapper(Mapper[Any]):
                 data = json.loads(stored_event.state)
                 data["originator_id"] = _id_text(stored_event.originator_id)
                 data["originator_version"] = stored_event.originator_version
-                return cast(DomainEventProtocol[Any], cls.model_validate(data))
+                return cast(DomainEventProtocol[Any], cls.model_validate(data, context=STORED_CONTEXT))
             except ValueError as exc:
                 raise MapperDeserialisationError(
                     f"stored event {stored_event.topic} {stored_event.originator_id}"

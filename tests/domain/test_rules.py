@@ -130,19 +130,20 @@ def test_a_bad_command_is_refused_with_its_rule_and_appends_nothing(
 
 
 @pytest.mark.parametrize(
-    ("command", "code"),
+    ("build", "code"),
     [
-        (c.CreateChain(name=""), "invalid_name"),
-        (c.CreateDocument(namespace="NS!", document_type="t", title="T", content="c"), "invalid_identifier"),
-        (c.CreateDocument(namespace="ns", document_type="t", title="T"), "content_or_body"),
-        (c.CreateDocument(namespace="ns", document_type="t", title="T", content="c", body={}), "content_or_body"),
-        (c.CreateAgent(name="A", prompt="p\x00", model="m"), "invalid_text"),
+        (lambda: c.CreateChain(name=""), "invalid_name"),
+        (lambda: c.CreateDocument(namespace="NS!", document_type="t", title="T", content="c"), "invalid_identifier"),
+        (lambda: c.CreateDocument(namespace="ns", document_type="t", title="T"), "content_or_body"),
+        (lambda: c.CreateDocument(namespace="ns", document_type="t", title="T", content="c", body={}),
+         "content_or_body"),
+        (lambda: c.CreateAgent(name="A", prompt="p\x00", model="m"), "invalid_text"),
     ],
 )
-def test_a_bad_create_is_refused(workspace: Workspace, db: Any, command: c.Command, code: str) -> None:
+def test_a_bad_create_is_refused(workspace: Workspace, db: Any, build: Any, code: str) -> None:
     before = db.execute("SELECT count(*) AS n FROM events").fetchone()
     with pytest.raises(DomainError) as caught:
-        workspace.handle(command)
+        workspace.handle(build())
     assert caught.value.code == code
     assert db.execute("SELECT count(*) AS n FROM events").fetchone() == before
 

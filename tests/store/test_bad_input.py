@@ -61,7 +61,10 @@ CASES = {
                                InvalidAppend, "metadata.actor_type"),
     "metadata too large": (lambda: ("note-1", 2, [note()], {"note": "x" * 70_000}), InvalidAppend, "metadata"),
     "NUL in payload": (lambda: ("note-1", 2, [note("a\x00b")], None), InvalidAppend, "events.0.payload"),
-    "NUL in metadata": (lambda: ("note-1", 2, [note()], {"actor_id": "u\x00"}), InvalidAppend, "metadata"),
+    "NUL in metadata": (lambda: ("note-1", 2, [note()], {"actor_id": "u\x00"}), InvalidAppend, "metadata.actor_id"),
+    "NUL in an extra metadata field": (lambda: ("note-1", 2, [note()], {"note": "u\x00"}), InvalidAppend, "metadata"),
+    "session id too long for its index": (lambda: ("note-1", 2, [note()], {"session_id": "s" * 201}), InvalidAppend,
+                                          "metadata.session_id"),
     "escaped backslash-u0000 text is fine but NUL after it is not": (
         lambda: ("note-1", 2, [note("\\u0000 \\\x00")], None), InvalidAppend, "events.0.payload"),
     "empty stream id": (lambda: ("", 2, [note()], None), InvalidAppend, "stream_id"),
