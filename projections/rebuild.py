@@ -137,21 +137,26 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
 
 def _abandon(conn, name: str, names: dict[str, str], rebuild_id: int | None, exc: BaseException,
              job_id: int | None = None) -> None:
-    """Drop a failed rebuild's shadows and record why it failed."""
+    """Record why a rebuild failed, then drop its shadows (the record stands if the drop fails too)."""
+    error = repr(exc)[:4000]
+    try:
+        with conn.transaction():
+            if rebuild_id is not None:
+                conn.execute("UPDATE projection_rebuild SET state = 'failed', error = %s,"
+                             " finished_at = clock_timestamp() WHERE id = %s", (error, rebuild_id))
+            if job_id is not None:
+                conn.execute("UPDATE projection_job SET state = 'failed', error = %s, finished_at = clock_timestamp(),"
+                             " events_done = (SELECT done FROM projection_rebuild WHERE id = %s)"
+                             " WHERE id = %s AND state = 'running'", (error, rebuild_id, job_id))
+    except Exception:  # noqa: BLE001 - the original error matters more
+        logger.exception("could not record the failed rebuild of %s", name)
     try:
         with conn.transaction():
             for shadow in names.values():
                 conn.execute(f'DROP TABLE IF EXISTS "{shadow}"')
             conn.execute("DELETE FROM dead_letter WHERE projection = %s AND shadow", (name,))
-            if rebuild_id is not None:
-                conn.execute("UPDATE projection_rebuild SET state = 'failed', error = %s,"
-                             " finished_at = clock_timestamp() WHERE id = %s", (repr(exc)[:4000], rebuild_id))
-            if job_id is not None:
-                conn.execute("UPDATE projection_job SET state = 'failed', error = %s, finished_at = clock_timestamp(),"
-                             " events_done = (SELECT done FROM projection_rebuild WHERE id = %s)"
-                             " WHERE id = %s AND state = 'running'", (repr(exc)[:4000], rebuild_id, job_id))
-    except Exception:  # noqa: BLE001 - the original error matters more
-        logger.exception("could not clean up the rebuild of %s", name)
+    except Exception:  # noqa: BLE001 - the next rebuild drops them; the original error matters more
+        logger.exception("could not drop the shadow tables of the failed rebuild of %s", name)
 
 
 def rebuild_all(pool: ConnectionPool, *, partitions: int | None = None,

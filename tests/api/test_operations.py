@@ -21,29 +21,41 @@ def test_projection_status_rebuild_and_replay(clients):
 
     started = operator.post("/v1/projections/documents/rebuild")
     assert started.status_code == 202 and started.headers["location"] == "/v1/projections/documents/rebuild"
-    deadline = time.monotonic() + 20
-    while True:
-        progress = operator.get("/v1/projections/documents/rebuild").json()
-        if progress["state"] != "running" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    assert started.json()["state"] == "requested" and started.json()["job_id"] >= 1
+    progress = _until_finished(operator, started.headers["location"])
     assert progress["state"] == "done" and progress["done"] == progress["total"] >= 1
+    assert progress["job_id"] == started.json()["job_id"]
+    assert progress["job"]["requested_by"]["actor_id"] == "svc-operator"
     # Reads still answer, from the swapped-in tables.
     assert writer.get(f"/v1/documents/{made.json()['stream_id']}").status_code == 200
 
     replayed = operator.post("/v1/projections/agents/replay", json={"from_position": 0})
     assert replayed.status_code == 202 and replayed.json()["from_position"] == 0
+    assert _until_finished(operator, replayed.headers["location"])["state"] == "done"
     assert_problem(operator.post("/v1/projections/nope/replay", json={"from_position": 0}), 404,
                    "projection_not_found", "name")
     assert_problem(operator.post("/v1/projections/agents/replay", json={"from_position": -5}), 422,
                    "validation_error", "from_position")
     assert_problem(operator.get("/v1/projections/nope/rebuild"), 404, "projection_not_found")
 
-    events = auditor.get("/v1/events", params={"stream_type": "operator", "type": ["operator.projection_rebuilt",
-                                                                                   "operator.projection_replayed"]})
+    types = ["operator.projection_rebuild_requested", "operator.projection_rebuilt",
+             "operator.projection_replay_requested", "operator.projection_replayed"]
+    events = auditor.get("/v1/events", params={"stream_type": "operator", "type": types})
     kinds = [(e["type"], e["payload"]["target"], e["metadata"]["actor_id"]) for e in events.json()["events"]]
+    assert ("operator.projection_rebuild_requested", "projection:documents", "svc-operator") in kinds
     assert ("operator.projection_rebuilt", "projection:documents", "svc-operator") in kinds
+    assert ("operator.projection_replay_requested", "projection:agents", "svc-operator") in kinds
     assert ("operator.projection_replayed", "projection:agents", "svc-operator") in kinds
+
+
+def _until_finished(client, location: str, timeout: float = 30) -> dict:
+    """GET a job's progress until it is done, failed or crashed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = client.get(location).json()
+        if progress["state"] in ("done", "failed", "crashed") or time.monotonic() > deadline:
+            return progress
+        time.sleep(0.1)
 
 
 def test_dead_letters_routes(clients, api_pool):
