@@ -3,9 +3,10 @@ and the operator events that record each action."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
-from tests.api.conftest import assert_problem
+from tests.api.conftest import CHRONICLE, ROOT, assert_problem, chronicle_env
 
 
 def test_projection_status_rebuild_and_replay(clients):
@@ -38,6 +39,7 @@ def test_projection_status_rebuild_and_replay(clients):
                    "validation_error", "from_position")
     assert_problem(operator.get("/v1/projections/nope/rebuild"), 404, "projection_not_found")
 
+    time.sleep(0.5)  # the worker appends the completion events just after the jobs end
     types = ["operator.projection_rebuild_requested", "operator.projection_rebuilt",
              "operator.projection_replay_requested", "operator.projection_replayed"]
     events = auditor.get("/v1/events", params={"stream_type": "operator", "type": types})
@@ -56,6 +58,25 @@ def _until_finished(client, location: str, timeout: float = 30) -> dict:
         if progress["state"] in ("done", "failed", "crashed") or time.monotonic() > deadline:
             return progress
         time.sleep(0.1)
+
+
+def test_cli_rebuild_is_run_by_the_in_process_workers(server, api_database_url, clients):
+    """`chronicle up` has no Redis: no message from the CLI reaches its workers; their tick finds the job."""
+    result = subprocess.run(
+        [CHRONICLE, "projections", "rebuild", "chains"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=chronicle_env(DATABASE_URL=api_database_url, CHRONICLE_ACTOR="cli-ops", COLUMNS="200"))
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt chains" in result.stdout and "requested rebuild of chains" in result.stderr
+    progress = clients["operator"].get("/v1/projections/chains/rebuild").json()
+    assert progress["state"] == "done" and progress["job"]["requested_by"]["actor_id"] == "cli-ops"
+    deadline = time.monotonic() + 10  # the worker appends the completion event just after the swap
+    while True:
+        events = clients["auditor"].get("/v1/events", params={"type": "operator.projection_rebuilt"}).json()["events"]
+        reported = [e for e in events if e["payload"]["details"]["job_id"] == progress["job_id"]]
+        if reported or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [e["metadata"]["actor_id"] for e in reported] == ["cli-ops"]
 
 
 def test_dead_letters_routes(clients, api_pool):
