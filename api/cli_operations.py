@@ -63,6 +63,7 @@ def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
 
 # Seconds a requested job may wait for a worker before the CLI says that none has taken it.
 NOTICE_SECONDS = 6.0
+REPORT_WAIT_SECONDS = 5.0  # how long to wait for the job's completion event once it ended
 TIMED_OUT = 3  # exit code: still not finished when --timeout ran out (the job stays queued)
 
 
@@ -101,6 +102,11 @@ def _follow(pool: Any, job_id: int, label: str, timeout: float) -> dict[str, Any
                 bar.update(task, total=max(view["total"], 1), completed=view["done"],
                            rate=f"{view['rate']:,.0f}" if view.get("rate") else "-")
             if state in ("done", "failed", "crashed"):
+                reported = time.monotonic() + REPORT_WAIT_SECONDS
+                while state != "crashed" and not (view.get("job") or {}).get("reported_at") \
+                        and time.monotonic() < reported:
+                    time.sleep(0.05)  # the worker appends the completion event just after the job ends
+                    view = job_view(pool, job_id=job_id) or view
                 return view
             waited = time.monotonic() - started
             if state == "requested" and waited > NOTICE_SECONDS and not noticed:

@@ -39,15 +39,20 @@ def test_projection_status_rebuild_and_replay(clients):
                    "validation_error", "from_position")
     assert_problem(operator.get("/v1/projections/nope/rebuild"), 404, "projection_not_found")
 
-    time.sleep(0.5)  # the worker appends the completion events just after the jobs end
     types = ["operator.projection_rebuild_requested", "operator.projection_rebuilt",
              "operator.projection_replay_requested", "operator.projection_replayed"]
-    events = auditor.get("/v1/events", params={"stream_type": "operator", "type": types})
-    kinds = [(e["type"], e["payload"]["target"], e["metadata"]["actor_id"]) for e in events.json()["events"]]
-    assert ("operator.projection_rebuild_requested", "projection:documents", "svc-operator") in kinds
-    assert ("operator.projection_rebuilt", "projection:documents", "svc-operator") in kinds
-    assert ("operator.projection_replay_requested", "projection:agents", "svc-operator") in kinds
-    assert ("operator.projection_replayed", "projection:agents", "svc-operator") in kinds
+    wanted = {("operator.projection_rebuild_requested", "projection:documents", "svc-operator"),
+              ("operator.projection_rebuilt", "projection:documents", "svc-operator"),
+              ("operator.projection_replay_requested", "projection:agents", "svc-operator"),
+              ("operator.projection_replayed", "projection:agents", "svc-operator")}
+    deadline = time.monotonic() + 10  # the worker appends a completion event just after its job ends
+    while True:
+        events = auditor.get("/v1/events", params={"stream_type": "operator", "type": types})
+        kinds = {(e["type"], e["payload"]["target"], e["metadata"]["actor_id"]) for e in events.json()["events"]}
+        if wanted <= kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert wanted <= kinds
 
 
 def _until_finished(client, location: str, timeout: float = 30) -> dict:
