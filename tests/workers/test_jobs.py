@@ -13,7 +13,9 @@ from contextlib import contextmanager
 
 import httpx
 import psycopg
+import psycopg.rows
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from infrastructure.event_store import EventStore
 from projections import jobs
@@ -214,3 +216,92 @@ def test_a_failing_rebuild_fails_its_job_and_says_why(proj_pool, seeded):
     assert events[1]["metadata"]["actor_id"] == "ops"
     # Reporting again appends nothing: each job is reported once.
     assert worker_jobs.report_finished(store) == 0
+
+
+def _lock_freed(pool, projection: str, kind: str) -> None:
+    """A closed session's locks go when its backend exits: wait for that."""
+    from projections.status import lock_held
+
+    def freed() -> bool:
+        with pool.connection() as conn:
+            return not lock_held(conn, projection, jobs.JOB_LOCK[kind])
+
+    _until(freed, 10, "the closed session's lock to go")
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["request", "claim", "finish", "fail", "crash", "reap"]), min_size=1, max_size=12))
+def test_job_lifecycle_property(proj_pool, fresh_database_url, steps):
+    """Whatever requests, claims, ends, worker deaths and reaps happen: at most one open job; a
+    request is refused exactly while a live one is open; a second claimant gets nothing; every
+    ended job is reported by exactly one completion event."""
+    import api.operator_events  # noqa: F401 - registers the operator.* types
+
+    store = EventStore(proj_pool)
+    with proj_pool.connection() as conn:
+        conn.execute("UPDATE projection_job SET state = 'failed' WHERE state IN ('requested', 'running')")
+    model: dict = {"state": None, "id": None, "conn": None}  # state: None | requested | running | dead
+    ended: list[int] = []
+    try:
+        for step in steps:
+            if step == "request":
+                try:
+                    model["id"] = worker_jobs.request(store, "replay", "agents", {"from_position": 0},
+                                                      actor_id="prop").job.id
+                    assert model["state"] in (None, "dead"), step
+                    if model["state"] == "dead":  # the request fails the dead worker's job first
+                        ended.append(model["dead_id"])
+                    model.update(state="requested", conn=None)
+                except jobs.JobInProgress:
+                    assert model["state"] in ("requested", "running"), step
+            elif step == "claim":
+                claimant = psycopg.connect(fresh_database_url, autocommit=True, row_factory=psycopg.rows.dict_row)
+                if not jobs.try_lock(claimant, "replay", "agents"):
+                    assert model["state"] == "running"
+                    claimant.close()
+                    continue
+                job = jobs.claim(claimant, "replay", "agents")
+                if model["state"] == "dead":  # the claim fails the dead worker's job first
+                    ended.append(model["dead_id"])
+                    model["state"] = None
+                assert (job is not None) == (model["state"] == "requested"), step
+                if job is None:
+                    jobs.unlock(claimant, "replay", "agents")
+                    claimant.close()
+                else:
+                    assert job.id == model["id"] and job.state == "running"
+                    model.update(state="running", conn=claimant)
+            elif step in ("finish", "fail") and model["state"] == "running":
+                jobs.finish(model["conn"], model["id"], "done" if step == "finish" else "failed", events_done=1)
+                model["conn"].close()
+                _lock_freed(proj_pool, "agents", "replay")
+                ended.append(model["id"])
+                model.update(state=None, conn=None)
+            elif step == "crash" and model["state"] == "running":
+                model["conn"].close()
+                _lock_freed(proj_pool, "agents", "replay")
+                model.update(state="dead", conn=None, dead_id=model["id"])
+            elif step == "reap":
+                with proj_pool.connection() as conn:
+                    reaped = jobs.reap_crashed(conn, "agents", "replay")
+                assert reaped == ([model["dead_id"]] if model["state"] == "dead" else [])
+                if model["state"] == "dead":
+                    ended.append(model["dead_id"])
+                    model["state"] = None
+            with proj_pool.connection() as conn:
+                open_jobs = conn.execute("SELECT id, state FROM projection_job WHERE kind = 'replay'"
+                                         " AND state IN ('requested', 'running')").fetchall()
+            expected = {"requested": "requested", "running": "running", "dead": "running"}.get(model["state"])
+            assert [r["state"] for r in open_jobs] == ([expected] if expected else []), (step, open_jobs)
+        worker_jobs.report_finished(store)
+        assert worker_jobs.report_finished(store) == 0
+        with proj_pool.connection() as conn:
+            reported = conn.execute(
+                "SELECT (payload->'details'->>'job_id')::bigint AS job, count(*) AS n FROM events"
+                " WHERE stream_id = 'operator' AND type IN ('operator.projection_replayed',"
+                " 'operator.projection_replay_failed') AND (payload->'details'->>'job_id')::bigint = ANY(%s)"
+                " GROUP BY 1", (ended,)).fetchall()
+        assert {r["job"]: r["n"] for r in reported} == {job_id: 1 for job_id in ended}
+    finally:
+        if model["conn"] is not None:
+            model["conn"].close()
