@@ -189,10 +189,11 @@ def job_view(pool: ConnectionPool, *, job_id: int | None = None, projection: str
         progress = None
         if job is not None and job.rebuild_id is not None:
             progress = conn.execute("SELECT * FROM projection_rebuild WHERE id = %s", (job.rebuild_id,)).fetchone()
-        elif kind == "rebuild" and name is not None:
+        if job_id is None and kind == "rebuild" and name is not None:
             latest = conn.execute("SELECT * FROM projection_rebuild WHERE projection = %s ORDER BY id DESC LIMIT 1",
                                   (name,)).fetchone()
-            if latest is not None and (job is None or latest["started_at"] > job.requested_at):
+            if latest is not None and (job is None or (latest["id"] > job.rebuild_id if job.rebuild_id is not None
+                                                       else latest["started_at"] > job.requested_at)):
                 progress, job = latest, None  # a rebuild run by hand after the last job
         if job is None and progress is None:
             return None

@@ -162,7 +162,9 @@ def rebuild_projection(projection: str) -> None:
     """
     from workers.jobs import run_rebuild
 
-    run_rebuild(worker_pool(), projection)
+    if run_rebuild(worker_pool(), projection) is not None:
+        # Appends during the swap found the partitions locked: catch them up now.
+        catch_up_projection.send(projection)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
