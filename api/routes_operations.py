@@ -84,8 +84,8 @@ def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(op
 
 @router.get("/projections", summary="Status and lag of every projection and partition")
 def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
-    """Every partition's checkpoint, head, lag and state, each projection's latest rebuild, and the
-    open transactions (if any) holding the log back."""
+    """Every partition's checkpoint, head, lag and state, each projection's latest rebuild and
+    replay job, and the open transactions (if any) holding the log back."""
     partitions = [_plain(p) for p in pj.status(state.pool)]
     rebuilds = {name: jobs.job_view(state.pool, projection=name) for name in PROJECTORS}
     replays = {name: jobs.job_view(state.pool, projection=name, kind="replay") for name in PROJECTORS}

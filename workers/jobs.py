@@ -25,8 +25,11 @@ from projections.catalog import get_projector
 
 logger = logging.getLogger(__name__)
 _stores: dict[int, EventStore] = {}
-REPORTED = {("rebuild", "done"): "operator.projection_rebuilt", ("rebuild", "failed"): "operator.projection_rebuild_failed",
-            ("replay", "done"): "operator.projection_replayed", ("replay", "failed"): "operator.projection_replay_failed"}
+# The completion event of a job, by kind and end state.
+REPORTED = {("rebuild", "done"): "operator.projection_rebuilt",
+            ("rebuild", "failed"): "operator.projection_rebuild_failed",
+            ("replay", "done"): "operator.projection_replayed",
+            ("replay", "failed"): "operator.projection_replay_failed"}
 
 
 @dataclass(frozen=True)
