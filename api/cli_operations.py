@@ -1,12 +1,13 @@
 """The operators' commands: `chronicle projections status|rebuild|replay`, `dead-letters ...`.
 
-Rebuild and replay show a live progress bar (done, total, rate, ETA). Every action is
-recorded as an `operator.*` event naming $CHRONICLE_ACTOR (default cli:$USER).
+Rebuild and replay are queued as jobs that a worker runs (`chronicle up`, or `chronicle worker`
+with REDIS_URL); the command follows the job with a live progress bar (done, total, rate, ETA)
+unless --no-wait. Every action is recorded as an `operator.*` event naming $CHRONICLE_ACTOR
+(default cli:$USER).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -61,80 +62,132 @@ def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
     _cli().console.print(table)
 
 
+# Seconds a requested job may wait for a worker before the CLI says that none has taken it.
+NOTICE_SECONDS = 6.0
+REPORT_WAIT_SECONDS = 5.0  # how long to wait for the job's completion event once it ended
+TIMED_OUT = 3  # exit code: still not finished when --timeout ran out (the job stays queued)
+
+
+def _request(pool: Any, kind: str, projection: str, options: dict[str, Any]) -> int:
+    """Queue a job with its operator event, send the wake-up if a broker reaches the workers; its id."""
+    from projections.jobs import JobInProgress
+    from workers.jobs import request, wake
+
+    actor, kind_of_actor = _operator_actor()
+    try:
+        requested = request(_store(pool), kind, projection, options, actor_id=actor, actor_type=kind_of_actor)
+    except JobInProgress as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"requested {kind} of {projection}: job {requested.job.id}", err=True)
+    if get_settings().redis_url:  # else no worker reads this process's broker: their tick finds the job
+        try:
+            wake(kind, projection)
+        except Exception as exc:  # noqa: BLE001 - the workers' tick finds the job
+            typer.echo(f"warning: could not send the wake-up ({exc}); a worker's tick will find the job", err=True)
+    return requested.job.id
+
+
+def _follow(pool: Any, job_id: int, label: str, timeout: float) -> dict[str, Any]:
+    """Show the job's progress until it ends; exit TIMED_OUT after `timeout` seconds (0: never)."""
+    from projections.jobs import job_view
+
+    started = time.monotonic()
+    noticed = False
+    with _progress() as bar:
+        task = bar.add_task(label, total=None, rate="-")
+        while True:
+            view = job_view(pool, job_id=job_id) or {}
+            state = view.get("state")
+            if view.get("total"):
+                bar.update(task, total=max(view["total"], 1), completed=view["done"],
+                           rate=f"{view['rate']:,.0f}" if view.get("rate") else "-")
+            if state in ("done", "failed", "crashed"):
+                reported = time.monotonic() + REPORT_WAIT_SECONDS
+                while state != "crashed" and not (view.get("job") or {}).get("reported_at") \
+                        and time.monotonic() < reported:
+                    time.sleep(0.05)  # the worker appends the completion event just after the job ends
+                    view = job_view(pool, job_id=job_id) or view
+                return view
+            waited = time.monotonic() - started
+            if state == "requested" and waited > NOTICE_SECONDS and not noticed:
+                noticed = True
+                typer.echo(f"no worker has picked up job {job_id} after {waited:.0f} s: is one running? "
+                           "(`chronicle up`, or `chronicle worker` with REDIS_URL); still waiting "
+                           "(Ctrl-C stops waiting, the job stays queued)", err=True)
+            if timeout and waited > timeout:
+                bar.stop()
+                typer.echo(f"error: job {job_id} is still {state} after {timeout:g} s; it stays queued "
+                           "(follow it with `chronicle projections status`)", err=True)
+                raise typer.Exit(TIMED_OUT)
+            time.sleep(0.2)
+
+
 @projections_app.command("rebuild")
 def projections_rebuild(
     name: str = typer.Argument(..., help="A projection name, or all."),
     partitions: int | None = typer.Option(None, min=1, max=1024, help="A new partition count."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job to its end, or return once queued."),
+    timeout: float = typer.Option(0, min=0, help="Stop waiting after this many seconds (exit 3; 0: wait on)."),
 ) -> None:
-    """Rebuild into shadow tables while reads go on, then swap; shows live progress."""
+    """Queue a rebuild for a worker (shadow tables while reads go on, then swap); shows its progress."""
     with cli_pool() as pool:
         for projection in _names(name):
-            _record(pool, "operator.projection_rebuilt", f"projection:{projection}", {"partitions": partitions})
-            outcome: dict[str, Any] = {}
-
-            def run(projection: str = projection) -> None:
-                try:
-                    outcome["result"] = pj.rebuild(pool, projection, partitions=partitions)
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    outcome["error"] = exc
-
-            started = time.time()
-            thread = threading.Thread(target=run, daemon=True)
-            thread.start()
-            with _progress() as bar:
-                task = bar.add_task(f"rebuild {projection}", total=None, rate="-")
-                while thread.is_alive():
-                    _show(bar, task, pj.rebuild_progress(pool, projection), started)
-                    thread.join(0.2)
-                _show(bar, task, pj.rebuild_progress(pool, projection), started)
-            if "error" in outcome:
-                typer.echo(f"error: rebuild of {projection} failed: {outcome['error']}", err=True)
+            job_id = _request(pool, "rebuild", projection, {"partitions": partitions})
+            if not wait:
+                continue
+            view = _follow(pool, job_id, f"rebuild {projection}", timeout)
+            if view.get("state") != "done":
+                typer.echo(f"error: rebuild of {projection} {view.get('state')}: {view.get('error')}", err=True)
                 raise typer.Exit(1)
-            done = outcome["result"]
-            typer.echo(f"rebuilt {projection}: {done.done} events up to position {done.position}")
-
-
-def _show(bar: Progress, task: Any, progress: Any, started: float) -> None:
-    if progress is None or progress.started_at.timestamp() < started - 1:
-        return
-    bar.update(task, total=max(progress.total, 1), completed=progress.done,
-               rate=f"{progress.rate:,.0f}" if progress.rate else "-")
+            typer.echo(f"rebuilt {projection}: {view['done']} events up to position {view['position']} (job {job_id})")
 
 
 @projections_app.command("replay")
 def projections_replay(
     name: str = typer.Argument(..., help="A projection name, or all."),
     from_position: int = typer.Option(0, "--from", min=0, help="The log position to replay from."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the re-application, or return once queued."),
+    timeout: float = typer.Option(0, min=0, help="Stop waiting after this many seconds (exit 3; 0: wait on)."),
 ) -> None:
-    """Move the checkpoints back to a position and re-apply the log from there, with progress."""
-    settings = get_settings()
+    """Queue a replay: a worker moves the checkpoints back and the workers re-apply the log; shows progress."""
     with cli_pool() as pool:
         for projection in _names(name):
-            moved = pj.replay(pool, projection, from_position)
-            _record(pool, "operator.projection_replayed", f"projection:{projection}",
-                    {"from_position": from_position, "partitions": moved})
-            total = sum(p.lag_events for p in pj.status(pool, projection))
-            projector = pj.get_projector(projection)
-            started, previous = time.monotonic(), None
-            with _progress() as bar:
-                task = bar.add_task(f"replay {projection}", total=max(total, 1), rate="-")
-                while True:
-                    for partition in range(settings.chronicle_partitions):
-                        pj.catch_up(pool, projector, partition, partitions=settings.chronicle_partitions,
-                                    batch_size=500)
-                    lag = sum(p.lag_events for p in pj.status(pool, projection))
-                    done = max(total - lag, 0)
-                    elapsed = max(time.monotonic() - started, 1e-6)
-                    bar.update(task, completed=done, rate=f"{done / elapsed:,.0f}")
-                    if lag == 0:
-                        break
-                    if lag == previous and _held_back(pool):
-                        break
-                    previous = lag
-                    if any(p.state == "parked" for p in pj.status(pool, projection)):
-                        typer.echo("some events are parked: see `chronicle dead-letters list`", err=True)
-                        break
-            typer.echo(f"replayed {projection} from position {from_position}: {total} events")
+            job_id = _request(pool, "replay", projection, {"from_position": from_position})
+            if not wait:
+                continue
+            started = time.monotonic()
+            view = _follow(pool, job_id, f"replay {projection}", timeout)
+            if view.get("state") != "done":
+                typer.echo(f"error: replay of {projection} {view.get('state')}: {view.get('error')}", err=True)
+                raise typer.Exit(1)
+            total = view["job"]["events_done"] or 0
+            _follow_lag(pool, projection, total, started, timeout)
+            typer.echo(f"replayed {projection} from position {from_position}: {total} events (job {job_id})")
+
+
+def _follow_lag(pool: Any, projection: str, total: int, started: float, timeout: float) -> None:
+    """Show the workers re-applying a replayed projection until its lag is zero (or events park)."""
+    with _progress() as bar:
+        task = bar.add_task(f"re-apply {projection}", total=max(total, 1), rate="-")
+        previous = None
+        while True:
+            rows = pj.status(pool, projection)
+            lag = sum(p.lag_events for p in rows)
+            done = max(total - lag, 0)
+            bar.update(task, completed=done, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f}")
+            if lag == 0:
+                return
+            if lag == previous and _held_back(pool):
+                return
+            previous = lag
+            if any(p.state == "parked" for p in rows):
+                typer.echo("some events are parked: see `chronicle dead-letters list`", err=True)
+                return
+            if timeout and time.monotonic() - started > timeout:
+                typer.echo(f"error: {projection} still lags by {lag} events after {timeout:g} s", err=True)
+                raise typer.Exit(TIMED_OUT)
+            time.sleep(0.2)
 
 
 def _held_back(pool: Any) -> bool:

@@ -7,7 +7,9 @@ beside the workspace's own events and `GET /v1/events?stream_type=operator` list
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID, uuid4
 
+import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.event_types import registry
@@ -26,8 +28,14 @@ class OperatorAction(BaseModel):
 
 
 OPERATOR_EVENT_TYPES = (
+    # A rebuild or replay job: requested (by whom, options), then done or failed (by the worker,
+    # attributed to the requester, with the job id, events done and duration).
+    "operator.projection_rebuild_requested",
     "operator.projection_rebuilt",
+    "operator.projection_rebuild_failed",
+    "operator.projection_replay_requested",
     "operator.projection_replayed",
+    "operator.projection_replay_failed",
     "operator.dead_letter_retried",
     "operator.dead_letter_skipped",
     "operator.key_created",
@@ -68,3 +76,22 @@ def record_operator_action(
         metadata,
         stream_type="operator",
     )
+
+
+def record_operator_action_on(
+    conn: psycopg.Connection,
+    store: EventStore,
+    event_type: str,
+    target: str,
+    details: dict[str, Any],
+    metadata: EventMetadata,
+    *,
+    event_id: UUID | None = None,
+) -> AppendResult:
+    """`record_operator_action` inside the caller's transaction (with the row it records).
+
+    The caller passes the result to `store.committed` after its commit. A fixed `event_id`
+    makes a repeated record (a retry after a crash) append nothing.
+    """
+    event = NewEvent(event_type, {"target": target, "details": details}, event_id=event_id or uuid4())
+    return store.append_on(conn, OPERATOR_STREAM, ANY, [event], metadata, stream_type="operator")

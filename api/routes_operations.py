@@ -1,14 +1,13 @@
 """The operators' routes: projection status, rebuild and replay, dead letters.
 
-Each action is recorded as an `operator.*` event naming who did it. Rebuilds run in a
-background thread of this process; their progress is readable while they run.
+Each action is recorded as an `operator.*` event naming who did it. Rebuilds and replays
+are jobs: the route writes a requested row (with its event) and wakes a worker, which runs it
+(workers/jobs.py); their progress is readable from any process while they run.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -20,14 +19,10 @@ from api.deps import ChronicleState, CommandContext, chronicle, operator_context
 from api.operator_events import record_operator_action
 from api.problems import Problem
 from infrastructure.log_status import read_log_status
-import importlib
-
 import projections as pj
+from projections import jobs
 from projections.catalog import PROJECTORS
-
-# The package re-exports `status` and `rebuild` functions under the module names.
-_status_module = importlib.import_module("projections.status")
-_rebuild_module = importlib.import_module("projections.rebuild")
+from workers import jobs as worker_jobs
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 logger = logging.getLogger("chronicle.api")
@@ -96,13 +91,11 @@ def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(op
 
 @router.get("/projections", summary="Status and lag of every projection and partition")
 def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
-    """Every partition's checkpoint, head, lag and state, each projection's latest rebuild, and the
-    open transactions (if any) holding the log back."""
+    """Every partition's checkpoint, head, lag and state, each projection's latest rebuild and
+    replay job, and the open transactions (if any) holding the log back."""
     partitions = [_plain(p) for p in pj.status(state.pool)]
-    rebuilds = {}
-    for name in PROJECTORS:
-        progress = pj.rebuild_progress(state.pool, name)
-        rebuilds[name] = _plain(progress) if progress else None
+    rebuilds = {name: jobs.job_view(state.pool, projection=name) for name in PROJECTORS}
+    replays = {name: jobs.job_view(state.pool, projection=name, kind="replay") for name in PROJECTORS}
     return {
         "projections": [
             {
@@ -111,6 +104,7 @@ def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depe
                 "lag_events": sum(p["lag_events"] for p in partitions if p["projection"] == name),
                 "dead_letters": sum(p["dead_letters"] for p in partitions if p["projection"] == name),
                 "rebuild": rebuilds[name],
+                "replay": replays[name],
             }
             for name in PROJECTORS
         ],
@@ -126,7 +120,7 @@ class RebuildRequest(BaseModel):
     partitions: int | None = Field(None, ge=1, le=1024)
 
 
-@router.post("/projections/{name}/rebuild", status_code=202, summary="Rebuild a projection into shadow tables")
+@router.post("/projections/{name}/rebuild", status_code=202, summary="Request a rebuild of a projection")
 def start_rebuild(
     response: Response,
     name: str = Path(..., pattern=NAME),
@@ -134,39 +128,32 @@ def start_rebuild(
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
 ) -> dict[str, Any]:
-    """Start a rebuild in the background; follow it at GET .../rebuild. 409 if one is running."""
+    """Queue a rebuild for a worker; follow it at GET .../rebuild (Location). 409 if one is
+    already requested or running."""
     _known(name)
-    with state.pool.connection() as conn:
-        if _status_module._rebuilding(conn, name):
-            raise Problem(409, "rebuild_in_progress", f"projection {name!r} is already being rebuilt", field="name")
-    partitions = body.partitions if body else None
-    position = _record(state, ctx, "operator.projection_rebuilt", f"projection:{name}",
-                       {"partitions": partitions, "requested_by_key": ctx.principal.key_id})
-    previous = pj.rebuild_progress(state.pool, name)
-    previous_id = previous.id if previous else 0
+    options = {"partitions": body.partitions if body else None}
+    return _request(response, state, ctx, "rebuild", name, options, f"/v1/projections/{name}/rebuild")
 
-    def run() -> None:
+
+def _request(response: Response, state: ChronicleState, ctx: CommandContext, kind: jobs.Kind, name: str,
+             options: dict[str, Any], progress: str) -> dict[str, Any]:
+    """Write the requested job with its operator event, wake a worker, answer 202 with Location."""
+    try:
+        requested = worker_jobs.request(
+            state.store, kind, name, options, actor_id=ctx.actor_id, actor_type=ctx.actor_type,
+            correlation_id=ctx.correlation_id, details={"requested_by_key": ctx.principal.key_id})
+    except jobs.JobInProgress as exc:
+        raise Problem(409, f"{kind}_in_progress", str(exc), field="name") from None
+    waker = state.extras.get("wake_job")
+    if waker is not None:
         try:
-            pj.rebuild(state.pool, name, partitions=partitions)
-            wake(state, name)
-        except _rebuild_module.RebuildInProgress:
-            logger.info("rebuild of %s was already running", name)
-        except Exception:  # noqa: BLE001 - recorded as failed in projection_rebuild
-            logger.exception("rebuild of %s failed", name)
-
-    thread = threading.Thread(target=run, name=f"rebuild-{name}", daemon=True)
-    thread.start()
-    # Answer once the rebuild's progress row exists, so GET .../rebuild shows this one.
-    deadline = time.monotonic() + 5
-    while thread.is_alive() and time.monotonic() < deadline:
-        current = pj.rebuild_progress(state.pool, name)
-        if current is not None and current.id > previous_id:
-            break
-        time.sleep(0.02)
-    response.headers["Location"] = f"/v1/projections/{name}/rebuild"
-    response.headers["X-Chronicle-Position"] = str(position)
-    return {"projection": name, "state": "started", "position": position,
-            "progress": f"/v1/projections/{name}/rebuild"}
+            waker(kind, name)
+        except Exception:  # noqa: BLE001 - a wake-up is a hint; the workers' tick finds the job
+            logger.exception("wake-up for the %s job of %s failed", kind, name)
+    response.headers["Location"] = progress
+    response.headers["X-Chronicle-Position"] = str(requested.position)
+    return {"projection": name, "job_id": requested.job.id, "state": requested.job.state, **options,
+            "position": requested.position, "progress": progress}
 
 
 @router.get("/projections/{name}/rebuild", summary="The latest rebuild's progress")
@@ -175,12 +162,27 @@ def rebuild_status(
     state: ChronicleState = Depends(chronicle),
     _: Any = Depends(operator_context),
 ) -> dict[str, Any]:
-    """Events done of total, rate and ETA of the projection's latest rebuild; 404 if none."""
+    """The latest rebuild: state (requested, running, done, failed, crashed), events done of
+    total, rate, ETA, and its job (who asked, when, options); 404 if none."""
     _known(name)
-    progress = pj.rebuild_progress(state.pool, name)
-    if progress is None:
+    view = jobs.job_view(state.pool, projection=name)
+    if view is None:
         raise Problem(404, "rebuild_not_found", f"projection {name!r} was never rebuilt", field="name")
-    return _plain(progress)
+    return view
+
+
+@router.get("/projections/{name}/replay", summary="The latest replay job")
+def replay_status(
+    name: str = Path(..., pattern=NAME),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Depends(operator_context),
+) -> dict[str, Any]:
+    """The latest replay job: state, partitions moved, events to re-apply; 404 if none."""
+    _known(name)
+    view = jobs.job_view(state.pool, projection=name, kind="replay")
+    if view is None:
+        raise Problem(404, "replay_not_found", f"projection {name!r} was never replayed", field="name")
+    return view
 
 
 class ReplayRequest(BaseModel):
@@ -191,7 +193,7 @@ class ReplayRequest(BaseModel):
     from_position: int = Field(ge=0)
 
 
-@router.post("/projections/{name}/replay", status_code=202, summary="Replay a projection from a log position")
+@router.post("/projections/{name}/replay", status_code=202, summary="Request a replay of a projection")
 def start_replay(
     body: ReplayRequest,
     response: Response,
@@ -199,14 +201,11 @@ def start_replay(
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
 ) -> dict[str, Any]:
-    """Move the checkpoints back and wake the workers; GET /v1/projections shows the lag fall."""
+    """Queue a replay: a worker moves the checkpoints back and wakes the partitions; follow it at
+    GET .../replay (Location), the lag at GET /v1/projections. 409 if one is already queued."""
     _known(name)
-    moved = pj.replay(state.pool, name, body.from_position)
-    position = _record(state, ctx, "operator.projection_replayed", f"projection:{name}",
-                       {"from_position": body.from_position, "partitions": moved})
-    wake(state, name)
-    response.headers["X-Chronicle-Position"] = str(position)
-    return {"projection": name, "from_position": body.from_position, "partitions_moved": moved, "position": position}
+    return _request(response, state, ctx, "replay", name, {"from_position": body.from_position},
+                    f"/v1/projections/{name}/replay")
 
 
 @router.get("/dead-letters", summary="Parked events")

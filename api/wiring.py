@@ -54,6 +54,9 @@ def wire(state: ChronicleState) -> None:
         state.extras["wakeups"] = [install_wakeups(store, state.settings.chronicle_partitions)
                                    for store in (state.store, state.service.factory.datastore.store)]
         state.extras["wake"] = wake_projection(state.settings.chronicle_partitions)
+        from workers.jobs import wake
+
+        state.extras["wake_job"] = wake
 
 
 def unwire(state: ChronicleState) -> None:

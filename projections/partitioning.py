@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 REBUILD_LOCK_PARTITION = -1
+REPLAY_LOCK_PARTITION = -2  # held by the worker running a replay job
 
 
 def partition_of(stream_id: str, partitions: int) -> int:
@@ -23,5 +24,5 @@ def projection_key(name: str) -> int:
 
 
 def lock_key(name: str, partition: int) -> tuple[int, int]:
-    """The (int, int) advisory key of a projection's partition (-1: its rebuild)."""
+    """The (int, int) advisory key of a projection's partition (-1: its rebuild, -2: its replay job)."""
     return projection_key(name), partition

@@ -50,50 +50,65 @@ def rebuild(pool: ConnectionPool, name: str, *, partitions: int | None = None,
     """Rebuild one projection from the whole log into shadow tables, catch up, and swap.
 
     Reads keep using the live tables until the swap; `partitions` changes the partition count.
+    Runs in the calling process; workers run requested rebuilds (projections.jobs) with `rebuild_on`.
     """
-    projector = get_projector(name)
+    get_projector(name)
     with pool.connection() as conn:
-        current = ensure_projection(conn, projector, partitions or get_settings().chronicle_partitions)
-        n = partitions or current
         rebuild_key = lock_key(name, REBUILD_LOCK_PARTITION)
         if not conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", rebuild_key).fetchone()["ok"]:
             raise RebuildInProgress(f"projection {name!r} is already being rebuilt")
-        names = {t: SHADOW.format(t) for t in projector.tables}
-        rebuild_id = None
         try:
-            with conn.transaction():
-                # A rebuild whose session died left a running row (and shadows, dropped below).
-                conn.execute("UPDATE projection_rebuild SET state = 'failed', finished_at = clock_timestamp(),"
-                             " error = 'crashed: its session ended before the swap' WHERE projection = %s"
-                             " AND state = 'running'", (name,))
-                for table, shadow in names.items():
-                    conn.execute(f'DROP TABLE IF EXISTS "{shadow}"')
-                    conn.execute(f'CREATE TABLE "{shadow}" (LIKE "{table}" INCLUDING ALL)')
-                    # LIKE does not copy storage settings: keep the live table's fillfactor.
-                    options = conn.execute("SELECT array_to_string(reloptions, ', ') AS o FROM pg_class"
-                                           " WHERE oid = %s::regclass", (table,)).fetchone()["o"]
-                    if options:
-                        conn.execute(f'ALTER TABLE "{shadow}" SET ({options})')
-                conn.execute("DELETE FROM dead_letter WHERE projection = %s AND shadow", (name,))
-                head = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
-                total = conn.execute("SELECT count(*) AS n FROM events WHERE position <= %s"
-                                     " AND stream_type = ANY(%s)", (head, list(projector.stream_types))).fetchone()["n"]
-                rebuild_id = conn.execute(
-                    "INSERT INTO projection_rebuild (projection, partitions, head, total) VALUES (%s, %s, %s, %s)"
-                    " RETURNING id", (name, n, head, total)).fetchone()["id"]
-            job = Job(projector, n, None, names, shadow=True, rebuild_id=rebuild_id)
-            run(conn, job, batch_size=batch_size, retry=retry)
-            _swap(conn, job, current, batch_size, retry)
-        except BaseException as exc:
-            _abandon(conn, name, names, rebuild_id, exc)
-            raise
+            return rebuild_on(conn, name, partitions=partitions, batch_size=batch_size, retry=retry)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", rebuild_key)
-        forget_checkpoints()
-        return _progress(conn, rebuild_id)
 
 
-def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPolicy) -> None:
+def rebuild_on(conn, name: str, *, partitions: int | None = None, batch_size: int = DEFAULT_BATCH,
+               retry: RetryPolicy = RetryPolicy(), job_id: int | None = None) -> RebuildProgress:
+    """`rebuild` on a connection that holds the projection's rebuild lock.
+
+    With `job_id`, the job (projection_job) is linked to the progress row and ends with it:
+    done in the swap's transaction, failed with the rebuild's error.
+    """
+    projector = get_projector(name)
+    current = ensure_projection(conn, projector, partitions or get_settings().chronicle_partitions)
+    n = partitions or current
+    names = {t: SHADOW.format(t) for t in projector.tables}
+    rebuild_id = None
+    try:
+        with conn.transaction():
+            # A rebuild whose session died left a running row (and shadows, dropped below).
+            conn.execute("UPDATE projection_rebuild SET state = 'failed', finished_at = clock_timestamp(),"
+                         " error = 'crashed: its session ended before the swap' WHERE projection = %s"
+                         " AND state = 'running'", (name,))
+            for table, shadow in names.items():
+                conn.execute(f'DROP TABLE IF EXISTS "{shadow}"')
+                conn.execute(f'CREATE TABLE "{shadow}" (LIKE "{table}" INCLUDING ALL)')
+                # LIKE does not copy storage settings: keep the live table's fillfactor.
+                options = conn.execute("SELECT array_to_string(reloptions, ', ') AS o FROM pg_class"
+                                       " WHERE oid = %s::regclass", (table,)).fetchone()["o"]
+                if options:
+                    conn.execute(f'ALTER TABLE "{shadow}" SET ({options})')
+            conn.execute("DELETE FROM dead_letter WHERE projection = %s AND shadow", (name,))
+            head = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
+            total = conn.execute("SELECT count(*) AS n FROM events WHERE position <= %s"
+                                 " AND stream_type = ANY(%s)", (head, list(projector.stream_types))).fetchone()["n"]
+            rebuild_id = conn.execute(
+                "INSERT INTO projection_rebuild (projection, partitions, head, total) VALUES (%s, %s, %s, %s)"
+                " RETURNING id", (name, n, head, total)).fetchone()["id"]
+            if job_id is not None:
+                conn.execute("UPDATE projection_job SET rebuild_id = %s WHERE id = %s", (rebuild_id, job_id))
+        job = Job(projector, n, None, names, shadow=True, rebuild_id=rebuild_id)
+        run(conn, job, batch_size=batch_size, retry=retry)
+        _swap(conn, job, current, batch_size, retry, job_id)
+    except BaseException as exc:
+        _abandon(conn, name, names, rebuild_id, exc, job_id)
+        raise
+    forget_checkpoints()
+    return _progress(conn, rebuild_id)
+
+
+def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPolicy, job_id: int | None) -> None:
     """Stop the live workers, apply the last events to the shadows, and rename in one transaction."""
     name = job.projector.name
     with conn.transaction():
@@ -114,20 +129,34 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
         conn.execute("UPDATE dead_letter SET shadow = false WHERE projection = %s AND shadow", (name,))
         conn.execute("UPDATE projection_rebuild SET state = 'done', finished_at = clock_timestamp(),"
                      " eta_seconds = 0, updated_at = clock_timestamp() WHERE id = %s", (job.rebuild_id,))
+        if job_id is not None:
+            conn.execute("UPDATE projection_job SET state = 'done', finished_at = clock_timestamp(),"
+                         " events_done = (SELECT done FROM projection_rebuild WHERE id = %s) WHERE id = %s",
+                         (job.rebuild_id, job_id))
 
 
-def _abandon(conn, name: str, names: dict[str, str], rebuild_id: int | None, exc: BaseException) -> None:
-    """Drop a failed rebuild's shadows and record why it failed."""
+def _abandon(conn, name: str, names: dict[str, str], rebuild_id: int | None, exc: BaseException,
+             job_id: int | None = None) -> None:
+    """Record why a rebuild failed, then drop its shadows (the record stands if the drop fails too)."""
+    error = repr(exc)[:4000]
+    try:
+        with conn.transaction():
+            if rebuild_id is not None:
+                conn.execute("UPDATE projection_rebuild SET state = 'failed', error = %s,"
+                             " finished_at = clock_timestamp() WHERE id = %s", (error, rebuild_id))
+            if job_id is not None:
+                conn.execute("UPDATE projection_job SET state = 'failed', error = %s, finished_at = clock_timestamp(),"
+                             " events_done = (SELECT done FROM projection_rebuild WHERE id = %s)"
+                             " WHERE id = %s AND state = 'running'", (error, rebuild_id, job_id))
+    except Exception:  # noqa: BLE001 - the original error matters more
+        logger.exception("could not record the failed rebuild of %s", name)
     try:
         with conn.transaction():
             for shadow in names.values():
                 conn.execute(f'DROP TABLE IF EXISTS "{shadow}"')
             conn.execute("DELETE FROM dead_letter WHERE projection = %s AND shadow", (name,))
-            if rebuild_id is not None:
-                conn.execute("UPDATE projection_rebuild SET state = 'failed', error = %s,"
-                             " finished_at = clock_timestamp() WHERE id = %s", (repr(exc)[:4000], rebuild_id))
-    except Exception:  # noqa: BLE001 - the original error matters more
-        logger.exception("could not clean up the rebuild of %s", name)
+    except Exception:  # noqa: BLE001 - the next rebuild drops them; the original error matters more
+        logger.exception("could not drop the shadow tables of the failed rebuild of %s", name)
 
 
 def rebuild_all(pool: ConnectionPool, *, partitions: int | None = None,

@@ -64,7 +64,12 @@ def rebuild_state(conn, name: str) -> str | None:
 
 def _rebuilding(conn, name: str) -> bool:
     """Whether a session holds the projection's rebuild lock (a crashed rebuild does not)."""
-    key1, key2 = lock_key(name, REBUILD_LOCK_PARTITION)
+    return lock_held(conn, name, REBUILD_LOCK_PARTITION)
+
+
+def lock_held(conn, name: str, partition: int) -> bool:
+    """Whether any session holds the two-int advisory lock of a projection's partition (or job)."""
+    key1, key2 = lock_key(name, partition)
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2"
         " AND classid = %s::bigint::text::oid AND objid = %s::bigint::text::oid"

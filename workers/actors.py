@@ -155,17 +155,23 @@ def catch_up_projection(projection: str) -> None:
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=24 * 3600 * 1000)
-def rebuild_projection(projection: str, partitions: int | None = None) -> None:
-    """Rebuild one projection (shadow tables, catch up, swap)."""
-    from projections.rebuild import rebuild
+def rebuild_projection(projection: str) -> None:
+    """Run the projection's requested rebuild job (shadow tables, catch up, swap), if any.
 
-    rebuild(worker_pool(), projection, partitions=partitions)
+    The message is a wake-up: the job, its options and its outcome are rows of projection_job.
+    """
+    from workers.jobs import run_rebuild
+
+    if run_rebuild(worker_pool(), projection) is not None:
+        # Appends during the swap found the partitions locked: catch them up now.
+        catch_up_projection.send(projection)
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
-def replay_projection(projection: str, from_position: int) -> None:
-    """Move a projection's checkpoints back to a position, then wake its partitions."""
-    from projections.rebuild import replay
+def replay_projection(projection: str) -> None:
+    """Run the projection's requested replay job (checkpoints back), then wake the moved partitions."""
+    from workers.jobs import run_replay
 
-    for partition in replay(worker_pool(), projection, from_position):
+    ran = run_replay(worker_pool(), projection)
+    for partition in ran[1] if ran else ():
         catch_up_partition.send(projection, partition)

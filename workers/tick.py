@@ -1,6 +1,8 @@
 """The periodic tick: every worker process wakes every projection (all its partitions) now and then.
 
 It covers lost wake-ups (a killed worker, Redis down at append time); duplicates cost one check.
+It also wakes requested rebuild and replay jobs, marks a dead worker's job failed, and appends
+any missing completion event (workers/jobs.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ def wake_all() -> int:
     return len(PROJECTORS)
 
 
+def wake_jobs() -> int:
+    """Wake every requested rebuild or replay job (covers a lost message, or a CLI with no broker)."""
+    from workers.jobs import wake_requested
+    from workers.runtime import worker_pool
+
+    return wake_requested(worker_pool())
+
+
 class Ticker(Middleware):
     """Starts the tick thread when a worker boots, stops it at shutdown."""
 
@@ -50,6 +60,10 @@ class Ticker(Middleware):
                 wake_all()
             except Exception as exc:  # noqa: BLE001 - Redis down: try again next tick
                 logger.warning("tick could not send wake-ups: %s", exc)
+            try:
+                wake_jobs()
+            except Exception as exc:  # noqa: BLE001 - database or Redis down: try again next tick
+                logger.warning("tick could not look for requested jobs: %s", exc)
 
 
 class PromptPolling(Middleware):

@@ -3,9 +3,10 @@ and the operator events that record each action."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
-from tests.api.conftest import assert_problem
+from tests.api.conftest import CHRONICLE, ROOT, assert_problem, chronicle_env
 
 
 def test_projection_status_rebuild_and_replay(clients):
@@ -21,29 +22,66 @@ def test_projection_status_rebuild_and_replay(clients):
 
     started = operator.post("/v1/projections/documents/rebuild")
     assert started.status_code == 202 and started.headers["location"] == "/v1/projections/documents/rebuild"
-    deadline = time.monotonic() + 20
-    while True:
-        progress = operator.get("/v1/projections/documents/rebuild").json()
-        if progress["state"] != "running" or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    assert started.json()["state"] == "requested" and started.json()["job_id"] >= 1
+    progress = _until_finished(operator, started.headers["location"])
     assert progress["state"] == "done" and progress["done"] == progress["total"] >= 1
+    assert progress["job_id"] == started.json()["job_id"]
+    assert progress["job"]["requested_by"]["actor_id"] == "svc-operator"
     # Reads still answer, from the swapped-in tables.
     assert writer.get(f"/v1/documents/{made.json()['stream_id']}").status_code == 200
 
     replayed = operator.post("/v1/projections/agents/replay", json={"from_position": 0})
     assert replayed.status_code == 202 and replayed.json()["from_position"] == 0
+    assert _until_finished(operator, replayed.headers["location"])["state"] == "done"
     assert_problem(operator.post("/v1/projections/nope/replay", json={"from_position": 0}), 404,
                    "projection_not_found", "name")
     assert_problem(operator.post("/v1/projections/agents/replay", json={"from_position": -5}), 422,
                    "validation_error", "from_position")
     assert_problem(operator.get("/v1/projections/nope/rebuild"), 404, "projection_not_found")
 
-    events = auditor.get("/v1/events", params={"stream_type": "operator", "type": ["operator.projection_rebuilt",
-                                                                                   "operator.projection_replayed"]})
-    kinds = [(e["type"], e["payload"]["target"], e["metadata"]["actor_id"]) for e in events.json()["events"]]
-    assert ("operator.projection_rebuilt", "projection:documents", "svc-operator") in kinds
-    assert ("operator.projection_replayed", "projection:agents", "svc-operator") in kinds
+    types = ["operator.projection_rebuild_requested", "operator.projection_rebuilt",
+             "operator.projection_replay_requested", "operator.projection_replayed"]
+    wanted = {("operator.projection_rebuild_requested", "projection:documents", "svc-operator"),
+              ("operator.projection_rebuilt", "projection:documents", "svc-operator"),
+              ("operator.projection_replay_requested", "projection:agents", "svc-operator"),
+              ("operator.projection_replayed", "projection:agents", "svc-operator")}
+    deadline = time.monotonic() + 10  # the worker appends a completion event just after its job ends
+    while True:
+        events = auditor.get("/v1/events", params={"stream_type": "operator", "type": types})
+        kinds = {(e["type"], e["payload"]["target"], e["metadata"]["actor_id"]) for e in events.json()["events"]}
+        if wanted <= kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert wanted <= kinds
+
+
+def _until_finished(client, location: str, timeout: float = 30) -> dict:
+    """GET a job's progress until it is done, failed or crashed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = client.get(location).json()
+        if progress["state"] in ("done", "failed", "crashed") or time.monotonic() > deadline:
+            return progress
+        time.sleep(0.1)
+
+
+def test_cli_rebuild_is_run_by_the_in_process_workers(server, api_database_url, clients):
+    """`chronicle up` has no Redis: no message from the CLI reaches its workers; their tick finds the job."""
+    result = subprocess.run(
+        [CHRONICLE, "projections", "rebuild", "chains"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=chronicle_env(DATABASE_URL=api_database_url, CHRONICLE_ACTOR="cli-ops", COLUMNS="200"))
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt chains" in result.stdout and "requested rebuild of chains" in result.stderr
+    progress = clients["operator"].get("/v1/projections/chains/rebuild").json()
+    assert progress["state"] == "done" and progress["job"]["requested_by"]["actor_id"] == "cli-ops"
+    deadline = time.monotonic() + 10  # the worker appends the completion event just after the swap
+    while True:
+        events = clients["auditor"].get("/v1/events", params={"type": "operator.projection_rebuilt"}).json()["events"]
+        reported = [e for e in events if e["payload"]["details"]["job_id"] == progress["job_id"]]
+        if reported or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [e["metadata"]["actor_id"] for e in reported] == ["cli-ops"]
 
 
 def test_dead_letters_routes(clients, api_pool):

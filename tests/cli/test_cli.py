@@ -7,6 +7,7 @@ import uuid
 
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
+from tests.workers.conftest import SHARED_REDIS, WorkerProcess, namespace  # noqa: F401 - a fixture
 
 
 def test_keys_create_list_revoke(chronicle):
@@ -48,16 +49,25 @@ def test_history_table_and_json(chronicle, cli_database_url):
     assert missing.returncode == 1 and "no stream" in missing.stderr
 
 
-def test_projections_status_rebuild_replay_and_dead_letters(chronicle, cli_database_url):
+def test_projections_status_rebuild_replay_and_dead_letters(chronicle, cli_database_url, namespace):
     status = json.loads(chronicle("projections", "status", "--json").stdout)
     assert isinstance(status, list)
-    rebuilt = chronicle("projections", "rebuild", "documents")
-    assert "rebuilt documents" in rebuilt.stdout
-    status = json.loads(chronicle("projections", "status", "--json").stdout)
-    assert {s["projection"] for s in status} >= {"documents"}
-    assert all(s["lag_events"] == 0 for s in status if s["projection"] == "documents")
-    replayed = chronicle("projections", "replay", "all", "--from", "0")
-    assert "replayed documents from position 0" in replayed.stdout
+    # A worker on Redis runs what the commands queue; the commands wake it (the tick is off).
+    worker = WorkerProcess(cli_database_url, SHARED_REDIS, namespace)
+    worker.env["CHRONICLE_TICK_SECONDS"] = "0"
+    redis = {"REDIS_URL": SHARED_REDIS, "CHRONICLE_BROKER_NAMESPACE": namespace}
+    worker.start()
+    try:
+        rebuilt = chronicle("projections", "rebuild", "documents", **redis)
+        assert "rebuilt documents" in rebuilt.stdout and "requested rebuild of documents" in rebuilt.stderr
+        assert "no worker" not in rebuilt.stderr
+        status = json.loads(chronicle("projections", "status", "--json").stdout)
+        assert {s["projection"] for s in status} >= {"documents"}
+        assert all(s["lag_events"] == 0 for s in status if s["projection"] == "documents")
+        replayed = chronicle("projections", "replay", "all", "--from", "0", **redis)
+        assert "replayed documents from position 0" in replayed.stdout
+    finally:
+        worker.stop()
     unknown = chronicle("projections", "rebuild", "nope", check=False)
     assert unknown.returncode == 2 and "no projection" in unknown.stderr
 
@@ -82,6 +92,27 @@ def test_projections_status_rebuild_replay_and_dead_letters(chronicle, cli_datab
     assert chronicle("dead-letters", "skip", str(dead_id), check=False).returncode == 1
     types = [e["type"] for e in json.loads(chronicle("history", "operator", "--json").stdout)]
     assert {"operator.projection_rebuilt", "operator.projection_replayed", "operator.dead_letter_retried"} <= set(types)
+
+
+def test_rebuild_with_no_worker_is_queued_and_says_so(chronicle, cli_database_url):
+    queued = chronicle("projections", "rebuild", "agents", "--no-wait")
+    assert "requested rebuild of agents" in queued.stderr and "rebuilt" not in queued.stdout
+    again = chronicle("projections", "rebuild", "agents", "--no-wait", check=False)
+    assert again.returncode == 1 and "already requested or running" in again.stderr
+    waited = chronicle("projections", "rebuild", "chains", "--timeout", "8", check=False)
+    assert waited.returncode == 3, waited.stderr
+    assert "no worker has picked up job" in waited.stderr and "still requested" in waited.stderr
+    pool = create_pool(cli_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1))
+    try:
+        with pool.connection() as conn:
+            rows = conn.execute("SELECT projection, state, requested_by->>'actor_id' AS actor FROM projection_job"
+                                " WHERE kind = 'rebuild' AND projection IN ('agents', 'chains')").fetchall()
+    finally:
+        pool.close()
+    assert sorted((r["projection"], r["state"], r["actor"]) for r in rows) == [
+        ("agents", "requested", "cli-tester"), ("chains", "requested", "cli-tester")]
+    types = [e["type"] for e in json.loads(chronicle("history", "operator", "--json").stdout)]
+    assert types.count("operator.projection_rebuild_requested") >= 2
 
 
 def test_migrate_and_status(chronicle):
