@@ -1,4 +1,4 @@
-"""The operators' routes: projection status, rebuild and replay, dead letters.
+"""The operators' routes: projection status, rebuild, replay and verify, dead letters.
 
 Each action is recorded as an `operator.*` event naming who did it. Rebuilds run in a
 background thread of this process; their progress is readable while they run.
