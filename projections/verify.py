@@ -147,8 +147,8 @@ def _drop(conn: psycopg.Connection, names: Sequence[str]) -> None:
     try:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
             sql.SQL(", ").join(sql.Identifier("pg_temp", n) for n in names)))
-    except psycopg.OperationalError:  # the session is gone, and its temporary tables with it
-        logger.warning("could not drop the verify's scratch tables: the session ended")
+    except psycopg.Error:  # a broken session takes its temporary tables with it; the first error matters more
+        logger.warning("could not drop the verify's scratch tables", exc_info=True)
 
 
 def _copy_live(conn: psycopg.Connection, projector: Projector, live: Mapping[str, str]) -> _Snapshot:
@@ -265,6 +265,7 @@ ORDER BY key LIMIT %(limit)s
 
 
 def _compare_sql(table: str, keys: Sequence[str], stream: str | None, live: str, expected: str) -> sql.Composed:
+    """COMPARE for one table's live copy and expected rows (stream None: no row belongs to a stream)."""
     return sql.SQL(COMPARE).format(
         keys=sql.SQL(", ").join(map(sql.Identifier, keys)),
         stream=sql.Identifier(stream) if stream else sql.SQL("NULL::text"),
