@@ -1,4 +1,4 @@
-"""The operators' commands: `chronicle projections status|rebuild|replay`, `dead-letters ...`.
+"""The operators' commands: `chronicle projections status|rebuild|replay|verify`, `dead-letters ...`.
 
 Rebuild and replay are queued as jobs that a worker runs (`chronicle up`, or `chronicle worker`
 with REDIS_URL); the command follows the job with a live progress bar (done, total, rate, ETA)
@@ -199,6 +199,40 @@ def _held_back(pool: Any) -> bool:
     typer.echo(f"the log is held back at position {log.safe} (head {log.head}) since "
                f"{log.held_back_since.isoformat()} by an open append: see `chronicle status`", err=True)
     return True
+
+
+@projections_app.command("verify")
+def projections_verify(
+    name: str | None = typer.Argument(None, help="A projection name; every projection if left out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (a list without NAME)."),
+    limit: int = typer.Option(100, min=1, max=10_000, help="Differences listed per projection."),
+) -> None:
+    """Rebuild into scratch tables at the live checkpoints and compare row by row; exit 1 if any row differs."""
+    with cli_pool() as pool:
+        reports = []
+        for projection in _names(name or "all"):
+            report = pj.verify(pool, projection, limit=limit)
+            _record(pool, "operator.projection_verified", f"projection:{projection}", report.as_dict())
+            reports.append(report)
+    if as_json:
+        _echo_json(reports[0].as_dict() if name not in (None, "all") else [r.as_dict() for r in reports])
+    elif any(r.differences for r in reports):
+        table = Table(title="differing rows")
+        for column in ("projection", "table", "key", "kind", "columns"):
+            table.add_column(column, overflow="fold")
+        for r in reports:
+            for d in r.differences:
+                table.add_row(r.projection, d.table, ", ".join(f"{k}={v}" for k, v in d.key.items()), d.kind,
+                              ", ".join(d.columns))
+        _cli().console.print(table)
+    for r in reports:
+        checkpoints = f"{min(r.checkpoints)}..{max(r.checkpoints)}" if r.checkpoints else "-"
+        typer.echo(f"{r.projection}: {r.differing_rows} differing rows at checkpoints {checkpoints}"
+                   f" ({r.parked_streams} parked streams left out)", err=True)
+        for f in r.build_failures:
+            typer.echo(f"  the rebuild could not apply position {f.position} of {f.stream_id}: {f.error}", err=True)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
 
 
 @dead_letters_app.command("list")

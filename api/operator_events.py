@@ -1,4 +1,4 @@
-"""Operator actions as events: who rebuilt, replayed, retried, skipped or issued what, and when.
+"""Operator actions as events: who rebuilt, replayed, verified, retried, skipped or issued what, and when.
 
 They go to one `operator` stream (stream type "operator"), so the audit log holds them
 beside the workspace's own events and `GET /v1/events?stream_type=operator` lists them.
@@ -36,6 +36,7 @@ OPERATOR_EVENT_TYPES = (
     "operator.projection_replay_requested",
     "operator.projection_replayed",
     "operator.projection_replay_failed",
+    "operator.projection_verified",
     "operator.dead_letter_retried",
     "operator.dead_letter_skipped",
     "operator.key_created",
