@@ -96,10 +96,8 @@ def projected_position_checker(
                        coalesce(min(c.position), 0) AS lowest,
                        coalesce(bool_and(
                            c.position >= %(n)s OR NOT EXISTS (
-                               SELECT 1 FROM events e
-                               WHERE e.position > c.position AND e.position <= %(n)s
-                                 AND (cardinality(coalesce(t.types, '{}')) = 0 OR e.stream_type = ANY (t.types))
-                                 AND projection_partition(e.stream_id, p.partitions) = c.partition)
+                               SELECT 1 FROM partition_events(c.position, %(n)s, t.types,
+                                   partition_floors(p.partitions, c.partition, c.position, %(n)s)))
                        ), true) AS done
                 FROM projection p
                 JOIN projection_checkpoint c ON c.projection = p.name

@@ -182,3 +182,19 @@ def apply_events(
             raise HandlerFailure(e, exc) from exc
     write_states(cur, projector, states, out, names)  # the engine runs this in a pipeline
     return states
+
+
+def event_error(exc: BaseException) -> bool:
+    """Errors an event's data or a batch's size can cause (handler bug, bad value, timeout), not the connection's."""
+    if isinstance(exc, (HandlerFailure, psycopg.errors.QueryCanceled)):
+        return True
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
+
+
+def narrower(events: Sequence[Event], exc: BaseException) -> int:
+    """How many events the next try of a failed batch reads: those before a failing handler's
+    event (1 if it is the first), else half the batch, to find the failing event."""
+    if isinstance(exc, HandlerFailure):
+        before = sum(1 for e in events if e.position < exc.event.position)
+        return max(1, before)
+    return max(1, len(events) // 2)

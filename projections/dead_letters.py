@@ -13,9 +13,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from infrastructure.partition_reads import read_positions
-from projections.batch import apply_events
+from projections.batch import apply_events, event_error
 from projections.catalog import get_projector
-from projections.engine import _event_error, live_names
+from projections.engine import live_names
 from projections.partitioning import lock_key
 
 
@@ -75,7 +75,7 @@ def _retry_stream(conn: psycopg.Connection, projection: str, stream_id: str) -> 
                          " WHERE id = ANY(%s)", (ids,))
         return True
     except Exception as exc:  # noqa: BLE001
-        if not _event_error(exc):
+        if not event_error(exc):
             raise
         conn.execute("UPDATE dead_letter SET attempts = attempts + 1, last_failure = clock_timestamp(),"
                      " error = %s WHERE id = %s", (f"{type(exc).__name__}: {exc}"[:4000], ids[0]))

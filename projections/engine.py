@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from infrastructure.logs import batch_context
 from infrastructure.partition_reads import NO_POSITION, has_events, read_batch
-from projections.batch import HandlerFailure, apply_events
+from projections.batch import apply_events, event_error, narrower
 from projections.model import Event, Projector, StreamState
 from projections.partitioning import lock_key, partition_of, projection_key
 from infrastructure.config import get_settings
@@ -210,22 +210,6 @@ def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> 
     return len(followers)
 
 
-def _event_error(exc: BaseException) -> bool:
-    """Errors an event's data or a batch's size can cause (handler bug, bad value, timeout), not the connection's."""
-    if isinstance(exc, (HandlerFailure, psycopg.errors.QueryCanceled)):
-        return True
-    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
-
-
-def _narrower(events: Sequence[Event], exc: BaseException) -> int:
-    """How many events the next try of a failed batch reads: those before a failing handler's
-    event (1 if it is the first), else half the batch, to find the failing event."""
-    if isinstance(exc, HandlerFailure):
-        before = sum(1 for e in events if e.position < exc.event.position)
-        return max(1, before)
-    return max(1, len(events) // 2)
-
-
 def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: BaseException,
                    retry: RetryPolicy) -> int:
     """Try a failing event again with backoff; park it if it keeps failing. Returns events parked.
@@ -244,7 +228,7 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
             return parked
         except Exception as exc:  # noqa: BLE001
             job.forget()
-            if not _event_error(exc):
+            if not event_error(exc):
                 raise
             attempts, error = attempts + 1, exc
     logger.error("projection %s parks stream %s at position %s: %s",
@@ -302,10 +286,10 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
                 job.save(conn, new_position, len(events))
         except Exception as exc:  # noqa: BLE001
             job.forget()
-            if not _event_error(exc):
+            if not event_error(exc):
                 raise
             if len(events) > 1:
-                limit = _narrower(events, exc)  # read the batch again in a smaller piece
+                limit = narrower(events, exc)  # read the batch again in a smaller piece
                 continue
             bad = events[0]
             parked += _retry_or_park(conn, job, bad, exc, retry)

@@ -44,9 +44,9 @@ FROM projection_checkpoint c
 JOIN projection p ON p.name = c.projection
 CROSS JOIN (SELECT log_head() AS head) h
 LEFT JOIN LATERAL (
-    SELECT count(*) AS n, min(e.recorded_at) AS oldest FROM events e
-    WHERE e.position > c.position AND e.position <= h.head AND e.stream_type = ANY(%(types)s)
-      AND projection_partition(e.stream_id, p.partitions) = c.partition
+    SELECT count(*) AS n, min(e.recorded_at) AS oldest
+    FROM partition_events(c.position, h.head, %(types)s,
+                          partition_floors(p.partitions, c.partition, c.position, h.head)) e
 ) l ON true
 WHERE c.projection = %(name)s
 ORDER BY c.partition

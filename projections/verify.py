@@ -30,9 +30,9 @@ from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
 from infrastructure.partition_reads import read_batch
-from projections.batch import HandlerFailure, _columns, apply_events
+from projections.batch import HandlerFailure, _columns, apply_events, event_error
 from projections.catalog import PROJECTORS, get_projector
-from projections.engine import DEFAULT_BATCH, MAX_KNOWN_STREAMS, _event_error
+from projections.engine import DEFAULT_BATCH, MAX_KNOWN_STREAMS
 from projections.model import Event, Projector, StreamState
 from projections.partitioning import partition_of
 
@@ -226,7 +226,7 @@ def _build(conn: psycopg.Connection, projector: Projector, snapshot: _Snapshot, 
                 break
             except Exception as exc:  # noqa: BLE001
                 known.clear()  # the handlers changed states in memory that were not written
-                if not _event_error(exc):
+                if not event_error(exc):
                     raise
                 if not isinstance(exc, HandlerFailure) and len(todo) > 1:
                     applied = None

@@ -19,3 +19,12 @@ CREATE FUNCTION partition_events(
            OR e.position > p_floors[projection_partition(e.stream_id, cardinality(p_floors)) + 1])
     ORDER BY e.position
 $$;
+
+-- partition_floors(partitions, partition, floor, others): the floors that read one partition from
+-- `floor` (every other partition gets `others`, at or above the read's end), for counting or
+-- checking one partition's events with partition_events.
+CREATE FUNCTION partition_floors(p_partitions integer, p_partition integer, p_floor bigint, p_others bigint)
+RETURNS bigint[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT array_agg(CASE WHEN g = p_partition THEN p_floor ELSE p_others END ORDER BY g)
+    FROM generate_series(0, p_partitions - 1) g
+$$;
