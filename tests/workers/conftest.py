@@ -30,9 +30,10 @@ def free_port() -> int:
 class WorkerProcess:
     """A `dramatiq workers.actors` process group, started and SIGKILLed at will."""
 
-    def __init__(self, database_url: str, redis_url: str, namespace: str) -> None:
+    def __init__(self, database_url: str, redis_url: str, namespace: str, tick: str = "0") -> None:
+        # No periodic tick unless a test asks for one: a lost wake-up must show.
         self.env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=redis_url,
-                        CHRONICLE_BROKER_NAMESPACE=namespace, CHRONICLE_TICK_SECONDS="0.5",
+                        CHRONICLE_BROKER_NAMESPACE=namespace, CHRONICLE_TICK_SECONDS=tick,
                         CHRONICLE_PARTITIONS="4", PYTHONPATH=str(ROOT))
         self.proc: subprocess.Popen | None = None
 

@@ -14,6 +14,8 @@ from projections.catalog import PROJECTORS, projectors_for
 from projections.engine import catch_up, forget_checkpoints
 from projections.partitioning import partition_of
 from projections.rebuild import rebuild_all
+from projections.status import status
+from tests.projections import faults
 from tests.projections.conftest import REGISTRY, dump_tables, project_all
 from tests.projections.history import History, append_history
 from tests.workers.conftest import SHARED_REDIS, WorkerProcess, wait_caught_up
@@ -26,19 +28,51 @@ def _full_rebuild_equals_live(pool) -> None:
     assert dump_tables(pool) == live
 
 
-def test_wakeups_duplicated_reordered_and_lost(store, proj_pool):
+def _at_head(pool) -> bool:
+    """No partition of any projection has an event left to apply."""
+    return all(p.lag_events == 0 for p in status(pool))
+
+
+def test_wakeups_duplicated_and_reordered_apply_every_event_once(store, proj_pool):
+    """Every wake-up delivered twice, shuffled, and no tick: every partition reaches the head, the
+    rows equal a rebuild, and no effect is applied twice."""
+    faults.install(proj_pool)
     sent: list[tuple[str, int, int]] = []
     install_wakeups(store, partitions=4, send=lambda *m: sent.append(m), window=0)  # one per append
     append_history(store, History(1), [(i, i, i) for i in range(80)])
     assert len(sent) == 80 and all(PROJECTORS[m[0]] for m in sent)
     assert {m[0] for m in sent} == {"chains", "documents", "agents"}  # one projection per append
-    # Deliver every wake-up twice, shuffled, and drop a third of them.
-    delivered = [m for m in sent * 2 if random.random() > 0.33]
+    delivered = sent * 2
     random.shuffle(delivered)
     for projection, partition, position, partitions in delivered:
         catch_up(proj_pool, PROJECTORS[projection], partition, partitions=4, target=position, assumed=partitions)
-    forget_checkpoints()
+    assert _at_head(proj_pool)
+    assert faults.applied_twice(proj_pool) == []
+    _full_rebuild_equals_live(proj_pool)
+
+
+def test_a_lost_wakeup_shows_as_lag_until_the_tick(store, proj_pool):
+    """The last wake-up of a partition is lost: with no tick, its events wait (the loss is visible
+    in status); the tick's catch-up then brings every partition to the head."""
+    lose = threading.Event()
+    lost: list[tuple] = []
+
+    def deliver(projection, partition, position, partitions):
+        if lose.is_set():
+            lost.append((projection, partition))
+            return
+        catch_up(proj_pool, PROJECTORS[projection], partition, partitions=4, target=position, assumed=partitions)
+
+    install_wakeups(store, partitions=4, send=deliver, window=0)
+    history = History(4)
+    append_history(store, history, [(i, i, i) for i in range(40)])
+    assert _at_head(proj_pool)
+    lose.set()
+    append_history(store, history, [(3, 3, 3)])
+    behind = [(p.projection, p.partition) for p in status(proj_pool) if p.lag_events]
+    assert behind == lost and len(lost) == 1
     project_all(proj_pool)  # the tick
+    assert _at_head(proj_pool)
     _full_rebuild_equals_live(proj_pool)
 
 
@@ -119,6 +153,7 @@ def test_worker_sigkilled_at_random_points(proj_pool, fresh_database_url, settin
     broker = make_broker(Settings(redis_url=SHARED_REDIS), namespace=namespace)
     install_wakeups(store, partitions=4, send=redis_sender(broker))
     history = History(11)
+    faults.install(proj_pool)
     worker.start()
     try:
         for _ in range(3):
@@ -131,6 +166,7 @@ def test_worker_sigkilled_at_random_points(proj_pool, fresh_database_url, settin
     finally:
         worker.stop()
         broker.close()
+    assert faults.applied_twice(proj_pool) == []
     _full_rebuild_equals_live(proj_pool)
 
 
@@ -142,7 +178,7 @@ def test_redis_down_during_appends(proj_pool, fresh_database_url, settings, name
 
     broker = make_broker(Settings(redis_url=private_redis["url"]), namespace=namespace)
     hook = install_wakeups(store, partitions=4, send=redis_sender(broker), window=0)
-    worker = WorkerProcess(fresh_database_url, private_redis["url"], namespace)
+    worker = WorkerProcess(fresh_database_url, private_redis["url"], namespace, tick="0.5")  # the tick recovers what Redis lost
     history = History(13)
     worker.start()
     try:
