@@ -12,7 +12,12 @@ are contiguous, and every snapshot table equals a fresh rebuild from the log.
 
 from __future__ import annotations
 
+import json
+import os
+
 import random
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -116,6 +121,12 @@ def test_soak_with_worker_kills_redis_restart_and_rebuild(
         for client in clients.values():
             client.close()
         api.stop()
+
+    # The operator's proof: `chronicle projections verify` finds no differing row.
+    verified = subprocess.run([str(Path(sys.executable).with_name("chronicle")), "projections", "verify", "--json"],
+                              env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, timeout=300)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert all(r["differing_rows"] == 0 for r in json.loads(verified.stdout)), verified.stdout
 
     # Every snapshot table equals a fresh rebuild of it from the log.
     from projections.catalog import PROJECTORS
