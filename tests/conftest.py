@@ -125,3 +125,12 @@ def pool(database_url: str, settings: Settings):
     pool = create_pool(database_url, settings, name="chronicle-tests")
     yield pool
     pool.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_checkpoints_from_other_databases() -> Iterator[None]:
+    """The engine caches checkpoints per process (one database in production); tests use many."""
+    from projections.engine import forget_checkpoints
+
+    forget_checkpoints()
+    yield
