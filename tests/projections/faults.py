@@ -94,7 +94,7 @@ class Injector:
         self.faults: dict[tuple[str, int], str] = {}
         self.tries: Counter = Counter()
         self.fired: set[tuple[str, int]] = set()
-        self.armed: dict[str, tuple[str, int]] = {}  # stream -> (fault, its version) marked in this batch
+        self.armed: dict[str, list[tuple[str, int]]] = {}  # stream -> [(fault, its version)] marked in this batch
         self.masked: set[str] = set()  # streams whose marked row a later event of the batch removed
         self.originals: dict[str, dict[str, Callable]] = {}
 
@@ -114,15 +114,12 @@ class Injector:
         def wrapped(s: StreamState, e, out) -> None:
             key = (e.stream_id, e.version)
             kind = self.faults.get(key)
-            armed = self.armed.get(e.stream_id)
-            if armed is not None and e.version <= armed[1]:
-                armed = self.armed.pop(e.stream_id)  # a new try of the batch: not armed yet
-                armed = None
-            if kind is None and armed is None:
+            armed = self.armed.get(e.stream_id, [])
+            if armed and e.version <= min(version for _, version in armed):
+                armed = self.armed.pop(e.stream_id) and []  # a new try of the batch: nothing marked yet
+            if kind is None and not armed:
                 return handler(s, e, out)
-            if kind is None:  # a later event of the batch rewrites the row: mark it again
-                kind, key = armed[0], (e.stream_id, armed[1])
-            else:
+            if kind is not None:
                 self.tries[key] += 1
             if kind == "raise":
                 self.fired.add(key)
@@ -130,18 +127,27 @@ class Injector:
             handler(s, e, out)
             table = MAIN_TABLE[projection]
             row = s.one(table)
-            if row is None:  # no row left to carry the fault: it cannot go off in this batch
-                self.fired.discard(key)
+            if row is None:  # no row left to carry the marks: none can go off in this batch
+                for _, version in armed:
+                    self.fired.discard((e.stream_id, version))
                 if self.armed.pop(e.stream_id, None):
-                    self.masked.add(e.stream_id)  # the marked row may live on in a tombstone
+                    self.masked.add(e.stream_id)  # a marked row may live on in a tombstone
                 return
-            if kind in TRANSIENT and self.tries[key] > 1:
-                return
-            if kind == "range":
-                s.set_one(table, {**row, "last_version": 10**40})  # beyond bigint
-            else:
-                s.set_one(table, {**row, "metadata": {**(row.get("metadata") or {}), "fault": kind}})
-            self.armed[e.stream_id] = (kind, key[1])
-            if kind in PERMANENT:
-                self.fired.add(key)
+            # The stream's earlier marks in this batch stay on its rewritten row; this event's own
+            # fault is added unless it is transient and already went off. Permanent marks go last,
+            # so a permanent fault's metadata wins over a transient one's.
+            marks = list(armed)
+            if kind is not None and not (kind in TRANSIENT and self.tries[key] > 1):
+                marks.append((kind, e.version))
+            marks.sort(key=lambda m: m[0] in PERMANENT)
+            for mark, version in marks:
+                if mark == "range":
+                    row = {**row, "last_version": 10**40}  # beyond bigint
+                else:
+                    row = {**row, "metadata": {**(row.get("metadata") or {}), "fault": mark}}
+                if mark in PERMANENT:
+                    self.fired.add((e.stream_id, version))
+            s.set_one(table, row)
+            if marks:
+                self.armed[e.stream_id] = marks
         return wrapped

@@ -3,12 +3,19 @@
 After convergence every event is applied exactly once or parked with the rest of its stream;
 checkpoints reach the head; the live tables equal the domain's state for every unparked stream
 and a rebuild of the log. Real PostgreSQL; the catch-up runs as a worker's would, again after
-each failure (dramatiq's retry), with no periodic tick.
+each failure (dramatiq's retry), with no periodic tick; in some examples a worker process doing
+the same is SIGKILLed mid-work first. The faults themselves are in tests/projections/faults.py.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -27,9 +34,10 @@ from tests.projections import faults
 from tests.test_read_model import assert_agent_projected, assert_chain_projected, assert_document_projected
 
 PARTITIONS = 4
+ROOT = Path(__file__).resolve().parents[2]
 # Terminating the worker's connection (kill_batch, kill_commit) is left out for now: mixed with
 # other faults it produced rare runs that did not converge, still being traced.
-FAULT_KINDS = faults.PERMANENT + ("timeout",)
+FAULT_KINDS = faults.PERMANENT + faults.TRANSIENT
 KINDS = ("chain", "document", "agent")
 STREAM_COLUMNS = {"chain_snapshot": "chain_id", "edge": "chain_id", "document_snapshot": "document_id",
                   "document_version": "document_id", "document_tombstone": "document_id",
@@ -69,13 +77,41 @@ def converge(pool) -> None:
     retry = RetryPolicy(attempts=2, first_delay=0.01)
     for _ in range(40):
         try:
+            busy = False
             for projector in PROJECTORS.values():
                 for k in range(PARTITIONS):
-                    catch_up(pool, projector, k, partitions=PARTITIONS, retry=retry)
-            return
+                    busy |= catch_up(pool, projector, k, partitions=PARTITIONS, retry=retry).busy
+            if not busy:  # (a SIGKILLed worker's session may hold a partition for a moment)
+                return
+            time.sleep(0.05)
         except psycopg.OperationalError:
             forget_checkpoints()  # a worker process that died would have lost its cache too
     raise AssertionError("the projections did not converge")
+
+
+WORKER = """
+import sys
+from infrastructure.config import Settings
+from infrastructure.db import create_pool
+from projections.catalog import PROJECTORS
+from projections.engine import catch_up
+pool = create_pool(sys.argv[1], Settings(chronicle_pool_max_size=2), name="sigkilled-worker")
+print("ready", flush=True)
+while True:
+    for projector in PROJECTORS.values():
+        for k in range(4):
+            catch_up(pool, projector, k, partitions=4, batch_size=2)
+"""
+
+
+def sigkilled_worker(database: str, after: float) -> None:
+    """A worker process catching up in batches of two, SIGKILLed `after` seconds into its work."""
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, database], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 def rows(pool, sql: str, params: Any = ()) -> list[dict]:
@@ -111,7 +147,7 @@ plans = st.lists(st.sampled_from(KINDS).flatmap(lambda k: ops[k].map(lambda seq:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(plan=plans, data=st.data())
-def test_every_event_is_applied_once_or_parked_with_its_stream(workspace, pool, plan, data) -> None:
+def test_every_event_is_applied_once_or_parked_with_its_stream(workspace, pool, database, plan, data) -> None:
     faults.install(pool)  # a rebuild in an earlier example swapped the tables
     converge(pool)  # start level with the log
     refs = {"document": create(workspace, "document"), "agent": create(workspace, "agent")}
@@ -121,6 +157,9 @@ def test_every_event_is_applied_once_or_parked_with_its_stream(workspace, pool, 
     chosen = data.draw(st.lists(st.tuples(st.sampled_from(events), st.sampled_from(FAULT_KINDS)),
                                 max_size=3, unique_by=lambda f: f[0]))
 
+    kill_after = data.draw(st.none() | st.floats(0.0, 0.3), label="SIGKILL a worker process after (s)")
+    if kill_after is not None:
+        sigkilled_worker(database, kill_after)
     with faults.Injector() as injector:
         injector.faults = {(sid, version): kind for (sid, version, _), kind in chosen}
         converge(pool)
@@ -134,17 +173,24 @@ def test_every_event_is_applied_once_or_parked_with_its_stream(workspace, pool, 
     parked = {(r["stream_id"], r["version"]) for r in rows(
         pool, "SELECT d.stream_id, e.version FROM dead_letter d JOIN events e USING (position)"
         " WHERE d.status = 'parked' AND NOT d.shadow AND d.stream_id = ANY(%s)", (list(streams),))}
+    assert_parked_only_behind_permanent_faults(streams, events, parked, fired)
+    assert_live_rows_equal_domain_and_rebuild(pool, workspace, streams, parked, masked)
+
+
+def assert_parked_only_behind_permanent_faults(streams, events, parked, fired) -> None:
+    """Each stream is parked from a permanent fault that went off to its end, or not at all."""
     for sid in streams:
         versions = sorted(v for s, v, _ in events if s == sid)
         stopped = [v for v in versions if (sid, v) in parked]
         if stopped:  # parked from a fault that fired on to the end of the stream
             assert stopped == versions[versions.index(stopped[0]):], sid
-            assert (sid, stopped[0]) in fired, ("only a permanent fault parks a stream", sid, stopped, fired, chosen, rows(
-                pool, "SELECT position, error FROM dead_letter WHERE stream_id = %s", (sid,)))
+            assert (sid, stopped[0]) in fired, "only a permanent fault parks a stream"
         assert all(v >= stopped[0] for s, v in fired if s == sid) if stopped else not any(
-            s == sid for s, _ in fired), ("every permanent fault that fired is parked", sid, stopped, fired, rows(
-            pool, "SELECT stream_id, position, status, shadow, error FROM dead_letter"))
+            s == sid for s, _ in fired), "every permanent fault that fired is parked"
 
+
+def assert_live_rows_equal_domain_and_rebuild(pool, workspace, streams, parked, masked) -> None:
+    """Every unparked stream's rows equal its domain state, and a rebuild of the log gives them again."""
     live = [sid for sid in streams if not any(s == sid for s, _ in parked) and sid not in masked]
     for sid in live:
         kind, executions = streams[sid]
@@ -159,9 +205,7 @@ def test_every_event_is_applied_once_or_parked_with_its_stream(workspace, pool, 
     rebuild_all(pool)
     forget_checkpoints()
     after = stream_rows(pool, live)
-    assert after == before, ("the live rows equal a rebuild of the log", chosen, {
-        t: ([r for r in before[t] if r not in after[t]], [r for r in after[t] if r not in before[t]])
-        for t in before if before[t] != after[t]})
+    assert after == before, "the live rows equal a rebuild of the log"
 
 
 @pytest.mark.parametrize("kind", ["kill_batch", "kill_commit"])
