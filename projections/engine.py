@@ -159,6 +159,26 @@ class Job:
             " eta_seconds = greatest(total - %s, 0) / nullif(%s, 0), updated_at = clock_timestamp()"
             " WHERE id = %s", (position, done, rate, done, rate, self.rebuild_id))
 
+    def held_back(self, conn: psycopg.Connection, events: Sequence[Event]) -> tuple[set[str], set[int]]:
+        """Streams of these events parked in this job's dead letters, and positions operators skipped."""
+        rows = conn.execute(
+            "SELECT stream_id, position, status FROM dead_letter WHERE projection = %s"
+            " AND stream_id = ANY(%s) AND ((status = 'parked' AND shadow = %s) OR status = 'skipped')",
+            (self.projector.name, list({e.stream_id for e in events}), self.shadow)).fetchall()
+        return {r["stream_id"] for r in rows if r["status"] == "parked"}, {
+            r["position"] for r in rows if r["status"] == "skipped"}
+
+    def park(self, conn: psycopg.Connection, event: Event, error: str, attempts: int,
+             first_failure: float | None = None) -> None:
+        """Put an event into `dead_letter` (its stream then waits there behind it)."""
+        self.dead_letters = True
+        conn.execute(
+            "INSERT INTO dead_letter (projection, partition, shadow, position, event_id, stream_id, type,"
+            " error, attempts, first_failure) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " coalesce(to_timestamp(%s), clock_timestamp())) ON CONFLICT DO NOTHING",
+            (self.projector.name, partition_of(event.stream_id, self.partitions), self.shadow, event.position,
+             event.event_id, event.stream_id, event.type, error[:4000], attempts, first_failure))
+
 
 def live_names(projector: Projector) -> dict[str, str]:
     return {t: t for t in projector.tables}
@@ -177,36 +197,14 @@ def ensure_projection(conn: psycopg.Connection, projector: Projector, partitions
     return stored
 
 
-def _held_back(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> tuple[set[str], set[int]]:
-    """Streams parked in this job's dead letters, and positions operators skipped."""
-    rows = conn.execute(
-        "SELECT stream_id, position, status FROM dead_letter WHERE projection = %s"
-        " AND stream_id = ANY(%s) AND ((status = 'parked' AND shadow = %s) OR status = 'skipped')",
-        (job.projector.name, list({e.stream_id for e in events}), job.shadow)).fetchall()
-    return {r["stream_id"] for r in rows if r["status"] == "parked"}, {
-        r["position"] for r in rows if r["status"] == "skipped"}
-
-
-def park(conn: psycopg.Connection, job: Job, event: Event, error: str, attempts: int,
-         first_failure: float | None = None) -> None:
-    """Put an event into `dead_letter` (its stream then waits there behind it)."""
-    job.dead_letters = True
-    conn.execute(
-        "INSERT INTO dead_letter (projection, partition, shadow, position, event_id, stream_id, type,"
-        " error, attempts, first_failure) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " coalesce(to_timestamp(%s), clock_timestamp())) ON CONFLICT DO NOTHING",
-        (job.projector.name, partition_of(event.stream_id, job.partitions), job.shadow, event.position,
-         event.event_id, event.stream_id, event.type, error[:4000], attempts, first_failure))
-
-
 def apply_batch(conn: psycopg.Connection, job: Job, events: Sequence[Event]) -> int:
     """Apply events, sending those of parked streams to `dead_letter`; return how many parked."""
-    parked, skipped = _held_back(conn, job, events) if job.dead_letters else (set(), set())
+    parked, skipped = job.held_back(conn, events) if job.dead_letters else (set(), set())
     live = [e for e in events if e.position not in skipped and e.stream_id not in parked]
     job.applied = apply_events(conn, job.projector, live, job.names, job.known)
     followers = [e for e in events if e.stream_id in parked and e.position not in skipped]
     for e in followers:
-        park(conn, job, e, "parked behind an earlier event of its stream", 0)
+        job.park(conn, e, "parked behind an earlier event of its stream", 0)
     return len(followers)
 
 
@@ -234,7 +232,7 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
     logger.error("projection %s parks stream %s at position %s: %s",
                  job.projector.name, event.stream_id, event.position, error)
     with conn.transaction():
-        park(conn, job, event, f"{type(error).__name__}: {error}", attempts, first)
+        job.park(conn, event, f"{type(error).__name__}: {error}", attempts, first)
         job.save(conn, event.position, 1)
     return 1
 
@@ -242,9 +240,9 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
 def _log_batch(job: Job, events: Sequence[Event], position: int) -> None:
     """Log a committed batch with its events' correlation and causation ids.
 
-    A rebuild's batches log at debug: they are many, and their events were projected before.
+    A rebuild's (or a verify's) batches log at debug: they are many, and their events were projected before.
     """
-    level = logging.DEBUG if job.rebuild_id is not None else logging.INFO
+    level = logging.DEBUG if job.held is None else logging.INFO
     if events and logger.isEnabledFor(level):
         context = batch_context(job.projector.name, job.held, (e.metadata or {} for e in events))
         logger.log(level, "projected %d events of %s up to position %d", len(events), job.projector.name,

@@ -5,9 +5,9 @@ Operators run it after an incident to prove the read model exact, while commands
    the live rows into scratch "live" tables. Rows and checkpoints commit together, so in one
    snapshot they agree: the comparison holds at one point of the log.
 2. The expected rows are built into scratch "expected" tables from exactly the events of each
-   partition up to that partition's checkpoint (its ceiling), with the handlers the engine runs.
-   Streams parked in that snapshot stop where the live run stopped them, skipped events are
-   skipped. Checkpoints stay in memory; nothing is written to `dead_letter` or the checkpoints.
+   partition up to that partition's checkpoint (its ceiling), by the engine's own `run` on a
+   scratch job. Streams parked in that snapshot stop where the live run stopped them, skipped
+   events are skipped. Nothing is written to `dead_letter` or the checkpoints.
 3. One FULL OUTER JOIN per table, on the primary key, compares the md5 of each row's canonical
    jsonb text, in SQL. Rows of parked streams are left out.
 
@@ -20,7 +20,7 @@ positions, payload, metadata, recorded_at); none is stamped by the database cloc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,11 +29,10 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
-from infrastructure.partition_reads import read_batch
-from projections.batch import HandlerFailure, _columns, apply_events, event_error
+from projections.batch import _columns
 from projections.catalog import PROJECTORS, get_projector
-from projections.engine import DEFAULT_BATCH, MAX_KNOWN_STREAMS
-from projections.model import Event, Projector, StreamState
+from projections.engine import DEFAULT_BATCH, Job, RetryPolicy, run
+from projections.model import Event, Projector
 from projections.partitioning import partition_of
 
 logger = logging.getLogger(__name__)
@@ -190,59 +189,47 @@ def _create_expected(conn: psycopg.Connection, projector: Projector, expected: M
                 sql.Identifier(scratch), sql.SQL(", ").join(map(sql.Identifier, _keys(projector, table)))))
 
 
-def _wanted(snapshot: _Snapshot, held: Mapping[str, int]) -> Callable[[Event], bool]:
-    """Whether the live run, at the snapshot's checkpoints, has applied an event."""
-    ceilings, n = snapshot.checkpoints, snapshot.partitions
-    level = len(set(ceilings)) == 1  # one ceiling for all: no partition to compute
+@dataclass
+class ScratchJob(Job):
+    """A verify's build on the engine: each partition up to its live checkpoint, into scratch tables.
 
-    def wanted(e: Event) -> bool:
-        if e.position in snapshot.skipped or e.position >= held.get(e.stream_id, e.position + 1):
-            return False
-        return level or e.position <= ceilings[partition_of(e.stream_id, n)]
+    Nothing is stored: no checkpoint, no dead letter. A stream the live run parked stops at its
+    first parked event, skipped events are skipped, and an event that fails here stops its stream
+    in memory and is reported (the engine narrows a failing batch down to it, as it does live).
+    """
 
-    return wanted
+    snapshot: _Snapshot | None = None
+    parked_at: dict[str, int] = field(default_factory=dict)  # stream -> where it stops
+    failures: list[BuildFailure] = field(default_factory=list)
+
+    def checkpoint(self, conn: psycopg.Connection, rows: list[dict] | None = None) -> tuple[int, int | None]:
+        return 0, max(self.snapshot.checkpoints, default=0)
+
+    def floors(self, upto: int) -> list[int] | None:
+        return None
+
+    def save(self, conn: psycopg.Connection, position: int, count: int) -> None:
+        pass
+
+    def held_back(self, conn: psycopg.Connection, events: Sequence[Event]) -> tuple[set[str], set[int]]:
+        """No stream to park as a follower; every event the live run has not applied is skipped."""
+        ceilings, n = self.snapshot.checkpoints, self.snapshot.partitions
+        return set(), {e.position for e in events if e.position in self.snapshot.skipped
+                       or e.position >= self.parked_at.get(e.stream_id, e.position + 1)
+                       or e.position > ceilings[partition_of(e.stream_id, n)]}
+
+    def park(self, conn: psycopg.Connection, event: Event, error: str, attempts: int,
+             first_failure: float | None = None) -> None:
+        self.parked_at[event.stream_id] = min(event.position, self.parked_at.get(event.stream_id, event.position))
+        self.failures.append(BuildFailure(event.stream_id, event.position, error[:1000]))
 
 
 def _build(conn: psycopg.Connection, projector: Projector, snapshot: _Snapshot, names: Mapping[str, str],
            batch_size: int) -> list[BuildFailure]:
-    """Apply each partition's events up to its checkpoint to the expected tables, batch by batch.
-
-    A failing event stops its stream there, as the engine parks it (in memory only); a database
-    error narrows the batch down to its event, as the engine does.
-    """
-    upto = max(snapshot.checkpoints, default=0)
-    held = dict(snapshot.parked)
-    wanted = _wanted(snapshot, held)
-    failures: list[BuildFailure] = []
-    known: dict[str, StreamState] = {}
-    position, limit = 0, batch_size
-    while position < upto:
-        events = read_batch(conn, position, upto, projector.stream_types, limit)
-        while True:
-            todo = [e for e in events if wanted(e)]
-            try:
-                with conn.transaction():
-                    applied = apply_events(conn, projector, todo, names, known)
-                break
-            except Exception as exc:  # noqa: BLE001
-                known.clear()  # the handlers changed states in memory that were not written
-                if not event_error(exc):
-                    raise
-                if not isinstance(exc, HandlerFailure) and len(todo) > 1:
-                    applied = None
-                    break
-                bad = exc.event if isinstance(exc, HandlerFailure) else todo[0]
-                held[bad.stream_id] = bad.position
-                failures.append(BuildFailure(bad.stream_id, bad.position, f"{type(exc).__name__}: {exc}"[:1000]))
-        if applied is None:
-            limit = max(1, len(events) // 2)  # a database error: read a smaller batch
-            continue
-        if len(known) + len(applied) > MAX_KNOWN_STREAMS:
-            known.clear()
-        known.update(applied)
-        position = events[-1].position if len(events) == limit else upto
-        limit = min(batch_size, limit * 2)
-    return failures
+    """Apply each partition's events up to its checkpoint to the expected tables, with the engine."""
+    job = ScratchJob(projector, snapshot.partitions, None, names, snapshot=snapshot, parked_at=dict(snapshot.parked))
+    run(conn, job, batch_size=batch_size, retry=RetryPolicy(attempts=1), upto=max(snapshot.checkpoints, default=0))
+    return job.failures
 
 
 # Each row as canonical jsonb text (less ignored columns), keyed by primary key; rows whose md5
