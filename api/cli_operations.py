@@ -53,6 +53,9 @@ def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _echo_json(rows)
         return
+    if not rows:
+        typer.echo("none: no projection has a checkpoint yet (a worker makes them: `chronicle up` or `chronicle worker`)")
+        return
     table = Table(title="projections")
     for column in ("projection", "partition", "checkpoint", "head", "lag", "lag s", "state", "dead letters"):
         table.add_column(column)
@@ -246,6 +249,9 @@ def dead_letters_list(
         rows = [asdict(d) for d in pj.list_dead_letters(pool, projection, status=status, limit=1000)]
     if as_json:
         _echo_json(rows)
+        return
+    if not rows:
+        typer.echo(f"none: no {status} dead letters" + (f" for {projection}" if projection else ""))
         return
     table = Table(title=f"dead letters ({status})")
     for column in ("id", "projection", "position", "stream", "type", "attempts", "error"):
