@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 import projections as pj
+from api.cli_output import err_console
 from api.cli_commands import _cli, _echo_json, _operator_actor, _store, cli_pool, dead_letters_app, projections_app
 from api.operator_events import record_operator_action
 from infrastructure.config import get_settings
@@ -41,8 +42,8 @@ def _record(pool: Any, event_type: str, target: str, details: dict[str, Any]) ->
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[rate]:>9} ev/s"), TimeRemainingColumn(), console=_cli().console,
-    )
+        TextColumn("{task.fields[rate]:>9} ev/s"), TimeRemainingColumn(), console=err_console,
+    )  # on stderr: stdout carries only the command's result
 
 
 @projections_app.command("status")
