@@ -18,11 +18,22 @@ console = Console()
 
 
 @app.callback()
-def _configure_logs() -> None:
-    """Every command logs in CHRONICLE_LOG_FORMAT at CHRONICLE_LOG_LEVEL (infrastructure/logs.py)."""
+def _configure_logs(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v",
+        help="Also show the libraries' lines on stderr: the embedded PostgreSQL's initdb and pg_ctl, httpx requests.",
+    ),
+) -> None:
+    """Every command logs in CHRONICLE_LOG_FORMAT at CHRONICLE_LOG_LEVEL (infrastructure/logs.py).
+
+    Only a command's data goes to stdout; notices, progress, logs and errors go to stderr.
+    """
+    from api.cli_output import configure_output
     from infrastructure.logs import configure_logging
 
-    configure_logging(get_settings())
+    settings = get_settings()
+    configure_logging(settings)
+    configure_output(verbose, settings.chronicle_data_dir)
 
 
 def database_url(settings: Settings) -> str:
@@ -31,8 +42,10 @@ def database_url(settings: Settings) -> str:
         return settings.database_url
     from infrastructure.embedded import start_embedded_postgres
 
+    from api.cli_output import err_console
+
     url = start_embedded_postgres(Path(settings.chronicle_data_dir).resolve() / "pgdata")
-    console.print(f"[dim]No DATABASE_URL: embedded PostgreSQL in {settings.chronicle_data_dir}/pgdata[/dim]")
+    err_console.print(f"[dim]No DATABASE_URL: embedded PostgreSQL in {settings.chronicle_data_dir}/pgdata[/dim]")
     return url
 
 

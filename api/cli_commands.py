@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -101,6 +102,7 @@ def serve(
 ) -> None:
     """Serve the HTTP API only (workers run elsewhere: `chronicle worker`)."""
     settings = get_settings()
+    _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
     url = _cli().database_url(settings)
     _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level)
 
@@ -121,6 +123,7 @@ def up(
 
     cli = _cli()
     settings = get_settings()
+    _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
     url = cli.database_url(settings)
     _use_database(url)
     for name in migrate(url):
@@ -161,6 +164,26 @@ def up(
         if stop_workers is not None:
             stop_workers()
         typer.echo("Chronicle stopped.")
+
+
+def _refuse_if_running(host: str, port: int, data_dir: str | None) -> None:
+    """Exit 1 with a sentence if the port is taken or (embedded) the data folder serves another `up`."""
+    from api.cli_running import port_holder
+    from infrastructure.embedded import DataDirInUse, claim_data_dir
+
+    holder = port_holder(host, port)
+    if holder is not None:
+        typer.echo(f"error: {holder}", err=True)
+        raise typer.Exit(1)
+    if data_dir is None:
+        return
+    try:
+        claim_data_dir(Path(data_dir).resolve(), f"http://{host}:{port}")
+    except DataDirInUse as exc:
+        typer.echo(f"error: Chronicle is already running on the data folder {exc.data_dir} ({exc.holder}); "
+                   "its embedded PostgreSQL is in use. Stop it first, or start this one with another "
+                   "CHRONICLE_DATA_DIR.", err=True)
+        raise typer.Exit(1) from None
 
 
 def _use_database(url: str) -> None:
@@ -232,6 +255,9 @@ def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         _echo_json([k.public() for k in keys])
         return
+    if not keys:
+        typer.echo("none: no API keys yet (create one with `chronicle keys create NAME --role ROLE`)")
+        return
     table = Table(title="API keys")
     for column in ("key id", "name", "role", "actor", "created", "revoked"):
         table.add_column(column)
@@ -242,17 +268,31 @@ def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(..., help="The key id (the part after chr_).")) -> None:
-    """Revoke a key: its next request gets 401."""
-    from api.keys import revoke_key
+def keys_revoke(key_id: str = typer.Argument(..., help="The key id, as `chronicle keys list` shows it (not the token).")) -> None:
+    """Revoke a key: its next request gets 401. Exit 1 if there is no such key or it was already revoked.
+
+    It takes the key id only: a token (chr_<key id>_<secret>) is refused with its key id named,
+    so that secrets are not typed into shells and their histories as a habit.
+    """
+    from api.keys import KEY_FORMAT, get_key, revoke_key
     from api.operator_events import record_operator_action
 
+    token = KEY_FORMAT.match(key_id.strip())
+    if token:
+        typer.echo(f"error: that is a key's token, not its key id: give the key id (see `chronicle keys list`), "
+                   f"not the token; this token's key id is {token.group(1)}", err=True)
+        raise typer.Exit(2)
     actor, kind = _operator_actor()
     with cli_pool() as pool:
-        key = revoke_key(pool, key_id)
-        if key is None:
-            typer.echo(f"error: no key {key_id!r}", err=True)
+        before = get_key(pool, key_id)
+        if before is None:
+            typer.echo(f"error: no key {key_id!r}: give a key id as `chronicle keys list` shows it", err=True)
             raise typer.Exit(1)
+        if before.revoked_at is not None:
+            typer.echo(f"error: key {key_id} ({before.name}) was already revoked at "
+                       f"{before.revoked_at.isoformat(timespec='seconds')}", err=True)
+            raise typer.Exit(1)
+        key = revoke_key(pool, key_id)
         record_operator_action(_store(pool), "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
                                actor_id=actor, actor_type=kind)
     typer.echo(f"revoked {key.key_id} ({key.name})")

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 import projections as pj
+from api.cli_output import err_console
 from api.cli_commands import _cli, _echo_json, _operator_actor, _store, cli_pool, dead_letters_app, projections_app
 from api.operator_events import record_operator_action
 from infrastructure.config import get_settings
@@ -41,8 +42,8 @@ def _record(pool: Any, event_type: str, target: str, details: dict[str, Any]) ->
 def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[rate]:>9} ev/s"), TimeRemainingColumn(), console=_cli().console,
-    )
+        TextColumn("{task.fields[rate]:>9} ev/s"), TimeRemainingColumn(), console=err_console,
+    )  # on stderr: stdout carries only the command's result
 
 
 @projections_app.command("status")
@@ -52,6 +53,9 @@ def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
         rows = [asdict(p) for p in pj.status(pool)]
     if as_json:
         _echo_json(rows)
+        return
+    if not rows:
+        typer.echo("none: no projection has a checkpoint yet (a worker makes them: `chronicle up` or `chronicle worker`)")
         return
     table = Table(title="projections")
     for column in ("projection", "partition", "checkpoint", "head", "lag", "lag s", "state", "dead letters"):
@@ -246,6 +250,9 @@ def dead_letters_list(
         rows = [asdict(d) for d in pj.list_dead_letters(pool, projection, status=status, limit=1000)]
     if as_json:
         _echo_json(rows)
+        return
+    if not rows:
+        typer.echo(f"none: no {status} dead letters" + (f" for {projection}" if projection else ""))
         return
     table = Table(title=f"dead letters ({status})")
     for column in ("id", "projection", "position", "stream", "type", "attempts", "error"):

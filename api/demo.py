@@ -331,11 +331,14 @@ def demo(
     url: str = typer.Option(DEFAULT_URL, "--url", envvar="CHRONICLE_URL", help="Where Chronicle's API runs."),
     key: str | None = typer.Option(None, "--key", envvar="CHRONICLE_KEY",
                                    help="An API key that may write (admin also shows the audit trail)."),
-    as_json: bool = typer.Option(False, "--json", help="At the end, print the ids of what was built as JSON."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print the ids of what was built as JSON on stdout (the story goes to stderr)."),
 ) -> None:
     """Build a sample workspace through the HTTP API and show it: a chain with edges, tags
-    staging then production, undo and redo, time travel, and the audit trail."""
-    console = Console(highlight=False)
+    staging then production, undo and redo, time travel, and the audit trail.
+
+    httpx's request lines show only with `chronicle --verbose demo`."""
+    console = Console(highlight=False, stderr=as_json)  # with --json, stdout carries only the JSON
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if not key:
         err.print(f"[red]No API key.[/red] {NO_KEY_HELP}")

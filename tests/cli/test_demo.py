@@ -59,11 +59,11 @@ def run_demo(*args: str, timeout: float = 120, **env: str) -> subprocess.Complet
 def test_demo_builds_the_workspace_through_the_api(demo_server: str, keys: dict[str, str]):
     result = run_demo("--url", demo_server, "--key", keys["admin"], "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    story = result.stderr  # with --json the story goes to stderr and stdout holds only the JSON
     for heading in ("A chain of documents and agents", "tagged staging, then production", "An undo and a redo",
                     "as of an earlier time", "The audit trail"):
-        assert heading in out, out
-    built = json.loads(out.strip().splitlines()[-1])
+        assert heading in story, story
+    built = json.loads(result.stdout)
     session = built["session_id"]
     auditor = httpx.Client(base_url=demo_server, headers={"Authorization": f"Bearer {keys['auditor']}"}, timeout=30)
 
