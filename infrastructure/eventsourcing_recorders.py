@@ -38,6 +38,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import TopicError, resolve_topic
 from infrastructure import metrics
 from infrastructure.config import Settings
+from infrastructure.library_internals import fail_subscription, subscription_running, wake_subscription
 from infrastructure.db import connect, create_pool
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
 from infrastructure.event_store import DEFAULT_LOG, NOTIFY_CHANNEL, AppendResult, EventStore, NewEvent
@@ -418,17 +419,15 @@ class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorde
         ticks = 0
         try:
             with self._listen_conn as conn:
-                while not self._has_been_stopped and not self._thread_error:
+                while subscription_running(self):
                     for _ in conn.notifies(timeout=0.1, stop_after=1):
-                        self._has_been_notified.set()
+                        wake_subscription(self)
                     ticks += 1
                     if ticks * 0.1 >= self.POLL_SECONDS:
                         ticks = 0
-                        self._has_been_notified.set()
+                        wake_subscription(self)
         except BaseException as exc:  # noqa: BLE001 - surfaced to the iterating thread
-            if self._thread_error is None:
-                self._thread_error = exc
-            self.stop()
+            fail_subscription(self, exc)
 
 
 # -- tracking ---------------------------------------------------------------------------------
