@@ -45,16 +45,16 @@ DEFAULT_LOG = "chronicle"
 IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
-class StreamState(Enum):
+class StreamExistence(Enum):
     """Expected versions that are not a number."""
 
     ANY = "any"
     NO_STREAM = "no_stream"
 
 
-ANY = StreamState.ANY
-NO_STREAM = StreamState.NO_STREAM
-ExpectedVersion = int | StreamState
+ANY = StreamExistence.ANY
+NO_STREAM = StreamExistence.NO_STREAM
+ExpectedVersion = int | StreamExistence
 
 
 class EventMetadata(BaseModel):
@@ -567,7 +567,7 @@ def _expected(expected: ExpectedVersion) -> tuple[ExpectedKind, int | None]:
 
 
 def _describe(expected: ExpectedVersion) -> object:
-    return expected.value if isinstance(expected, StreamState) else expected
+    return expected.value if isinstance(expected, StreamExistence) else expected
 
 
 def _metadata_json(metadata: EventMetadata | Mapping[str, Any] | None) -> str:

@@ -33,7 +33,7 @@ from infrastructure.partition_reads import read_batch
 from projections.batch import HandlerFailure, _columns, apply_events, event_error
 from projections.catalog import PROJECTORS, get_projector
 from projections.engine import DEFAULT_BATCH, MAX_KNOWN_STREAMS
-from projections.model import Event, Projector, StreamState
+from projections.model import Event, Projector, StreamRows
 from projections.partitioning import partition_of
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ def _build(conn: psycopg.Connection, projector: Projector, snapshot: _Snapshot, 
     held = dict(snapshot.parked)
     wanted = _wanted(snapshot, held)
     failures: list[BuildFailure] = []
-    known: dict[str, StreamState] = {}
+    known: dict[str, StreamRows] = {}
     position, limit = 0, batch_size
     while position < upto:
         events = read_batch(conn, position, upto, projector.stream_types, limit)
