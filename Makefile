@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: install run test
+.PHONY: install run test schema
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -17,3 +17,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate schema/current.sql (the schema of a freshly migrated database) after adding a migration.
+schema: $(VENV)/.installed
+	$(VENV)/bin/python -m schema.dump_current

@@ -39,10 +39,10 @@ def start_in_process_workers(threads: int = 4) -> Callable[[], None]:
     return stop
 
 
-def wake_projection(partitions: int) -> Callable[[str | None], None]:
+def wake_projection() -> Callable[[str | None], None]:
     """A function that wakes every partition of one projection (or of all, given None).
 
-    `partitions` is unused: each message catches up every partition the database stores.
+    Each message catches up every partition the database stores.
     """
 
     def wake(name: str | None) -> None:

@@ -13,13 +13,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-Role = Literal["writer", "reader", "auditor", "operator", "admin"]
 ROLES: tuple[str, ...] = ("writer", "reader", "auditor", "operator", "admin")
-ActorType = Literal["user", "agent", "service", "system"]
 KEY_FORMAT = re.compile(r"^chr_([a-z0-9]{12})_([A-Za-z0-9_-]{20,100})$")
 LAST_USED_RESOLUTION_SECONDS = 60
 NAME_FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@/+=-]{0,99}$")
@@ -149,13 +147,6 @@ def list_keys(pool: ConnectionPool, *, include_revoked: bool = True) -> list[Api
             (include_revoked,),
         ).fetchall()
     return [ApiKey(**row) for row in rows]
-
-
-def get_key(pool: ConnectionPool, key_id: str) -> ApiKey | None:
-    """One key by id, revoked or not, or None."""
-    with pool.connection() as conn:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)).fetchone()
-    return ApiKey(**row) if row else None
 
 
 def revoke_key(pool: ConnectionPool, key_id: str) -> ApiKey | None:

@@ -53,7 +53,7 @@ def wire(state: ChronicleState) -> None:
         # Someone runs workers: wake them after each append (the API's own and the service's).
         state.extras["wakeups"] = [install_wakeups(store, state.settings.chronicle_partitions)
                                    for store in (state.store, state.service.factory.datastore.store)]
-        state.extras["wake"] = wake_projection(state.settings.chronicle_partitions)
+        state.extras["wake"] = wake_projection()
         from workers.jobs import wake
 
         state.extras["wake_job"] = wake

@@ -91,7 +91,6 @@ class AgentExecuted(WorkspaceEvent):
     def apply(self, aggregate: Agent) -> None:
         # A record, not a change: the undo and redo stacks are left alone.
         aggregate.executions += 1
-        aggregate.last_execution_id = self.execution_id
 
 
 @registry.register("agent.undone", stream_type="agent")
@@ -122,7 +121,6 @@ class Agent(WorkspaceAggregate):
         self.tools: list[Any] = []
         self.metadata: dict[str, Any] = {}
         self.executions = 0
-        self.last_execution_id: str | None = None
 
     @classmethod
     def create(

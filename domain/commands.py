@@ -19,7 +19,6 @@ from domain.bounds import (
     ExecutionData, Identifier, Metadata, ModelName, Name, NodePosition, Prompt, Reason, StreamVersion, Title, Tools,
     Viewport, refusal,
 )
-from domain.errors import DomainError
 
 
 class CommandContext(BaseModel):
@@ -217,45 +216,3 @@ class Undo(StreamCommand):
 
 class Redo(StreamCommand):
     stream_id: UUID
-
-
-# The commands by the names an API or CLI may call them.
-COMMANDS: dict[str, type[Command]] = {
-    "create_chain": CreateChain,
-    "update_chain": UpdateChain,
-    "update_canvas": UpdateCanvas,
-    "add_node": AddNode,
-    "remove_node": RemoveNode,
-    "delete_chain": DeleteChain,
-    "create_edge": CreateEdge,
-    "update_edge": UpdateEdge,
-    "delete_edge": DeleteEdge,
-    "create_document": CreateDocument,
-    "update_document": UpdateDocument,
-    "delete_document": DeleteDocument,
-    "restore_document": RestoreDocument,
-    "tag_document": TagDocument,
-    "untag_document": UntagDocument,
-    "create_agent": CreateAgent,
-    "update_agent": UpdateAgent,
-    "delete_agent": DeleteAgent,
-    "record_execution": RecordExecution,
-    "undo": Undo,
-    "redo": Redo,
-}
-
-
-def parse_command(name: str, data: dict[str, Any]) -> Command:
-    """The command called `name`, built from JSON-like `data`.
-
-    Raises DomainError unknown_command, or naming the first bad field: a bound's code
-    (too_large, invalid_number, invalid_text, invalid_json) or invalid_command.
-    """
-    try:
-        command_class = COMMANDS[name]
-    except KeyError:
-        raise DomainError("unknown_command", f"no command called {str(name)[:80]!r}", field="command") from None
-    try:
-        return command_class.model_validate(data)
-    except ValidationError as exc:
-        raise refusal(exc, name) from None

@@ -11,22 +11,24 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
 from domain import commands as c
 from domain.agent import Agent
 from domain.aggregate import WorkspaceAggregate
 from domain.chain import Chain
-from domain.diff import FieldChange, diff_states
+from domain.decisions import create, decide, is_creation
+from domain.diff import diff_states
 from domain.document import Document
 from domain.errors import ConflictError, DomainError, NotFoundError
 from domain.event_types import registry
+from domain.results import CommandResult, HistoryEntry, StateAtVersion, StreamDiff
 
 logger = logging.getLogger(__name__)
 
@@ -39,56 +41,6 @@ DEFAULT_SNAPSHOT_INTERVAL = 50
 COMMAND_NAMESPACE = uuid5(NAMESPACE_URL, "https://chronicle/commands")
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """Where a command left its stream: the stream's version and the log position it reached.
-
-    `appended` counts the events written (0 for a no-op or a repeated command id);
-    `duplicate` is True when the command id had been handled before (this is that first result).
-    `position` is the log position of the last event appended, None if nothing was.
-    """
-
-    stream_id: str
-    version: int
-    position: int | None
-    appended: int
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class StreamState:
-    """A stream's state at one version, as the event contract's `state` describes it.
-
-    `modified_at` is the timestamp of the event that produced that version.
-    """
-
-    stream_id: str
-    stream_type: str
-    version: int
-    modified_at: datetime
-    state: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StreamDiff:
-    """What changed in a stream between two versions, field by field."""
-
-    stream_id: str
-    from_version: int
-    to_version: int
-    changes: list[FieldChange]
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One stored event of a stream: its version, type name, timestamp and payload."""
-
-    version: int
-    type: str
-    timestamp: datetime
-    payload: dict[str, Any]
-
-
 class Workspace(Application[UUID]):
     """Chains, documents and agents: handles commands, serves state at any version or time.
 
@@ -96,8 +48,9 @@ class Workspace(Application[UUID]):
     """
 
     name = "chronicle"
-    snapshotting_intervals = {Chain: DEFAULT_SNAPSHOT_INTERVAL, Document: DEFAULT_SNAPSHOT_INTERVAL,
-                              Agent: DEFAULT_SNAPSHOT_INTERVAL}
+    # Snapshots are taken by `save` below through the public take_snapshot, not by the library's
+    # own interval hook, so a failed snapshot cannot fail a command whose events are stored.
+    is_snapshotting_enabled = True
 
     def __init__(self, env: dict[str, str] | None = None, *, snapshot_interval: int | None = None) -> None:
         super().__init__(env)
@@ -106,8 +59,8 @@ class Workspace(Application[UUID]):
         if snapshot_interval < 1:
             raise ValueError("the snapshot interval is at least 1")
         self.snapshot_interval = snapshot_interval
-        self.snapshotting_intervals = {Chain: snapshot_interval, Document: snapshot_interval,
-                                       Agent: snapshot_interval}
+        self.snapshot_intervals: dict[type[WorkspaceAggregate], int] = {
+            Chain: snapshot_interval, Document: snapshot_interval, Agent: snapshot_interval}
         # Used only when the recorder cannot look command ids up (the in-memory recorder).
         self._handled_commands: dict[UUID, CommandResult] = {}
 
@@ -124,7 +77,7 @@ class Workspace(Application[UUID]):
             if first is not None:
                 return first
         metadata = self._metadata(command, context)
-        if isinstance(command, (c.CreateChain, c.CreateDocument, c.CreateAgent)):
+        if is_creation(command):
             return self._create(command, metadata)
         expected = command.expected_version
         attempts = 1 if expected is not None else MAX_ATTEMPTS
@@ -153,23 +106,8 @@ class Workspace(Application[UUID]):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _create(self, command: c.CreateChain | c.CreateDocument | c.CreateAgent, metadata: dict[str, Any]) -> CommandResult:
-        match command:
-            case c.CreateChain():
-                stream_id = command.chain_id or _id_for(command)
-                aggregate: WorkspaceAggregate = Chain.create(
-                    stream_id, command.name, command.description, command.metadata
-                )
-            case c.CreateDocument():
-                stream_id = command.document_id or _id_for(command)
-                aggregate = Document.create(
-                    stream_id, command.namespace, command.document_type, command.title,
-                    content=command.content, body=command.body, metadata=command.metadata,
-                )
-            case c.CreateAgent():
-                stream_id = command.agent_id or _id_for(command)
-                aggregate = Agent.create(
-                    stream_id, command.name, command.prompt, command.model, command.tools, command.metadata
-                )
+        aggregate = create(command, _id_for)
+        stream_id = aggregate.id
         appended = len(aggregate.pending_events)
         try:
             recordings = self.save(aggregate, **metadata)
@@ -183,61 +121,14 @@ class Workspace(Application[UUID]):
         return self._handled(command, aggregate, recordings, appended)
 
     def _decide(self, command: c.Command, aggregate: Any) -> None:
-        """Call the aggregate's command method for `command`; its events stay pending."""
-        match command:
-            case c.UpdateChain():
-                aggregate.update(name=command.name, description=command.description, metadata=command.metadata)
-            case c.UpdateCanvas():
-                aggregate.update_canvas(command.canvas_state, command.viewport)
-            case c.AddNode():
-                self._check_node_ref(command.kind, command.ref_id)
-                aggregate.add_node(command.node_id, command.kind, command.ref_id, command.position)
-            case c.RemoveNode():
-                aggregate.remove_node(command.node_id)
-            case c.DeleteChain():
-                aggregate.delete(command.reason)
-            case c.CreateEdge():
-                aggregate.create_edge(
-                    command.edge_id, command.source_id, command.target_id, command.type, command.metadata
-                )
-            case c.UpdateEdge():
-                aggregate.update_edge(command.edge_id, type=command.type, metadata=command.metadata)
-            case c.DeleteEdge():
-                aggregate.delete_edge(command.edge_id, command.reason)
-            case c.UpdateDocument():
-                aggregate.update(
-                    title=command.title, content=command.content, body=command.body,
-                    metadata=command.metadata, change_description=command.change_description,
-                )
-            case c.DeleteDocument():
-                aggregate.delete(command.reason)
-            case c.RestoreDocument():
-                aggregate.restore(command.reason)
-            case c.TagDocument():
-                aggregate.tag(command.tag, command.version)
-            case c.UntagDocument():
-                aggregate.untag(command.tag)
-            case c.UpdateAgent():
-                aggregate.update(
-                    name=command.name, prompt=command.prompt, model=command.model,
-                    tools=command.tools, metadata=command.metadata,
-                )
-            case c.DeleteAgent():
-                aggregate.delete(command.reason)
-            case c.RecordExecution():
-                aggregate.record_execution(
-                    command.execution_id, command.input, command.output,
-                    command.duration_ms, command.tokens, command.metadata,
-                )
-            case c.Undo():
-                aggregate.undo(lambda version: self._get(aggregate.id, version).state())
-            case c.Redo():
-                aggregate.redo(lambda version: self._get(aggregate.id, version).state())
-            case _:
-                raise DomainError("unknown_command", f"no handler for {type(command).__name__}", field="command")
+        """Call the aggregate's command method for `command` (domain.decisions); its events stay pending."""
+        decide(self, command, aggregate)
 
-    def _check_node_ref(self, kind: str, ref_id: str) -> None:
-        """A node refers to a document or agent that exists (it may be deleted later)."""
+    def check_node_ref(self, kind: str, ref_id: str) -> None:
+        """A node refers to a document or agent that exists (it may be deleted later).
+
+        Raises DomainError node_ref_not_found.
+        """
         expected = {"document": Document, "agent": Agent}.get(kind)
         if expected is None:
             return  # the aggregate names the rule (invalid_node_kind)
@@ -286,16 +177,32 @@ class Workspace(Application[UUID]):
         stream_id, version, position = last
         return CommandResult(str(stream_id), int(version), position, 0, True)
 
-    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
-        # A failed snapshot must not fail a command whose events are already stored.
-        try:
-            super()._take_snapshots(processing_event)
-        except Exception:  # noqa: BLE001
-            logger.exception("taking a snapshot failed; time travel replays further until the next one")
+    def save(
+        self, *objs: MutableOrImmutableAggregate[UUID] | None, **kwargs: Any
+    ) -> list[Recording[UUID]]:
+        """Append the aggregates' pending events; then snapshot each stream that reached its interval.
+
+        A failed snapshot is logged, not raised: the command's events are already stored.
+        """
+        kinds = {obj.id: type(obj) for obj in objs if isinstance(obj, WorkspaceAggregate)}
+        recordings = super().save(*objs, **kwargs)
+        for recording in recordings:
+            event = recording.domain_event
+            interval = self.snapshot_intervals.get(kinds.get(event.originator_id))  # type: ignore[arg-type]
+            if interval and event.originator_version % interval == 0:
+                try:
+                    self.take_snapshot(event.originator_id, version=event.originator_version)
+                except Exception:  # noqa: BLE001
+                    logger.exception("taking a snapshot failed; time travel replays further until the next one")
+        return recordings
+
+    def state_of_version(self, stream_id: UUID, version: int) -> dict[str, Any]:
+        """The stream's contract `state` at `version` (what undo and redo restore)."""
+        return self._get(stream_id, version).state()
 
     # -- reading -----------------------------------------------------------------------------
 
-    def get(self, stream_id: UUID | str) -> StreamState:
+    def get(self, stream_id: UUID | str) -> StateAtVersion:
         """The stream's current state.
 
         Raises NotFoundError.
@@ -305,7 +212,7 @@ class Workspace(Application[UUID]):
 
     def state_at(
         self, stream_id: UUID | str, *, version: int | None = None, at: datetime | None = None
-    ) -> StreamState:
+    ) -> StateAtVersion:
         """The stream's state at `version`, or as of the timestamp `at` (its last event at or before it).
 
         Rebuilt from the nearest snapshot plus the events after it. Raises NotFoundError, DomainError version_not_found.
@@ -401,8 +308,8 @@ class Workspace(Application[UUID]):
         return next(iter(self.events.get(stream_id, gt=version - 1, lte=version)))
 
 
-def _stream_state(aggregate: WorkspaceAggregate) -> StreamState:
-    return StreamState(str(aggregate.id), aggregate.stream_type, aggregate.version, aggregate.modified_on,
+def _stream_state(aggregate: WorkspaceAggregate) -> StateAtVersion:
+    return StateAtVersion(str(aggregate.id), aggregate.stream_type, aggregate.version, aggregate.modified_on,
                        aggregate.state())
 
 

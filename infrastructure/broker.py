@@ -12,9 +12,6 @@ from dramatiq.brokers.stub import StubBroker
 
 from infrastructure.config import Settings, get_settings
 
-DEFAULT_NAMESPACE = "chronicle"
-
-
 def broker_namespace() -> str:
     """The Redis key prefix of this deployment's queues."""
     return get_settings().chronicle_broker_namespace

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -26,9 +25,9 @@ from eventsourcing.persistence import (
     MapperDeserialisationError,
     StoredEvent,
     Transcoder,
-    find_id_convertor,
 )
 from eventsourcing.utils import get_topic, resolve_topic
+from infrastructure.library_internals import event_wants_str_ids
 
 # A payload that is not a JSON object is kept, base64-encoded, under this one key.
 BYTES_KEY = "_bytes_"
@@ -155,10 +154,7 @@ def _fit_originator_id(cls: type, stored_event: StoredEvent) -> StoredEvent:
         if isinstance(cls, type) and issubclass(cls, HasOriginatorIDVersion):
             wants_str = cls.originator_id_type is str
         else:
-            try:
-                wants_str = find_id_convertor(cls, cast(Hashable, str)).__name__ == "pass_through_convertor"
-            except TypeError:
-                wants_str = False
+            wants_str = event_wants_str_ids(cls)
         if wants_str:
             return StoredEvent(
                 str(stored_event.originator_id), stored_event.originator_version,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.model import Event, LogTable, Output, Projector, Row, StateTable, StreamState, actor, pick
+from projections.model import Event, LogTable, Output, Projector, Row, StateTable, StreamRows, actor, pick
 
 AGENT = StateTable("agent_snapshot", "agent_id")
 EXECUTION = LogTable("agent_execution", ("agent_id", "execution_id"))
@@ -16,7 +16,7 @@ projector = Projector("agents", ("agent",), (AGENT,), (EXECUTION,))
 FIELDS = ("name", "prompt", "model", "tools", "metadata")
 
 
-def _row(s: StreamState, e: Event, state: dict[str, Any], created_at: str) -> Row:
+def _row(s: StreamRows, e: Event, state: dict[str, Any], created_at: str) -> Row:
     return {
         "agent_id": s.stream_id, "name": state.get("name"), "prompt": state.get("prompt"),
         "model": state.get("model"), "tools": state.get("tools"), "metadata": state.get("metadata") or {},
@@ -24,7 +24,7 @@ def _row(s: StreamState, e: Event, state: dict[str, Any], created_at: str) -> Ro
     }
 
 
-def _touch(s: StreamState, e: Event) -> Row | None:
+def _touch(s: StreamRows, e: Event) -> Row | None:
     row = s.one(AGENT.name)
     if row is None:
         return None
@@ -34,24 +34,24 @@ def _touch(s: StreamState, e: Event) -> Row | None:
 
 
 @projector.on("agent.created")
-def created(s: StreamState, e: Event, out: Output) -> None:
+def created(s: StreamRows, e: Event, out: Output) -> None:
     s.set_one(AGENT.name, _row(s, e, e.payload, e.recorded_at))
 
 
 @projector.on("agent.updated")
-def updated(s: StreamState, e: Event, out: Output) -> None:
+def updated(s: StreamRows, e: Event, out: Output) -> None:
     row = _touch(s, e)
     if row is not None:
         pick(e.payload, row, *FIELDS)
 
 
 @projector.on("agent.deleted")
-def deleted(s: StreamState, e: Event, out: Output) -> None:
+def deleted(s: StreamRows, e: Event, out: Output) -> None:
     s.set_one(AGENT.name, None)
 
 
 @projector.on("agent.executed")
-def executed(s: StreamState, e: Event, out: Output) -> None:
+def executed(s: StreamRows, e: Event, out: Output) -> None:
     _touch(s, e)
     p = e.payload
     out.add(EXECUTION, {
@@ -63,7 +63,7 @@ def executed(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("agent.undone", "agent.redone")
-def undone(s: StreamState, e: Event, out: Output) -> None:
+def undone(s: StreamRows, e: Event, out: Output) -> None:
     """Replace the agent's row with the state the event carries."""
     state = e.payload["state"]
     old = s.one(AGENT.name)

@@ -18,7 +18,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from pydantic_core import from_json, to_json
 
-from projections.model import Event, Output, Projector, Row, StreamState
+from projections.model import Event, Output, Projector, Row, StreamRows
 
 _COLUMNS: dict[str, list[str]] = {}
 
@@ -44,14 +44,14 @@ def _columns(cur: psycopg.Cursor, table: str) -> list[str]:
 
 def load_states(
     cur: psycopg.Cursor, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
-    known: Mapping[str, StreamState] | None = None,
-) -> dict[str, StreamState]:
+    known: Mapping[str, StreamRows] | None = None,
+) -> dict[str, StreamRows]:
     """The current rows of every stream in the batch (streams created in it, or `known`, need no load).
 
     `known` holds states this run committed in earlier batches. One statement and one JSON
     decode for all the projector's state tables.
     """
-    states: dict[str, StreamState] = {}
+    states: dict[str, StreamRows] = {}
     to_load: list[str] = []
     known = known or {}
     for e in events:
@@ -61,7 +61,7 @@ def load_states(
                 state.dirty.clear()
                 states[e.stream_id] = state
                 continue
-            states[e.stream_id] = StreamState(e.stream_id, {t.name: {} for t in projector.state_tables})
+            states[e.stream_id] = StreamRows(e.stream_id, {t.name: {} for t in projector.state_tables})
             if e.version > 1:
                 to_load.append(e.stream_id)
     if to_load:
@@ -75,7 +75,7 @@ def load_states(
 
 
 def write_states(
-    cur: psycopg.Cursor, projector: Projector, states: Mapping[str, StreamState], out: Output,
+    cur: psycopg.Cursor, projector: Projector, states: Mapping[str, StreamRows], out: Output,
     names: Mapping[str, str],
 ) -> None:
     """Write back the changed rows of state tables, and the batch's history rows."""
@@ -161,8 +161,8 @@ def _upsert_sql(table: str, conflict: tuple[str, ...], keep: tuple[str, ...] | N
 
 def apply_events(
     conn: psycopg.Connection, projector: Projector, events: Sequence[Event], names: Mapping[str, str],
-    known: Mapping[str, StreamState] | None = None,
-) -> dict[str, StreamState]:
+    known: Mapping[str, StreamRows] | None = None,
+) -> dict[str, StreamRows]:
     """Run the handlers over `events` and write the result, inside the caller's transaction.
 
     Returns the batch's stream states; `known` are states committed earlier (changed in place).

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from projections.model import Event, Output, Projector, Row, StateTable, StreamState, pick
+from projections.model import Event, Output, Projector, Row, StateTable, StreamRows, pick
 
 CHAIN = StateTable("chain_snapshot", "chain_id")
 EDGE = StateTable("edge", "chain_id", key="edge_id")
@@ -15,7 +15,7 @@ EDGE = StateTable("edge", "chain_id", key="edge_id")
 projector = Projector("chains", ("chain",), (CHAIN, EDGE), ())
 
 
-def _touch(s: StreamState, e: Event) -> Row | None:
+def _touch(s: StreamRows, e: Event) -> Row | None:
     """A copy of the chain row stamped with this event, or None if there is no live chain."""
     row = s.one(CHAIN.name)
     if row is None:
@@ -25,7 +25,7 @@ def _touch(s: StreamState, e: Event) -> Row | None:
     return row
 
 
-def _chain_row(s: StreamState, e: Event, state: dict[str, Any], created_at: str) -> Row:
+def _chain_row(s: StreamRows, e: Event, state: dict[str, Any], created_at: str) -> Row:
     return {
         "chain_id": s.stream_id,
         "name": state.get("name"),
@@ -41,7 +41,7 @@ def _chain_row(s: StreamState, e: Event, state: dict[str, Any], created_at: str)
     }
 
 
-def _edge_row(s: StreamState, e: Event, edge_id: str, fields: dict[str, Any], created_at: str) -> Row:
+def _edge_row(s: StreamRows, e: Event, edge_id: str, fields: dict[str, Any], created_at: str) -> Row:
     return {
         "chain_id": s.stream_id,
         "edge_id": edge_id,
@@ -56,20 +56,20 @@ def _edge_row(s: StreamState, e: Event, edge_id: str, fields: dict[str, Any], cr
 
 
 @projector.on("chain.created")
-def created(s: StreamState, e: Event, out: Output) -> None:
+def created(s: StreamRows, e: Event, out: Output) -> None:
     s.set_one(CHAIN.name, _chain_row(s, e, e.payload, e.recorded_at))
     s.many(EDGE.name).clear()
 
 
 @projector.on("chain.updated", "chain.canvas_updated")
-def updated(s: StreamState, e: Event, out: Output) -> None:
+def updated(s: StreamRows, e: Event, out: Output) -> None:
     row = _touch(s, e)
     if row is not None:
         pick(e.payload, row, "name", "description", "metadata", "canvas_state", "viewport")
 
 
 @projector.on("chain.node_added")
-def node_added(s: StreamState, e: Event, out: Output) -> None:
+def node_added(s: StreamRows, e: Event, out: Output) -> None:
     row = _touch(s, e)
     if row is not None:
         p = e.payload
@@ -78,27 +78,27 @@ def node_added(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("chain.node_removed")
-def node_removed(s: StreamState, e: Event, out: Output) -> None:
+def node_removed(s: StreamRows, e: Event, out: Output) -> None:
     row = _touch(s, e)
     if row is not None:
         row["nodes"] = {k: v for k, v in (row["nodes"] or {}).items() if k != e.payload["node_id"]}
 
 
 @projector.on("chain.deleted")
-def deleted(s: StreamState, e: Event, out: Output) -> None:
+def deleted(s: StreamRows, e: Event, out: Output) -> None:
     s.set_one(CHAIN.name, None)
     s.many(EDGE.name).clear()
 
 
 @projector.on("edge.created")
-def edge_created(s: StreamState, e: Event, out: Output) -> None:
+def edge_created(s: StreamRows, e: Event, out: Output) -> None:
     if _touch(s, e) is not None:
         p = e.payload
         s.many(EDGE.name)[p["edge_id"]] = _edge_row(s, e, p["edge_id"], p, e.recorded_at)
 
 
 @projector.on("edge.updated")
-def edge_updated(s: StreamState, e: Event, out: Output) -> None:
+def edge_updated(s: StreamRows, e: Event, out: Output) -> None:
     _touch(s, e)
     edges = s.many(EDGE.name)
     old = edges.get(e.payload["edge_id"])
@@ -109,13 +109,13 @@ def edge_updated(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("edge.deleted")
-def edge_deleted(s: StreamState, e: Event, out: Output) -> None:
+def edge_deleted(s: StreamRows, e: Event, out: Output) -> None:
     _touch(s, e)
     s.many(EDGE.name).pop(e.payload["edge_id"], None)
 
 
 @projector.on("chain.undone", "chain.redone")
-def undone(s: StreamState, e: Event, out: Output) -> None:
+def undone(s: StreamRows, e: Event, out: Output) -> None:
     """Replace the chain's rows with the state the event carries."""
     state = e.payload["state"]
     edges = s.many(EDGE.name)

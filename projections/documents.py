@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.model import (
-    Event, LogTable, Output, Projector, Row, StateTable, StreamState, actor, content_hash, pick,
+    Event, LogTable, Output, Projector, Row, StateTable, StreamRows, actor, content_hash, pick,
 )
 
 DOCUMENT = StateTable("document_snapshot", "document_id")
@@ -28,7 +28,7 @@ def _body(row: Row, out: Output) -> None:
     out.add(BODY, {"body_hash": row["body_hash"], "content": row.get("content"), "body": row.get("body")})
 
 
-def _version(s: StreamState, e: Event, row: Row, out: Output, change: str | None) -> None:
+def _version(s: StreamRows, e: Event, row: Row, out: Output, change: str | None) -> None:
     actor_id, actor_type, session_id = actor(e)
     out.add(VERSION, {
         "document_id": s.stream_id, "version": row["version"], "namespace": row["namespace"],
@@ -38,7 +38,7 @@ def _version(s: StreamState, e: Event, row: Row, out: Output, change: str | None
     })
 
 
-def _tag_event(s: StreamState, e: Event, out: Output, tag: str, version: Any, previous: Any, op: str) -> None:
+def _tag_event(s: StreamRows, e: Event, out: Output, tag: str, version: Any, previous: Any, op: str) -> None:
     actor_id, actor_type, session_id = actor(e)
     out.add(TAG_EVENT, {
         "event_id": e.event_id, "tag": tag, "document_id": s.stream_id, "document_version": version,
@@ -48,7 +48,7 @@ def _tag_event(s: StreamState, e: Event, out: Output, tag: str, version: Any, pr
     })
 
 
-def _tag_row(s: StreamState, e: Event, tag: str, version: int) -> Row:
+def _tag_row(s: StreamRows, e: Event, tag: str, version: int) -> Row:
     actor_id, actor_type, session_id = actor(e)
     return {
         "tag": tag, "document_id": s.stream_id, "document_version": version, "updated_at": e.recorded_at,
@@ -56,7 +56,7 @@ def _tag_row(s: StreamState, e: Event, tag: str, version: int) -> Row:
     }
 
 
-def _touch(s: StreamState, e: Event) -> Row | None:
+def _touch(s: StreamRows, e: Event) -> Row | None:
     row = s.one(DOCUMENT.name)
     if row is None:
         return None
@@ -65,7 +65,7 @@ def _touch(s: StreamState, e: Event) -> Row | None:
     return row
 
 
-def _bury(s: StreamState, e: Event, row: Row, tags: dict[str, Row]) -> None:
+def _bury(s: StreamRows, e: Event, row: Row, tags: dict[str, Row]) -> None:
     """Move a live document's rows into its tombstone."""
     s.set_one(TOMBSTONE.name, {
         "document_id": s.stream_id, "state": {"document": row, "tags": list(tags.values())}, **e.shape(),
@@ -75,7 +75,7 @@ def _bury(s: StreamState, e: Event, row: Row, tags: dict[str, Row]) -> None:
 
 
 @projector.on("document.created")
-def created(s: StreamState, e: Event, out: Output) -> None:
+def created(s: StreamRows, e: Event, out: Output) -> None:
     p = e.payload
     actor_id, actor_type, session_id = actor(e)
     row = {
@@ -91,7 +91,7 @@ def created(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("document.updated")
-def updated(s: StreamState, e: Event, out: Output) -> None:
+def updated(s: StreamRows, e: Event, out: Output) -> None:
     row = _touch(s, e)
     if row is None:
         return
@@ -105,14 +105,14 @@ def updated(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("document.deleted")
-def deleted(s: StreamState, e: Event, out: Output) -> None:
+def deleted(s: StreamRows, e: Event, out: Output) -> None:
     row = s.one(DOCUMENT.name)
     if row is not None:
         _bury(s, e, row, s.many(TAG.name))
 
 
 @projector.on("document.restored")
-def restored(s: StreamState, e: Event, out: Output) -> None:
+def restored(s: StreamRows, e: Event, out: Output) -> None:
     tomb = s.one(TOMBSTONE.name)
     if tomb is None or s.one(DOCUMENT.name) is not None:
         return
@@ -125,7 +125,7 @@ def restored(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("document.tagged")
-def tagged(s: StreamState, e: Event, out: Output) -> None:
+def tagged(s: StreamRows, e: Event, out: Output) -> None:
     p = e.payload
     if _touch(s, e) is None:
         return
@@ -135,7 +135,7 @@ def tagged(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("document.untagged")
-def untagged(s: StreamState, e: Event, out: Output) -> None:
+def untagged(s: StreamRows, e: Event, out: Output) -> None:
     p = e.payload
     if _touch(s, e) is None:
         return
@@ -144,7 +144,7 @@ def untagged(s: StreamState, e: Event, out: Output) -> None:
 
 
 @projector.on("document.undone", "document.redone")
-def undone(s: StreamState, e: Event, out: Output) -> None:
+def undone(s: StreamRows, e: Event, out: Output) -> None:
     """Replace the document's rows with the carried state; each tag it moves is a tag_event."""
     state = e.payload["state"]
     op = e.type.split(".", 1)[1]

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from infrastructure.logs import batch_context
 from infrastructure.partition_reads import NO_POSITION, has_events, read_batch
 from projections.batch import apply_events, event_error, narrower
-from projections.model import Event, Projector, StreamState
+from projections.model import Event, Projector, StreamRows
 from projections.partitioning import lock_key, partition_of, projection_key
 from infrastructure.config import get_settings
 
@@ -94,8 +94,8 @@ class Job:
     dead_letters: bool = True  # False: the projection has no parked or skipped event to hold back
     # Stream states as this run's committed batches left them (we hold the locks: nobody else
     # writes these rows); `applied` is the open batch's, kept once it commits.
-    known: dict[str, StreamState] = field(default_factory=dict)
-    applied: dict[str, StreamState] = field(default_factory=dict)
+    known: dict[str, StreamRows] = field(default_factory=dict)
+    applied: dict[str, StreamRows] = field(default_factory=dict)
 
     def committed(self, position: int, count: int) -> None:
         """The open batch committed up to `position`: move the checkpoints and keep its stream states.

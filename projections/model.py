@@ -34,7 +34,7 @@ class LogTable:
     overwrite: bool = True
 
 
-class StreamState:
+class StreamRows:
     """The rows of one stream in the projector's state tables, as handlers change them."""
 
     __slots__ = ("stream_id", "tables", "dirty")
@@ -75,7 +75,7 @@ class Output:
         self.rows.setdefault(table.name, {})[key] = row
 
 
-Handler = Callable[[StreamState, Event, Output], None]
+Handler = Callable[[StreamRows, Event, Output], None]
 
 
 @dataclass

@@ -252,4 +252,5 @@ def command(s: Streams, case: Case, value: Any) -> c.Command:
         fields.update(document_id=s.doc, tag=key)
     elif case.command in ("update_agent", "record_execution"):
         fields["agent_id"] = s.agent
-    return c.COMMANDS[case.command](**fields)
+    # The HTTP command name in snake case names the domain command class: add_node -> AddNode.
+    return getattr(c, "".join(word.capitalize() for word in case.command.split("_")))(**fields)

@@ -18,6 +18,8 @@ import structlog
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.prometheus import DB_PATH, Prometheus
 
+from infrastructure.library_internals import repick_prometheus_value_class
+
 logger = logging.getLogger(__name__)
 _MULTIPROC_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 # The metric attributes dramatiq's middleware creates; shared by every in-process instance.
@@ -55,13 +57,11 @@ class WorkerMetrics(Prometheus):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         """A `chronicle worker` process: metrics go to the shared files, whatever was imported first."""
-        from prometheus_client import values
-
         for name in _MULTIPROC_ENV:
             os.environ[name] = DB_PATH
         # prometheus_client picks its value class when first imported; Chronicle's modules may
         # have imported it before this hook set the directory, so pick again.
-        values.ValueClass = values.get_value_class()
+        repick_prometheus_value_class()
         super().after_process_boot(broker)
         self.ready = True
 

@@ -29,11 +29,11 @@ from collections.abc import Callable
 
 import dramatiq
 import redis
-from dramatiq import Message
 from redis.commands.core import Script
 from psycopg_pool import ConnectionPool
 
 from infrastructure.event_store import AppendResult, EventStore
+from infrastructure.library_internals import actor_message
 from projections.catalog import projectors_for
 from projections.partitioning import partition_of
 from infrastructure.config import get_settings
@@ -86,8 +86,7 @@ def enqueue_wakeup(broker: dramatiq.Broker, projection: str, partition: int, pos
         if not _mark_script(client)(keys=[_pending_key(broker, projection, partition, partitions)],
                     args=[position, PENDING_TTL_MS]):
             return False
-    broker.enqueue(Message(queue_name=QUEUE, actor_name="catch_up_partition",
-                           args=(projection, partition, position, partitions), kwargs={}, options={}))
+    broker.enqueue(actor_message(QUEUE, "catch_up_partition", (projection, partition, position, partitions)))
     return True
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from projections.catalog import PROJECTORS
-from projections.model import StreamState
+from projections.model import StreamRows
 
 # The one-row-per-stream table each projector writes for every event of a live stream.
 MAIN_TABLE = {"chains": "chain_snapshot", "documents": "document_snapshot", "agents": "agent_snapshot"}
@@ -111,7 +111,7 @@ class Injector:
             PROJECTORS[name].handlers.update(handlers)
 
     def _wrap(self, projection: str, handler: Callable) -> Callable:
-        def wrapped(s: StreamState, e, out) -> None:
+        def wrapped(s: StreamRows, e, out) -> None:
             key = (e.stream_id, e.version)
             kind = self.faults.get(key)
             armed = self.armed.get(e.stream_id, [])

@@ -1,0 +1,157 @@
+"""The datastore Chronicle's eventsourcing recorders share, their common base, and error mapping.
+
+One ChronicleDatastore (a pool and an EventStore) is shared by a factory's recorders
+(infrastructure/eventsourcing_recorders.py, which re-exports these names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import psycopg
+import psycopg_pool
+
+from domain.event_types import EventTypeRegistry
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+)
+from eventsourcing.utils import TopicError, resolve_topic
+from infrastructure.config import Settings
+from infrastructure.db import create_pool
+from infrastructure.errors import ConcurrencyConflict, EventIdReused
+from infrastructure.event_store import DEFAULT_LOG, EventStore
+from infrastructure.eventsourcing_mapper import state_from_payload
+
+# The stream type of events with no registered model (the library's own event classes).
+LIBRARY_STREAM_TYPE = "eventsourcing"
+# Larger than any stream version: the open upper end of a version range.
+MAX_VERSION = 2**63 - 1
+
+
+class CommandEvent(NamedTuple):
+    """Where one event a command appended landed: its stream, version and log position."""
+
+    stream_id: str
+    version: int
+    position: int
+
+
+def version_bounds(gt: int | None, lte: int | None) -> tuple[int, int]:
+    """(gt, lte] with open ends filled in, so the query is always an index range.
+
+    A `(%s IS NULL OR ...)` condition makes a prepared statement's generic plan walk the
+    whole stream, so reads would cost time in proportion to the stream's length.
+    """
+    return (-1 if gt is None else gt, MAX_VERSION if lte is None else lte)
+
+
+def id_value(stream_id: str) -> UUID | str:
+    """A stream id as the library expects it: a UUID when it is one, else the text."""
+    try:
+        value = UUID(stream_id)
+    except ValueError:
+        return stream_id
+    return value if str(value) == stream_id else stream_id
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Raise the library's persistence errors for database and store errors.
+
+    A version clash (ConcurrencyConflict, a reused event id, a unique violation) becomes
+    IntegrityError, so the library's optimistic concurrency holds.
+    """
+    try:
+        yield
+    except (ConcurrencyConflict, EventIdReused) as exc:
+        raise IntegrityError(str(exc)) from exc
+    except psycopg_pool.PoolTimeout as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.IntegrityError as exc:
+        raise IntegrityError(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise OperationalError(str(exc)) from exc
+    except psycopg.InterfaceError as exc:
+        raise InterfaceError(str(exc)) from exc
+    except psycopg.DataError as exc:
+        raise DataError(str(exc)) from exc
+    except psycopg.ProgrammingError as exc:
+        raise ProgrammingError(str(exc)) from exc
+    except psycopg.DatabaseError as exc:
+        raise DatabaseError(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise PersistenceError(str(exc)) from exc
+
+
+# -- the datastore ----------------------------------------------------------------------------
+
+
+class ChronicleDatastore:
+    """One connection pool and one EventStore, shared by a factory's recorders."""
+
+    def __init__(self, url: str, settings: Settings, registry: EventTypeRegistry, *, name: str) -> None:
+        self.url = url
+        self.settings = settings
+        self.registry = registry
+        self.pool = create_pool(url, settings, name=name[:60])
+        self.store = EventStore(self.pool, registry, settings, accept_unregistered_types=True)
+        self._stored_types: dict[str, str] = {}
+
+    def stored_type(self, topic: str) -> str:
+        """The `type` column for a topic: a registered model's stable name, else the topic.
+
+        Lets projections filter by either the Python topic or the stable name.
+        """
+        if topic in self.registry:
+            return topic
+        known = self._stored_types.get(topic)
+        if known is None:
+            known = topic
+            if ":" in topic:
+                try:
+                    known = self.registry.name_of(resolve_topic(topic)) or topic
+                except (TopicError, ImportError, AttributeError):
+                    known = topic
+            self._stored_types[topic] = known
+        return known
+
+    def payload_to_state(self, type_name: str, schema_version: int, payload: dict[str, Any]) -> bytes:
+        """A stored payload as the library's state bytes, upcast to its current schema."""
+        _, payload = self.registry.upcast(type_name, schema_version, payload)
+        return state_from_payload(payload)
+
+    def close(self) -> None:
+        """Release the pool's connections."""
+        self.pool.close()
+
+
+class _ChronicleRecorder:
+    """What every Chronicle recorder knows: its datastore, its log and its tracker name."""
+
+    def __init__(
+        self, datastore: ChronicleDatastore, *, log_name: str = DEFAULT_LOG, tracker: str = DEFAULT_LOG
+    ) -> None:
+        self.datastore = datastore
+        self.log_name = log_name
+        self.tracker = tracker
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in one transaction (dict rows), with the library's errors.
+
+        Materialised views write their rows and `insert_tracking_on` in one of these.
+        """
+        with library_errors(), self.datastore.store.transaction() as conn:
+            yield conn
