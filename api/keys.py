@@ -149,6 +149,13 @@ def list_keys(pool: ConnectionPool, *, include_revoked: bool = True) -> list[Api
     return [ApiKey(**row) for row in rows]
 
 
+def get_key(pool: ConnectionPool, key_id: str) -> ApiKey | None:
+    """One key by id, revoked or not, or None (`keys revoke` tells a second revocation apart)."""
+    with pool.connection() as conn:
+        row = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)).fetchone()
+    return ApiKey(**row) if row else None
+
+
 def revoke_key(pool: ConnectionPool, key_id: str) -> ApiKey | None:
     """Revoke a key at once (its next request gets 401); None if there is no such key.
 
