@@ -33,6 +33,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "content_kind": 422,
     "unknown_command": 422,
     "already_exists": 409,
+    # A deleted stream answers the same on reads and commands: gone (restore brings a document back).
+    "chain_deleted": 410,
+    "document_deleted": 410,
+    "agent_deleted": 410,
 }
 
 
@@ -60,7 +64,7 @@ class Problem(Exception):
 
 TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+    405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 412: "Precondition Failed",
     413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
     428: "Precondition Required", 500: "Internal Server Error", 503: "Service Unavailable",
 }
@@ -124,7 +128,7 @@ def from_error(exc: Exception) -> Problem | None:
     if actual is None:
         actual = getattr(exc, "current_version", None)
     if isinstance(actual, int):
-        extra["current_version"] = actual
+        extra["current_stream_version"] = actual
     if status is None:
         name = type(exc).__name__.lower()
         if code.startswith(("invalid_", "too_", "missing_")) or code.endswith("_invalid"):
