@@ -103,16 +103,20 @@ def page_size(
     return limit
 
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
 
 def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
     """The version an If-Match header names (the stream's ETag), or None without one.
 
     `*` means "any version" and is the same as no header; anything else malformed is 422.
+    If-Match compares strongly (RFC 9110 13.1.1): a weak ETag (W/"3") never matches, so 412.
     """
     if if_match is None or if_match.strip() == "*":
         return None
+    if if_match.strip().startswith("W/"):
+        raise Problem(412, "precondition_failed",
+                      'a weak ETag never matches If-Match; send the strong ETag, e.g. "3"', field="If-Match")
     match = _ETAG.match(if_match)
     if not match:
         raise Problem(422, "invalid_if_match", 'If-Match must be a stream version ETag such as "3"', field="If-Match")

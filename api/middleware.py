@@ -201,7 +201,9 @@ class IdempotencyMiddleware:
         if body is None:
             return
         digest = hashlib.sha256()
-        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1")):
+        # The preconditions are part of the request: a retry with another If-Match is a different request.
+        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                     Headers(scope=scope).get("if-match") or ""):
             digest.update(part.encode() + b"\0")
         digest.update(bytes(body))
         request_hash = digest.hexdigest()

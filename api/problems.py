@@ -207,13 +207,16 @@ def install(app: FastAPI) -> None:
         else:
             where, rest = "body", loc
         field = ".".join(rest) or where
-        if first.get("type") == "json_invalid":
-            field = "body"
         detail = f"{where} field {field!r}: {first.get('msg')}"
+        if first.get("type") == "json_invalid":  # the location is a character offset, not a field
+            field = "body"
+            error = (first.get("ctx") or {}).get("error", "invalid JSON")
+            detail = f"the body is not valid JSON: {error} at character {rest[0] if rest else '?'}"
         return problem_response(
             422, "validation_error", detail, field, instance=request.url.path,
             errors=[
-                {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or None, "message": e.get("msg")}
+                {"field": "body" if e.get("type") == "json_invalid"
+                 else ".".join(str(p) for p in e.get("loc", ())[1:]) or None, "message": e.get("msg")}
                 for e in errors[:20]
             ],
         )

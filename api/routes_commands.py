@@ -106,7 +106,7 @@ def remove_node(chain_id: UUID, request: Request, response: Response, node_id: A
     return execute(state, request, response, ctx, c.RemoveNode, chain_id=chain_id, node_id=node_id)
 
 
-@router.post("/chains/{chain_id}/edges", summary="Join two nodes of a chain")
+@router.post("/chains/{chain_id}/edges", status_code=201, summary="Join two nodes of a chain")
 def create_edge(chain_id: UUID, body: EdgeIn, request: Request, response: Response,
                 state: ChronicleState = State, ctx: CommandContext = Ctx) -> EdgeCommandOut:
     """Create an edge between two different nodes of this chain; its id is given or made."""
