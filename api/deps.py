@@ -39,6 +39,8 @@ class ApiSettings(BaseSettings):
 
 
 API_SETTINGS = ApiSettings()
+# Log positions are PostgreSQL bigints: a larger number is refused, never sent to SQL as numeric.
+MAX_POSITION = 2**63 - 1
 MAX_PAGE = API_SETTINGS.max_page_size
 
 
@@ -280,7 +282,7 @@ def min_position_for(*projections: str) -> Callable[..., int | None]:
     def dependency(
         request: Request,
         min_position: int | None = Query(
-            None, ge=0, description="wait (bounded) until the read side has reached this log position"
+            None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position"
         ),
     ) -> int | None:
         _wait_for_position(request, min_position, projections)
