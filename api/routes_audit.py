@@ -106,6 +106,7 @@ def stream_events(
     to_version: int | None = Query(None, ge=1),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
+    _wait: int | None = Depends(min_position_param),
 ) -> StreamEventsOut:
     """A stream's events from `from_version`, with its current version as the ETag.
 
@@ -136,7 +137,8 @@ def stream_events(
 
 
 @router.get("/events/{event_id}", summary="One event")
-def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any = Auditor) -> EventOut:
+def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any = Auditor,
+              _wait: int | None = Depends(min_position_param)) -> EventOut:
     """One event by its id; 404 if there is none."""
     with state.pool.connection() as conn:
         row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
@@ -151,6 +153,7 @@ def causation(
     state: ChronicleState = Depends(chronicle),
     _: Any = Auditor,
     depth: int = Query(10, ge=1, le=50, description="how many generations of effects to follow"),
+    _wait: int | None = Depends(min_position_param),
 ) -> CausationOut:
     """The causation chain through an event: its causes back to the root, and its effects.
 

@@ -1,6 +1,7 @@
 """Every stream's undo, redo, history (time travel) and diff: chains, documents, agents alike.
 
 Versions here are stream versions (ETag, If-Match); `?version=` names one to travel to.
+History and diff read the log itself, so `?min_position=` waits only for the log to get there.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.commanding import KINDS, Ctx, State, execute
-from api.deps import ChronicleState, CommandContext, Reader, etag
+from api.deps import ChronicleState, CommandContext, Reader, etag, min_position_param
 from api.problems import Problem
 from api.schemas import CommandOut, DiffOut, HistoryOut
 from domain import commands as c
@@ -53,6 +54,7 @@ def _add_stream_routes(kind: str) -> None:
         limit: int = Query(100, ge=1, le=1000),
         state: ChronicleState = State,
         _: Any = Reader,
+        _wait: int | None = Depends(min_position_param),
     ) -> HistoryOut:
         current = _stream_of_kind(state, kind, stream_id)
         response.headers["ETag"] = etag(current)
@@ -80,6 +82,7 @@ def _add_stream_routes(kind: str) -> None:
         to_version: int = Query(..., ge=1, alias="to"),
         state: ChronicleState = State,
         _: Any = Reader,
+        _wait: int | None = Depends(min_position_param),
     ) -> DiffOut:
         _stream_of_kind(state, kind, stream_id)
         result = state.service.diff(stream_id, from_version, to_version)
