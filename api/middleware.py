@@ -172,7 +172,8 @@ class ApiKeyMiddleware:
 class IdempotencyMiddleware:
     """Commands with an Idempotency-Key: the first response is stored and every retry gets it.
 
-    Keys are scoped per API key. The same key with a different request is 422; a retry
+    Keys are scoped per API key. The same key with a different request (method, path, query,
+    body or If-Match) is 422 idempotency_key_reused; a retry
     while the first is still running is 409. Server errors are not stored, so they retry.
     """
 

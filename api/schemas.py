@@ -35,6 +35,8 @@ class ProblemOut(Out):
     detail: str
     field: str | None = Field(None, description="the request input at fault: a body field, parameter or header")
     instance: str | None = None
+    current_stream_version: int | None = Field(None, description="on 409/412 conflicts: the stream's version now")
+    errors: list[dict[str, JSON]] | None = Field(None, description="on validation errors: every field at fault")
 
 
 # -- commands ----------------------------------------------------------------------------------
