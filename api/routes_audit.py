@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, etag, min_position_param, page_of, page_size
 from api.problems import Problem
-from api.schemas import CausationOut, EventOut, EventPage, StreamEventsOut
+from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from domain.event_types import registry
 from infrastructure.log_status import read_log_status
 
-router = APIRouter(prefix="/v1", tags=["audit"])
+router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
 
 

@@ -14,14 +14,14 @@ from pydantic import Field
 
 from api.commanding import Ctx, State, Strict, created, execute
 from api.deps import ChronicleState, CommandContext
-from api.schemas import CommandOut, EdgeCommandOut, ExecutionCommandOut
+from api.schemas import ExactRoute, CommandOut, EdgeCommandOut, ExecutionCommandOut
 from domain import commands as c
 from domain.bounds import (
     CanvasState, Count, Description, EdgeMetadata, ExecutionData, Identifier, Metadata, ModelName, Name, NodePosition,
     Prompt, Reason, Tools, Viewport,
 )
 
-router = APIRouter(prefix="/v1", tags=["commands"])
+router = APIRouter(prefix="/v1", tags=["commands"], route_class=ExactRoute)
 
 
 # -- chains ----------------------------------------------------------------------------------

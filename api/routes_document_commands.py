@@ -13,11 +13,11 @@ from pydantic import AliasChoices, Field
 
 from api.commanding import Ctx, ReasonIn, State, Strict, created, execute
 from api.deps import ChronicleState, CommandContext
-from api.schemas import CommandOut
+from api.schemas import ExactRoute, CommandOut
 from domain import commands as c
 from domain.bounds import Body, ChangeDescription, Content, DocumentVersion, Identifier, Metadata, Reason, Title
 
-router = APIRouter(prefix="/v1", tags=["commands"])
+router = APIRouter(prefix="/v1", tags=["commands"], route_class=ExactRoute)
 
 
 # -- documents -------------------------------------------------------------------------------

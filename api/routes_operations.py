@@ -19,6 +19,7 @@ from api.deps import ChronicleState, CommandContext, chronicle, operator_context
 from api.operator_events import record_operator_action
 from api.problems import Problem
 from api.schemas import (
+    ExactRoute,
     DeadLetterList, DeadLetterOutcome, JobOut, JobRequestedOut, LogOut, ProjectionsOut, VerifyOut,
 )
 from infrastructure.log_status import read_log_status
@@ -27,7 +28,7 @@ from projections import jobs
 from projections.catalog import PROJECTORS
 from workers import jobs as worker_jobs
 
-router = APIRouter(prefix="/v1", tags=["operations"])
+router = APIRouter(prefix="/v1", tags=["operations"], route_class=ExactRoute)
 logger = logging.getLogger("chronicle.api")
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 

@@ -14,11 +14,12 @@ from api.deps import ChronicleState, Reader, chronicle, decode_cursor, etag, min
 from api.problems import Problem
 from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, metadata_filters, missing
 from api.schemas import (
+    ExactRoute,
     AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
     VersionOut, VersionPage,
 )
 
-router = APIRouter(prefix="/v1", tags=["reads"])
+router = APIRouter(prefix="/v1", tags=["reads"], route_class=ExactRoute)
 ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
 IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from api.commanding import KINDS, Ctx, State, execute
 from api.deps import ChronicleState, CommandContext, Reader, etag, min_position_param
 from api.problems import Problem
-from api.schemas import CommandOut, DiffOut, HistoryOut
+from api.schemas import ExactRoute, CommandOut, DiffOut, HistoryOut
 from domain import commands as c
 from domain.errors import NotFoundError
 
-router = APIRouter(prefix="/v1", tags=["streams"])
+router = APIRouter(prefix="/v1", tags=["streams"], route_class=ExactRoute)
 
 
 def _stream_of_kind(state: ChronicleState, kind: str, stream_id: UUID) -> int:
@@ -97,7 +97,7 @@ def _add_stream_routes(kind: str) -> None:
                          name=f"undo_{single}")
     router.add_api_route(f"/{kind}/{{{single}_id}}/redo", redo, methods=["POST"], summary=f"Redo on a {single}",
                          name=f"redo_{single}")
-    router.add_api_route(f"/{kind}/{{{single}_id}}/history", history, methods=["GET"], response_model_exclude_unset=True,
+    router.add_api_route(f"/{kind}/{{{single}_id}}/history", history, methods=["GET"],
                          summary=f"A {single}'s history and time travel", name=f"history_{single}")
     router.add_api_route(f"/{kind}/{{{single}_id}}/diff", diff, methods=["GET"],
                          summary=f"Diff two versions of a {single}", name=f"diff_{single}")

@@ -11,11 +11,11 @@ from api.deps import Admin, ChronicleState, chronicle
 from api.keys import ApiKey, create_key, list_keys, revoke_key
 from api.operator_events import record_operator_action
 from api.problems import Problem, problem_response
-from api.schemas import HealthOut, KeyList, KeyOut, NewKeyOut, ReadyOut
+from api.schemas import ExactRoute, HealthOut, KeyList, KeyOut, NewKeyOut, ReadyOut
 from infrastructure.log_status import LogStatus, read_log_status
 from infrastructure.migrations import available_migrations
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=ExactRoute)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

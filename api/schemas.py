@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 JSON = Any  # a JSON value as stored (object, list, text, number)
+
+
+class ExactRoute(APIRoute):
+    """A route whose response has exactly the keys the handler gave: a model's optional field
+    the handler left out stays out (no added nulls), so typing a body never changes its shape."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["response_model_exclude_unset"] = True
+        super().__init__(*args, **kwargs)
 
 
 class Out(BaseModel):

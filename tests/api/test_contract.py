@@ -236,7 +236,10 @@ def test_stream_version_and_document_version_are_named_apart(clients) -> None:
     assert [(v["document_version"], v["stream_version"]) for v in versions] == [(1, 1), (2, 2)]
     history = writer.get(f"/v1/documents/{doc}/history").json()
     assert history["current_stream_version"] == 3 and [v["stream_version"] for v in history["versions"]] == [1, 2, 3]
+    listed = writer.get("/v1/documents", params={"namespace": "contract", "limit": 1}).json()["documents"][0]
+    assert "tags" not in listed and "tag" not in listed  # a typed body adds no keys the route did not give
     events = clients["auditor"].get(f"/v1/streams/{doc}/events").json()
+    assert all("depth" not in e for e in events["events"])
     assert events["stream_version"] == 3 and [e["stream_version"] for e in events["events"]] == [1, 2, 3]
     stale = writer.patch(f"/v1/documents/{doc}", headers={"If-Match": '"1"'}, json={"content": "x"})
     assert assert_problem(stale, 412, "precondition_failed", "If-Match")["current_stream_version"] == 3
