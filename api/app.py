@@ -13,15 +13,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 import api.operator_events  # noqa: F401 - registers the operator.* event types
-from api import metrics, problems
+from api import metrics, openapi_doc, problems
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
 from api.middleware import (
     ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware, UnavailableMiddleware, prune_idempotency_keys,
 )
+from api.guards import JsonBodyMiddleware, no_unknown_query
 from api.request_context import RequestContextMiddleware
 from infrastructure.config import Settings, get_settings
 from infrastructure.db import create_pool
@@ -100,13 +101,12 @@ def create_app(
             "Errors are application/problem+json with a stable `code` and the offending `field`."
         ),
         lifespan=lifespan,
-        responses={
-            401: {"description": "missing, unknown or revoked API key", "content": {problems.PROBLEM_JSON: {}}},
-            403: {"description": "the key's role does not allow this", "content": {problems.PROBLEM_JSON: {}}},
-            422: {"description": "invalid input", "content": {problems.PROBLEM_JSON: {}}},
-        },
+        # Every route: a query parameter it does not declare is 422, never silently ignored.
+        dependencies=[Depends(no_unknown_query)],
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     problems.install(app)
+    openapi_doc.install(app)
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -124,6 +124,8 @@ def create_app(
     # Added innermost first: idempotency sees the resolved key; the body limit is outermost.
     app.add_middleware(IdempotencyMiddleware, pool_getter=lambda: app.state.chronicle.pool,
                        retention_hours=settings.chronicle_idempotency_retention_hours)
+    # A body that is not JSON is 415 before an Idempotency-Key is claimed.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(ApiKeyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
     app.add_middleware(BodyLimitMiddleware, max_bytes=api_settings.max_body_bytes)
     # Database down under a middleware (key lookup, Idempotency-Key claim): 503, not a dropped connection.

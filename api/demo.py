@@ -200,7 +200,7 @@ class Demo:
         self.say(f"POST /v1/chains + 4 nodes + 3 edges, each with If-Match: the previous ETag -> chain at {etag}")
 
         got = api.read(f"/v1/chains/{chain_id}")
-        tree = Tree(f"[bold]{got['name']}[/bold]  chain {_short(chain_id)}, version {got['last_version']}")
+        tree = Tree(f"[bold]{got['name']}[/bold]  chain {_short(chain_id)}, version {got['stream_version']}")
         nodes_by_id = got.get("nodes") or {}
         order = {f"{s}-{t}": i for i, (s, t, _) in enumerate(edges)}
         for edge in sorted(got["edges"], key=lambda e: order.get(e["edge_id"], len(order))):
@@ -227,15 +227,15 @@ class Demo:
         current = api.read(f"/v1/documents/{doc}")
         updated = api.command("PATCH", f"/v1/documents/{doc}", {
             "content": "Draft 2: new canvas, faster search.", "change_description": "add search"},
-            step="notes-v2", etag=f'"{current["last_version"]}"')
+            step="notes-v2", etag=f'"{current["stream_version"]}"')
         self.say(f"PATCH /v1/documents/{_short(doc)}... (If-Match) -> document version 2, ETag {updated.headers['etag']}")
         staged = api.command("PUT", f"/v1/documents/{doc}/tags/staging", {"version": 2}, step="tag-staging")
-        self.say(f"PUT .../tags/staging  {{\"version\": 2}} -> stream version {staged.json()['version']}")
+        self.say(f"PUT .../tags/staging  {{\"version\": 2}} -> stream version {staged.json()['stream_version']}")
         # The moment between the two tags: time travel comes back here in step 4.
         history = api.read(f"/v1/documents/{doc}/history")
         self.staging_time = history["versions"][-1]["timestamp"]
         promoted = api.command("PUT", f"/v1/documents/{doc}/tags/production", {"version": 2}, step="tag-production")
-        self.say(f"PUT .../tags/production {{\"version\": 2}} -> stream version {promoted.json()['version']}")
+        self.say(f"PUT .../tags/production {{\"version\": 2}} -> stream version {promoted.json()['stream_version']}")
         tags = api.read(f"/v1/documents/{doc}/tags")
         table = Table(title="GET /v1/documents/{id}/tags: the tag history", title_justify="left")
         for column in ("when", "tag", "operation", "document version", "by"):
@@ -247,7 +247,7 @@ class Demo:
         production = api.read("/v1/documents", tag="production", namespace="demo")
         mine = [d for d in production["documents"] if d["document_id"] == doc]
         if mine:
-            self.say(f"GET /v1/documents?tag=production -> \"{mine[0]['title']}\" at version {mine[0]['version']}: "
+            self.say(f"GET /v1/documents?tag=production -> \"{mine[0]['title']}\" at version {mine[0]['document_version']}: "
                      f"{mine[0]['content']!r}")
 
     # -- 3. undo and redo ------------------------------------------------------------------------
@@ -278,11 +278,11 @@ class Demo:
         now = api.read(f"/v1/documents/{doc}")
         table = Table(title=f"GET /v1/documents/{{id}}/history?as_of={self.staging_time}", title_justify="left")
         table.add_column("")
-        table.add_column(f"as of {self.staging_time[11:23]} (stream version {then['version']})")
-        table.add_column(f"now (stream version {then['current_version']})")
+        table.add_column(f"as of {self.staging_time[11:23]} (stream version {then['stream_version']})")
+        table.add_column(f"now (stream version {then['current_stream_version']})")
         state = then["state"]
         table.add_row("content", str(state.get("content")), str(now["content"]))
-        table.add_row("document version", str(state.get("version")), str(now["version"]))
+        table.add_row("document version", str(state.get("version")), str(now["document_version"]))
         table.add_row("tags", json.dumps(state.get("tags") or {}), json.dumps(now.get("tags") or {}))
         self.console.print(table)
         self.built["as_of"] = self.staging_time
@@ -312,7 +312,7 @@ class Demo:
             meta = event.get("metadata") or {}
             table.add_row(str(event["position"]), event["recorded_at"][11:23],
                           f"{meta.get('actor_type', '?')}:{meta.get('actor_id', '?')}", event["type"],
-                          self.names.get(event["stream_id"], _short(event["stream_id"])), str(event["version"]))
+                          self.names.get(event["stream_id"], _short(event["stream_id"])), str(event["stream_version"]))
         self.console.print(table)
         self.built["events"] = len(events)
 

@@ -39,6 +39,8 @@ class ApiSettings(BaseSettings):
 
 
 API_SETTINGS = ApiSettings()
+# Log positions are PostgreSQL bigints: a larger number is refused, never sent to SQL as numeric.
+MAX_POSITION = 2**63 - 1
 MAX_PAGE = API_SETTINGS.max_page_size
 
 
@@ -103,16 +105,20 @@ def page_size(
     return limit
 
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+_ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
 
 def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
     """The version an If-Match header names (the stream's ETag), or None without one.
 
     `*` means "any version" and is the same as no header; anything else malformed is 422.
+    If-Match compares strongly (RFC 9110 13.1.1): a weak ETag (W/"3") never matches, so 412.
     """
     if if_match is None or if_match.strip() == "*":
         return None
+    if if_match.strip().startswith("W/"):
+        raise Problem(412, "precondition_failed",
+                      'a weak ETag never matches If-Match; send the strong ETag, e.g. "3"', field="If-Match")
     match = _ETAG.match(if_match)
     if not match:
         raise Problem(422, "invalid_if_match", 'If-Match must be a stream version ETag such as "3"', field="If-Match")
@@ -276,7 +282,7 @@ def min_position_for(*projections: str) -> Callable[..., int | None]:
     def dependency(
         request: Request,
         min_position: int | None = Query(
-            None, ge=0, description="wait (bounded) until the read side has reached this log position"
+            None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position"
         ),
     ) -> int | None:
         _wait_for_position(request, min_position, projections)

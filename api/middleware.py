@@ -172,7 +172,8 @@ class ApiKeyMiddleware:
 class IdempotencyMiddleware:
     """Commands with an Idempotency-Key: the first response is stored and every retry gets it.
 
-    Keys are scoped per API key. The same key with a different request is 422; a retry
+    Keys are scoped per API key. The same key with a different request (method, path, query,
+    body or If-Match) is 422 idempotency_key_reused; a retry
     while the first is still running is 409. Server errors are not stored, so they retry.
     """
 
@@ -201,7 +202,9 @@ class IdempotencyMiddleware:
         if body is None:
             return
         digest = hashlib.sha256()
-        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1")):
+        # The preconditions are part of the request: a retry with another If-Match is a different request.
+        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                     Headers(scope=scope).get("if-match") or ""):
             digest.update(part.encode() + b"\0")
         digest.update(bytes(body))
         request_hash = digest.hexdigest()

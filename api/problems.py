@@ -33,6 +33,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "content_kind": 422,
     "unknown_command": 422,
     "already_exists": 409,
+    # A deleted stream answers the same on reads and commands: gone (restore brings a document back).
+    "chain_deleted": 410,
+    "document_deleted": 410,
+    "agent_deleted": 410,
 }
 
 
@@ -60,7 +64,7 @@ class Problem(Exception):
 
 TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+    405: "Method Not Allowed", 409: "Conflict", 410: "Gone", 412: "Precondition Failed",
     413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
     428: "Precondition Required", 500: "Internal Server Error", 503: "Service Unavailable",
 }
@@ -124,7 +128,7 @@ def from_error(exc: Exception) -> Problem | None:
     if actual is None:
         actual = getattr(exc, "current_version", None)
     if isinstance(actual, int):
-        extra["current_version"] = actual
+        extra["current_stream_version"] = actual
     if status is None:
         name = type(exc).__name__.lower()
         if code.startswith(("invalid_", "too_", "missing_")) or code.endswith("_invalid"):
@@ -203,13 +207,16 @@ def install(app: FastAPI) -> None:
         else:
             where, rest = "body", loc
         field = ".".join(rest) or where
-        if first.get("type") == "json_invalid":
-            field = "body"
         detail = f"{where} field {field!r}: {first.get('msg')}"
+        if first.get("type") == "json_invalid":  # the location is a character offset, not a field
+            field = "body"
+            error = (first.get("ctx") or {}).get("error", "invalid JSON")
+            detail = f"the body is not valid JSON: {error} at character {rest[0] if rest else '?'}"
         return problem_response(
             422, "validation_error", detail, field, instance=request.url.path,
             errors=[
-                {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or None, "message": e.get("msg")}
+                {"field": "body" if e.get("type") == "json_invalid"
+                 else ".".join(str(p) for p in e.get("loc", ())[1:]) or None, "message": e.get("msg")}
                 for e in errors[:20]
             ],
         )

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, etag, min_position_param, page_of, page_size
 from api.problems import Problem
+from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from domain.event_types import registry
 from infrastructure.log_status import read_log_status
 
-router = APIRouter(prefix="/v1", tags=["audit"])
+router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
 
 
@@ -28,7 +29,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "event_id": str(row["event_id"]),
         "stream_id": row["stream_id"],
         "stream_type": row["stream_type"],
-        "version": row["version"],
+        "stream_version": row["version"],
         "type": row["type"],
         "schema_version": schema_version,
         "payload": payload,
@@ -53,7 +54,7 @@ def list_events(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_param),
-) -> dict[str, Any]:
+) -> EventPage:
     """Events matching every filter given, oldest first, a page at a time.
 
     Only events below the safe position are listed, so a cursor never skips a late commit. The
@@ -105,7 +106,8 @@ def stream_events(
     to_version: int | None = Query(None, ge=1),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
-) -> dict[str, Any]:
+    _wait: int | None = Depends(min_position_param),
+) -> StreamEventsOut:
     """A stream's events from `from_version`, with its current version as the ETag.
 
     An unknown stream is 404.
@@ -128,14 +130,15 @@ def stream_events(
     return {
         "stream_id": stream_id,
         "stream_type": stream["stream_type"],
-        "version": stream["version"],
+        "stream_version": stream["version"],
         "events": [event_json(row) for row in rows],
         "next_cursor": next_cursor,
     }
 
 
 @router.get("/events/{event_id}", summary="One event")
-def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any = Auditor) -> dict[str, Any]:
+def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any = Auditor,
+              _wait: int | None = Depends(min_position_param)) -> EventOut:
     """One event by its id; 404 if there is none."""
     with state.pool.connection() as conn:
         row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
@@ -150,7 +153,8 @@ def causation(
     state: ChronicleState = Depends(chronicle),
     _: Any = Auditor,
     depth: int = Query(10, ge=1, le=50, description="how many generations of effects to follow"),
-) -> dict[str, Any]:
+    _wait: int | None = Depends(min_position_param),
+) -> CausationOut:
     """The causation chain through an event: its causes back to the root, and its effects.
 
     Causes follow `metadata.causation_id`; effects are the events naming it, generation by

@@ -18,13 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ChronicleState, CommandContext, chronicle, operator_context
 from api.operator_events import record_operator_action
 from api.problems import Problem
+from api.schemas import (
+    ExactRoute,
+    DeadLetterList, DeadLetterOutcome, JobOut, JobRequestedOut, LogOut, ProjectionsOut, VerifyOut,
+)
 from infrastructure.log_status import read_log_status
 import projections as pj
 from projections import jobs
 from projections.catalog import PROJECTORS
 from workers import jobs as worker_jobs
 
-router = APIRouter(prefix="/v1", tags=["operations"])
+router = APIRouter(prefix="/v1", tags=["operations"], route_class=ExactRoute)
 logger = logging.getLogger("chronicle.api")
 NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
@@ -82,7 +86,7 @@ def _log(state: ChronicleState) -> dict[str, Any]:
 
 
 @router.get("/log/blockers", summary="Open transactions holding the log back")
-def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
+def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> LogOut:
     """Readers (projections, ?min_position= waits) see the log only up to `safe_position`; each
     blocker is a session whose uncommitted append holds it there. End it, or wait for its
     idle_in_transaction_session_timeout, and the projections resume."""
@@ -90,7 +94,7 @@ def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(op
 
 
 @router.get("/projections", summary="Status and lag of every projection and partition")
-def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> dict[str, Any]:
+def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> ProjectionsOut:
     """Every partition's checkpoint, head, lag and state, each projection's latest rebuild and
     replay job, and the open transactions (if any) holding the log back."""
     partitions = [_plain(p) for p in pj.status(state.pool)]
@@ -127,7 +131,7 @@ def start_rebuild(
     body: RebuildRequest | None = None,
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
-) -> dict[str, Any]:
+) -> JobRequestedOut:
     """Queue a rebuild for a worker; follow it at GET .../rebuild (Location). 409 if one is
     already requested or running."""
     _known(name)
@@ -161,7 +165,7 @@ def rebuild_status(
     name: str = Path(..., pattern=NAME),
     state: ChronicleState = Depends(chronicle),
     _: Any = Depends(operator_context),
-) -> dict[str, Any]:
+) -> JobOut:
     """The latest rebuild: state (requested, running, done, failed, crashed), events done of
     total, rate, ETA, and its job (who asked, when, options); 404 if none."""
     _known(name)
@@ -176,7 +180,7 @@ def replay_status(
     name: str = Path(..., pattern=NAME),
     state: ChronicleState = Depends(chronicle),
     _: Any = Depends(operator_context),
-) -> dict[str, Any]:
+) -> JobOut:
     """The latest replay job: state, partitions moved, events to re-apply; 404 if none."""
     _known(name)
     view = jobs.job_view(state.pool, projection=name, kind="replay")
@@ -200,7 +204,7 @@ def start_replay(
     name: str = Path(..., pattern=NAME),
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
-) -> dict[str, Any]:
+) -> JobRequestedOut:
     """Queue a replay: a worker moves the checkpoints back and wakes the partitions; follow it at
     GET .../replay (Location), the lag at GET /v1/projections. 409 if one is already queued."""
     _known(name)
@@ -216,7 +220,7 @@ def list_dead(
     status: Literal["parked", "retried", "skipped"] = "parked",
     stream_id: str | None = Query(None, max_length=200),
     limit: int = Query(100, ge=1, le=1000),
-) -> dict[str, Any]:
+) -> DeadLetterList:
     """Dead letters in log order, by projection, status and stream."""
     if projection is not None:
         _known(projection)
@@ -242,7 +246,7 @@ def retry_dead(
     dead_letter_id: int = Path(..., ge=1),
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
-) -> dict[str, Any]:
+) -> DeadLetterOutcome:
     """Re-apply the stream's parked events in order; those failing again stay parked."""
     row = _dead_letter(state, dead_letter_id)
     outcome = pj.retry_dead_letters(state.pool, row["projection"], stream_id=row["stream_id"])
@@ -258,7 +262,7 @@ def skip_dead(
     dead_letter_id: int = Path(..., ge=1),
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
-) -> dict[str, Any]:
+) -> DeadLetterOutcome:
     """Never apply this event; the later parked events of its stream are retried in order."""
     row = _dead_letter(state, dead_letter_id)
     try:
@@ -279,7 +283,7 @@ def verify_projection(
     name: str = Path(..., pattern=NAME),
     state: ChronicleState = Depends(chronicle),
     ctx: CommandContext = Depends(operator_context),
-) -> dict[str, Any]:
+) -> VerifyOut:
     """Rebuild the projection into scratch tables at the live checkpoints and compare row by row.
 
     Answers the number of differing rows and the first 100 (table, key, kind, columns); streams

@@ -6,77 +6,30 @@ cursors. A resource's ETag is the stream version of the last event that shaped i
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from api.deps import ChronicleState, Reader, chronicle, decode_cursor, etag, min_position_for, page_of, page_size
 from api.problems import Problem
+from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, metadata_filters, missing
+from api.schemas import (
+    ExactRoute,
+    AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
+    VersionOut, VersionPage,
+)
 
-router = APIRouter(prefix="/v1", tags=["reads"])
+router = APIRouter(prefix="/v1", tags=["reads"], route_class=ExactRoute)
 ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
 IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
-MAX_METADATA_FILTERS = 10
-
-
-def _json(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif key == "last_event_id" and value is not None:
-            value = str(value)
-        out[key] = value
-    return out
-
-
-def _fetch_one(state: ChronicleState, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
-    with state.pool.connection() as conn:
-        return conn.execute(sql, params).fetchone()
-
-
-def _fetch_all(state: ChronicleState, sql: str, params: Any) -> list[dict[str, Any]]:
-    with state.pool.connection() as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def metadata_filters(request: Request) -> list[tuple[str, str]]:
-    """`?metadata.<field>=<value>` query parameters, at most ten, field names bounded."""
-    filters = []
-    for name, value in request.query_params.multi_items():
-        if name.startswith("metadata."):
-            field = name[len("metadata."):]
-            if not field or len(field) > 100 or len(value) > 500:
-                raise Problem(422, "invalid_metadata_filter", "metadata filters are metadata.<field>=<value>, "
-                              "field up to 100 and value up to 500 characters", field=name[:120])
-            filters.append((field, value))
-    if len(filters) > MAX_METADATA_FILTERS:
-        raise Problem(422, "too_many_filters", f"at most {MAX_METADATA_FILTERS} metadata filters", field="metadata")
-    return filters
-
-
-def _metadata_sql(column: str, filters: list[tuple[str, str]], clauses: list[str], params: list[Any]) -> None:
-    """Containment clauses (GIN-indexed) matching a value as text, or as the JSON it spells."""
-    for field, value in filters:
-        candidates = [json.dumps({field: value})]
-        try:
-            parsed = json.loads(value)
-            if not isinstance(parsed, str):
-                candidates.append(json.dumps({field: parsed}))
-        except ValueError:
-            pass
-        clauses.append("(" + " OR ".join(f"{column} @> %s::jsonb" for _ in candidates) + ")")
-        params.extend(candidates)
 
 
 # -- documents -------------------------------------------------------------------------------
 
 DOC_COLUMNS = (
-    "d.document_id, d.namespace, d.document_type AS type, d.title, d.content, d.body, d.metadata, d.version,"
+    "d.document_id, d.namespace, d.document_type AS type, d.title, d.content, d.body, d.metadata, d.version AS document_version,"
     " d.session_id, d.created_by, d.created_by_type, d.created_at, d.updated_at, d.created_position,"
-    " d.last_event_id, d.last_version, d.last_position"
+    " d.last_event_id, d.last_version AS stream_version, d.last_position"
 )
 
 
@@ -92,7 +45,7 @@ def list_documents(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_for("documents")),
-) -> dict[str, Any]:
+) -> DocumentPage:
     """Live documents matching every filter, newest first, a page at a time.
 
     With `?tag=`, each document comes at the version the tag points to.
@@ -116,8 +69,8 @@ def list_documents(
         params.insert(0, tag)
         sql = (
             "SELECT d.document_id, d.namespace, d.document_type AS type, v.title, b.content, b.body, v.metadata,"
-            " v.version, d.session_id, d.created_by, d.created_by_type, d.created_at, v.created_at AS updated_at,"
-            " d.created_position, d.last_event_id, d.last_version, d.last_position, t.tag"
+            " v.version AS document_version, d.session_id, d.created_by, d.created_by_type, d.created_at, v.created_at AS updated_at,"
+            " d.created_position, d.last_event_id, d.last_version AS stream_version, d.last_position, t.tag"
             " FROM active_tag t JOIN document_snapshot d ON d.document_id = t.document_id"
             " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
             " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
@@ -135,15 +88,15 @@ def get_document(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("documents")),
-) -> dict[str, Any]:
+) -> DocumentOut:
     """The current document with its live tags; its stream version is the ETag. 404 if none."""
     row = _fetch_one(state, f"SELECT {DOC_COLUMNS} FROM document_snapshot d WHERE d.document_id = %s", (document_id,))
     if row is None:
-        raise Problem(404, "document_not_found", f"no document {document_id!r}", field="document_id")
+        missing(state, "document", document_id)
     tags = _fetch_all(
         state, "SELECT tag, document_version FROM active_tag WHERE document_id = %s ORDER BY tag", (document_id,)
     )
-    response.headers["ETag"] = etag(row["last_version"])
+    response.headers["ETag"] = etag(row["stream_version"])
     return {**_json(row), "tags": {t["tag"]: t["document_version"] for t in tags}}
 
 
@@ -155,19 +108,19 @@ def list_versions(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_for("documents")),
-) -> dict[str, Any]:
+) -> VersionPage:
     """Version headers, oldest first, without bodies; they outlive a deleted document."""
     after = (decode_cursor(cursor, (int,)) or (0,))[0]
     rows = _fetch_all(
         state,
-        "SELECT document_id, version, namespace, document_type AS type, title, metadata, change_description,"
-        " session_id, created_by, created_by_type, created_at, last_version, last_position"
+        "SELECT document_id, version AS document_version, namespace, document_type AS type, title, metadata, change_description,"
+        " session_id, created_by, created_by_type, created_at, last_version AS stream_version, last_position"
         " FROM document_version WHERE document_id = %s AND version > %s ORDER BY version LIMIT %s",
         (document_id, after, limit + 1),
     )
     if not rows and after == 0:
         raise Problem(404, "document_not_found", f"no document {document_id!r}", field="document_id")
-    rows, next_cursor = page_of(rows, limit, "version")
+    rows, next_cursor = page_of(rows, limit, "document_version")
     return {"document_id": document_id, "versions": [_json(r) for r in rows], "next_cursor": next_cursor}
 
 
@@ -178,13 +131,13 @@ def get_version(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("documents")),
-) -> dict[str, Any]:
+) -> VersionOut:
     """A document as it was at a content version. 404 if there is no such version."""
     row = _fetch_one(
         state,
-        "SELECT v.document_id, v.version, v.namespace, v.document_type AS type, v.title, b.content, b.body,"
+        "SELECT v.document_id, v.version AS document_version, v.namespace, v.document_type AS type, v.title, b.content, b.body,"
         " v.metadata, v.change_description, v.session_id, v.created_by, v.created_by_type, v.created_at,"
-        " v.last_version, v.last_position"
+        " v.last_version AS stream_version, v.last_position"
         " FROM document_version v LEFT JOIN document_body b ON b.body_hash = v.body_hash"
         " WHERE v.document_id = %s AND v.version = %s",
         (document_id, version),
@@ -201,7 +154,7 @@ def document_tags(
     _: Any = Reader,
     tag: str | None = Query(None, pattern=IDENT, description="only this tag's history"),
     _wait: int | None = Depends(min_position_for("documents")),
-) -> dict[str, Any]:
+) -> TagsOut:
     """Where each tag points now, and every move of the document's tags, oldest first."""
     active = _fetch_all(
         state, "SELECT tag, document_version, updated_at, updated_by FROM active_tag WHERE document_id = %s"
@@ -210,7 +163,7 @@ def document_tags(
     history = _fetch_all(
         state,
         "SELECT event_id, tag, document_version, previous_version, operation, created_at, created_by,"
-        " created_by_type, session_id, last_version, last_position FROM tag_event"
+        " created_by_type, session_id, last_version AS stream_version, last_position FROM tag_event"
         " WHERE document_id = %s AND (%s::text IS NULL OR tag = %s::text) ORDER BY last_position LIMIT 1000",
         (document_id, tag, tag),
     )
@@ -224,7 +177,8 @@ def document_tags(
 # -- agents ----------------------------------------------------------------------------------
 
 AGENT_COLUMNS = (
-    "agent_id, name, prompt, model, tools, metadata, created_at, updated_at, last_event_id, last_version, last_position"
+    "agent_id, name, prompt, model, tools, metadata, created_at, updated_at, last_event_id, last_version AS stream_version,"
+    " last_position"
 )
 
 
@@ -237,7 +191,7 @@ def list_agents(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_for("agents")),
-) -> dict[str, Any]:
+) -> AgentPage:
     """Live agents, most recently changed first."""
     return _list_snapshots(state, "agents", AGENT_COLUMNS, "agent_snapshot", name, metadata, cursor, limit)
 
@@ -249,12 +203,12 @@ def get_agent(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("agents")),
-) -> dict[str, Any]:
+) -> AgentOut:
     """The current agent; its stream version is the ETag. 404 if none."""
     row = _fetch_one(state, f"SELECT {AGENT_COLUMNS} FROM agent_snapshot WHERE agent_id = %s", (agent_id,))
     if row is None:
-        raise Problem(404, "agent_not_found", f"no agent {agent_id!r}", field="agent_id")
-    response.headers["ETag"] = etag(row["last_version"])
+        missing(state, "agent", agent_id)
+    response.headers["ETag"] = etag(row["stream_version"])
     return _json(row)
 
 
@@ -266,13 +220,13 @@ def list_executions(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_for("agents")),
-) -> dict[str, Any]:
+) -> ExecutionPage:
     """Executions of one agent, newest first; they outlive a deleted agent."""
     after = decode_cursor(cursor, (int,))
     rows = _fetch_all(
         state,
         "SELECT agent_id, execution_id, input, output, duration_ms, tokens, metadata, session_id, created_at,"
-        " last_event_id, last_version, last_position FROM agent_execution"
+        " last_event_id, last_version AS stream_version, last_position FROM agent_execution"
         " WHERE agent_id = %s AND (%s::bigint IS NULL OR last_position < %s::bigint)"
         " ORDER BY last_position DESC LIMIT %s",
         (agent_id, after[0] if after else None, after[0] if after else None, limit + 1),
@@ -285,9 +239,11 @@ def list_executions(
 
 CHAIN_COLUMNS = (
     "chain_id, name, description, metadata, canvas_state, viewport, nodes, created_at, updated_at,"
-    " last_event_id, last_version, last_position"
+    " last_event_id, last_version AS stream_version, last_position"
 )
-EDGE_COLUMNS = "edge_id, source_id, target_id, type, metadata, created_at, updated_at, last_version, last_position"
+EDGE_COLUMNS = (
+    "edge_id, source_id, target_id, type, metadata, created_at, updated_at, last_version AS stream_version, last_position"
+)
 
 
 def _list_snapshots(
@@ -325,7 +281,7 @@ def list_chains(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_for("chains")),
-) -> dict[str, Any]:
+) -> ChainPage:
     """Live chains, without their edges (get one chain for those)."""
     return _list_snapshots(state, "chains", CHAIN_COLUMNS, "chain_snapshot", name, metadata, cursor, limit)
 
@@ -333,7 +289,7 @@ def list_chains(
 def _chain(state: ChronicleState, chain_id: str) -> dict[str, Any]:
     row = _fetch_one(state, f"SELECT {CHAIN_COLUMNS} FROM chain_snapshot WHERE chain_id = %s", (chain_id,))
     if row is None:
-        raise Problem(404, "chain_not_found", f"no chain {chain_id!r}", field="chain_id")
+        missing(state, "chain", chain_id)
     return row
 
 
@@ -350,10 +306,10 @@ def get_chain(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("chains")),
-) -> dict[str, Any]:
+) -> ChainOut:
     """The current chain, its canvas, nodes and live edges; its stream version is the ETag."""
     row = _chain(state, chain_id)
-    response.headers["ETag"] = etag(row["last_version"])
+    response.headers["ETag"] = etag(row["stream_version"])
     return {**_json(row), "edges": _edges(state, chain_id)}
 
 
@@ -364,12 +320,12 @@ def get_canvas(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("chains")),
-) -> dict[str, Any]:
+) -> CanvasOut:
     """The chain's canvas state, viewport and nodes; the chain's stream version is the ETag."""
     row = _chain(state, chain_id)
-    response.headers["ETag"] = etag(row["last_version"])
+    response.headers["ETag"] = etag(row["stream_version"])
     return {"chain_id": chain_id, "canvas_state": row["canvas_state"], "viewport": row["viewport"],
-            "nodes": row["nodes"], "last_version": row["last_version"]}
+            "nodes": row["nodes"], "stream_version": row["stream_version"]}
 
 
 @router.get("/chains/{chain_id}/edges", summary="A chain's live edges")
@@ -379,8 +335,8 @@ def get_edges(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("chains")),
-) -> dict[str, Any]:
+) -> EdgesOut:
     """The chain's live edges; 404 if there is no such chain."""
     row = _chain(state, chain_id)
-    response.headers["ETag"] = etag(row["last_version"])
+    response.headers["ETag"] = etag(row["stream_version"])
     return {"chain_id": chain_id, "edges": _edges(state, chain_id)}

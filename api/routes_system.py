@@ -11,19 +11,21 @@ from api.deps import Admin, ChronicleState, chronicle
 from api.keys import ApiKey, create_key, list_keys, revoke_key
 from api.operator_events import record_operator_action
 from api.problems import Problem, problem_response
+from api.schemas import ExactRoute, HealthOut, KeyList, KeyOut, NewKeyOut, ReadyOut
 from infrastructure.log_status import LogStatus, read_log_status
 from infrastructure.migrations import available_migrations
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=ExactRoute)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict[str, str]:
+def healthz() -> HealthOut:
     """Always ok while the process serves requests; it checks nothing else."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: PostgreSQL, migrations, broker, the log not held back")
+@router.get("/readyz", summary="Readiness: PostgreSQL, migrations, broker, the log not held back", response_model=ReadyOut,
+            responses={503: {"description": "not ready: the failing checks"}})
 def readyz(state: ChronicleState = Depends(chronicle)) -> Any:
     """Ready when PostgreSQL answers, every migration is applied, the broker answers, and readers
     have not been held below the log's head (by an open append) for longer than
@@ -97,7 +99,7 @@ class KeyRequest(BaseModel):
 
 @router.post("/v1/keys", status_code=201, tags=["keys"], summary="Create an API key (the secret is shown once)")
 def post_key(body: KeyRequest, response: Response, state: ChronicleState = Depends(chronicle),
-             principal: ApiKey = Admin) -> dict[str, Any]:
+             principal: ApiKey = Admin) -> NewKeyOut:
     """Create a key; the response holds its secret token, which is never shown again."""
     try:
         key, token = create_key(
@@ -117,13 +119,13 @@ def post_key(body: KeyRequest, response: Response, state: ChronicleState = Depen
 
 
 @router.get("/v1/keys", tags=["keys"], summary="List API keys")
-def get_keys(state: ChronicleState = Depends(chronicle), _: ApiKey = Admin) -> dict[str, Any]:
+def get_keys(state: ChronicleState = Depends(chronicle), _: ApiKey = Admin) -> KeyList:
     """Every key, oldest first, without secrets."""
     return {"keys": [key.public() for key in list_keys(state.pool)]}
 
 
 @router.delete("/v1/keys/{key_id}", tags=["keys"], summary="Revoke an API key")
-def delete_key(key_id: str, state: ChronicleState = Depends(chronicle), principal: ApiKey = Admin) -> dict[str, Any]:
+def delete_key(key_id: str, state: ChronicleState = Depends(chronicle), principal: ApiKey = Admin) -> KeyOut:
     """Revoke a key at once; its next request gets 401. Unknown key: 404."""
     key = revoke_key(state.pool, key_id[:50])
     if key is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter
 
@@ -25,9 +24,10 @@ def domain_error_classes() -> list[type[Exception]]:
 
 def routers() -> list[APIRouter]:
     """Every resource router: reads, commands, operations."""
-    from api import routes_commands, routes_operations, routes_reads
+    from api import routes_commands, routes_document_commands, routes_operations, routes_reads, routes_streams
 
-    return [routes_reads.router, routes_commands.router, routes_operations.router]
+    return [routes_reads.router, routes_commands.router, routes_document_commands.router, routes_streams.router,
+            routes_operations.router]
 
 
 def write_event_definitions(store: EventStore) -> int:

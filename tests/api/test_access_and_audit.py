@@ -146,7 +146,7 @@ def test_event_log_filters_and_cursor_pagination(clients, api_pool):
         cursor = page["next_cursor"]
         if not cursor:
             break
-    assert [e["version"] for e in seen] == list(range(1, 8))
+    assert [e["stream_version"] for e in seen] == list(range(1, 8))
     assert [e["position"] for e in seen] == sorted(e["position"] for e in seen)
     for params in ({"stream": stream}, {"correlation_id": correlation}, {"actor": "auditee", "stream": stream},
                    {"type": "operator.projection_replayed", "stream": stream}, {"stream_type": "operator", "stream": stream}):
@@ -159,9 +159,9 @@ def test_event_log_filters_and_cursor_pagination(clients, api_pool):
     stream_page = auditor.get(f"/v1/streams/{stream}/events", params={"limit": 5})
     assert stream_page.headers["etag"] == '"7"'
     body = stream_page.json()
-    assert [e["version"] for e in body["events"]] == [1, 2, 3, 4, 5] and body["next_cursor"]
+    assert [e["stream_version"] for e in body["events"]] == [1, 2, 3, 4, 5] and body["next_cursor"]
     rest = auditor.get(f"/v1/streams/{stream}/events", params={"cursor": body["next_cursor"]}).json()
-    assert [e["version"] for e in rest["events"]] == [6, 7] and rest["next_cursor"] is None
+    assert [e["stream_version"] for e in rest["events"]] == [6, 7] and rest["next_cursor"] is None
 
 
 def test_causation_chain(clients, api_pool):

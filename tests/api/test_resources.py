@@ -40,7 +40,7 @@ def test_document_lifecycle_with_etags_and_read_your_writes(clients):
     assert updated.status_code == 200 and updated.headers["etag"] == '"2"'
     stale = writer.patch(f"/v1/documents/{doc}", headers={"If-Match": '"1"'}, json={"content": "lost"})
     body = assert_problem(stale, 412, "precondition_failed", "If-Match")
-    assert body["current_version"] == 2 and stale.headers["etag"] == '"2"'
+    assert body["current_stream_version"] == 2 and stale.headers["etag"] == '"2"'
     assert_problem(writer.patch(f"/v1/documents/{doc}", headers={"If-Match": "soon"}, json={"content": "x"}),
                    422, "invalid_if_match", "If-Match")
 
@@ -50,7 +50,7 @@ def test_document_lifecycle_with_etags_and_read_your_writes(clients):
     pos = int(tagged.headers["x-chronicle-position"])
     listed = writer.get("/v1/documents", params={"tag": "production", "namespace": "tests", "min_position": pos}).json()
     mine = [d for d in listed["documents"] if d["document_id"] == doc]
-    assert mine and mine[0]["content"] == "v1" and mine[0]["version"] == 1  # the tagged version
+    assert mine and mine[0]["content"] == "v1" and mine[0]["document_version"] == 1  # the tagged version
     for params in ({"session": session}, {"metadata.agent_type": "planner", "session": session},
                    {"metadata.rank": "3", "session": session}, {"type": "session_context", "session": session}):
         found = writer.get("/v1/documents", params=params).json()["documents"]
@@ -58,7 +58,7 @@ def test_document_lifecycle_with_etags_and_read_your_writes(clients):
     assert writer.get("/v1/documents", params={"metadata.agent_type": "nobody", "session": session}).json()["documents"] == []
 
     versions = writer.get(f"/v1/documents/{doc}/versions").json()["versions"]
-    assert [v["version"] for v in versions] == [1, 2] and versions[1]["change_description"] == "second draft"
+    assert [v["document_version"] for v in versions] == [1, 2] and versions[1]["change_description"] == "second draft"
     assert writer.get(f"/v1/documents/{doc}/versions/1").json()["content"] == "v1"
     assert_problem(writer.get(f"/v1/documents/{doc}/versions/7"), 404, "version_not_found", "version")
     tags = writer.get(f"/v1/documents/{doc}/tags").json()
@@ -69,8 +69,15 @@ def test_document_lifecycle_with_etags_and_read_your_writes(clients):
     deleted = writer.delete(f"/v1/documents/{doc}")
     assert deleted.status_code == 200
     gone = writer.get(f"/v1/documents/{doc}", params={"min_position": deleted.headers["x-chronicle-position"]})
-    assert_problem(gone, 404, "document_not_found", "document_id")
-    assert_problem(writer.patch(f"/v1/documents/{doc}", json={"content": "zombie"}), 409)
+    # A deleted document is gone (410) on reads and commands alike; a missing one is 404 on both.
+    assert_problem(gone, 410, "document_deleted", "document_id")
+    assert_problem(writer.patch(f"/v1/documents/{doc}", json={"content": "zombie"}), 410, "document_deleted",
+                   "document_id")
+    assert_problem(writer.put(f"/v1/documents/{doc}/tags/x", json={"document_version": 1}), 410, "document_deleted")
+    missing = uuid.uuid4()
+    assert_problem(writer.get(f"/v1/documents/{missing}"), 404, "document_not_found", "document_id")
+    assert_problem(writer.patch(f"/v1/documents/{missing}", json={"content": "x"}), 404, "document_not_found",
+                   "document_id")
     restored = writer.post(f"/v1/documents/{doc}/restore", json={"reason": "oops"})
     assert restored.status_code == 200
     back = writer.get(f"/v1/documents/{doc}", params={"min_position": restored.headers["x-chronicle-position"]})
@@ -218,7 +225,7 @@ def test_undo_redo_history_and_diff_on_every_stream(clients, kind):
     stream = writer.post(f"/v1/{kind}", json=create).json()["stream_id"]
     assert writer.patch(f"/v1/{kind}/{stream}", json=change).status_code == 200
     undone = writer.post(f"/v1/{kind}/{stream}/undo")
-    assert undone.status_code == 200 and undone.json()["version"] == 3
+    assert undone.status_code == 200 and undone.json()["stream_version"] == 3
     assert_problem(writer.post(f"/v1/{kind}/{stream}/undo", headers={"If-Match": '"2"'}), 412, "precondition_failed")
     redone = writer.post(f"/v1/{kind}/{stream}/redo", headers={"If-Match": '"3"'})
     assert redone.status_code == 200 and redone.headers["etag"] == '"4"'
@@ -235,7 +242,7 @@ def test_undo_redo_history_and_diff_on_every_stream(clients, kind):
     assert reader.get(f"/v1/{kind}/{stream}/history", params={"version": 4}).json()["state"][name] == "B"
     as_of = history.json()["versions"][1]["timestamp"]
     travelled = reader.get(f"/v1/{kind}/{stream}/history", params={"as_of": as_of}).json()
-    assert travelled["version"] == 2 and travelled["state"][name] == "B"
+    assert travelled["stream_version"] == 2 and travelled["state"][name] == "B"
     diff = reader.get(f"/v1/{kind}/{stream}/diff", params={"from": 1, "to": 2}).json()
     assert {"field": name, "change": "changed", "before": "A", "after": "B"} in diff["changes"]
     events = clients["auditor"].get(f"/v1/streams/{stream}/events").json()["events"]

@@ -85,7 +85,7 @@ def test_demo_builds_the_workspace_through_the_api(demo_server: str, keys: dict[
     assert [(m["tag"], m["operation"], m["document_version"]) for m in tags["history"]] == [
         ("staging", "tagged", 2), ("production", "tagged", 2)]
     production = auditor.get("/v1/documents", params={"tag": "production", "namespace": "demo"}).json()["documents"]
-    assert [(d["version"], d["title"]) for d in production if d["document_id"] == notes] == [(2, "Release notes")]
+    assert [(d["document_version"], d["title"]) for d in production if d["document_id"] == notes] == [(2, "Release notes")]
 
     # The log: every command of the session, by the demo key's actor; the retried create once.
     events = auditor.get("/v1/events", params={"session": session, "limit": 200}).json()["events"]
@@ -102,7 +102,7 @@ def test_demo_builds_the_workspace_through_the_api(demo_server: str, keys: dict[
     then = auditor.get(f"/v1/documents/{notes}/history", params={"as_of": built["as_of"]}).json()
     assert then["state"]["tags"] == {"staging": 2} and then["state"]["version"] == 2
     now = auditor.get(f"/v1/documents/{notes}").json()
-    assert now["version"] == 3 and now["tags"] == {"production": 2, "staging": 2}
+    assert now["document_version"] == 3 and now["tags"] == {"production": 2, "staging": 2}
     # A content-only update keeps the title and metadata on the read side too.
     assert now["title"] == "Release notes" and now["metadata"] == {"demo": now["metadata"]["demo"]}
     auditor.close()

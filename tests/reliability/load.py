@@ -154,7 +154,7 @@ class Load:
                 continue
             if 200 <= status < 300:
                 data = response.json()
-                ack = Ack(key, command_id(self.token, key), method, path, data["stream_id"], data["version"],
+                ack = Ack(key, command_id(self.token, key), method, path, data["stream_id"], data["stream_version"],
                           data["position"], int(data.get("appended") or 0), bool(data.get("duplicate")))
                 with report.lock:
                     report.acks.append(ack)
