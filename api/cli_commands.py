@@ -326,7 +326,7 @@ def history(
         meta = e["metadata"] or {}
         payload = json.dumps(e["payload"], default=str)
         table.add_row(
-            str(e["version"]), e["type"], f"{meta.get('actor_type', '')}:{meta.get('actor_id', '')}",
+            str(e["stream_version"]), e["type"], f"{meta.get('actor_type', '')}:{meta.get('actor_id', '')}",
             meta.get("session_id") or "", e["recorded_at"][:19], payload if len(payload) < 80 else payload[:77] + "...",
         )
     _cli().console.print(table)

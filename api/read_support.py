@@ -14,6 +14,7 @@ from fastapi import Request
 
 from api.deps import ChronicleState
 from api.problems import Problem
+from projections.catalog import projectors_for
 
 MAX_METADATA_FILTERS = 10
 # Dynamic query parameters: `?metadata.<field>=` on the routes that take metadata_filters.
@@ -70,10 +71,27 @@ def _metadata_sql(column: str, filters: list[tuple[str, str]], clauses: list[str
         params.extend(candidates)
 
 
+# The stream's type, the position of its last event, and how far its projection's partition has
+# applied the log: a stream with no read row is deleted only once its last event is applied.
+_STREAM_PROJECTED = """
+SELECT s.stream_type,
+       (SELECT e.position FROM events e WHERE e.stream_id = s.stream_id
+        ORDER BY e.version DESC LIMIT 1) AS last_position,
+       (SELECT c.position FROM projection p JOIN projection_checkpoint c ON c.projection = p.name
+        WHERE p.name = %s AND c.partition = projection_partition(s.stream_id, p.partitions)) AS checkpoint
+FROM streams s WHERE s.stream_id = %s
+"""
+
+
 def missing(state: ChronicleState, stream_type: str, stream_id: str) -> NoReturn:
-    """Raise 410 `<type>_deleted` if the stream exists (its read row is gone: it is deleted), else 404."""
-    row = _fetch_one(state, "SELECT stream_type FROM streams WHERE stream_id = %s", (stream_id,))
+    """A stream without a read row: 410 `<type>_deleted` if its projection has applied its last event
+    (so the row is gone because the stream is deleted), else 404 (unknown, or not projected yet)."""
+    projectors = projectors_for(stream_type)
+    row = _fetch_one(state, _STREAM_PROJECTED, (projectors[0].name if projectors else "", stream_id))
     if row is not None and row["stream_type"] == stream_type:
-        raise Problem(410, f"{stream_type}_deleted", f"{stream_type} {stream_id!r} is deleted",
-                      field=f"{stream_type}_id")
+        if row["checkpoint"] is not None and row["checkpoint"] >= row["last_position"]:
+            raise Problem(410, f"{stream_type}_deleted", f"{stream_type} {stream_id!r} is deleted",
+                          field=f"{stream_type}_id")
+        raise Problem(404, f"{stream_type}_not_found", f"{stream_type} {stream_id!r} is not projected yet"
+                      " (read with ?min_position= to wait for it)", field=f"{stream_type}_id")
     raise Problem(404, f"{stream_type}_not_found", f"no {stream_type} {stream_id!r}", field=f"{stream_type}_id")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import psycopg
 
-from api.routes_commands import IDEMPOTENCY_NAMESPACE
+from api.commanding import IDEMPOTENCY_NAMESPACE
 
 RETRYABLE = {503, 409}  # 409 only when the key's first request is still in flight
 
