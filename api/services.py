@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.deps import ChronicleState
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 
 
 def build_service(state: ChronicleState) -> Workspace:

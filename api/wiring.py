@@ -36,14 +36,14 @@ def write_event_definitions(store: EventStore) -> int:
     Importing the modules that define the types is what registers them, so import them first.
     """
     import api.operator_events  # noqa: F401 - registers the operator.* event types
-    import domain.service  # noqa: F401 - imports every aggregate, registering its event types
+    import service_layer.workspace  # noqa: F401 - imports every aggregate, registering its event types
 
     return store.register_definitions()
 
 
 def wire(state: ChronicleState) -> None:
     """Attach the domain's application service and the read-your-writes check to `state`."""
-    from api.inprocess import wake_projection
+    from workers.inprocess import wake_projection
     from api.services import build_service
     from workers.wakeups import install_wakeups
 
@@ -54,7 +54,7 @@ def wire(state: ChronicleState) -> None:
         state.extras["wakeups"] = [install_wakeups(store, state.settings.chronicle_partitions)
                                    for store in (state.store, state.service.factory.datastore.store)]
         state.extras["wake"] = wake_projection()
-        from workers.jobs import wake
+        from workers.actors import wake_job as wake
 
         state.extras["wake_job"] = wake
 

@@ -133,7 +133,7 @@ def bench_http(url: str, clients: int, commands: int) -> dict[str, float]:
 def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
     """The same commands through one Workspace service shared by the client threads."""
     from domain import commands as c
-    from domain.service import Workspace
+    from service_layer.workspace import Workspace
 
     app = Workspace({"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": url,
                      "CHRONICLE_POOL_MAX_SIZE": "20"})

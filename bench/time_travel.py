@@ -26,7 +26,7 @@ from psycopg import conninfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from domain import commands as c  # noqa: E402
-from domain.service import Workspace  # noqa: E402
+from service_layer.workspace import Workspace  # noqa: E402
 from infrastructure.config import get_settings  # noqa: E402
 from infrastructure.migrations import migrate  # noqa: E402
 

@@ -18,7 +18,7 @@ from domain.document import Document
 from domain.errors import DomainError
 
 if TYPE_CHECKING:
-    from domain.service import Workspace
+    from service_layer.workspace import Workspace
 
 # (workspace, command, aggregate): the workspace answers questions the decision needs
 # (an earlier version's state for undo/redo, whether a node's reference exists).

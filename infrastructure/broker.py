@@ -33,3 +33,15 @@ def setup_broker(settings: Settings | None = None, *, namespace: str | None = No
     broker = make_broker(settings, namespace=namespace)
     dramatiq.set_broker(broker)
     return broker
+
+
+_process_broker: dramatiq.Broker | None = None
+
+
+def process_broker() -> dramatiq.Broker:
+    """This process's broker, set up on first use: the actors declare themselves on it, and
+    senders that are not actors (the API's wake-ups) send through it."""
+    global _process_broker
+    if _process_broker is None:
+        _process_broker = setup_broker()
+    return _process_broker

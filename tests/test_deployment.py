@@ -9,7 +9,7 @@ import pytest
 import typer.main
 import yaml
 
-from api.cli import app
+from cli.main import app
 from infrastructure.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

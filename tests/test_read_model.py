@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from psycopg.rows import dict_row
 
 from domain.errors import DomainError
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from projections.catalog import PROJECTORS

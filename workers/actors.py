@@ -12,18 +12,19 @@ import time
 import dramatiq
 import redis
 
-from infrastructure.broker import setup_broker
+from infrastructure.broker import process_broker
 from infrastructure.config import get_settings
-from projections.catalog import get_projector
+from projections.catalog import PROJECTORS, get_projector
 from projections.engine import catch_up, catch_up_all
 from workers.observability import install as install_observability
+from workers.jobs import run_rebuild, run_replay, wake_requested
 from workers.runtime import worker_pool
 from workers.tick import PromptPolling, Ticker
 from workers.wakeups import take_pending
 
 logger = logging.getLogger(__name__)
-broker = setup_broker()
-broker.add_middleware(Ticker())
+broker = process_broker()
+broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs()))
 broker.add_middleware(PromptPolling())
 install_observability(broker)
 QUEUE = "chronicle-projections"
@@ -160,7 +161,6 @@ def rebuild_projection(projection: str) -> None:
 
     The message is a wake-up: the job, its options and its outcome are rows of projection_job.
     """
-    from workers.jobs import run_rebuild
 
     if run_rebuild(worker_pool(), projection) is not None:
         # Appends during the swap found the partitions locked: catch them up now.
@@ -170,8 +170,24 @@ def rebuild_projection(projection: str) -> None:
 @dramatiq.actor(queue_name=QUEUE, max_retries=0)
 def replay_projection(projection: str) -> None:
     """Run the projection's requested replay job (checkpoints back), then wake the moved partitions."""
-    from workers.jobs import run_replay
 
     ran = run_replay(worker_pool(), projection)
     for partition in ran[1] if ran else ():
         catch_up_partition.send(projection, partition)
+
+
+def wake_all() -> int:
+    """Wake every projection: each message catches up all its free partitions. Returns how many."""
+    for name in PROJECTORS:
+        catch_up_projection.send(name)
+    return len(PROJECTORS)
+
+
+def wake_job(kind: str, projection: str) -> None:
+    """Send the wake-up for a requested rebuild or replay job to this process's broker."""
+    (rebuild_projection if kind == "rebuild" else replay_projection).send(projection)
+
+
+def wake_jobs() -> int:
+    """Wake every requested rebuild or replay job (covers a lost message, or a CLI with no broker)."""
+    return wake_requested(worker_pool(), wake_job)

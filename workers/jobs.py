@@ -10,6 +10,8 @@ whoever finds a finished, unreported job (its worker, or any tick) appends it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import logging
 import time
 import uuid
@@ -63,15 +65,8 @@ def request(store: EventStore, kind: jobs.Kind, projection: str, options: dict[s
     return Requested(job, result.position)
 
 
-def wake(kind: jobs.Kind, projection: str) -> None:
-    """Send the wake-up for a requested job to this process's broker (Redis, or in-process)."""
-    from workers.actors import rebuild_projection, replay_projection
-
-    (rebuild_projection if kind == "rebuild" else replay_projection).send(projection)
-
-
-def wake_requested(pool: ConnectionPool) -> int:
-    """The tick's part: mark crashed jobs failed, report finished ones, wake requested ones."""
+def wake_requested(pool: ConnectionPool, wake: Callable[[str, str], None]) -> int:
+    """The tick's part: mark crashed jobs failed, report finished ones, wake requested ones with `wake`."""
     with pool.connection() as conn:
         jobs.reap_crashed(conn)
         waiting = jobs.requested(conn)

@@ -7,6 +7,8 @@ any missing completion event (workers/jobs.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import logging
 import threading
 
@@ -22,29 +24,15 @@ def tick_seconds() -> float:
     return get_settings().chronicle_tick_seconds
 
 
-def wake_all() -> int:
-    """Wake every projection: each message catches up all its free partitions. Returns how many."""
-    from projections.catalog import PROJECTORS
-    from workers.actors import catch_up_projection
-
-    for name in PROJECTORS:
-        catch_up_projection.send(name)
-    return len(PROJECTORS)
-
-
-def wake_jobs() -> int:
-    """Wake every requested rebuild or replay job (covers a lost message, or a CLI with no broker)."""
-    from workers.jobs import wake_requested
-    from workers.runtime import worker_pool
-
-    return wake_requested(worker_pool())
-
-
 class Ticker(Middleware):
-    """Starts the tick thread when a worker boots, stops it at shutdown."""
+    """Starts the tick thread when a worker boots, stops it at shutdown.
 
-    def __init__(self) -> None:
+    Each tick calls `wake_all` (wake every projection) and `wake_jobs` (requested rebuilds and replays).
+    """
+
+    def __init__(self, wake_all: Callable[[], int], wake_jobs: Callable[[], int]) -> None:
         self.stop = threading.Event()
+        self.wake_all, self.wake_jobs = wake_all, wake_jobs
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         period = tick_seconds()
@@ -57,11 +45,11 @@ class Ticker(Middleware):
     def _loop(self, period: float) -> None:
         while not self.stop.wait(period):
             try:
-                wake_all()
+                self.wake_all()
             except Exception as exc:  # noqa: BLE001 - Redis down: try again next tick
                 logger.warning("tick could not send wake-ups: %s", exc)
             try:
-                wake_jobs()
+                self.wake_jobs()
             except Exception as exc:  # noqa: BLE001 - database or Redis down: try again next tick
                 logger.warning("tick could not look for requested jobs: %s", exc)
 

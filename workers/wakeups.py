@@ -32,6 +32,7 @@ import redis
 from redis.commands.core import Script
 from psycopg_pool import ConnectionPool
 
+from infrastructure.broker import process_broker
 from infrastructure.event_store import AppendResult, EventStore
 from infrastructure.library_internals import actor_message
 from projections.catalog import projectors_for
@@ -103,9 +104,7 @@ def take_pending(broker: dramatiq.Broker, projection: str, partition: int, parti
 
 
 def _default_send(projection: str, partition: int, position: int, partitions: int) -> None:
-    from workers.actors import broker  # sets up this process's broker
-
-    enqueue_wakeup(broker, projection, partition, position, partitions)
+    enqueue_wakeup(process_broker(), projection, partition, position, partitions)
 
 
 def redis_sender(broker: dramatiq.Broker) -> Send:

@@ -31,7 +31,7 @@ def test_keys_create_list_revoke(chronicle):
 
 def test_history_table_and_json(chronicle, cli_database_url):
     from domain import commands as c
-    from domain.service import Workspace
+    from service_layer.workspace import Workspace
 
     app = Workspace({"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": cli_database_url})
     try:
@@ -123,7 +123,7 @@ def test_migrate_and_status(chronicle):
 
 def test_migrate_records_every_registered_event_type(chronicle, cli_database_url):
     import api.operator_events  # noqa: F401 - registers the operator.* types
-    import domain.service  # noqa: F401 - registers the domain's types
+    import service_layer.workspace  # noqa: F401 - registers the domain's types
     from domain.event_types import registry
 
     chronicle("migrate")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 from tests.conftest import migrated_database
 
 # Small, so that laws and time travel cross several snapshots.

@@ -12,7 +12,7 @@ from domain.document import Document
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import UNDO_DEPTH
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 from domain import commands as c
 
 

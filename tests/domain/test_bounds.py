@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from domain import commands as c
 from domain.bounds import BOUND_CODES, MAX_CONTEXT_ID_CHARS
 from domain.errors import DomainError
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from infrastructure.event_store import EventStore, NewEvent

@@ -10,7 +10,7 @@ import pytest
 from domain import commands as c
 from domain.decisions import CREATIONS, DECISIONS
 from domain.errors import DomainError
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 
 
 def _command_classes() -> list[type[c.Command]]:
@@ -45,7 +45,7 @@ def test_a_failed_snapshot_does_not_fail_the_command(monkeypatch, caplog) -> Non
         raise RuntimeError("snapshot store down")
 
     monkeypatch.setattr(ws, "take_snapshot", broken)
-    with caplog.at_level(logging.ERROR, logger="domain.service"):
+    with caplog.at_level(logging.ERROR, logger="service_layer.workspace"):
         result = ws.handle(c.UpdateDocument(document_id=doc, content="y"))
     assert (result.version, result.appended) == (2, 1)
     assert "taking a snapshot failed" in caplog.text

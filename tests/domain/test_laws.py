@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from domain import commands as c
 from domain.errors import DomainError
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 
 PG = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEMORY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

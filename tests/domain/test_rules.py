@@ -13,7 +13,7 @@ import pytest
 from domain import commands as c
 from domain.errors import DomainError
 from domain.rules import MAX_CONTENT_BYTES, MAX_METADATA_BYTES
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 
 BIG = "x" * (MAX_CONTENT_BYTES + 1)
 BIG_METADATA = {"k": "x" * MAX_METADATA_BYTES}

@@ -15,7 +15,7 @@ import pytest
 
 from domain import commands as c
 from domain.errors import ConflictError, DomainError, NotFoundError
-from domain.service import MAX_ATTEMPTS, Workspace
+from service_layer.workspace import MAX_ATTEMPTS, Workspace
 
 
 def new_document(ws: Workspace, **fields: Any) -> str:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from domain.errors import DomainError
-from domain.service import Workspace
+from service_layer.workspace import Workspace
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from projections.catalog import PROJECTORS

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cli.common import console, database_url
 from infrastructure.config import Settings, get_settings
 from infrastructure.migrations import migrate as apply_migrations
 from infrastructure.migrations import pending_migrations
 
 app = typer.Typer(help="Chronicle: an event-sourced backend for a chain workspace.", no_args_is_help=True)
-console = Console()
 
 
 @app.callback()
@@ -28,25 +26,12 @@ def _configure_logs(
 
     Only a command's data goes to stdout; notices, progress, logs and errors go to stderr.
     """
-    from api.cli_output import configure_output
+    from cli.output import configure_output
     from infrastructure.logs import configure_logging
 
     settings = get_settings()
     configure_logging(settings)
     configure_output(verbose, settings.chronicle_data_dir)
-
-
-def database_url(settings: Settings) -> str:
-    """DATABASE_URL, or an embedded PostgreSQL under the data folder when it is unset."""
-    if settings.database_url:
-        return settings.database_url
-    from infrastructure.embedded import start_embedded_postgres
-
-    from api.cli_output import err_console
-
-    url = start_embedded_postgres(Path(settings.chronicle_data_dir).resolve() / "pgdata")
-    err_console.print(f"[dim]No DATABASE_URL: embedded PostgreSQL in {settings.chronicle_data_dir}/pgdata[/dim]")
-    return url
 
 
 @app.command()
@@ -125,7 +110,8 @@ def _print_report(report: dict[str, object]) -> None:
     console.print(table)
 
 
-from api.cli_commands import register_commands  # noqa: E402 - the commands below need `app`
+from cli import operations  # noqa: E402,F401 - adds the projections and dead-letters commands
+from cli.commands import register_commands  # noqa: E402 - the commands below need `app`
 
 register_commands(app)
 

@@ -17,8 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 import projections as pj
-from api.cli_output import err_console
-from api.cli_commands import _cli, _echo_json, _operator_actor, _store, cli_pool, dead_letters_app, projections_app
+from cli.output import err_console
+from cli.common import cli_pool, console, dead_letters_app, echo_json, operator_actor, projections_app, store
 from api.operator_events import record_operator_action
 from infrastructure.config import get_settings
 from infrastructure.log_status import read_log_status
@@ -35,8 +35,8 @@ def _names(name: str) -> list[str]:
 
 
 def _record(pool: Any, event_type: str, target: str, details: dict[str, Any]) -> None:
-    actor, kind = _operator_actor()
-    record_operator_action(_store(pool), event_type, target, details, actor_id=actor, actor_type=kind)
+    actor, kind = operator_actor()
+    record_operator_action(store(pool), event_type, target, details, actor_id=actor, actor_type=kind)
 
 
 def _progress() -> Progress:
@@ -52,7 +52,7 @@ def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
     with cli_pool() as pool:
         rows = [asdict(p) for p in pj.status(pool)]
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     if not rows:
         typer.echo("none: no projection has a checkpoint yet (a worker makes them: `chronicle up` or `chronicle worker`)")
@@ -63,7 +63,7 @@ def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         table.add_row(r["projection"], f"{r['partition']}/{r['partitions']}", str(r["checkpoint"]), str(r["head"]),
                       str(r["lag_events"]), f"{r['lag_seconds']:.1f}", r["state"], str(r["dead_letters"]))
-    _cli().console.print(table)
+    console.print(table)
 
 
 # Seconds a requested job may wait for a worker before the CLI says that none has taken it.
@@ -77,9 +77,9 @@ def _request(pool: Any, kind: str, projection: str, options: dict[str, Any]) -> 
     from projections.jobs import JobInProgress
     from workers.jobs import request, wake
 
-    actor, kind_of_actor = _operator_actor()
+    actor, kind_of_actor = operator_actor()
     try:
-        requested = request(_store(pool), kind, projection, options, actor_id=actor, actor_type=kind_of_actor)
+        requested = request(store(pool), kind, projection, options, actor_id=actor, actor_type=kind_of_actor)
     except JobInProgress as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -219,7 +219,7 @@ def projections_verify(
             _record(pool, "operator.projection_verified", f"projection:{projection}", report.as_dict())
             reports.append(report)
     if as_json:
-        _echo_json(reports[0].as_dict() if name not in (None, "all") else [r.as_dict() for r in reports])
+        echo_json(reports[0].as_dict() if name not in (None, "all") else [r.as_dict() for r in reports])
     elif any(r.differences for r in reports):
         table = Table(title="differing rows")
         for column in ("projection", "table", "key", "kind", "columns"):
@@ -228,7 +228,7 @@ def projections_verify(
             for d in r.differences:
                 table.add_row(r.projection, d.table, ", ".join(f"{k}={v}" for k, v in d.key.items()), d.kind,
                               ", ".join(d.columns))
-        _cli().console.print(table)
+        console.print(table)
     for r in reports:
         checkpoints = f"{min(r.checkpoints)}..{max(r.checkpoints)}" if r.checkpoints else "-"
         typer.echo(f"{r.projection}: {r.differing_rows} differing rows at checkpoints {checkpoints}"
@@ -249,7 +249,7 @@ def dead_letters_list(
     with cli_pool() as pool:
         rows = [asdict(d) for d in pj.list_dead_letters(pool, projection, status=status, limit=1000)]
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
         return
     if not rows:
         typer.echo(f"none: no {status} dead letters" + (f" for {projection}" if projection else ""))
@@ -260,7 +260,7 @@ def dead_letters_list(
     for r in rows:
         table.add_row(str(r["id"]), r["projection"], str(r["position"]), r["stream_id"], r["type"],
                       str(r["attempts"]), r["error"][:120])
-    _cli().console.print(table)
+    console.print(table)
 
 
 def _parked(pool: Any, dead_letter_id: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ def start_in_process_workers(threads: int = 4) -> Callable[[], None]:
     worker = dramatiq.Worker(actors.broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     try:
-        from workers.tick import wake_all, wake_jobs
+        from workers.actors import wake_all, wake_jobs
 
         wake_all()  # catch up whatever was appended while Chronicle was stopped
         wake_jobs()  # and run rebuilds or replays requested meanwhile

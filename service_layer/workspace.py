@@ -28,7 +28,7 @@ from domain.diff import diff_states
 from domain.document import Document
 from domain.errors import ConflictError, DomainError, NotFoundError
 from domain.event_types import registry
-from domain.results import CommandResult, HistoryEntry, StateAtVersion, StreamDiff
+from service_layer.results import CommandResult, HistoryEntry, StateAtVersion, StreamDiff
 
 logger = logging.getLogger(__name__)
 

@@ -13,51 +13,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from cli.common import (
+    cli_pool, console, database_url, dead_letters_app, echo_json, keys_app, operator_actor, projections_app, store,
+)
 from infrastructure.config import get_settings
-
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-projections_app = typer.Typer(help="Projection status, rebuild and replay.", no_args_is_help=True)
-dead_letters_app = typer.Typer(help="Parked events: list, retry, skip.", no_args_is_help=True)
-
-
-def _cli():
-    from api import cli
-
-    return cli
-
-
-@contextmanager
-def cli_pool() -> Iterator[Any]:
-    """A small pool on the configured store (embedded if DATABASE_URL is unset), migrated."""
-    from infrastructure.db import create_pool
-    from infrastructure.migrations import migrate
-
-    settings = get_settings().model_copy(update={"chronicle_pool_min_size": 1, "chronicle_pool_max_size": 2})
-    url = _cli().database_url(settings)
-    migrate(url)
-    pool = create_pool(url, settings, name="chronicle-cli")
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-def _store(pool: Any) -> Any:
-    import api.operator_events  # noqa: F401
-    from infrastructure.event_store import EventStore
-
-    return EventStore(pool)
-
-
-def _operator_actor() -> tuple[str, str]:
-    """Who runs this CLI: $CHRONICLE_ACTOR, else the OS user (recorded in operator events)."""
-    actor = os.environ.get("CHRONICLE_ACTOR") or f"cli:{os.environ.get('USER') or 'unknown'}"
-    return actor, "user"
-
-
-def _echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, default=str, indent=2))
-
 
 # -- serving ---------------------------------------------------------------------------------
 
@@ -103,7 +62,7 @@ def serve(
     """Serve the HTTP API only (workers run elsewhere: `chronicle worker`)."""
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
-    url = _cli().database_url(settings)
+    url = database_url(settings)
     _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level)
 
 
@@ -121,20 +80,19 @@ def up(
     from infrastructure.db import create_pool
     from infrastructure.migrations import migrate
 
-    cli = _cli()
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
-    url = cli.database_url(settings)
+    url = database_url(settings)
     _use_database(url)
     for name in migrate(url):
-        cli.console.print(f"applied [bold]{name}[/bold]")
+        console.print(f"applied [bold]{name}[/bold]")
     pool = create_pool(url, settings.model_copy(update={"chronicle_pool_min_size": 1}), name="chronicle-up")
     try:
         if not has_admin_key(pool):
             key, token = create_key(pool, "admin", "admin", actor_id="admin", actor_type="user", created_by="chronicle up")
             from api.operator_events import record_operator_action
 
-            record_operator_action(_store(pool), "operator.key_created", f"key:{key.key_id}",
+            record_operator_action(store(pool), "operator.key_created", f"key:{key.key_id}",
                                    {"role": "admin", "name": "admin"}, actor_id="chronicle up", actor_type="system")
             typer.echo("First start: an admin API key was created. It is shown only this once:")
             typer.echo(f"  CHRONICLE_KEY={token}")
@@ -168,7 +126,7 @@ def up(
 
 def _refuse_if_running(host: str, port: int, data_dir: str | None) -> None:
     """Exit 1 with a sentence if the port is taken or (embedded) the data folder serves another `up`."""
-    from api.cli_running import port_holder
+    from cli.running import port_holder
     from infrastructure.embedded import DataDirInUse, claim_data_dir
 
     holder = port_holder(host, port)
@@ -194,7 +152,7 @@ def _use_database(url: str) -> None:
 
 def _start_in_process_workers(url: str, threads: int) -> Any:
     """Start the dramatiq workers in this process on the in-memory broker; return a stopper."""
-    from api.inprocess import start_in_process_workers
+    from workers.inprocess import start_in_process_workers
 
     _use_database(url)
     return start_in_process_workers(threads)
@@ -211,7 +169,7 @@ def worker(
     settings = get_settings()
     if not settings.redis_url:
         typer.echo("warning: no REDIS_URL; these workers only see their own in-memory broker", err=True)
-    _use_database(_cli().database_url(settings))
+    _use_database(database_url(settings))
     raise typer.Exit(run_worker(processes, threads, list(ctx.args)) or 0)
 
 
@@ -229,17 +187,17 @@ def keys_create(
     from api.keys import create_key
     from api.operator_events import record_operator_action
 
-    actor, kind = _operator_actor()
+    actor, kind = operator_actor()
     with cli_pool() as pool:
         try:
             key, token = create_key(pool, name, role, actor_id=actor_id, actor_type=actor_type, created_by=actor)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        record_operator_action(_store(pool), "operator.key_created", f"key:{key.key_id}",
+        record_operator_action(store(pool), "operator.key_created", f"key:{key.key_id}",
                                {"role": role, "name": name}, actor_id=actor, actor_type=kind)
     if as_json:
-        _echo_json({**key.public(), "token": token})
+        echo_json({**key.public(), "token": token})
     else:
         typer.echo(f"created {role} key {key.key_id} ({name})")
         typer.echo(token)
@@ -253,7 +211,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
     with cli_pool() as pool:
         keys = list_keys(pool)
     if as_json:
-        _echo_json([k.public() for k in keys])
+        echo_json([k.public() for k in keys])
         return
     if not keys:
         typer.echo("none: no API keys yet (create one with `chronicle keys create NAME --role ROLE`)")
@@ -264,7 +222,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
     for k in keys:
         table.add_row(k.key_id, k.name, k.role, f"{k.actor_type}:{k.actor_id}",
                       k.created_at.strftime("%Y-%m-%d %H:%M"), k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "")
-    _cli().console.print(table)
+    console.print(table)
 
 
 @keys_app.command("revoke")
@@ -282,7 +240,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id, as `chronicl
         typer.echo(f"error: that is a key's token, not its key id: give the key id (see `chronicle keys list`), "
                    f"not the token; this token's key id is {token.group(1)}", err=True)
         raise typer.Exit(2)
-    actor, kind = _operator_actor()
+    actor, kind = operator_actor()
     with cli_pool() as pool:
         before = get_key(pool, key_id)
         if before is None:
@@ -293,7 +251,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id, as `chronicl
                        f"{before.revoked_at.isoformat(timespec='seconds')}", err=True)
             raise typer.Exit(1)
         key = revoke_key(pool, key_id)
-        record_operator_action(_store(pool), "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
+        record_operator_action(store(pool), "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
                                actor_id=actor, actor_type=kind)
     typer.echo(f"revoked {key.key_id} ({key.name})")
 
@@ -317,7 +275,7 @@ def history(
         raise typer.Exit(1)
     events = [event_json(r) for r in rows]
     if as_json:
-        _echo_json(events)
+        echo_json(events)
         return
     table = Table(title=f"history of {stream}")
     for column in ("version", "type", "actor", "session", "recorded at", "payload"):
@@ -329,7 +287,7 @@ def history(
             str(e["stream_version"]), e["type"], f"{meta.get('actor_type', '')}:{meta.get('actor_id', '')}",
             meta.get("session_id") or "", e["recorded_at"][:19], payload if len(payload) < 80 else payload[:77] + "...",
         )
-    _cli().console.print(table)
+    console.print(table)
 
 
 def register_commands(app: typer.Typer) -> None:
@@ -338,13 +296,9 @@ def register_commands(app: typer.Typer) -> None:
     app.command()(serve)
     app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(worker)
     app.command()(history)
-    from api.demo import demo
+    from cli.demo import demo
 
     app.command()(demo)
     app.add_typer(keys_app, name="keys")
     app.add_typer(projections_app, name="projections")
     app.add_typer(dead_letters_app, name="dead-letters")
-    try:
-        from api import cli_operations  # noqa: F401 - adds projections and dead-letters commands
-    except ImportError:
-        pass

@@ -1,0 +1,1 @@
+"""The command line: `chronicle` (typer), one module per group of commands."""

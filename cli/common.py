@@ -1,0 +1,67 @@
+"""What every `chronicle` command shares: the command groups, the store's URL and a pool on it,
+the operator the CLI acts as, and JSON and table output."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from infrastructure.config import Settings, get_settings
+
+console = Console()
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+projections_app = typer.Typer(help="Projection status, rebuild and replay.", no_args_is_help=True)
+dead_letters_app = typer.Typer(help="Parked events: list, retry, skip.", no_args_is_help=True)
+
+
+@contextmanager
+def cli_pool() -> Iterator[Any]:
+    """A small pool on the configured store (embedded if DATABASE_URL is unset), migrated."""
+    from infrastructure.db import create_pool
+    from infrastructure.migrations import migrate
+
+    settings = get_settings().model_copy(update={"chronicle_pool_min_size": 1, "chronicle_pool_max_size": 2})
+    url = database_url(settings)
+    migrate(url)
+    pool = create_pool(url, settings, name="chronicle-cli")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def store(pool: Any) -> Any:
+    import api.operator_events  # noqa: F401
+    from infrastructure.event_store import EventStore
+
+    return EventStore(pool)
+
+
+def operator_actor() -> tuple[str, str]:
+    """Who runs this CLI: $CHRONICLE_ACTOR, else the OS user (recorded in operator events)."""
+    actor = os.environ.get("CHRONICLE_ACTOR") or f"cli:{os.environ.get('USER') or 'unknown'}"
+    return actor, "user"
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, default=str, indent=2))
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or an embedded PostgreSQL under the data folder when it is unset."""
+    if settings.database_url:
+        return settings.database_url
+    from infrastructure.embedded import start_embedded_postgres
+
+    from cli.output import err_console
+
+    url = start_embedded_postgres(Path(settings.chronicle_data_dir).resolve() / "pgdata")
+    err_console.print(f"[dim]No DATABASE_URL: embedded PostgreSQL in {settings.chronicle_data_dir}/pgdata[/dim]")
+    return url

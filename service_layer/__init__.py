@@ -1,0 +1,1 @@
+"""The application service: the Workspace that loads aggregates, decides and appends, and the bootstrap that wires it."""
