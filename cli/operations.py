@@ -75,7 +75,8 @@ TIMED_OUT = 3  # exit code: still not finished when --timeout ran out (the job s
 def _request(pool: Any, kind: str, projection: str, options: dict[str, Any]) -> int:
     """Queue a job with its operator event, send the wake-up if a broker reaches the workers; its id."""
     from projections.jobs import JobInProgress
-    from workers.jobs import request, wake
+    from workers.actors import wake_job as wake
+    from workers.jobs import request
 
     actor, kind_of_actor = operator_actor()
     try:

@@ -27,7 +27,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     The server stops when this process exits; its data stays for the next start. pgserver's
     own lines (initdb, pg_ctl, and a warning at import) go to its `pgserver` logger, which the
-    command line keeps quiet unless --verbose (api/cli_output.py).
+    command line keeps quiet unless --verbose (cli/output.py).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
