@@ -16,8 +16,11 @@ import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-import api.operator_events  # noqa: F401 - registers the operator.* event types
-from api import metrics, openapi_doc, problems
+import service_layer.operator_events  # noqa: F401 - registers the operator.* event types
+from api import (
+    metrics, openapi_doc, problems, routes_audit, routes_commands, routes_document_commands, routes_operations,
+    routes_reads, routes_streams, routes_system,
+)
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
 from api.middleware import (
     ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware, UnavailableMiddleware, prune_idempotency_keys,
@@ -27,7 +30,10 @@ from api.request_context import RequestContextMiddleware
 from infrastructure.config import Settings, get_settings
 from infrastructure.db import create_pool
 from infrastructure.errors import StoreError
+from domain.errors import DomainError
+from domain.event_types import EventTypeError
 from infrastructure.event_store import EventStore
+from service_layer.bootstrap import bootstrap, shutdown, write_event_definitions
 
 logger = logging.getLogger("chronicle.api")
 # How often the API deletes expired Idempotency-Key responses.
@@ -72,13 +78,12 @@ def create_app(
             settings=settings, api_settings=api_settings, database_url=url, pool=pool, store=store,
             broker=broker or ("redis" if settings.redis_url else "absent"),
         )
-        from api import wiring
-
         try:
-            wiring.write_event_definitions(store)
+            write_event_definitions(store)
         except Exception:  # noqa: BLE001 - definitions are informative; never block a start
             logger.exception("could not write event definitions")
-        wiring.wire(state)
+        wired = bootstrap(store, url, settings, state.broker)
+        state.service, state.wake_projection, state.wake_job = wired.service, wired.wake_projection, wired.wake_job
         metrics.instrument_service(state.service)
         app.state.chronicle = state
         pruning = asyncio.create_task(_prune_idempotency_keys(pool, retention_seconds))
@@ -86,7 +91,7 @@ def create_app(
             yield
         finally:
             pruning.cancel()
-            wiring.unwire(state)
+            shutdown(wired)
             pool.close()
 
     app = FastAPI(
@@ -116,9 +121,7 @@ def create_app(
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
         return _domain_problem(request, exc)
 
-    from api import wiring
-
-    for error_class in wiring.domain_error_classes():
+    for error_class in (DomainError, EventTypeError):  # problem+json by their `code`
         app.add_exception_handler(error_class, _domain_problem)
 
     # Added innermost first: idempotency sees the resolved key; the body limit is outermost.
@@ -133,12 +136,9 @@ def create_app(
     # Outermost: every response, even a refused body, echoes its X-Correlation-Id and is logged.
     app.add_middleware(RequestContextMiddleware)
 
-    from api import routes_audit, routes_system
-
-    app.include_router(routes_system.router)
-    app.include_router(metrics.router)
-    app.include_router(routes_audit.router)
-    for router in wiring.routers():
+    for router in (routes_system.router, metrics.router, routes_audit.router, routes_reads.router,
+                   routes_commands.router, routes_document_commands.router, routes_streams.router,
+                   routes_operations.router):
         app.include_router(router)
     return app
 

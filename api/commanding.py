@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from api.deps import ChronicleState, CommandContext, chronicle, command_context, etag
+from api.deps import ChronicleState, CommandRequest, chronicle, command_context, etag
 from api.problems import Problem
 from domain import commands as c
 from domain.bounds import Reason
@@ -39,7 +39,7 @@ class ReasonIn(Strict):
     reason: Reason | None = None
 
 
-def _command_id(request: Request, ctx: CommandContext) -> UUID | None:
+def _command_id(request: Request, ctx: CommandRequest) -> UUID | None:
     """With an Idempotency-Key, the command id derived from it: the domain dedups retries too."""
     key = request.headers.get("idempotency-key")
     return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{ctx.principal.key_id}:{key}") if key else None
@@ -54,7 +54,7 @@ def _stream_type_of(command_class: type[c.Command], fields: dict[str, Any]) -> s
 
 
 def execute(
-    state: ChronicleState, request: Request, response: Response, ctx: CommandContext, command_class: type[c.Command],
+    state: ChronicleState, request: Request, response: Response, ctx: CommandRequest, command_class: type[c.Command],
     **fields: Any,
 ) -> dict[str, Any]:
     """Build the command, run it through the application service, answer with version and position.

@@ -18,8 +18,9 @@ from psycopg_pool import ConnectionPool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.keys import ApiKey
+from service_layer.keys import ApiKey
 from api.problems import Problem
+from projections.status import projected_position
 from domain.bounds import MAX_CONTEXT_ID_CHARS
 from infrastructure.config import Settings
 from infrastructure.event_store import EventStore
@@ -54,8 +55,9 @@ class ChronicleState:
     pool: ConnectionPool
     store: EventStore
     broker: str = "absent"  # "redis", "in-process", or "absent"
-    service: Any = None  # the domain's application service, when domain/ provides it
-    extras: dict[str, Any] = field(default_factory=dict)
+    service: Any = None  # the application service (service_layer.workspace.Workspace), once bootstrapped
+    wake_projection: Callable[[str | None], None] | None = None  # None: no worker listens
+    wake_job: Callable[[str, str], None] | None = None
 
 
 def chronicle(request: Request) -> ChronicleState:
@@ -145,8 +147,9 @@ def _header_id(value: str | None, name: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class CommandContext:
-    """Who sends a command and in which session, correlation and causation: event metadata."""
+class CommandRequest:
+    """A command as the HTTP API received it: its key, sender, session, correlation and causation
+    (the event metadata), and its If-Match."""
 
     principal: ApiKey
     actor_id: str
@@ -175,12 +178,12 @@ def command_context(
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
     causation_id: str | None = Header(None, alias="X-Causation-Id"),
     expected_version: int | None = Depends(if_match),
-) -> CommandContext:
+) -> CommandRequest:
     """A writer's command context: the key's actor, the session headers and If-Match.
 
     A missing correlation id gets a fresh one, so every command's events share one.
     """
-    return CommandContext(
+    return CommandRequest(
         principal=principal,
         actor_id=principal.actor_id,
         actor_type=principal.actor_type,
@@ -194,9 +197,9 @@ def command_context(
 def operator_context(
     principal: ApiKey = Operator,
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
-) -> CommandContext:
+) -> CommandRequest:
     """An operator's context, for the events that record operator actions."""
-    return CommandContext(
+    return CommandRequest(
         principal=principal, actor_id=principal.actor_id, actor_type=principal.actor_type,
         session_id=None, correlation_id=_header_id(correlation_id, "X-Correlation-Id") or str(uuid.uuid4()),
         causation_id=None, expected_version=None,
@@ -243,13 +246,12 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
         return
     state = chronicle(request)
     deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
-    reached = state.extras.get("projected_position")
     delay = 0.005
     while True:
-        if reached is None or projections == ():
+        if projections == ():
             position = _safe_position(state)
         else:
-            position = reached(min_position, projections)
+            position = projected_position(state.pool, min_position, projections)
         if position >= min_position:
             return
         if not _issued(state, min_position):

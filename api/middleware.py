@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.keys import authenticate
+from service_layer.keys import authenticate
 from api.problems import problem_response, unavailable
 
 logger = logging.getLogger("chronicle.api")

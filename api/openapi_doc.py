@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from api.deps import command_context, min_position_param
-from api.keys import PERMISSIONS
+from service_layer.keys import PERMISSIONS
 from api.problems import PROBLEM_JSON, TITLES, problem_body
 from api.schemas import ProblemOut
 from infrastructure.log_status import HEAD_HEADER, HELD_BACK_HEADER, SAFE_HEADER

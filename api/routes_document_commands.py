@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AliasChoices, Field
 
 from api.commanding import Ctx, ReasonIn, State, Strict, created, execute
-from api.deps import ChronicleState, CommandContext
+from api.deps import ChronicleState, CommandRequest
 from api.schemas import ExactRoute, CommandOut
 from domain import commands as c
 from domain.bounds import Body, ChangeDescription, Content, DocumentVersion, Identifier, Metadata, Reason, Title
@@ -48,7 +48,7 @@ class TagIn(Strict):
 
 @router.post("/documents", status_code=201, summary="Create a document")
 def create_document(body: DocumentIn, request: Request, response: Response, state: ChronicleState = State,
-                    ctx: CommandContext = Ctx) -> CommandOut:
+                    ctx: CommandRequest = Ctx) -> CommandOut:
     """Create a document (text content or a JSON body); its id is given or made."""
     fields = body.model_dump()
     fields["document_type"] = fields.pop("type")
@@ -57,7 +57,7 @@ def create_document(body: DocumentIn, request: Request, response: Response, stat
 
 @router.patch("/documents/{document_id}", summary="Update a document (a new version)")
 def update_document(document_id: UUID, body: DocumentPatch, request: Request, response: Response,
-                    state: ChronicleState = State, ctx: CommandContext = Ctx) -> CommandOut:
+                    state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
     """Change title, content, body or metadata, with a change description."""
     return execute(state, request, response, ctx, c.UpdateDocument, document_id=document_id, **body.model_dump())
 
@@ -65,14 +65,14 @@ def update_document(document_id: UUID, body: DocumentPatch, request: Request, re
 @router.delete("/documents/{document_id}", summary="Delete a document")
 def delete_document(document_id: UUID, request: Request, response: Response,
                     reason: Annotated[Reason | None, Query()] = None,
-                    state: ChronicleState = State, ctx: CommandContext = Ctx) -> CommandOut:
+                    state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
     """Delete a document; its versions stay readable and it can be restored."""
     return execute(state, request, response, ctx, c.DeleteDocument, document_id=document_id, reason=reason)
 
 
 @router.post("/documents/{document_id}/restore", summary="Restore a deleted document")
 def restore_document(document_id: UUID, request: Request, response: Response, body: ReasonIn | None = None,
-                     state: ChronicleState = State, ctx: CommandContext = Ctx) -> CommandOut:
+                     state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
     """Bring a deleted document back as it was."""
     return execute(state, request, response, ctx, c.RestoreDocument, document_id=document_id,
                    reason=body.reason if body else None)
@@ -81,7 +81,7 @@ def restore_document(document_id: UUID, request: Request, response: Response, bo
 @router.put("/documents/{document_id}/tags/{tag}", summary="Point a tag at a version")
 def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response,
             tag: Annotated[Identifier, Path()], state: ChronicleState = State,
-            ctx: CommandContext = Ctx) -> CommandOut:
+            ctx: CommandRequest = Ctx) -> CommandOut:
     """Tag a version that exists (moving the tag if it pointed elsewhere)."""
     return execute(state, request, response, ctx, c.TagDocument, document_id=document_id, tag=tag,
                    version=body.document_version)
@@ -89,6 +89,6 @@ def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response
 
 @router.delete("/documents/{document_id}/tags/{tag}", summary="Remove a tag")
 def delete_tag(document_id: UUID, request: Request, response: Response, tag: Annotated[Identifier, Path()],
-               state: ChronicleState = State, ctx: CommandContext = Ctx) -> CommandOut:
+               state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
     """Remove a tag from the document."""
     return execute(state, request, response, ctx, c.UntagDocument, document_id=document_id, tag=tag)

@@ -15,15 +15,17 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ChronicleState, CommandContext, chronicle, operator_context
-from api.operator_events import record_operator_action
+from api.deps import ChronicleState, CommandRequest, chronicle, operator_context
+from service_layer.operator_events import record_operator_action
 from api.problems import Problem
 from api.schemas import (
     ExactRoute,
     DeadLetterList, DeadLetterOutcome, JobOut, JobRequestedOut, LogOut, ProjectionsOut, VerifyOut,
 )
 from infrastructure.log_status import read_log_status
-import projections as pj
+from projections.dead_letters import list_dead_letters, retry_dead_letters, skip_dead_letter
+from projections.status import status
+from projections.verify import verify
 from projections import jobs
 from projections.catalog import PROJECTORS
 from workers import jobs as worker_jobs
@@ -45,7 +47,7 @@ def _known(name: str) -> str:
     return name
 
 
-def _record(state: ChronicleState, ctx: CommandContext, event_type: str, target: str, details: dict[str, Any]) -> int:
+def _record(state: ChronicleState, ctx: CommandRequest, event_type: str, target: str, details: dict[str, Any]) -> int:
     result = record_operator_action(
         state.store, event_type, target, details, actor_id=ctx.actor_id, actor_type=ctx.actor_type,
         correlation_id=ctx.correlation_id,
@@ -55,7 +57,7 @@ def _record(state: ChronicleState, ctx: CommandContext, event_type: str, target:
 
 def wake(state: ChronicleState, name: str | None = None) -> None:
     """Ask the workers to catch up now (after a replay or a retry); ticks cover a lost ask."""
-    waker = state.extras.get("wake")
+    waker = state.wake_projection
     if waker is None:
         return
     try:
@@ -97,7 +99,7 @@ def log_blockers(state: ChronicleState = Depends(chronicle), _: Any = Depends(op
 def projections_status(state: ChronicleState = Depends(chronicle), _: Any = Depends(operator_context)) -> ProjectionsOut:
     """Every partition's checkpoint, head, lag and state, each projection's latest rebuild and
     replay job, and the open transactions (if any) holding the log back."""
-    partitions = [_plain(p) for p in pj.status(state.pool)]
+    partitions = [_plain(p) for p in status(state.pool)]
     rebuilds = {name: jobs.job_view(state.pool, projection=name) for name in PROJECTORS}
     replays = {name: jobs.job_view(state.pool, projection=name, kind="replay") for name in PROJECTORS}
     return {
@@ -130,7 +132,7 @@ def start_rebuild(
     name: str = Path(..., pattern=NAME),
     body: RebuildRequest | None = None,
     state: ChronicleState = Depends(chronicle),
-    ctx: CommandContext = Depends(operator_context),
+    ctx: CommandRequest = Depends(operator_context),
 ) -> JobRequestedOut:
     """Queue a rebuild for a worker; follow it at GET .../rebuild (Location). 409 if one is
     already requested or running."""
@@ -139,7 +141,7 @@ def start_rebuild(
     return _request(response, state, ctx, "rebuild", name, options, f"/v1/projections/{name}/rebuild")
 
 
-def _request(response: Response, state: ChronicleState, ctx: CommandContext, kind: jobs.Kind, name: str,
+def _request(response: Response, state: ChronicleState, ctx: CommandRequest, kind: jobs.Kind, name: str,
              options: dict[str, Any], progress: str) -> dict[str, Any]:
     """Write the requested job with its operator event, wake a worker, answer 202 with Location."""
     try:
@@ -148,7 +150,7 @@ def _request(response: Response, state: ChronicleState, ctx: CommandContext, kin
             correlation_id=ctx.correlation_id, details={"requested_by_key": ctx.principal.key_id})
     except jobs.JobInProgress as exc:
         raise Problem(409, f"{kind}_in_progress", str(exc), field="name") from None
-    waker = state.extras.get("wake_job")
+    waker = state.wake_job
     if waker is not None:
         try:
             waker(kind, name)
@@ -203,7 +205,7 @@ def start_replay(
     response: Response,
     name: str = Path(..., pattern=NAME),
     state: ChronicleState = Depends(chronicle),
-    ctx: CommandContext = Depends(operator_context),
+    ctx: CommandRequest = Depends(operator_context),
 ) -> JobRequestedOut:
     """Queue a replay: a worker moves the checkpoints back and wakes the partitions; follow it at
     GET .../replay (Location), the lag at GET /v1/projections. 409 if one is already queued."""
@@ -224,7 +226,7 @@ def list_dead(
     """Dead letters in log order, by projection, status and stream."""
     if projection is not None:
         _known(projection)
-    rows = pj.list_dead_letters(state.pool, projection, status=status, stream_id=stream_id, limit=limit)
+    rows = list_dead_letters(state.pool, projection, status=status, stream_id=stream_id, limit=limit)
     return {"dead_letters": [_plain(r) for r in rows]}
 
 
@@ -245,11 +247,11 @@ def _dead_letter(state: ChronicleState, dead_letter_id: int) -> dict[str, Any]:
 def retry_dead(
     dead_letter_id: int = Path(..., ge=1),
     state: ChronicleState = Depends(chronicle),
-    ctx: CommandContext = Depends(operator_context),
+    ctx: CommandRequest = Depends(operator_context),
 ) -> DeadLetterOutcome:
     """Re-apply the stream's parked events in order; those failing again stay parked."""
     row = _dead_letter(state, dead_letter_id)
-    outcome = pj.retry_dead_letters(state.pool, row["projection"], stream_id=row["stream_id"])
+    outcome = retry_dead_letters(state.pool, row["projection"], stream_id=row["stream_id"])
     position = _record(state, ctx, "operator.dead_letter_retried", f"dead_letter:{dead_letter_id}",
                        {"projection": row["projection"], "stream_id": row["stream_id"],
                         "resumed": outcome.resumed, "still_parked": outcome.still_parked})
@@ -261,12 +263,12 @@ def retry_dead(
 def skip_dead(
     dead_letter_id: int = Path(..., ge=1),
     state: ChronicleState = Depends(chronicle),
-    ctx: CommandContext = Depends(operator_context),
+    ctx: CommandRequest = Depends(operator_context),
 ) -> DeadLetterOutcome:
     """Never apply this event; the later parked events of its stream are retried in order."""
     row = _dead_letter(state, dead_letter_id)
     try:
-        outcome = pj.skip_dead_letter(state.pool, dead_letter_id)
+        outcome = skip_dead_letter(state.pool, dead_letter_id)
     except KeyError:
         raise Problem(409, "dead_letter_resolved", f"dead letter {dead_letter_id} is no longer parked",
                       field="dead_letter_id") from None
@@ -282,7 +284,7 @@ def verify_projection(
     response: Response,
     name: str = Path(..., pattern=NAME),
     state: ChronicleState = Depends(chronicle),
-    ctx: CommandContext = Depends(operator_context),
+    ctx: CommandRequest = Depends(operator_context),
 ) -> VerifyOut:
     """Rebuild the projection into scratch tables at the live checkpoints and compare row by row.
 
@@ -291,7 +293,7 @@ def verify_projection(
     `operator.projection_verified` event, whose log position is the X-Chronicle-Position header.
     """
     _known(name)
-    report = pj.verify(state.pool, name).as_dict()
+    report = verify(state.pool, name).as_dict()
     position = _record(state, ctx, "operator.projection_verified", f"projection:{name}", report)
     response.headers["X-Chronicle-Position"] = str(position)
     return report

@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.commanding import KINDS, Ctx, State, execute
-from api.deps import ChronicleState, CommandContext, Reader, etag, min_position_param
+from api.deps import ChronicleState, CommandRequest, Reader, etag, min_position_param
 from api.problems import Problem
 from api.schemas import ExactRoute, CommandOut, DiffOut, HistoryOut
 from domain import commands as c
@@ -36,12 +36,12 @@ def _add_stream_routes(kind: str) -> None:
     single = KINDS[kind]
 
     def undo(request: Request, response: Response, stream_id: UUID = Path(..., alias=f"{single}_id"),
-             state: ChronicleState = State, ctx: CommandContext = Ctx) -> CommandOut:
+             state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
         _stream_of_kind(state, kind, stream_id)
         return execute(state, request, response, ctx, c.Undo, stream_id=stream_id)
 
     def redo(request: Request, response: Response, stream_id: UUID = Path(..., alias=f"{single}_id"),
-             state: ChronicleState = State, ctx: CommandContext = Ctx) -> CommandOut:
+             state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
         _stream_of_kind(state, kind, stream_id)
         return execute(state, request, response, ctx, c.Redo, stream_id=stream_id)
 

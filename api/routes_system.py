@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Admin, ChronicleState, chronicle
-from api.keys import ApiKey, create_key, list_keys, revoke_key
-from api.operator_events import record_operator_action
+from service_layer.keys import ApiKey, create_key, list_keys, revoke_key
+from service_layer.operator_events import record_operator_action
 from api.problems import Problem, problem_response
 from api.schemas import ExactRoute, HealthOut, KeyList, KeyOut, NewKeyOut, ReadyOut
 from infrastructure.log_status import LogStatus, read_log_status

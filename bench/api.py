@@ -86,7 +86,7 @@ def run_clients(clients: int, commands: int, make_client: Callable[[int], Callab
 
 def bench_http(url: str, clients: int, commands: int) -> dict[str, float]:
     """Commands through `chronicle serve` with a writer key, one keep-alive connection per client."""
-    from api.keys import create_key
+    from service_layer.keys import create_key
     from infrastructure.config import Settings
     from infrastructure.db import create_pool
 

@@ -76,7 +76,7 @@ def up(
 
     With no REDIS_URL the workers run in this process on an in-memory broker. Ctrl-C stops all.
     """
-    from api.keys import create_key, has_admin_key
+    from service_layer.keys import create_key, has_admin_key
     from infrastructure.db import create_pool
     from infrastructure.migrations import migrate
 
@@ -90,7 +90,7 @@ def up(
     try:
         if not has_admin_key(pool):
             key, token = create_key(pool, "admin", "admin", actor_id="admin", actor_type="user", created_by="chronicle up")
-            from api.operator_events import record_operator_action
+            from service_layer.operator_events import record_operator_action
 
             record_operator_action(store(pool), "operator.key_created", f"key:{key.key_id}",
                                    {"role": "admin", "name": "admin"}, actor_id="chronicle up", actor_type="system")
@@ -184,8 +184,8 @@ def keys_create(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Create a key and print its secret token (shown only this once)."""
-    from api.keys import create_key
-    from api.operator_events import record_operator_action
+    from service_layer.keys import create_key
+    from service_layer.operator_events import record_operator_action
 
     actor, kind = operator_actor()
     with cli_pool() as pool:
@@ -206,7 +206,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List every key (never their secrets)."""
-    from api.keys import list_keys
+    from service_layer.keys import list_keys
 
     with cli_pool() as pool:
         keys = list_keys(pool)
@@ -232,8 +232,8 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id, as `chronicl
     It takes the key id only: a token (chr_<key id>_<secret>) is refused with its key id named,
     so that secrets are not typed into shells and their histories as a habit.
     """
-    from api.keys import KEY_FORMAT, get_key, revoke_key
-    from api.operator_events import record_operator_action
+    from service_layer.keys import KEY_FORMAT, get_key, revoke_key
+    from service_layer.operator_events import record_operator_action
 
     token = KEY_FORMAT.match(key_id.strip())
     if token:

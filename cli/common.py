@@ -38,7 +38,7 @@ def cli_pool() -> Iterator[Any]:
 
 
 def store(pool: Any) -> Any:
-    import api.operator_events  # noqa: F401
+    import service_layer.operator_events  # noqa: F401
     from infrastructure.event_store import EventStore
 
     return EventStore(pool)

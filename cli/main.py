@@ -50,7 +50,7 @@ def migrate() -> None:
 
 def write_definitions(url: str, settings: Settings) -> int:
     """Record every registered event type and its JSON Schema in `event_definitions`."""
-    from api.wiring import write_event_definitions
+    from service_layer.bootstrap import write_event_definitions
     from infrastructure.db import create_pool
     from infrastructure.event_store import EventStore
 

@@ -16,10 +16,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-import projections as pj
+from projections.dead_letters import list_dead_letters, retry_dead_letters, skip_dead_letter
+from projections.status import status
+from projections.verify import verify
 from cli.output import err_console
 from cli.common import cli_pool, console, dead_letters_app, echo_json, operator_actor, projections_app, store
-from api.operator_events import record_operator_action
+from service_layer.operator_events import record_operator_action
 from infrastructure.config import get_settings
 from infrastructure.log_status import read_log_status
 from projections.catalog import PROJECTORS
@@ -50,7 +52,7 @@ def _progress() -> Progress:
 def projections_status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every projection's partitions: checkpoint, head, lag and state."""
     with cli_pool() as pool:
-        rows = [asdict(p) for p in pj.status(pool)]
+        rows = [asdict(p) for p in status(pool)]
     if as_json:
         echo_json(rows)
         return
@@ -177,7 +179,7 @@ def _follow_lag(pool: Any, projection: str, total: int, started: float, timeout:
         task = bar.add_task(f"re-apply {projection}", total=max(total, 1), rate="-")
         previous = None
         while True:
-            rows = pj.status(pool, projection)
+            rows = status(pool, projection)
             lag = sum(p.lag_events for p in rows)
             done = max(total - lag, 0)
             bar.update(task, completed=done, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f}")
@@ -216,7 +218,7 @@ def projections_verify(
     with cli_pool() as pool:
         reports = []
         for projection in _names(name or "all"):
-            report = pj.verify(pool, projection, limit=limit)
+            report = verify(pool, projection, limit=limit)
             _record(pool, "operator.projection_verified", f"projection:{projection}", report.as_dict())
             reports.append(report)
     if as_json:
@@ -248,7 +250,7 @@ def dead_letters_list(
 ) -> None:
     """Parked events, in log order."""
     with cli_pool() as pool:
-        rows = [asdict(d) for d in pj.list_dead_letters(pool, projection, status=status, limit=1000)]
+        rows = [asdict(d) for d in list_dead_letters(pool, projection, status=status, limit=1000)]
     if as_json:
         echo_json(rows)
         return
@@ -279,7 +281,7 @@ def dead_letters_retry(dead_letter_id: int = typer.Argument(..., help="A dead le
     """Re-apply a parked event and the rest of its stream, in order (after a fix)."""
     with cli_pool() as pool:
         row = _parked(pool, dead_letter_id)
-        outcome = pj.retry_dead_letters(pool, row["projection"], stream_id=row["stream_id"])
+        outcome = retry_dead_letters(pool, row["projection"], stream_id=row["stream_id"])
         _record(pool, "operator.dead_letter_retried", f"dead_letter:{dead_letter_id}",
                 {"projection": row["projection"], "stream_id": row["stream_id"], "resumed": outcome.resumed,
                  "still_parked": outcome.still_parked})
@@ -293,7 +295,7 @@ def dead_letters_skip(dead_letter_id: int = typer.Argument(..., help="A dead let
     """Never apply this event; the later parked events of its stream resume in order."""
     with cli_pool() as pool:
         row = _parked(pool, dead_letter_id)
-        outcome = pj.skip_dead_letter(pool, dead_letter_id)
+        outcome = skip_dead_letter(pool, dead_letter_id)
         _record(pool, "operator.dead_letter_skipped", f"dead_letter:{dead_letter_id}",
                 {"projection": row["projection"], "stream_id": row["stream_id"], "resumed": outcome.resumed})
     typer.echo(f"skipped {dead_letter_id}; resumed: {', '.join(outcome.resumed) or '-'}")

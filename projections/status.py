@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -103,3 +105,38 @@ def status(pool: ConnectionPool, projection: str | None = None, *,
                     name, r["partition"], r["partitions"], r["checkpoint"], r["head"], r["lag_events"],
                     float(r["lag_seconds"]), state, r["dead_letters"], r["updated_at"], rebuild))
     return result
+
+
+# How far, up to a wanted position N, the projections have got: a partition has reached N when
+# its checkpoint is at N or no event of its projection's stream types lies between the two.
+REACHED_SQL = """
+SELECT safe_position() AS safe,
+       count(c.*) AS partitions,
+       coalesce(min(c.position), 0) AS lowest,
+       coalesce(bool_and(
+           c.position >= %(n)s OR NOT EXISTS (
+               SELECT 1 FROM partition_events(c.position, %(n)s, t.types,
+                   partition_floors(p.partitions, c.partition, c.position, %(n)s)))
+       ), true) AS done
+FROM projection p
+JOIN projection_checkpoint c ON c.projection = p.name
+LEFT JOIN (SELECT key AS name, array(SELECT jsonb_array_elements_text(value)) AS types
+           FROM jsonb_each(%(types)s::jsonb)) t ON t.name = p.name
+WHERE %(names)s::text[] IS NULL OR p.name = ANY(%(names)s::text[])
+"""
+
+
+def projected_position(pool: ConnectionPool, wanted: int, names: tuple[str, ...] | None = None) -> int:
+    """How far (up to `wanted`) every projection, or those `names`, has applied the log.
+
+    Returns `wanted` once all have; a read with ?min_position= waits for that.
+    """
+    stream_types = {name: list(p.stream_types) for name, p in PROJECTORS.items()}
+    with pool.connection() as conn:
+        row = conn.execute(REACHED_SQL, {"n": wanted, "types": json.dumps(stream_types),
+                                         "names": list(names) if names else None}).fetchone()
+    if row["safe"] < wanted:
+        return min(row["safe"], row["lowest"]) if row["partitions"] else row["safe"]
+    if row["partitions"] == 0:
+        return row["lowest"]  # no projection has started: wait for the first
+    return wanted if row["done"] else row["lowest"]

@@ -142,7 +142,7 @@ def test_projected_rows_equal_live_state(workspace, read_pool, refs, kind: str) 
 def test_checkpoints_reach_the_head(workspace, read_pool, refs) -> None:
     """After catch-up, no partition of any projection lags the log."""
     project(read_pool)
-    from projections import status
+    from projections.status import status
 
     for partition in status(read_pool):
         assert partition.lag_events == 0, partition

@@ -183,6 +183,12 @@ def wake_all() -> int:
     return len(PROJECTORS)
 
 
+def wake_projection(name: str | None = None) -> None:
+    """Wake every partition of one projection (of all, given None), after an operator moved it."""
+    for projection in [name] if name else list(PROJECTORS):
+        catch_up_projection.send(projection)
+
+
 def wake_job(kind: str, projection: str) -> None:
     """Send the wake-up for a requested rebuild or replay job to this process's broker."""
     (rebuild_projection if kind == "rebuild" else replay_projection).send(projection)

@@ -37,19 +37,3 @@ def start_in_process_workers(threads: int = 4) -> Callable[[], None]:
         close_pool()
 
     return stop
-
-
-def wake_projection() -> Callable[[str | None], None]:
-    """A function that wakes every partition of one projection (or of all, given None).
-
-    Each message catches up every partition the database stores.
-    """
-
-    def wake(name: str | None) -> None:
-        from projections.catalog import PROJECTORS
-        from workers.actors import catch_up_projection
-
-        for projection in [name] if name else list(PROJECTORS):
-            catch_up_projection.send(projection)
-
-    return wake

@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from api.operator_events import record_operator_action_on
+from service_layer.operator_events import record_operator_action_on
 from infrastructure.event_store import AppendResult, EventMetadata, EventStore
 from projections import jobs
 from projections.catalog import get_projector

@@ -111,7 +111,7 @@ def api_pool(api_database_url: str):
 @pytest.fixture(scope="package")
 def tokens(api_pool) -> dict[str, str]:
     """A live key for every role, by role name."""
-    from api.keys import create_key
+    from service_layer.keys import create_key
 
     return {role: create_key(api_pool, f"test-{role}", role, actor_id=f"svc-{role}")[1] for role in ROLES}
 

@@ -124,7 +124,7 @@ def test_idempotency_key_replays_the_first_response(clients):
 
 def _append(api_pool, stream: str, n: int, *, causation: str | None = None, session: str | None = None,
             correlation: str | None = None):
-    from api.operator_events import record_operator_action  # noqa: F401 - registers operator types
+    from service_layer.operator_events import record_operator_action  # noqa: F401 - registers operator types
     from infrastructure.event_store import ANY, EventStore, NewEvent
 
     store = EventStore(api_pool)

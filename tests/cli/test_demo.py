@@ -32,7 +32,7 @@ def demo_server(cli_database_url: str, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def keys(cli_database_url: str) -> dict[str, str]:
     """An admin key for the demo (actor demo-admin) and an auditor key to check its work."""
-    from api.keys import create_key
+    from service_layer.keys import create_key
     from infrastructure.config import Settings
     from infrastructure.db import create_pool
 

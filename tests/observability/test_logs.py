@@ -100,7 +100,7 @@ def redis_deployment(admin_url: str, template_dbname: str, tmp_path_factory) -> 
             processes.append(start(["worker", "--processes", "2", "--threads", "2"], env, folder / "worker.log"))
             processes.append(start(["serve", "--port", str(port)], env, folder / "serve.log",
                                    base=f"http://127.0.0.1:{port}"))
-            from api.keys import create_key
+            from service_layer.keys import create_key
             from infrastructure.config import Settings
             from infrastructure.db import create_pool
 

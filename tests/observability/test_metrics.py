@@ -108,7 +108,7 @@ def test_the_log_gauges_name_a_real_blocker_and_ignore_foreign_locks(server, cli
     held-back seconds growing. A foreign advisory lock beside it counts for nothing."""
     import psycopg
 
-    import api.operator_events  # noqa: F401 - registers the operator.* type appended below
+    import service_layer.operator_events  # noqa: F401 - registers the operator.* type appended below
 
     store = EventStore(api_pool)
     with psycopg.connect(api_database_url, autocommit=True) as psql, store.transaction() as conn:

@@ -65,7 +65,7 @@ def make_pool(url: str, size: int = 4, name: str = "reliability-tests"):
 
 def create_keys(url: str, roles: tuple[str, ...] = ROLES) -> dict[str, str]:
     """A live key per role on the database at `url`, by role name."""
-    from api.keys import create_key
+    from service_layer.keys import create_key
 
     pool = make_pool(url, 2, "reliability-keys")
     try:

@@ -82,7 +82,7 @@ def app_role_url(rel_database_url: str) -> str:
 
 
 def test_events_cannot_be_altered_with_sql_as_the_application_role(app_role_url: str) -> None:
-    import api.operator_events  # noqa: F401 - registers operator.* so we can append one
+    import service_layer.operator_events  # noqa: F401 - registers operator.* so we can append one
 
     pool = create_pool(app_role_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="app-role")
     try:

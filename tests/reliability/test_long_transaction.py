@@ -34,7 +34,7 @@ def _lag(status: dict) -> tuple[int, float]:
 @pytest.mark.timeout(180)
 def test_an_open_transaction_is_reported_holds_readers_back_and_they_resume(rel_database_url: str,
                                                                            tmp_path: Path) -> None:
-    import api.operator_events  # noqa: F401 - registers the operator.* types we append below
+    import service_layer.operator_events  # noqa: F401 - registers the operator.* types we append below
 
     tokens = create_keys(rel_database_url, ("writer", "operator", "reader", "auditor"))
     base, server = start_api(rel_database_url, tmp_path, CHRONICLE_LOG_HELD_BACK_LIMIT_SECONDS=str(HELD_LIMIT))

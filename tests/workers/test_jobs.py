@@ -38,7 +38,7 @@ def _worker(url: str, namespace: str, tick: str = "0") -> WorkerProcess:
 @contextmanager
 def _api(url: str, namespace: str, tmp_path) -> Iterator[dict[str, httpx.Client]]:
     """`chronicle up` on Redis (so no in-process workers), with operator and auditor clients."""
-    from api.keys import create_key
+    from service_layer.keys import create_key
     from infrastructure.config import Settings
     from infrastructure.db import create_pool
 
@@ -167,7 +167,7 @@ def test_a_worker_killed_mid_rebuild_leaves_the_live_tables_and_the_next_rebuild
 
 
 def test_the_tick_runs_a_job_whose_message_was_lost(proj_pool, fresh_database_url, namespace, seeded):
-    import api.operator_events  # noqa: F401 - registers the operator.* types
+    import service_layer.operator_events  # noqa: F401 - registers the operator.* types
 
     store = EventStore(proj_pool)
     # Requested with no wake-up at all (a lost message; or a CLI with no broker to send to).
@@ -195,7 +195,7 @@ def test_the_tick_runs_a_job_whose_message_was_lost(proj_pool, fresh_database_ur
 
 
 def test_a_failing_rebuild_fails_its_job_and_says_why(proj_pool, seeded):
-    import api.operator_events  # noqa: F401 - registers the operator.* types
+    import service_layer.operator_events  # noqa: F401 - registers the operator.* types
 
     store = EventStore(proj_pool)
     job = worker_jobs.request(store, "rebuild", "agents", {"partitions": None}, actor_id="ops",
@@ -235,7 +235,7 @@ def test_job_lifecycle_property(proj_pool, fresh_database_url, steps):
     """Whatever requests, claims, ends, worker deaths and reaps happen: at most one open job; a
     request is refused exactly while a live one is open; a second claimant gets nothing; every
     ended job is reported by exactly one completion event."""
-    import api.operator_events  # noqa: F401 - registers the operator.* types
+    import service_layer.operator_events  # noqa: F401 - registers the operator.* types
 
     store = EventStore(proj_pool)
     with proj_pool.connection() as conn:

@@ -223,10 +223,10 @@ def test_a_pending_wakeup_covers_later_appends_until_a_worker_takes_it(namespace
 
 
 def test_the_api_sends_coalescing_wakeups_when_it_stops():
-    """Our own logic, with a stand-in state: unwire flushes the trailing wake-ups it installed."""
+    """Our own logic, with a stand-in service: shutdown flushes the trailing wake-ups bootstrap installed."""
     from types import SimpleNamespace
 
-    from api.wiring import unwire
+    from service_layer.bootstrap import Wired, shutdown
     from workers.wakeups import WakeUps
 
     sent: list[tuple] = []
@@ -234,5 +234,5 @@ def test_the_api_sends_coalescing_wakeups_when_it_stops():
     wakeups.wake("documents", 1, 10, 4)  # sent at once
     wakeups.wake("documents", 1, 12, 4)  # folded into a trailing message, due in a minute
     assert sent == [("documents", 1, 10, 4)]
-    unwire(SimpleNamespace(service=None, extras={"wakeups": [wakeups]}))
+    shutdown(Wired(SimpleNamespace(close=lambda: None), wakeups=[wakeups]))
     assert sent == [("documents", 1, 10, 4), ("documents", 1, 12, 4)]
