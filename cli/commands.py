@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,9 @@ from cli.common import (
 )
 from infrastructure.config import get_settings
 
+logger = logging.getLogger("chronicle.cli")
+
+
 # -- serving ---------------------------------------------------------------------------------
 
 def _serve(url: str, host: str, port: int, broker: str, log_level: str) -> None:
@@ -30,28 +35,11 @@ def _serve(url: str, host: str, port: int, broker: str, log_level: str) -> None:
         access_log=log_level == "debug", lifespan="on", timeout_graceful_shutdown=5,
         log_config=None,  # uvicorn's loggers go through Chronicle's (infrastructure/logs.py)
     )
-    server = _QuietServer(config)
-    server.run()
-
-
-def _quiet_server_class() -> type:
-    import uvicorn
-
-    class QuietServer(uvicorn.Server):
-        """A uvicorn server that, after a signal-driven shutdown, returns instead of re-raising.
-
-        The caller then stops workers and the embedded PostgreSQL, and exits 0.
-        """
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    return QuietServer
-
-
-def _QuietServer(config: Any) -> Any:  # noqa: N802 - reads as a class at the call site
-    return _quiet_server_class()(config)
+    # uvicorn stops on SIGINT/SIGTERM, then raises the signal again to the handler it found;
+    # with this one in place that ends the wait, and the caller stops the rest and exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda number, frame: logger.info("stopping on signal %s", number))
+    uvicorn.Server(config).run()
 
 
 def serve(
