@@ -24,10 +24,12 @@ def domain_error_classes() -> list[type[Exception]]:
 
 def routers() -> list[APIRouter]:
     """Every resource router: reads, commands, operations."""
-    from api import routes_commands, routes_document_commands, routes_operations, routes_reads, routes_streams
+    from api import (
+        routes_commands, routes_document_commands, routes_operations, routes_reads, routes_sessions, routes_streams,
+    )
 
-    return [routes_reads.router, routes_commands.router, routes_document_commands.router, routes_streams.router,
-            routes_operations.router]
+    return [routes_reads.router, routes_sessions.router, routes_commands.router, routes_document_commands.router,
+            routes_streams.router, routes_operations.router]
 
 
 def write_event_definitions(store: EventStore) -> int:
@@ -36,6 +38,7 @@ def write_event_definitions(store: EventStore) -> int:
     Importing the modules that define the types is what registers them, so import them first.
     """
     import api.operator_events  # noqa: F401 - registers the operator.* event types
+    import domain.session  # noqa: F401 - registers document.accessed
     import service_layer.workspace  # noqa: F401 - imports every aggregate, registering its event types
 
     return store.register_definitions()
