@@ -192,7 +192,8 @@ def test_recording_off_appends_nothing(api_database_url, tokens, tmp_path):
 
 def test_session_read_bad_input_and_roles(clients):
     assert_problem(clients["anonymous"].get("/v1/sessions/s1/documents"), 401)
-    assert_problem(clients["reader"].get("/v1/sessions/s1/documents", params={"type": "Not A Type"}), 422)
+    assert_problem(clients["reader"].get("/v1/sessions/s1/documents", params={"type": ["a", "Not A Type"]}), 422,
+                   "validation_error", "type")
     assert_problem(clients["reader"].get("/v1/sessions/s1/documents", params={"include_body": "maybe"}), 422)
     assert_problem(clients["reader"].get("/v1/sessions/s1/documents", params={"cursor": "!!"}), 422,
                    "invalid_cursor", "cursor")
@@ -243,7 +244,7 @@ def test_repeated_filters_on_documents(clients):
     assert sorted(tagged) == sorted([made[(ns[0], "a")], made[(ns[1], "b")]])  # each document once
     assert ids(namespace=ns, tag=["silver"], type="b") == [made[(ns[1], "b")]]
     assert ids(namespace=ns, type=["a", "b"], tag="gold") == [made[(ns[0], "a")]]
-    assert_problem(writer.get("/v1/documents", params={"type": ["a", "Bad Type"]}), 422)
+    assert_problem(writer.get("/v1/documents", params={"type": ["a", "Bad Type"]}), 422, "validation_error", "type")
 
 
 def test_repeated_filters_on_events(clients):
