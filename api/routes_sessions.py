@@ -106,7 +106,14 @@ def record_access(
     except Exception as exc:  # noqa: BLE001 - the read is answered whatever the record's fate
         logger.warning("could not record a session read of %s: %s", session_id, exc)
         response.headers[RECORDED] = "false"
-        response.headers[NOT_RECORDED_REASON] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        response.headers[NOT_RECORDED_REASON] = _reason(exc)
         return
     response.headers[RECORDED] = "true"
     response.headers[ACCESS_POSITION] = str(result.positions[-1])
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a record failed, as a header value: the error's class and first line, printable ASCII."""
+    first = (str(exc).splitlines() or [""])[0][:200]
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in text)
