@@ -47,7 +47,8 @@ def list_documents(
     tag: list[IdentValue] | None = Query(
         None, max_length=MAX_FILTER_VALUES,
         description="only tagged documents, at the tagged version; repeatable (the first tag given that a document carries)"),
-    session: str | None = Query(None, max_length=200, description="session id that created the document"),
+    session: str | None = Query(None, max_length=200, description=(
+        "session id that created the document (every session that touched it: /v1/sessions/{id}/documents)")),
     metadata: list[tuple[str, str]] = Depends(metadata_filters),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),

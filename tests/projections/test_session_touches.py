@@ -102,3 +102,22 @@ def test_a_self_edge_inserted_straight_into_edge_is_refused(proj_pool):
     with proj_pool.connection() as conn:  # an edge between two nodes is fine
         conn.execute("INSERT INTO edge (chain_id, edge_id, source_id, target_id, last_event_id, last_version,"
                      f" last_position) VALUES ('c', 'e', 'n1', 'n2', {ROW})")
+
+
+@pytest.mark.parametrize(("query", "indexes"), [
+    ("SELECT document_id FROM document_snapshot d WHERE d.namespace = ANY(%s) AND d.document_type = ANY(%s)"
+     " AND d.created_position < 10 ORDER BY d.created_position DESC LIMIT 5",
+     ("document_snapshot_ns_type_idx", "document_snapshot_type_idx")),
+    ("SELECT document_id FROM document_snapshot d WHERE d.document_type = ANY(%s)"
+     " ORDER BY d.created_position DESC LIMIT 5", ("document_snapshot_type_idx",)),
+    ("SELECT position FROM events WHERE type = ANY(%s) AND stream_type = ANY(%s) AND position > 0"
+     " AND position <= 10 ORDER BY position LIMIT 5", ("events_type_idx",)),
+])
+def test_repeated_filters_are_served_by_their_indexes(proj_pool, query, indexes):
+    """Several values of a filter (`= ANY`) still go through a filter's index (no scan of the table)."""
+    args = (["a", "b"], ["c", "d"]) if query.count("%s") == 2 else (["a", "b"],)
+    with proj_pool.connection() as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        plan = "\n".join(r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + query, args).fetchall())
+    assert any(f"Index Scan using {index}" in plan for index in indexes) and "Seq Scan" not in plan, plan
