@@ -46,8 +46,19 @@ SESSION_DOCUMENTS = (
 )
 
 
+ACCESS_HEADERS = {
+    RECORDED: {"description": "whether this read's document.accessed event was appended (true | false)",
+               "schema": {"type": "string", "enum": ["true", "false"]}},
+    NOT_RECORDED_REASON: {"description": "with false: why (disabled, or the error that kept it off the record)",
+                          "schema": {"type": "string"}},
+    ACCESS_POSITION: {"description": "with true: the log position of the document.accessed event",
+                      "schema": {"type": "integer"}},
+}
+
+
 @router.get("/sessions/{session_id:path}/documents",
-            summary="Every live document a session created, updated or tagged, most recently touched first")
+            summary="Every live document a session created, updated or tagged, most recently touched first",
+            responses={200: {"headers": ACCESS_HEADERS}})
 def session_documents(
     response: Response,
     session_id: str = Path(..., pattern=SESSION_ID, max_length=200),
