@@ -206,6 +206,8 @@ def install(app: FastAPI) -> None:
             where, rest = loc[0], loc[1:]
         else:
             where, rest = "body", loc
+        if where == "query":
+            rest = rest[:1]  # a repeated parameter is named, not its nth value (`type`, not `type.1`)
         field = ".".join(rest) or where
         detail = f"{where} field {field!r}: {first.get('msg')}"
         if first.get("type") == "json_invalid":  # the location is a character offset, not a field

@@ -71,6 +71,21 @@ def _metadata_sql(column: str, filters: list[tuple[str, str]], clauses: list[str
         params.extend(candidates)
 
 
+def any_of(column: str, values: list[str], clauses: list[str], params: list[Any]) -> None:
+    """A repeated filter: `column` equal to any of `values` (duplicates dropped; none: no clause).
+
+    One value stays `= %s`, so an index on (column, sort key) still serves the order; several are
+    `= ANY(%s)`, which the same index serves as one scan per value.
+    """
+    values = list(dict.fromkeys(values))
+    if len(values) == 1:
+        clauses.append(f"{column} = %s")
+        params.append(values[0])
+    elif values:
+        clauses.append(f"{column} = ANY(%s)")
+        params.append(values)
+
+
 # The stream's type, the position of its last event, and how far its projection's partition has
 # applied the log: a stream with no read row is deleted only once its last event is applied.
 _STREAM_PROJECTED = """

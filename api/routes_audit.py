@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import StringConstraints
 
 from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, etag, min_position_param, page_of, page_size
 from api.problems import Problem
+from api.read_support import any_of
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from domain.event_types import registry
 from infrastructure.log_status import read_log_status
@@ -44,8 +46,10 @@ def list_events(
     state: ChronicleState = Depends(chronicle),
     _: Any = Auditor,
     stream: str | None = Query(None, pattern=_ID, description="stream id"),
-    stream_type: str | None = Query(None, max_length=100),
-    type: list[str] | None = Query(None, description="event type, repeatable", max_length=50),
+    stream_type: list[Annotated[str, StringConstraints(max_length=100)]] | None = Query(
+        None, max_length=50, description="stream type, repeatable (any of them)"),
+    type: list[Annotated[str, StringConstraints(max_length=100)]] | None = Query(
+        None, description="event type, repeatable (any of them)", max_length=50),
     actor: str | None = Query(None, max_length=200, description="actor id"),
     session: str | None = Query(None, max_length=200, description="session id"),
     correlation_id: str | None = Query(None, max_length=200),
@@ -72,15 +76,14 @@ def list_events(
     clauses = ["position > %s", "position <= %s"]
     params: list[Any] = [after, safe]
     for column, value in (
-        ("stream_id", stream), ("stream_type", stream_type), ("metadata->>'actor_id'", actor),
+        ("stream_id", stream), ("metadata->>'actor_id'", actor),
         ("metadata->>'session_id'", session), ("metadata->>'correlation_id'", correlation_id),
     ):
         if value is not None:
             clauses.append(f"{column} = %s")
             params.append(value)
-    if type:
-        clauses.append("type = ANY(%s)")
-        params.append(type)
+    any_of("stream_type", stream_type or [], clauses, params)
+    any_of("type", type or [], clauses, params)
     if since is not None:
         clauses.append("recorded_at >= %s")
         params.append(since)

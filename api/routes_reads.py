@@ -6,13 +6,14 @@ cursors. A resource's ETag is the stream version of the last event that shaped i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import StringConstraints
 
 from api.deps import ChronicleState, Reader, chronicle, decode_cursor, etag, min_position_for, page_of, page_size
 from api.problems import Problem
-from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, metadata_filters, missing
+from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, any_of, metadata_filters, missing
 from api.schemas import (
     ExactRoute,
     AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
@@ -33,49 +34,62 @@ DOC_COLUMNS = (
 )
 
 
+IdentValue = Annotated[str, StringConstraints(pattern=IDENT)]
+MAX_FILTER_VALUES = 50
+
+
 @router.get("/documents", summary="Documents, newest first, by namespace, type, tag, session, metadata")
 def list_documents(
     state: ChronicleState = Depends(chronicle),
     _: Any = Reader,
-    namespace: str | None = Query(None, pattern=IDENT),
-    type: str | None = Query(None, pattern=IDENT, description="document type"),
-    tag: str | None = Query(None, pattern=IDENT, description="only tagged documents, at the tagged version"),
-    session: str | None = Query(None, max_length=200, description="session id that created the document"),
+    namespace: list[IdentValue] | None = Query(None, max_length=MAX_FILTER_VALUES, description="repeatable: any of them"),
+    type: list[IdentValue] | None = Query(None, max_length=MAX_FILTER_VALUES, description="document type, repeatable"),
+    tag: list[IdentValue] | None = Query(
+        None, max_length=MAX_FILTER_VALUES,
+        description="only tagged documents, at the tagged version; repeatable (the first tag given that a document carries)"),
+    session: str | None = Query(None, max_length=200, description=(
+        "session id that created the document (every session that touched it: /v1/sessions/{id}/documents)")),
     metadata: list[tuple[str, str]] = Depends(metadata_filters),
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> DocumentPage:
-    """Live documents matching every filter, newest first, a page at a time.
+    """Live documents matching every filter (any of a repeated one's values), newest first, a page at a time.
 
-    With `?tag=`, each document comes at the version the tag points to.
+    With `?tag=`, each document comes once, at the version the first given tag it carries points to.
     """
     clauses: list[str] = []
     params: list[Any] = []
-    for column, value in (("d.namespace", namespace), ("d.document_type", type), ("d.session_id", session)):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
+    namespaces, types, tags = (list(dict.fromkeys(v or ())) for v in (namespace, type, tag))
+    any_of("d.namespace", namespaces, clauses, params)
+    any_of("d.document_type", types, clauses, params)
+    if session is not None:
+        clauses.append("d.session_id = %s")
+        params.append(session)
     _metadata_sql("d.metadata", metadata, clauses, params)
     after = decode_cursor(cursor, (int,))
     if after:
         clauses.append("d.created_position < %s")
         params.append(after[0])
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    if tag is None:
+    if not tags:
         sql = f"SELECT {DOC_COLUMNS} FROM document_snapshot d {where} ORDER BY d.created_position DESC LIMIT %s"
     else:
-        where = "WHERE t.tag = %s" + ("".join(f" AND {c}" for c in clauses))
-        params.insert(0, tag)
+        # active_tag's key (tag, document_id) finds the tagged documents; with several tags a
+        # document carrying more than one comes once, at the first given tag's version.
+        where = "WHERE t.tag = ANY(%s)" + ("".join(f" AND {c}" for c in clauses))
+        params.insert(0, tags)
         sql = (
-            "SELECT d.document_id, d.namespace, d.document_type AS type, v.title, b.content, b.body, v.metadata,"
-            " v.version AS document_version, d.session_id, d.created_by, d.created_by_type, d.created_at, v.created_at AS updated_at,"
-            " d.created_position, d.last_event_id, d.last_version AS stream_version, d.last_position, t.tag"
+            "SELECT DISTINCT ON (d.created_position) d.document_id, d.namespace, d.document_type AS type, v.title,"
+            " b.content, b.body, v.metadata, v.version AS document_version, d.session_id, d.created_by,"
+            " d.created_by_type, d.created_at, v.created_at AS updated_at, d.created_position, d.last_event_id,"
+            " d.last_version AS stream_version, d.last_position, t.tag"
             " FROM active_tag t JOIN document_snapshot d ON d.document_id = t.document_id"
             " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
             " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
-            f" {where} ORDER BY d.created_position DESC LIMIT %s"
+            f" {where} ORDER BY d.created_position DESC, array_position(%s::text[], t.tag) LIMIT %s"
         )
+        params.append(tags)
     params.append(limit + 1)
     rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
     return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}

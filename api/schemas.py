@@ -146,6 +146,23 @@ class DocumentPage(Out):
     next_cursor: str | None = None
 
 
+class SessionDocumentOut(DocumentOut):
+    """A document a session touched: the document now (no content or body with include_body=false),
+    and the session's last touch of it."""
+
+    touch: str = Field(description="the event type of the session's last touch, e.g. document.updated")
+    touched_at: str | None = None
+    touched_by: str | None = None
+    touched_by_type: str | None = None
+    touched_position: int = Field(description="the log position of the session's last touch (the sort key)")
+
+
+class SessionDocumentPage(Out):
+    session_id: str
+    documents: list[SessionDocumentOut]
+    next_cursor: str | None = None
+
+
 class VersionOut(Out):
     """One content version of a document (headers; with its body when read alone)."""
 

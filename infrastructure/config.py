@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     chronicle_poll_ms: int = Field(default=10, ge=1)
     chronicle_wakeup_window_ms: int = Field(default=10, ge=0)
     chronicle_projection_synchronous_commit: bool = False
+    # Whether each session read (GET /v1/sessions/{id}/documents) appends a document.accessed event.
+    chronicle_record_access: bool = True
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

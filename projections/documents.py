@@ -2,6 +2,8 @@
 
 `document_snapshot` and `active_tag` hold live documents only; a deleted document's state waits
 in `document_tombstone` for `document.restored`. Versions and tag moves stay as history.
+`session_touch` says which documents each session touched, and when last: every event of a
+document's stream whose metadata names a session moves that (session, document) row.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.model import (
-    Event, LogTable, Output, Projector, Row, StateTable, StreamRows, actor, content_hash, pick,
+    Event, Handler, LogTable, Output, Projector, Row, StateTable, StreamRows, actor, content_hash, pick,
 )
 
 DOCUMENT = StateTable("document_snapshot", "document_id")
@@ -18,8 +20,13 @@ TOMBSTONE = StateTable("document_tombstone", "document_id")
 BODY = LogTable("document_body", ("body_hash",), overwrite=False)
 VERSION = LogTable("document_version", ("document_id", "version"))
 TAG_EVENT = LogTable("tag_event", ("event_id", "tag"))
+# One row per (session, document), overwritten by each later touch: a batch keeps the last of
+# its events per key, and the batches come in log order.
+SESSION_TOUCH = LogTable("session_touch", ("session_id", "document_id"))
 
-projector = Projector("documents", ("document",), (DOCUMENT, TAG, TOMBSTONE), (BODY, VERSION, TAG_EVENT))
+projector = Projector(
+    "documents", ("document",), (DOCUMENT, TAG, TOMBSTONE), (BODY, VERSION, TAG_EVENT, SESSION_TOUCH)
+)
 
 
 def _body(row: Row, out: Output) -> None:
@@ -178,3 +185,29 @@ def undone(s: StreamRows, e: Event, out: Output) -> None:
     s.set_one(TOMBSTONE.name, None)
     if state.get("deleted"):
         _bury(s, e, row, tags)
+
+
+def session_touch(s: StreamRows, e: Event, out: Output) -> None:
+    """Record that the event's session (if it names one) touched this document at this event."""
+    actor_id, actor_type, session_id = actor(e)
+    if session_id is None:
+        return
+    out.add(SESSION_TOUCH, {
+        "session_id": session_id, "document_id": s.stream_id, "touch": e.type, "touched_at": e.recorded_at,
+        "touched_by": actor_id, "touched_by_type": actor_type, **e.shape(),
+    })
+
+
+def _touching(handler: Handler) -> Handler:
+    """The handler, then the session touch every document event makes."""
+
+    def handle(s: StreamRows, e: Event, out: Output) -> None:
+        handler(s, e, out)
+        session_touch(s, e, out)
+
+    handle.__name__ = handler.__name__
+    handle.__doc__ = handler.__doc__
+    return handle
+
+
+projector.handlers.update({name: _touching(fn) for name, fn in projector.handlers.items()})

@@ -201,7 +201,8 @@ CREATE TABLE public.active_tag (
     session_id text,
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    CONSTRAINT active_tag_document_version_check CHECK ((document_version >= 1))
 )
 WITH (fillfactor='70');
 
@@ -219,7 +220,8 @@ CREATE TABLE public.agent_execution (
     created_at timestamp with time zone,
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    CONSTRAINT agent_execution_duration_check CHECK ((duration_ms >= (0)::double precision))
 );
 
 -- Name: agent_snapshot; Type: TABLE; Schema: public; Owner: -
@@ -334,7 +336,8 @@ CREATE TABLE public.document_snapshot (
     updated_at timestamp with time zone,
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    CONSTRAINT document_snapshot_version_check CHECK ((version >= 1))
 )
 WITH (fillfactor='70');
 
@@ -366,7 +369,8 @@ CREATE TABLE public.document_version (
     created_at timestamp with time zone,
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    CONSTRAINT document_version_version_check CHECK ((version >= 1))
 );
 
 -- Name: edge; Type: TABLE; Schema: public; Owner: -
@@ -382,7 +386,8 @@ CREATE TABLE public.edge (
     updated_at timestamp with time zone,
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    CONSTRAINT edge_not_self CHECK ((source_id <> target_id))
 )
 WITH (fillfactor='70');
 
@@ -517,6 +522,22 @@ CREATE TABLE public.schema_migrations (
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+-- Name: session_touch; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.session_touch (
+    session_id text NOT NULL,
+    document_id text NOT NULL,
+    touch text NOT NULL,
+    touched_at timestamp with time zone,
+    touched_by text,
+    touched_by_type text,
+    last_event_id uuid NOT NULL,
+    last_version bigint NOT NULL,
+    last_position bigint NOT NULL,
+    CONSTRAINT session_touch_last_position_check CHECK ((last_position >= 1))
+)
+WITH (fillfactor='70');
+
 -- Name: snapshots; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.snapshots (
@@ -553,7 +574,8 @@ CREATE TABLE public.tag_event (
     created_by_type text,
     session_id text,
     last_version bigint NOT NULL,
-    last_position bigint NOT NULL
+    last_position bigint NOT NULL,
+    CONSTRAINT tag_event_versions_check CHECK (((document_version >= 1) AND (previous_version >= 1)))
 );
 
 -- Name: tracking; Type: TABLE; Schema: public; Owner: -
@@ -687,6 +709,11 @@ ALTER TABLE ONLY public.projection_rebuild
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (number);
 
+-- Name: session_touch session_touch_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.session_touch
+    ADD CONSTRAINT session_touch_pkey PRIMARY KEY (session_id, document_id);
+
 -- Name: snapshots snapshots_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.snapshots
@@ -810,6 +837,10 @@ CREATE INDEX projection_job_unreported ON public.projection_job USING btree (id)
 -- Name: projection_rebuild_projection_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX projection_rebuild_projection_idx ON public.projection_rebuild USING btree (projection, id DESC);
+
+-- Name: session_touch_session_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX session_touch_session_idx ON public.session_touch USING btree (session_id, last_position DESC);
 
 -- Name: tag_event_document_tag_idx; Type: INDEX; Schema: public; Owner: -
 

@@ -44,6 +44,7 @@ def write_event_definitions(store: EventStore) -> int:
 
     Importing the modules that define the types is what registers them, so they are imported here.
     """
+    import domain.session  # noqa: F401 - registers document.accessed
     import service_layer.operator_events  # noqa: F401 - registers the operator.* event types
 
     return store.register_definitions()

@@ -41,6 +41,7 @@ TABLE_KEYS = {
     "document_body": "body_hash", "document_version": "document_id, version",
     "document_tombstone": "document_id", "active_tag": "tag, document_id", "tag_event": "event_id, tag",
     "agent_snapshot": "agent_id", "agent_execution": "agent_id, execution_id",
+    "session_touch": "session_id, document_id",
 }
 
 

@@ -127,9 +127,16 @@ class History:
 
 
 def append_history(store: EventStore, history: History, choices: list[tuple[int, int, int]],
-                   session: str = "s1") -> int:
-    """Append one event per choice; return how many were appended."""
+                   session: str | None = None) -> int:
+    """Append one event per choice; return how many were appended.
+
+    Without `session`, each event's session is one of s0, s1, s2 or none, by its argument, so
+    session touches move between sessions."""
     for pick, op, arg in choices:
         sid, event = history.next_event(pick, op, arg)
-        store.append(sid, ANY, [event], {"actor_id": "u", "actor_type": "user", "session_id": session})
+        meta = {"actor_id": "u", "actor_type": "user"}
+        chosen = session if session is not None else (f"s{arg % 4}" if arg % 4 < 3 else None)
+        if chosen is not None:
+            meta["session_id"] = chosen
+        store.append(sid, ANY, [event], meta)
     return len(choices)
