@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import StringConstraints
 
 from api.deps import ChronicleState, MAX_POSITION, Reader, chronicle, decode_cursor, min_position_for, page_of, page_size
-from api.keys import ApiKey
+from service_layer.keys import ApiKey
 from api.read_support import _fetch_all, _json
 from api.routes_reads import IDENT
 from api.schemas import ExactRoute, SessionDocumentPage
