@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
@@ -28,6 +28,7 @@ from domain.diff import diff_states
 from domain.document import Document
 from domain.errors import ConflictError, DomainError, NotFoundError
 from domain.event_types import registry
+from service_layer.repository import DEFAULT_AGGREGATE_CACHE_SIZE, WorkspaceRepository, project
 from service_layer.results import CommandResult, HistoryEntry, StateAtVersion, StreamDiff
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,18 @@ class Workspace(Application[UUID]):
             Chain: snapshot_interval, Document: snapshot_interval, Agent: snapshot_interval}
         # Used only when the recorder cannot look command ids up (the in-memory recorder).
         self._handled_commands: dict[UUID, CommandResult] = {}
+
+    def construct_repository(self) -> WorkspaceRepository:
+        """A repository caching CHRONICLE_AGGREGATE_CACHE_SIZE current aggregates (0: none).
+
+        Always fast-forwarded on load, so processes sharing a database stay correct.
+        """
+        size = int(self.env.get("CHRONICLE_AGGREGATE_CACHE_SIZE", str(DEFAULT_AGGREGATE_CACHE_SIZE)))
+        if size < 0:
+            raise ValueError("the aggregate cache size is at least 0")
+        return WorkspaceRepository(
+            event_store=self.events, snapshot_store=self.snapshots, cache_maxsize=size or None, fastforward=True,
+        )
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -281,7 +294,7 @@ class Workspace(Application[UUID]):
         Raises NotFoundError.
         """
         uuid = _as_uuid(stream_id)
-        aggregate = project_aggregate(None, self.events.get(uuid, lte=version))
+        aggregate = project(None, self.events.get(uuid, lte=version))
         if aggregate is None:
             raise NotFoundError(f"stream {uuid} does not exist", field="stream_id")
         return aggregate
