@@ -154,6 +154,35 @@ def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
         app.close()
 
 
+def bench_baseline(url: str, clients: int, commands: int) -> dict[str, float]:
+    """The targets' baseline: EventStore.append, one event per transaction, one stream per client."""
+    from infrastructure.config import Settings
+    from infrastructure.db import create_pool
+    from infrastructure.event_store import EventMetadata, EventStore, NewEvent
+
+    pool = create_pool(url, Settings(chronicle_pool_min_size=clients, chronicle_pool_max_size=clients + 2),
+                       name="bench-baseline")
+    store = EventStore(pool)
+    metadata = EventMetadata(actor_id="bench", actor_type="service")
+    try:
+        def make_client(index: int) -> Callable[[int], None]:
+            stream = f"baseline-{index}-{uuid.uuid4().hex[:6]}"
+            store.append(stream, 0, [NewEvent("operator.key_created", {"role": "writer", "name": "b"})],
+                         metadata, stream_type="operator")
+            version = [1]
+
+            def send(i: int) -> None:
+                store.append(stream, version[0], [NewEvent("operator.key_created", {"role": "writer", "name": f"b{i}"})],
+                             metadata, stream_type="operator")
+                version[0] += 1
+
+            return send
+
+        return run_clients(clients, commands, make_client)
+    finally:
+        pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -169,6 +198,9 @@ def main() -> None:
         from infrastructure.migrations import migrate
 
         migrate(url)
+        import api.operator_events  # noqa: F401 - registers the baseline's event type
+
+        baseline = bench_baseline(url, args.clients, args.commands)
         direct = bench_direct(url, args.clients, args.commands)
         http = bench_http(url, args.clients, args.commands)
     finally:
@@ -177,8 +209,12 @@ def main() -> None:
 
     print(f"{args.clients} concurrent clients, {args.commands} update commands each")
     print(f"{'':10} {'commands/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
-    for label, r in (("direct", direct), ("HTTP", http)):
+    for label, r in (("baseline", baseline), ("direct", direct), ("HTTP", http)):
         print(f"{label:10} {r['rate']:12.0f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f}")
+    print(f"direct / baseline: {direct['rate'] / baseline['rate']:.2f} (target >= 0.5)")
+    print(f"HTTP / baseline: {http['rate'] / baseline['rate']:.2f} (target >= 0.3), p99 {http['p99_ms']:.0f} ms"
+          " (target <= 50)")
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"HTTP / direct throughput ratio: {http['rate'] / direct['rate']:.2f}")
     print(f"HTTP - direct p50 latency: {http['p50_ms'] - direct['p50_ms']:+.2f} ms")
 

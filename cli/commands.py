@@ -20,17 +20,29 @@ from infrastructure.config import get_settings
 
 # -- serving ---------------------------------------------------------------------------------
 
-def _serve(url: str, host: str, port: int, broker: str, log_level: str) -> None:
+def _serve(url: str, host: str, port: int, broker: str, log_level: str, processes: int = 1) -> None:
+    """Serve the API on one process, or on `processes` uvicorn processes sharing the socket.
+
+    Several processes let the API use every core: a command's Python (validation, the aggregate,
+    JSON) holds one process's GIL, so one process tops out at one core.
+    """
     import uvicorn
 
-    from api.app import create_app
-
-    config = uvicorn.Config(
-        create_app(url, broker=broker), host=host, port=port, log_level=log_level,
-        access_log=log_level == "debug", lifespan="on", timeout_graceful_shutdown=5,
+    options: dict[str, Any] = dict(
+        host=host, port=port, log_level=log_level, access_log=log_level == "debug", lifespan="on",
+        timeout_graceful_shutdown=5,
         log_config=None,  # uvicorn's loggers go through Chronicle's (infrastructure/logs.py)
     )
-    server = _QuietServer(config)
+    if processes > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        os.environ.update(DATABASE_URL=url, CHRONICLE_API_BROKER=broker)
+        config = uvicorn.Config("api.app:create_app_from_env", factory=True, workers=processes, **options)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    from api.app import create_app
+
+    server = _QuietServer(uvicorn.Config(create_app(url, broker=broker), **options))
     server.run()
 
 
@@ -58,12 +70,19 @@ def serve(
     host: str = typer.Option("127.0.0.1", envvar="CHRONICLE_HOST", help="Interface to listen on."),
     port: int = typer.Option(8000, envvar="CHRONICLE_PORT", help="Port to listen on."),
     log_level: str = typer.Option("warning", envvar="CHRONICLE_LOG_LEVEL"),
+    processes: int = typer.Option(0, envvar="CHRONICLE_API_PROCESSES", min=0,
+                                  help="API server processes (0: one per core)."),
 ) -> None:
     """Serve the HTTP API only (workers run elsewhere: `chronicle worker`)."""
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
     url = database_url(settings)
-    _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level)
+    _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level, processes or _cores())
+
+
+def _cores() -> int:
+    """The cores this process may run on (the default number of API processes)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def up(
@@ -71,6 +90,8 @@ def up(
     port: int = typer.Option(8000, envvar="CHRONICLE_PORT", help="Port to listen on."),
     log_level: str = typer.Option("warning", envvar="CHRONICLE_LOG_LEVEL"),
     worker_threads: int = typer.Option(4, envvar="CHRONICLE_WORKER_THREADS", help="In-process worker threads."),
+    processes: int = typer.Option(0, envvar="CHRONICLE_API_PROCESSES", min=0,
+                                  help="API server processes with REDIS_URL (0: one per core); else one."),
 ) -> None:
     """Start Chronicle: store (embedded if no DATABASE_URL), migrations, workers and the API.
 
@@ -117,7 +138,8 @@ def up(
     typer.echo(f"Chronicle API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/openapi.json)", err=False)
     sys.stdout.flush()
     try:
-        _serve(url, host, port, broker, log_level)
+        # In-process workers hear of appends through this process's memory, so the API stays in it.
+        _serve(url, host, port, broker, log_level, (processes or _cores()) if stop_workers is None else 1)
     finally:
         if stop_workers is not None:
             stop_workers()
