@@ -167,12 +167,12 @@ def bench_baseline(url: str, clients: int, commands: int) -> dict[str, float]:
     try:
         def make_client(index: int) -> Callable[[int], None]:
             stream = f"baseline-{index}-{uuid.uuid4().hex[:6]}"
-            store.append(stream, 0, [NewEvent("operator.key_created", {"role": "writer", "name": "b"})],
+            store.append(stream, 0, [NewEvent("operator.key_created", {"target": "bench", "details": {"n": 0}})],
                          metadata, stream_type="operator")
             version = [1]
 
             def send(i: int) -> None:
-                store.append(stream, version[0], [NewEvent("operator.key_created", {"role": "writer", "name": f"b{i}"})],
+                store.append(stream, version[0], [NewEvent("operator.key_created", {"target": "bench", "details": {"n": i}})],
                              metadata, stream_type="operator")
                 version[0] += 1
 
