@@ -197,17 +197,31 @@ class Workspace(Application[UUID]):
 
         A failed snapshot is logged, not raised: the command's events are already stored.
         """
-        kinds = {obj.id: type(obj) for obj in objs if isinstance(obj, WorkspaceAggregate)}
+        saved = {obj.id: obj for obj in objs if isinstance(obj, WorkspaceAggregate)}
         recordings = super().save(*objs, **kwargs)
         for recording in recordings:
             event = recording.domain_event
-            interval = self.snapshot_intervals.get(kinds.get(event.originator_id))  # type: ignore[arg-type]
+            aggregate = saved.get(event.originator_id)
+            interval = self.snapshot_intervals.get(type(aggregate))  # type: ignore[arg-type]
             if interval and event.originator_version % interval == 0:
                 try:
-                    self.take_snapshot(event.originator_id, version=event.originator_version)
+                    self.take_snapshot(event.originator_id, version=event.originator_version, aggregate=aggregate)
                 except Exception:  # noqa: BLE001
                     logger.exception("taking a snapshot failed; time travel replays further until the next one")
         return recordings
+
+    def take_snapshot(
+        self, aggregate_id: UUID, version: int | None = None, projector_func: Any = project,
+        *, aggregate: WorkspaceAggregate | None = None,
+    ) -> None:
+        """Store a snapshot of the stream at `version`.
+
+        Of `aggregate` when it is the stream at that version (the one just saved): no replay.
+        """
+        if aggregate is not None and aggregate.id == aggregate_id and aggregate.version == version:
+            self.snapshots.put([aggregate.Snapshot.take(aggregate)])  # type: ignore[union-attr]
+            return
+        super().take_snapshot(aggregate_id, version=version, projector_func=projector_func)
 
     def state_of_version(self, stream_id: UUID, version: int) -> dict[str, Any]:
         """The stream's contract `state` at `version` (what undo and redo restore)."""

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from domain import commands as c
+from domain.aggregate import WorkspaceSnapshot
 from domain.errors import DomainError
 from service_layer.workspace import Workspace
 
@@ -105,6 +106,10 @@ def test_a_history_has_the_same_outcomes_with_and_without_the_cache(apps: Any, h
     assert run(cached, history, on) == run(uncached, history, off)
     assert cached.get(on).state == uncached.get(off).state == cached.replay(on).state()
     assert cached.get(on).version == uncached.get(off).version
+    # Snapshots taken of the saved aggregate hold what a replay of the events gives.
+    for snapshot in cached.snapshots.get(on):
+        replayed = cached.replay(on, snapshot.originator_version)
+        assert snapshot.state == WorkspaceSnapshot.take(replayed).state
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
