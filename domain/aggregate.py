@@ -175,13 +175,13 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
         """A copy sharing nothing mutable with this aggregate, made without copy's generic walk.
 
         The repository copies each cached aggregate a command loads. The undo and redo stacks
-        (up to UNDO_DEPTH pairs of ints each) are copied pair by pair; immutable values
+        (up to UNDO_DEPTH pairs of ints each) are copied as lists of the same pairs; immutable values
         (ids, timestamps, text, numbers) are shared; anything else is deep-copied.
         """
         state: dict[str, Any] = {}
         for key, value in self.__dict__.items():
             if key in ("undo_stack", "redo_stack"):
-                state[key] = [list(pair) for pair in value]
+                state[key] = list(value)  # their pairs are moved between stacks, never changed in place
             elif value is None or type(value) in _IMMUTABLE:
                 state[key] = value
             else:
