@@ -69,3 +69,40 @@ class WorkspaceRepository(Repository[UUID]):
                 return deepcopy(aggregate)
         finally:
             self._disuse_fastforward_lock(aggregate_id)
+
+    def cached_copy(self, aggregate_id: UUID) -> Any | None:
+        """A copy of the cached aggregate as it is, not checked against the log; None if not cached.
+
+        For a command's first try: its append names the version it saw, so a stale copy
+        cannot write; the caller confirms anything else on a fresh load.
+        """
+        if not self.cache:
+            return None
+        lock = self._use_fastforward_lock(aggregate_id)
+        try:
+            with lock:
+                try:
+                    return deepcopy(self.cache.get(aggregate_id))
+                except KeyError:
+                    return None
+        finally:
+            self._disuse_fastforward_lock(aggregate_id)
+
+    def remember(self, aggregate: Any) -> None:
+        """Cache an aggregate whose events were just stored, unless the cache has a later version.
+
+        The caller hands it over: it must not change it afterwards.
+        """
+        if not self.cache:
+            return
+        lock = self._use_fastforward_lock(aggregate.id)
+        try:
+            with lock:
+                try:
+                    cached = self.cache.get(aggregate.id)
+                except KeyError:
+                    cached = None
+                if cached is None or cached.version < aggregate.version:
+                    self.cache.put(aggregate.id, aggregate)
+        finally:
+            self._disuse_fastforward_lock(aggregate.id)

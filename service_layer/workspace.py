@@ -23,7 +23,8 @@ from domain import commands as c
 from domain.agent import Agent
 from domain.aggregate import WorkspaceAggregate
 from domain.chain import Chain
-from domain.decisions import create, decide, is_creation
+from domain.decisions import aggregate_class_of as _aggregate_class_of, create, decide, is_creation
+from domain.decisions import stream_field_of as _stream_field_of, stream_id_of as _stream_id_of
 from domain.diff import diff_states
 from domain.document import Document
 from domain.errors import ConflictError, DomainError, NotFoundError
@@ -95,12 +96,24 @@ class Workspace(Application[UUID]):
         expected = command.expected_version
         attempts = 1 if expected is not None else MAX_ATTEMPTS
         stream_id = _stream_id_of(command)
-        for attempt in range(1, attempts + 1):
-            aggregate = self._load(stream_id, _aggregate_class_of(command), _stream_field_of(command))
-            if expected is not None and aggregate.version != expected:
-                raise ConflictError(str(stream_id), expected, aggregate.version)
-            self._decide(command, aggregate)
+        attempt, fresh = 1, False
+        while True:
+            # The first try decides on the cached aggregate without reading the log. A stale one
+            # cannot write (the append names the version it saw); anything but a clean append is
+            # confirmed on a fresh load before it is answered.
+            aggregate, unchecked = self._load(stream_id, _aggregate_class_of(command), _stream_field_of(command), fresh)
+            fresh = True
+            try:
+                if expected is not None and aggregate.version != expected:
+                    raise ConflictError(str(stream_id), expected, aggregate.version)
+                self._decide(command, aggregate)
+            except DomainError:
+                if unchecked:
+                    continue
+                raise
             if not aggregate.pending_events:
+                if unchecked:
+                    continue
                 # Nothing to change, perhaps because this very command id just landed concurrently.
                 first = self.find_command(command.command_id) if command.command_id else None
                 return first or CommandResult(str(stream_id), aggregate.version, None, 0)
@@ -111,12 +124,16 @@ class Workspace(Application[UUID]):
                 first = self.find_command(command.command_id) if command.command_id else None
                 if first is not None:
                     return first
+                if unchecked:
+                    continue
                 if attempt == attempts:
                     raise ConflictError(str(stream_id), expected, self.current_version(stream_id)) from None
                 time.sleep(random.uniform(0, 0.005 * attempt))
+                attempt += 1
                 continue
-            return self._handled(command, aggregate, recordings, appended)
-        raise AssertionError("unreachable")  # pragma: no cover
+            result = self._handled(command, aggregate, recordings, appended)
+            self.repository.remember(aggregate)
+            return result
 
     def _create(self, command: c.CreateChain | c.CreateDocument | c.CreateAgent, metadata: dict[str, Any]) -> CommandResult:
         aggregate = create(command, _id_for)
@@ -321,7 +338,11 @@ class Workspace(Application[UUID]):
         except AggregateNotFoundError:
             raise NotFoundError(f"stream {stream_id} does not exist", field="stream_id") from None
 
-    def _load(self, stream_id: UUID, aggregate_class: type[A], field: str) -> A:
+    def _load(self, stream_id: UUID, aggregate_class: type[A], field: str, fresh: bool = True) -> tuple[A, bool]:
+        """The aggregate (`fresh`: up to date with the log), and whether it is the cached one unchecked."""
+        cached = None if fresh else self.repository.cached_copy(stream_id)
+        if isinstance(cached, aggregate_class):
+            return cached, True
         try:
             aggregate = self.repository.get(stream_id)
         except AggregateNotFoundError:
@@ -329,7 +350,7 @@ class Workspace(Application[UUID]):
         if not isinstance(aggregate, aggregate_class):
             kind = getattr(aggregate_class, "stream_type", "stream")
             raise NotFoundError(f"there is no {kind} {stream_id}", field=field)
-        return aggregate
+        return aggregate, False
 
     def _event(self, stream_id: UUID, version: int) -> Any:
         return next(iter(self.events.get(stream_id, gt=version - 1, lte=version)))
@@ -361,29 +382,4 @@ def _as_uuid(stream_id: UUID | str) -> UUID:
 
 def _id_for(command: c.Command) -> UUID:
     return uuid5(COMMAND_NAMESPACE, str(command.command_id)) if command.command_id else uuid4()
-
-
-def _stream_id_of(command: Any) -> UUID:
-    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
-        if field in type(command).model_fields:
-            return getattr(command, field)
-    raise DomainError("unknown_command", f"{type(command).__name__} names no stream", field="command")
-
-
-def _stream_field_of(command: Any) -> str:
-    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
-        if field in type(command).model_fields:
-            return field
-    return "stream_id"
-
-
-def _aggregate_class_of(command: Any) -> type[WorkspaceAggregate]:
-    fields = type(command).model_fields
-    if "chain_id" in fields:
-        return Chain
-    if "document_id" in fields:
-        return Document
-    if "agent_id" in fields:
-        return Agent
-    return WorkspaceAggregate
 
