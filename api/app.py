@@ -156,3 +156,13 @@ def _domain_problem(request: Request, exc: Exception) -> JSONResponse:
         problem.status, problem.code, problem.detail, problem.field,
         instance=request.url.path, headers=headers, **problem.extra,
     )
+
+
+def create_app_from_env() -> FastAPI:
+    """The app on DATABASE_URL, its broker mode from CHRONICLE_API_BROKER: for server processes.
+
+    `chronicle serve` and `up` start several processes by import string; each builds its app here.
+    """
+    import os
+
+    return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None)

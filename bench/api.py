@@ -154,6 +154,66 @@ def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
         app.close()
 
 
+def bench_baseline(url: str, clients: int, commands: int) -> dict[str, float]:
+    """The targets' baseline: EventStore.append, one event per transaction, one stream per client."""
+    from infrastructure.config import Settings
+    from infrastructure.db import create_pool
+    from infrastructure.event_store import EventMetadata, EventStore, NewEvent
+
+    pool = create_pool(url, Settings(chronicle_pool_min_size=clients, chronicle_pool_max_size=clients + 2),
+                       name="bench-baseline")
+    store = EventStore(pool)
+    metadata = EventMetadata(actor_id="bench", actor_type="service")
+    try:
+        def make_client(index: int) -> Callable[[int], None]:
+            stream = f"baseline-{index}-{uuid.uuid4().hex[:6]}"
+            store.append(stream, 0, [NewEvent("operator.key_created", {"target": "bench", "details": {"n": 0}})],
+                         metadata, stream_type="operator")
+            version = [1]
+
+            def send(i: int) -> None:
+                store.append(stream, version[0], [NewEvent("operator.key_created", {"target": "bench", "details": {"n": i}})],
+                             metadata, stream_type="operator")
+                version[0] += 1
+
+            return send
+
+        return run_clients(clients, commands, make_client)
+    finally:
+        pool.close()
+
+
+def bench_long_stream(url: str, events: int = 10_000, commands: int = 200) -> tuple[float, float]:
+    """Mean seconds of an update on a stream of `events` events and on a new stream, alternating."""
+    from domain import commands as c
+    from domain.decisions import decide
+    from service_layer.workspace import Workspace
+
+    app = Workspace({"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": url})
+    context = c.CommandContext(actor_id="bench", actor_type="service")
+    try:
+        long = uuid.UUID(app.handle(c.CreateDocument(namespace="bench", document_type="session_context",
+                                                     title="long", content="0"), context).stream_id)
+        while app.current_version(long) < events:  # 1,000 events a save, the store's limit per append
+            aggregate = app.repository.get(long)
+            for i in range(min(1000, events - aggregate.version)):
+                decide(app, c.UpdateDocument(document_id=long, content=f"long {i}"), aggregate)
+            app.save(aggregate)
+        new = uuid.UUID(app.handle(c.CreateDocument(namespace="bench", document_type="session_context",
+                                                    title="new", content="0"), context).stream_id)
+        spent = {long: 0.0, new: 0.0}
+        for stream in (long, new):  # untimed: a process's first load of a stream reads its snapshot
+            app.handle(c.UpdateDocument(document_id=stream, content="first"), context)
+        for i in range(commands):
+            for stream in (long, new):
+                start = time.perf_counter()
+                app.handle(c.UpdateDocument(document_id=stream, content=f"x {i}"), context)
+                spent[stream] += time.perf_counter() - start
+        return spent[long] / commands, spent[new] / commands
+    finally:
+        app.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -169,16 +229,26 @@ def main() -> None:
         from infrastructure.migrations import migrate
 
         migrate(url)
+        import api.operator_events  # noqa: F401 - registers the baseline's event type
+
+        baseline = bench_baseline(url, args.clients, args.commands)
         direct = bench_direct(url, args.clients, args.commands)
         http = bench_http(url, args.clients, args.commands)
+        long_stream, new_stream = bench_long_stream(url)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     print(f"{args.clients} concurrent clients, {args.commands} update commands each")
     print(f"{'':10} {'commands/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
-    for label, r in (("direct", direct), ("HTTP", http)):
+    for label, r in (("baseline", baseline), ("direct", direct), ("HTTP", http)):
         print(f"{label:10} {r['rate']:12.0f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f}")
+    print(f"direct / baseline: {direct['rate'] / baseline['rate']:.2f} (target >= 0.5)")
+    print(f"HTTP / baseline: {http['rate'] / baseline['rate']:.2f} (target >= 0.3), p99 {http['p99_ms']:.0f} ms"
+          " (target <= 50)")
+    print(f"a command on a stream of 10,000 events {long_stream * 1000:.2f} ms, on a new stream"
+          f" {new_stream * 1000:.2f} ms: {long_stream / new_stream:.2f}x (target <= 1.2)")
+    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"HTTP / direct throughput ratio: {http['rate'] / direct['rate']:.2f}")
     print(f"HTTP - direct p50 latency: {http['p50_ms'] - direct['p50_ms']:+.2f} ms")
 

@@ -121,8 +121,33 @@ def backend_cpu_seconds(pool) -> float | None:
     return total
 
 
+def recorder_append(url: str, settings: Settings, writers: int) -> Callable[[int, int], None]:
+    """A command that appends one event per call through the library's recorder (insert_events).
+
+    The path every domain command's save takes: ChronicleApplicationRecorder on its own datastore.
+    """
+    from eventsourcing.persistence import StoredEvent
+
+    from infrastructure.eventsourcing_recorders import ChronicleApplicationRecorder, ChronicleDatastore
+
+    datastore = ChronicleDatastore(url, settings, registry, name="chronicle-bench-recorder")
+    recorder = ChronicleApplicationRecorder(datastore)
+    streams = [uuid.uuid4() for _ in range(writers)]
+    state = json.dumps(PAYLOAD).encode()
+    versions = [0] * writers
+
+    def append(writer: int, n: int) -> None:
+        versions[writer] += 1
+        recorder.insert_events([StoredEvent(streams[writer], versions[writer], "bench:Edited", state)],
+                               actor_id="bench", actor_type="service", session_id="bench-session")
+
+    append.close = datastore.close  # type: ignore[attr-defined]
+    return append
+
+
 def bench_appends(
-    store: EventStore, pool, writers: int, seconds: float, rounds: int
+    store: EventStore, pool, writers: int, seconds: float, rounds: int,
+    through: Callable[[int, int], None] | None = None,
 ) -> tuple[float, float, dict[str, tuple[float, float | None]], list[float]]:
     """Events/s through Chronicle's append and through a plain INSERT, for `writers` threads.
 
@@ -140,7 +165,7 @@ def bench_appends(
                 "INSERT INTO plain_events (event_id, stream_id, stream_type, version, type,"
                 " schema_version, payload, metadata, log_name)"
                 " VALUES (%s, %s, 'document', %s, 'document.updated', 1, %s::jsonb, %s::jsonb, 'chronicle')",
-                (uuid.uuid4(), f"w{writers}-plain-{writer}", n + 1, payload_text, metadata_text),
+                (uuid.uuid4(), f"w{writers}{'-r' if through else ''}-plain-{writer}", n + 1, payload_text, metadata_text),
             )
 
     def chronicle(writer: int, n: int) -> None:
@@ -149,6 +174,7 @@ def bench_appends(
         store.append(f"w{writers}-doc-{writer}", version, [NewEvent("document.updated", PAYLOAD)], METADATA)
         next_version[writer] = version + 1
 
+    chronicle = through or chronicle
     totals = {"plain": [0, 0.0, 0.0, 0.0], "chronicle": [0, 0.0, 0.0, 0.0]}
     round_ratios = []
     plain_done = 0
@@ -234,6 +260,17 @@ def main() -> None:
                 spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
                 print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}"
                       f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
+            # The library recorder (the path of every domain command), at the largest writer count.
+            writers = max(writer_counts)
+            command = recorder_append(url, settings, writers)
+            try:
+                rate, plain_rate, cpu, slices = bench_appends(store, pool, writers, args.seconds, args.rounds, command)
+            finally:
+                command.close()
+            spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
+            print("library recorder insert_events, one event per call (target ratio >= 0.6):")
+            print(f"{writers:>8} {rate:>15,.0f} {plain_rate:>18,.0f} {rate / plain_rate:>6.2f}"
+                  f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
             chronicle_read, plain_read, total = bench_reads(store, pool)
             print(f"ordered reads of {total:,} events, pages of 1000:")
             print(f"  read_all {chronicle_read:,.0f} ev/s, plain ordered SELECT {plain_read:,.0f} ev/s,"

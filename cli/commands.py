@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,33 +26,53 @@ logger = logging.getLogger("chronicle.cli")
 
 # -- serving ---------------------------------------------------------------------------------
 
-def _serve(url: str, host: str, port: int, broker: str, log_level: str) -> None:
+def _serve(url: str, host: str, port: int, broker: str, log_level: str, processes: int = 1) -> None:
+    """Serve the API on one process, or on `processes` uvicorn processes sharing the socket.
+
+    Several processes let the API use every core: a command's Python (validation, the aggregate,
+    JSON) holds one process's GIL, so one process tops out at one core.
+    """
     import uvicorn
 
-    from api.app import create_app
-
-    config = uvicorn.Config(
-        create_app(url, broker=broker), host=host, port=port, log_level=log_level,
-        access_log=log_level == "debug", lifespan="on", timeout_graceful_shutdown=5,
+    options: dict[str, Any] = dict(
+        host=host, port=port, log_level=log_level, access_log=log_level == "debug", lifespan="on",
+        timeout_graceful_shutdown=5,
         log_config=None,  # uvicorn's loggers go through Chronicle's (infrastructure/logs.py)
     )
+    if processes > 1:
+        # The public multi-process path: each process builds its app from the environment.
+        os.environ.update(DATABASE_URL=url, CHRONICLE_API_BROKER=broker)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # /metrics must sum the processes' counters: they keep them in one shared directory.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chronicle-metrics-")
+        uvicorn.run("api.app:create_app_from_env", factory=True, workers=processes, **options)
+        return
+    from api.app import create_app
+
     # uvicorn stops on SIGINT/SIGTERM, then raises the signal again to the handler it found;
     # with this one in place that ends the wait, and the caller stops the rest and exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda number, frame: logger.info("stopping on signal %s", number))
-    uvicorn.Server(config).run()
+    uvicorn.Server(uvicorn.Config(create_app(url, broker=broker), **options)).run()
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", envvar="CHRONICLE_HOST", help="Interface to listen on."),
     port: int = typer.Option(8000, envvar="CHRONICLE_PORT", help="Port to listen on."),
     log_level: str = typer.Option("warning", envvar="CHRONICLE_LOG_LEVEL"),
+    processes: int = typer.Option(0, envvar="CHRONICLE_API_PROCESSES", min=0,
+                                  help="API server processes (0: one per core)."),
 ) -> None:
     """Serve the HTTP API only (workers run elsewhere: `chronicle worker`)."""
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
     url = database_url(settings)
-    _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level)
+    _serve(url, host, port, "redis" if settings.redis_url else "absent", log_level, processes or _cores())
+
+
+def _cores() -> int:
+    """The cores this process may run on (the default number of API processes)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def up(
@@ -59,6 +80,8 @@ def up(
     port: int = typer.Option(8000, envvar="CHRONICLE_PORT", help="Port to listen on."),
     log_level: str = typer.Option("warning", envvar="CHRONICLE_LOG_LEVEL"),
     worker_threads: int = typer.Option(4, envvar="CHRONICLE_WORKER_THREADS", help="In-process worker threads."),
+    processes: int = typer.Option(0, envvar="CHRONICLE_API_PROCESSES", min=0,
+                                  help="API server processes with REDIS_URL (0: one per core); else one."),
 ) -> None:
     """Start Chronicle: store (embedded if no DATABASE_URL), migrations, workers and the API.
 
@@ -105,7 +128,8 @@ def up(
     typer.echo(f"Chronicle API on http://{host}:{port}  (OpenAPI: http://{host}:{port}/openapi.json)", err=False)
     sys.stdout.flush()
     try:
-        _serve(url, host, port, broker, log_level)
+        # In-process workers hear of appends through this process's memory, so the API stays in it.
+        _serve(url, host, port, broker, log_level, (processes or _cores()) if stop_workers is None else 1)
     finally:
         if stop_workers is not None:
             stop_workers()

@@ -28,6 +28,9 @@ from domain.bounds import refusal
 from domain.errors import DomainError
 from domain.rules import UNDO_DEPTH
 
+# Values a copy of an aggregate can share with the original.
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, UUID, datetime})
+
 # A function the service passes in: the stream's state (as `state()` returns it) at a version.
 StateAt = Callable[[int], dict[str, Any]]
 
@@ -167,6 +170,25 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
         self.redo_stack: list[list[int]] = []
         # Set while a multi-event change (a node removal's edge deletions) is being applied.
         self.group_start: int | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WorkspaceAggregate:
+        """A copy sharing nothing mutable with this aggregate, made without copy's generic walk.
+
+        The repository copies each cached aggregate a command loads. The undo and redo stacks
+        (up to UNDO_DEPTH pairs of ints each) are copied as lists of the same pairs; immutable values
+        (ids, timestamps, text, numbers) are shared; anything else is deep-copied.
+        """
+        state: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if key in ("undo_stack", "redo_stack"):
+                state[key] = list(value)  # their pairs are moved between stacks, never changed in place
+            elif value is None or type(value) in _IMMUTABLE:
+                state[key] = value
+            else:
+                state[key] = copy.deepcopy(value, memo)
+        aggregate = object.__new__(type(self))
+        object.__setattr__(aggregate, "__dict__", state)
+        return aggregate
 
     # -- new events: their payloads within domain.bounds ----------------------------------------
 

@@ -102,3 +102,31 @@ def decide(workspace: Workspace, command: c.Command, aggregate: WorkspaceAggrega
     Raises DomainError unknown_command for a command class with no row.
     """
     _row_of(DECISIONS, command)(workspace, command, aggregate)
+
+
+def stream_id_of(command: Any) -> UUID:
+    """The id of the stream a command changes. Raises DomainError unknown_command."""
+    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
+        if field in type(command).model_fields:
+            return getattr(command, field)
+    raise DomainError("unknown_command", f"{type(command).__name__} names no stream", field="command")
+
+
+def stream_field_of(command: Any) -> str:
+    """The name of the command's field that holds its stream id."""
+    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
+        if field in type(command).model_fields:
+            return field
+    return "stream_id"
+
+
+def aggregate_class_of(command: Any) -> type[WorkspaceAggregate]:
+    """The aggregate class a command is decided by."""
+    fields = type(command).model_fields
+    if "chain_id" in fields:
+        return Chain
+    if "document_id" in fields:
+        return Document
+    if "agent_id" in fields:
+        return Agent
+    return WorkspaceAggregate

@@ -119,15 +119,24 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
         store = self.datastore.store
         results: list[AppendResult] = []
         started = time.perf_counter()
-        with self.transaction() as conn:
-            self._before_appends(conn, tracking)
-            for stream_id, expected, events, stream_type in appends:
-                results.append(
-                    store.append_on(
-                        conn, stream_id, expected, events, metadata,
-                        stream_type=stream_type, log_name=self.log_name,
+        if len(appends) == 1 and tracking is None:
+            # One stream, nothing tracked: the append's one statement is its own transaction
+            # on an autocommit connection, as EventStore.append (no BEGIN and COMMIT round trips).
+            stream_id, expected, events, stream_type = appends[0]
+            with library_errors(), store.pool.connection() as conn:
+                results.append(store.append_on(
+                    conn, stream_id, expected, events, metadata, stream_type=stream_type, log_name=self.log_name,
+                ))
+        else:
+            with self.transaction() as conn:
+                self._before_appends(conn, tracking)
+                for stream_id, expected, events, stream_type in appends:
+                    results.append(
+                        store.append_on(
+                            conn, stream_id, expected, events, metadata,
+                            stream_type=stream_type, log_name=self.log_name,
+                        )
                     )
-                )
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
         # Wake readers after the commit (a NOTIFY inside it would serialise committers).
         store.committed(results, self.log_name)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import MutableOrImmutableAggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
@@ -23,11 +23,13 @@ from domain import commands as c
 from domain.agent import Agent
 from domain.aggregate import WorkspaceAggregate
 from domain.chain import Chain
-from domain.decisions import create, decide, is_creation
+from domain.decisions import aggregate_class_of as _aggregate_class_of, create, decide, is_creation
+from domain.decisions import stream_field_of as _stream_field_of, stream_id_of as _stream_id_of
 from domain.diff import diff_states
 from domain.document import Document
 from domain.errors import ConflictError, DomainError, NotFoundError
 from domain.event_types import registry
+from service_layer.repository import DEFAULT_AGGREGATE_CACHE_SIZE, WorkspaceRepository, project
 from service_layer.results import CommandResult, HistoryEntry, StateAtVersion, StreamDiff
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,18 @@ class Workspace(Application[UUID]):
         # Used only when the recorder cannot look command ids up (the in-memory recorder).
         self._handled_commands: dict[UUID, CommandResult] = {}
 
+    def construct_repository(self) -> WorkspaceRepository:
+        """A repository caching CHRONICLE_AGGREGATE_CACHE_SIZE current aggregates (0: none).
+
+        Always fast-forwarded on load, so processes sharing a database stay correct.
+        """
+        size = int(self.env.get("CHRONICLE_AGGREGATE_CACHE_SIZE", str(DEFAULT_AGGREGATE_CACHE_SIZE)))
+        if size < 0:
+            raise ValueError("the aggregate cache size is at least 0")
+        return WorkspaceRepository(
+            event_store=self.events, snapshot_store=self.snapshots, cache_maxsize=size or None, fastforward=True,
+        )
+
     # -- commands ----------------------------------------------------------------------------
 
     def handle(self, command: c.Command, context: c.CommandContext | None = None) -> CommandResult:
@@ -82,12 +96,24 @@ class Workspace(Application[UUID]):
         expected = command.expected_version
         attempts = 1 if expected is not None else MAX_ATTEMPTS
         stream_id = _stream_id_of(command)
-        for attempt in range(1, attempts + 1):
-            aggregate = self._load(stream_id, _aggregate_class_of(command), _stream_field_of(command))
-            if expected is not None and aggregate.version != expected:
-                raise ConflictError(str(stream_id), expected, aggregate.version)
-            self._decide(command, aggregate)
+        attempt, fresh = 1, False
+        while True:
+            # The first try decides on the cached aggregate without reading the log. A stale one
+            # cannot write (the append names the version it saw); anything but a clean append is
+            # confirmed on a fresh load before it is answered.
+            aggregate, unchecked = self._load(stream_id, _aggregate_class_of(command), _stream_field_of(command), fresh)
+            fresh = True
+            try:
+                if expected is not None and aggregate.version != expected:
+                    raise ConflictError(str(stream_id), expected, aggregate.version)
+                self._decide(command, aggregate)
+            except DomainError:
+                if unchecked:
+                    continue
+                raise
             if not aggregate.pending_events:
+                if unchecked:
+                    continue
                 # Nothing to change, perhaps because this very command id just landed concurrently.
                 first = self.find_command(command.command_id) if command.command_id else None
                 return first or CommandResult(str(stream_id), aggregate.version, None, 0)
@@ -98,12 +124,16 @@ class Workspace(Application[UUID]):
                 first = self.find_command(command.command_id) if command.command_id else None
                 if first is not None:
                     return first
+                if unchecked:
+                    continue
                 if attempt == attempts:
                     raise ConflictError(str(stream_id), expected, self.current_version(stream_id)) from None
                 time.sleep(random.uniform(0, 0.005 * attempt))
+                attempt += 1
                 continue
-            return self._handled(command, aggregate, recordings, appended)
-        raise AssertionError("unreachable")  # pragma: no cover
+            result = self._handled(command, aggregate, recordings, appended)
+            self.repository.remember(aggregate)
+            return result
 
     def _create(self, command: c.CreateChain | c.CreateDocument | c.CreateAgent, metadata: dict[str, Any]) -> CommandResult:
         aggregate = create(command, _id_for)
@@ -184,17 +214,31 @@ class Workspace(Application[UUID]):
 
         A failed snapshot is logged, not raised: the command's events are already stored.
         """
-        kinds = {obj.id: type(obj) for obj in objs if isinstance(obj, WorkspaceAggregate)}
+        saved = {obj.id: obj for obj in objs if isinstance(obj, WorkspaceAggregate)}
         recordings = super().save(*objs, **kwargs)
         for recording in recordings:
             event = recording.domain_event
-            interval = self.snapshot_intervals.get(kinds.get(event.originator_id))  # type: ignore[arg-type]
+            aggregate = saved.get(event.originator_id)
+            interval = self.snapshot_intervals.get(type(aggregate))  # type: ignore[arg-type]
             if interval and event.originator_version % interval == 0:
                 try:
-                    self.take_snapshot(event.originator_id, version=event.originator_version)
+                    self.take_snapshot(event.originator_id, version=event.originator_version, aggregate=aggregate)
                 except Exception:  # noqa: BLE001
                     logger.exception("taking a snapshot failed; time travel replays further until the next one")
         return recordings
+
+    def take_snapshot(
+        self, aggregate_id: UUID, version: int | None = None, projector_func: Any = project,
+        *, aggregate: WorkspaceAggregate | None = None,
+    ) -> None:
+        """Store a snapshot of the stream at `version`.
+
+        Of `aggregate` when it is the stream at that version (the one just saved): no replay.
+        """
+        if aggregate is not None and aggregate.id == aggregate_id and aggregate.version == version:
+            self.snapshots.put([aggregate.Snapshot.take(aggregate)])  # type: ignore[union-attr]
+            return
+        super().take_snapshot(aggregate_id, version=version, projector_func=projector_func)
 
     def state_of_version(self, stream_id: UUID, version: int) -> dict[str, Any]:
         """The stream's contract `state` at `version` (what undo and redo restore)."""
@@ -281,7 +325,7 @@ class Workspace(Application[UUID]):
         Raises NotFoundError.
         """
         uuid = _as_uuid(stream_id)
-        aggregate = project_aggregate(None, self.events.get(uuid, lte=version))
+        aggregate = project(None, self.events.get(uuid, lte=version))
         if aggregate is None:
             raise NotFoundError(f"stream {uuid} does not exist", field="stream_id")
         return aggregate
@@ -294,7 +338,11 @@ class Workspace(Application[UUID]):
         except AggregateNotFoundError:
             raise NotFoundError(f"stream {stream_id} does not exist", field="stream_id") from None
 
-    def _load(self, stream_id: UUID, aggregate_class: type[A], field: str) -> A:
+    def _load(self, stream_id: UUID, aggregate_class: type[A], field: str, fresh: bool = True) -> tuple[A, bool]:
+        """The aggregate (`fresh`: up to date with the log), and whether it is the cached one unchecked."""
+        cached = None if fresh else self.repository.cached_copy(stream_id)
+        if isinstance(cached, aggregate_class):
+            return cached, True
         try:
             aggregate = self.repository.get(stream_id)
         except AggregateNotFoundError:
@@ -302,7 +350,7 @@ class Workspace(Application[UUID]):
         if not isinstance(aggregate, aggregate_class):
             kind = getattr(aggregate_class, "stream_type", "stream")
             raise NotFoundError(f"there is no {kind} {stream_id}", field=field)
-        return aggregate
+        return aggregate, False
 
     def _event(self, stream_id: UUID, version: int) -> Any:
         return next(iter(self.events.get(stream_id, gt=version - 1, lte=version)))
@@ -334,29 +382,4 @@ def _as_uuid(stream_id: UUID | str) -> UUID:
 
 def _id_for(command: c.Command) -> UUID:
     return uuid5(COMMAND_NAMESPACE, str(command.command_id)) if command.command_id else uuid4()
-
-
-def _stream_id_of(command: Any) -> UUID:
-    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
-        if field in type(command).model_fields:
-            return getattr(command, field)
-    raise DomainError("unknown_command", f"{type(command).__name__} names no stream", field="command")
-
-
-def _stream_field_of(command: Any) -> str:
-    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
-        if field in type(command).model_fields:
-            return field
-    return "stream_id"
-
-
-def _aggregate_class_of(command: Any) -> type[WorkspaceAggregate]:
-    fields = type(command).model_fields
-    if "chain_id" in fields:
-        return Chain
-    if "document_id" in fields:
-        return Document
-    if "agent_id" in fields:
-        return Agent
-    return WorkspaceAggregate
 
