@@ -161,8 +161,12 @@ def _domain_problem(request: Request, exc: Exception) -> JSONResponse:
 def create_app_from_env() -> FastAPI:
     """The app on DATABASE_URL, its broker mode from CHRONICLE_API_BROKER: for server processes.
 
-    `chronicle serve` and `up` start several processes by import string; each builds its app here.
+    `chronicle serve` and `up` start several processes by import string; each builds its app here,
+    and logs as the command line does (CHRONICLE_LOG_FORMAT, uvicorn's lines through Chronicle's).
     """
     import os
 
+    from infrastructure.logs import configure_logging
+
+    configure_logging(get_settings(), replace=True)
     return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None)
