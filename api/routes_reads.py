@@ -73,7 +73,7 @@ def list_documents(
         params.append(after[0])
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     if not tags:
-        sql = f"SELECT {DOC_COLUMNS} FROM document_snapshot d {where} ORDER BY d.created_position DESC LIMIT %s"
+        sql = f"SELECT {DOC_COLUMNS} FROM document d {where} ORDER BY d.created_position DESC LIMIT %s"
     else:
         # active_tag's key (tag, document_id) finds the tagged documents; with several tags a
         # document carrying more than one comes once, at the first given tag's version.
@@ -84,7 +84,7 @@ def list_documents(
             " b.content, b.body, v.metadata, v.version AS document_version, d.session_id, d.created_by,"
             " d.created_by_type, d.created_at, v.created_at AS updated_at, d.created_position, d.last_event_id,"
             " d.last_version AS stream_version, d.last_position, t.tag"
-            " FROM active_tag t JOIN document_snapshot d ON d.document_id = t.document_id"
+            " FROM active_tag t JOIN document d ON d.document_id = t.document_id"
             " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
             " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
             f" {where} ORDER BY d.created_position DESC, array_position(%s::text[], t.tag) LIMIT %s"
@@ -104,7 +104,7 @@ def get_document(
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> DocumentOut:
     """The current document with its live tags; its stream version is the ETag. 404 if none."""
-    row = _fetch_one(state, f"SELECT {DOC_COLUMNS} FROM document_snapshot d WHERE d.document_id = %s", (document_id,))
+    row = _fetch_one(state, f"SELECT {DOC_COLUMNS} FROM document d WHERE d.document_id = %s", (document_id,))
     if row is None:
         missing(state, "document", document_id)
     tags = _fetch_all(
@@ -207,7 +207,7 @@ def list_agents(
     _wait: int | None = Depends(min_position_for("agents")),
 ) -> AgentPage:
     """Live agents, most recently changed first."""
-    return _list_snapshots(state, "agents", AGENT_COLUMNS, "agent_snapshot", name, metadata, cursor, limit)
+    return _list_snapshots(state, "agents", AGENT_COLUMNS, "agent", name, metadata, cursor, limit)
 
 
 @router.get("/agents/{agent_id}", summary="One agent")
@@ -219,7 +219,7 @@ def get_agent(
     _wait: int | None = Depends(min_position_for("agents")),
 ) -> AgentOut:
     """The current agent; its stream version is the ETag. 404 if none."""
-    row = _fetch_one(state, f"SELECT {AGENT_COLUMNS} FROM agent_snapshot WHERE agent_id = %s", (agent_id,))
+    row = _fetch_one(state, f"SELECT {AGENT_COLUMNS} FROM agent WHERE agent_id = %s", (agent_id,))
     if row is None:
         missing(state, "agent", agent_id)
     response.headers["ETag"] = etag(row["stream_version"])
@@ -297,11 +297,11 @@ def list_chains(
     _wait: int | None = Depends(min_position_for("chains")),
 ) -> ChainPage:
     """Live chains, without their edges (get one chain for those)."""
-    return _list_snapshots(state, "chains", CHAIN_COLUMNS, "chain_snapshot", name, metadata, cursor, limit)
+    return _list_snapshots(state, "chains", CHAIN_COLUMNS, "chain", name, metadata, cursor, limit)
 
 
 def _chain(state: ChronicleState, chain_id: str) -> dict[str, Any]:
-    row = _fetch_one(state, f"SELECT {CHAIN_COLUMNS} FROM chain_snapshot WHERE chain_id = %s", (chain_id,))
+    row = _fetch_one(state, f"SELECT {CHAIN_COLUMNS} FROM chain WHERE chain_id = %s", (chain_id,))
     if row is None:
         missing(state, "chain", chain_id)
     return row

@@ -1,7 +1,7 @@
 """The session read: every live document a session touched, most recently touched first, on the record.
 
 Served from `session_touch` (the documents projector keeps it from each event's
-metadata.session_id) joined to `document_snapshot`: a range scan of one session's touches.
+metadata.session_id) joined to `document`: a range scan of one session's touches.
 Each read appends one `document.accessed` event to the session's stream, unless
 CHRONICLE_RECORD_ACCESS is off; a failure to record never fails the read (see the headers).
 """
@@ -41,7 +41,7 @@ HEADER_COLUMNS = (
 # has no snapshot row, so it drops out; a restored one is back). Both ends of the range are
 # bound, so even a generic plan scans session_touch_session_idx in order.
 SESSION_DOCUMENTS = (
-    "SELECT {columns} FROM session_touch t JOIN document_snapshot d ON d.document_id = t.document_id"
+    "SELECT {columns} FROM session_touch t JOIN document d ON d.document_id = t.document_id"
     " WHERE t.session_id = %s AND t.last_position < %s{types} ORDER BY t.last_position DESC LIMIT %s"
 )
 

@@ -1,4 +1,4 @@
-"""The agents read model: `agent_snapshot` (current agent) and `agent_execution` (its runs).
+"""The agents read model: `agent` (current agent) and `agent_execution` (its runs).
 
 Executions stay after their agent is deleted: they are history.
 """
@@ -9,7 +9,7 @@ from typing import Any
 
 from projections.model import Event, LogTable, Output, Projector, Row, StateTable, StreamRows, actor, pick
 
-AGENT = StateTable("agent_snapshot", "agent_id")
+AGENT = StateTable("agent", "agent_id")
 EXECUTION = LogTable("agent_execution", ("agent_id", "execution_id"))
 
 projector = Projector("agents", ("agent",), (AGENT,), (EXECUTION,))

@@ -1,4 +1,4 @@
-"""The chains read model: `chain_snapshot` (chain, canvas and nodes) and its live `edge` rows.
+"""The chains read model: `chain` (chain, canvas and nodes) and its live `edge` rows.
 
 Every event of a chain stream reshapes its snapshot row, so `last_version` is the stream's version.
 """
@@ -9,7 +9,7 @@ from typing import Any
 
 from projections.model import Event, Output, Projector, Row, StateTable, StreamRows, pick
 
-CHAIN = StateTable("chain_snapshot", "chain_id")
+CHAIN = StateTable("chain", "chain_id")
 EDGE = StateTable("edge", "chain_id", key="edge_id")
 
 projector = Projector("chains", ("chain",), (CHAIN, EDGE), ())

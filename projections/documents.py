@@ -1,6 +1,6 @@
 """The documents read model: current documents, versions with bodies stored once, and tags.
 
-`document_snapshot` and `active_tag` hold live documents only; a deleted document's state waits
+`document` and `active_tag` hold live documents only; a deleted document's state waits
 in `document_tombstone` for `document.restored`. Versions and tag moves stay as history.
 `session_touch` says which documents each session touched, and when last: every event of a
 document's stream whose metadata names a session moves that (session, document) row.
@@ -14,7 +14,7 @@ from projections.model import (
     Event, Handler, LogTable, Output, Projector, Row, StateTable, StreamRows, actor, content_hash, pick,
 )
 
-DOCUMENT = StateTable("document_snapshot", "document_id")
+DOCUMENT = StateTable("document", "document_id")
 TAG = StateTable("active_tag", "document_id", key="tag")
 TOMBSTONE = StateTable("document_tombstone", "document_id")
 BODY = LogTable("document_body", ("body_hash",), overwrite=False)

@@ -206,6 +206,23 @@ CREATE TABLE public.active_tag (
 )
 WITH (fillfactor='70');
 
+-- Name: agent; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.agent (
+    agent_id text NOT NULL,
+    name text,
+    prompt text,
+    model text,
+    tools jsonb,
+    metadata jsonb,
+    created_at timestamp with time zone,
+    updated_at timestamp with time zone,
+    last_event_id uuid NOT NULL,
+    last_version bigint NOT NULL,
+    last_position bigint NOT NULL
+)
+WITH (fillfactor='70');
+
 -- Name: agent_execution; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.agent_execution (
@@ -224,23 +241,6 @@ CREATE TABLE public.agent_execution (
     CONSTRAINT agent_execution_duration_check CHECK ((duration_ms >= (0)::double precision))
 );
 
--- Name: agent_snapshot; Type: TABLE; Schema: public; Owner: -
-
-CREATE TABLE public.agent_snapshot (
-    agent_id text NOT NULL,
-    name text,
-    prompt text,
-    model text,
-    tools jsonb,
-    metadata jsonb,
-    created_at timestamp with time zone,
-    updated_at timestamp with time zone,
-    last_event_id uuid NOT NULL,
-    last_version bigint NOT NULL,
-    last_position bigint NOT NULL
-)
-WITH (fillfactor='70');
-
 -- Name: api_keys; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.api_keys (
@@ -258,9 +258,9 @@ CREATE TABLE public.api_keys (
     CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['writer'::text, 'reader'::text, 'auditor'::text, 'operator'::text, 'admin'::text])))
 );
 
--- Name: chain_snapshot; Type: TABLE; Schema: public; Owner: -
+-- Name: chain; Type: TABLE; Schema: public; Owner: -
 
-CREATE TABLE public.chain_snapshot (
+CREATE TABLE public.chain (
     chain_id text NOT NULL,
     name text,
     description text,
@@ -308,17 +308,9 @@ CREATE SEQUENCE public.dead_letter_id_seq
 
 ALTER SEQUENCE public.dead_letter_id_seq OWNED BY public.dead_letter.id;
 
--- Name: document_body; Type: TABLE; Schema: public; Owner: -
+-- Name: document; Type: TABLE; Schema: public; Owner: -
 
-CREATE TABLE public.document_body (
-    body_hash text NOT NULL,
-    content text,
-    body jsonb
-);
-
--- Name: document_snapshot; Type: TABLE; Schema: public; Owner: -
-
-CREATE TABLE public.document_snapshot (
+CREATE TABLE public.document (
     document_id text NOT NULL,
     namespace text NOT NULL,
     document_type text NOT NULL,
@@ -337,9 +329,17 @@ CREATE TABLE public.document_snapshot (
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
     last_position bigint NOT NULL,
-    CONSTRAINT document_snapshot_version_check CHECK ((version >= 1))
+    CONSTRAINT document_version_check CHECK ((version >= 1))
 )
 WITH (fillfactor='70');
+
+-- Name: document_body; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.document_body (
+    body_hash text NOT NULL,
+    content text,
+    body jsonb
+);
 
 -- Name: document_tombstone; Type: TABLE; Schema: public; Owner: -
 
@@ -614,20 +614,20 @@ ALTER TABLE ONLY public.active_tag
 ALTER TABLE ONLY public.agent_execution
     ADD CONSTRAINT agent_execution_pkey PRIMARY KEY (agent_id, execution_id);
 
--- Name: agent_snapshot agent_snapshot_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+-- Name: agent agent_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
-ALTER TABLE ONLY public.agent_snapshot
-    ADD CONSTRAINT agent_snapshot_pkey PRIMARY KEY (agent_id);
+ALTER TABLE ONLY public.agent
+    ADD CONSTRAINT agent_pkey PRIMARY KEY (agent_id);
 
 -- Name: api_keys api_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (key_id);
 
--- Name: chain_snapshot chain_snapshot_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+-- Name: chain chain_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
-ALTER TABLE ONLY public.chain_snapshot
-    ADD CONSTRAINT chain_snapshot_pkey PRIMARY KEY (chain_id);
+ALTER TABLE ONLY public.chain
+    ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
 
 -- Name: dead_letter dead_letter_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -639,10 +639,10 @@ ALTER TABLE ONLY public.dead_letter
 ALTER TABLE ONLY public.document_body
     ADD CONSTRAINT document_body_pkey PRIMARY KEY (body_hash);
 
--- Name: document_snapshot document_snapshot_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+-- Name: document document_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
-ALTER TABLE ONLY public.document_snapshot
-    ADD CONSTRAINT document_snapshot_pkey PRIMARY KEY (document_id);
+ALTER TABLE ONLY public.document
+    ADD CONSTRAINT document_pkey PRIMARY KEY (document_id);
 
 -- Name: document_tombstone document_tombstone_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -742,25 +742,25 @@ CREATE INDEX active_tag_document_idx ON public.active_tag USING btree (document_
 
 CREATE INDEX agent_execution_agent_idx ON public.agent_execution USING btree (agent_id, last_position DESC);
 
--- Name: agent_snapshot_metadata_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: agent_metadata_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX agent_snapshot_metadata_idx ON public.agent_snapshot USING gin (metadata jsonb_path_ops);
+CREATE INDEX agent_metadata_idx ON public.agent USING gin (metadata jsonb_path_ops);
 
--- Name: agent_snapshot_name_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: agent_name_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX agent_snapshot_name_idx ON public.agent_snapshot USING btree (name);
+CREATE INDEX agent_name_idx ON public.agent USING btree (name);
 
 -- Name: api_keys_created_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX api_keys_created_idx ON public.api_keys USING btree (created_at, key_id);
 
--- Name: chain_snapshot_metadata_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: chain_metadata_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX chain_snapshot_metadata_idx ON public.chain_snapshot USING gin (metadata jsonb_path_ops);
+CREATE INDEX chain_metadata_idx ON public.chain USING gin (metadata jsonb_path_ops);
 
--- Name: chain_snapshot_name_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: chain_name_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX chain_snapshot_name_idx ON public.chain_snapshot USING btree (name);
+CREATE INDEX chain_name_idx ON public.chain USING btree (name);
 
 -- Name: dead_letter_parked_key; Type: INDEX; Schema: public; Owner: -
 
@@ -770,21 +770,21 @@ CREATE UNIQUE INDEX dead_letter_parked_key ON public.dead_letter USING btree (pr
 
 CREATE INDEX dead_letter_stream_idx ON public.dead_letter USING btree (projection, stream_id, "position");
 
--- Name: document_snapshot_metadata_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: document_metadata_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX document_snapshot_metadata_idx ON public.document_snapshot USING gin (metadata jsonb_path_ops);
+CREATE INDEX document_metadata_idx ON public.document USING gin (metadata jsonb_path_ops);
 
--- Name: document_snapshot_ns_type_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: document_ns_type_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX document_snapshot_ns_type_idx ON public.document_snapshot USING btree (namespace, document_type, created_position DESC);
+CREATE INDEX document_ns_type_idx ON public.document USING btree (namespace, document_type, created_position DESC);
 
--- Name: document_snapshot_session_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: document_session_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX document_snapshot_session_idx ON public.document_snapshot USING btree (session_id, created_position DESC);
+CREATE INDEX document_session_idx ON public.document USING btree (session_id, created_position DESC);
 
--- Name: document_snapshot_type_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: document_type_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX document_snapshot_type_idx ON public.document_snapshot USING btree (document_type, created_position DESC);
+CREATE INDEX document_type_idx ON public.document USING btree (document_type, created_position DESC);
 
 -- Name: events_actor_idx; Type: INDEX; Schema: public; Owner: -
 

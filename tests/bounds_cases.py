@@ -41,14 +41,14 @@ def _row(table: str, column: str, key: str) -> str:
     return f"SELECT {column} AS v FROM {table} WHERE {key} = %(stream)s AND last_position >= %(position)s"
 
 
-CHAIN = lambda col: _row("chain_snapshot", col, "chain_id")  # noqa: E731
-DOC = lambda col: _row("document_snapshot", col, "document_id")  # noqa: E731
-AGENT = lambda col: _row("agent_snapshot", col, "agent_id")  # noqa: E731
+CHAIN = lambda col: _row("chain", col, "chain_id")  # noqa: E731
+DOC = lambda col: _row("document", col, "document_id")  # noqa: E731
+AGENT = lambda col: _row("agent", col, "agent_id")  # noqa: E731
 VERSION = ("SELECT {} AS v FROM document_version WHERE document_id = %(stream)s AND last_position >= %(position)s"
            " ORDER BY version DESC LIMIT 1")
-NODE = ("SELECT nodes -> %(key)s -> 'position' AS v FROM chain_snapshot WHERE chain_id = %(stream)s"
+NODE = ("SELECT nodes -> %(key)s -> 'position' AS v FROM chain WHERE chain_id = %(stream)s"
         " AND last_position >= %(position)s")
-NODE_ID = ("SELECT %(key)s::text AS v FROM chain_snapshot WHERE chain_id = %(stream)s AND nodes ? %(key)s"
+NODE_ID = ("SELECT %(key)s::text AS v FROM chain WHERE chain_id = %(stream)s AND nodes ? %(key)s"
            " AND last_position >= %(position)s")
 EDGE = "SELECT {} AS v FROM edge WHERE chain_id = %(stream)s AND edge_id = %(key)s AND last_position >= %(position)s"
 EXECUTION = ("SELECT {} AS v FROM agent_execution WHERE agent_id = %(stream)s AND execution_id = %(key)s"

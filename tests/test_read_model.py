@@ -64,7 +64,7 @@ def rows(pool, sql: str, *params: Any) -> list[dict[str, Any]]:
 
 
 def assert_chain_projected(pool, stream_id: str, state: dict[str, Any], version: int) -> None:
-    snapshot = rows(pool, "SELECT * FROM chain_snapshot WHERE chain_id = %s", stream_id)
+    snapshot = rows(pool, "SELECT * FROM chain WHERE chain_id = %s", stream_id)
     edges = rows(pool, "SELECT * FROM edge WHERE chain_id = %s ORDER BY edge_id", stream_id)
     if state["deleted"]:
         assert snapshot == [] and edges == [], "a deleted chain leaves the current tables"
@@ -80,7 +80,7 @@ def assert_chain_projected(pool, stream_id: str, state: dict[str, Any], version:
 
 
 def assert_document_projected(pool, stream_id: str, state: dict[str, Any], version: int) -> None:
-    snapshot = rows(pool, "SELECT * FROM document_snapshot WHERE document_id = %s", stream_id)
+    snapshot = rows(pool, "SELECT * FROM document WHERE document_id = %s", stream_id)
     tags = rows(pool, "SELECT tag, document_version FROM active_tag WHERE document_id = %s", stream_id)
     if state["deleted"]:
         assert snapshot == [], "a deleted document leaves the current tables"
@@ -101,7 +101,7 @@ def assert_document_projected(pool, stream_id: str, state: dict[str, Any], versi
 
 
 def assert_agent_projected(pool, stream_id: str, state: dict[str, Any], version: int, executions: int) -> None:
-    snapshot = rows(pool, "SELECT * FROM agent_snapshot WHERE agent_id = %s", stream_id)
+    snapshot = rows(pool, "SELECT * FROM agent WHERE agent_id = %s", stream_id)
     if state["deleted"]:
         assert snapshot == []
     else:

@@ -129,5 +129,5 @@ def test_the_session_id_is_bounded_for_its_indexes(clients, db, inside: bool) ->
         return
     assert response.status_code == 201, response.text
     out = response.json()
-    sql = "SELECT session_id AS v FROM document_snapshot WHERE document_id = %(stream)s AND last_position >= %(position)s"
+    sql = "SELECT session_id AS v FROM document WHERE document_id = %(stream)s AND last_position >= %(position)s"
     assert stored(db, sql, {"stream": out["stream_id"], "position": out["position"]}) == session

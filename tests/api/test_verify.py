@@ -31,28 +31,28 @@ def test_verify_reports_corrupted_rows(clients, api_pool):
     assert _mine(before["documents"].json(), {doc}) == set()
     ghost = f"ghost-{uuid.uuid4().hex[:8]}"
     with api_pool.connection() as conn:
-        conn.execute("UPDATE document_snapshot SET title = 'tampered' WHERE document_id = %s", (doc,))
+        conn.execute("UPDATE document SET title = 'tampered' WHERE document_id = %s", (doc,))
         saved = conn.execute("DELETE FROM document_version v WHERE document_id = %s AND version = 1"
                              " RETURNING to_jsonb(v) AS row", (doc,)).fetchone()["row"]
-        conn.execute("INSERT INTO agent_snapshot (agent_id, name, last_event_id, last_version, last_position)"
+        conn.execute("INSERT INTO agent (agent_id, name, last_event_id, last_version, last_position)"
                      " VALUES (%s, 'g', gen_random_uuid(), 1, 1)", (ghost,))
     try:
         documents = operator.post("/v1/projections/documents/verify")
         assert documents.status_code == 200, documents.text
         assert _mine(documents.json(), {doc}) == {
-            ("document_snapshot", (("document_id", doc),), "changed", ("title",)),
+            ("document", (("document_id", doc),), "changed", ("title",)),
             ("document_version", (("document_id", doc), ("version", 1)), "missing", ()),
         }
         assert documents.json()["differing_rows"] == before["documents"].json()["differing_rows"] + 2
         agents = operator.post("/v1/projections/agents/verify").json()
-        assert _mine(agents, {ghost}) == {("agent_snapshot", (("agent_id", ghost),), "extra", ())}
+        assert _mine(agents, {ghost}) == {("agent", (("agent_id", ghost),), "extra", ())}
         recorded = int(documents.headers["x-chronicle-position"])
     finally:
         with api_pool.connection() as conn:
-            conn.execute("UPDATE document_snapshot SET title = 't' WHERE document_id = %s", (doc,))
+            conn.execute("UPDATE document SET title = 't' WHERE document_id = %s", (doc,))
             conn.execute("INSERT INTO document_version SELECT * FROM jsonb_populate_record(NULL::document_version, %s)",
                          (Jsonb(saved),))
-            conn.execute("DELETE FROM agent_snapshot WHERE agent_id = %s", (ghost,))
+            conn.execute("DELETE FROM agent WHERE agent_id = %s", (ghost,))
     after = operator.post("/v1/projections/documents/verify").json()
     assert _mine(after, {doc}) == set()
     events = clients["auditor"].get("/v1/events", params={"type": "operator.projection_verified"}).json()["events"]

@@ -23,8 +23,8 @@ def test_projections_verify(chronicle, cli_database_url):
         report = json.loads(chronicle("projections", "verify", "documents", "--json").stdout)
         assert report["projection"] == "documents" and report["differing_rows"] == 0
         with pool.connection() as conn:
-            doc = conn.execute("UPDATE document_snapshot SET title = 'tampered' WHERE document_id ="
-                               " (SELECT min(document_id) FROM document_snapshot) RETURNING document_id"
+            doc = conn.execute("UPDATE document SET title = 'tampered' WHERE document_id ="
+                               " (SELECT min(document_id) FROM document) RETURNING document_id"
                                ).fetchone()["document_id"]
     finally:
         pool.close()
@@ -36,7 +36,7 @@ def test_projections_verify(chronicle, cli_database_url):
     assert every.returncode == 1
     reports = {r["projection"]: r for r in json.loads(every.stdout)}
     assert set(reports) == {"documents", "chains", "agents"}
-    assert reports["documents"]["differences"] == [{"table": "document_snapshot", "key": {"document_id": doc},
+    assert reports["documents"]["differences"] == [{"table": "document", "key": {"document_id": doc},
                                                     "kind": "changed", "columns": ["title"], "stream_id": doc}]
     assert reports["chains"]["differing_rows"] == reports["agents"]["differing_rows"] == 0
     unknown = chronicle("projections", "verify", "nope", check=False)

@@ -37,10 +37,10 @@ REGISTRY = contract_registry()
 
 # Columns that differ between equal histories only by physical layout (none: rows are deterministic).
 TABLE_KEYS = {
-    "chain_snapshot": "chain_id", "edge": "chain_id, edge_id", "document_snapshot": "document_id",
+    "chain": "chain_id", "edge": "chain_id, edge_id", "document": "document_id",
     "document_body": "body_hash", "document_version": "document_id, version",
     "document_tombstone": "document_id", "active_tag": "tag, document_id", "tag_event": "event_id, tag",
-    "agent_snapshot": "agent_id", "agent_execution": "agent_id, execution_id",
+    "agent": "agent_id", "agent_execution": "agent_id, execution_id",
     "session_touch": "session_id, document_id",
 }
 

@@ -16,7 +16,7 @@ from projections.catalog import PROJECTORS
 from projections.model import StreamRows
 
 # The one-row-per-stream table each projector writes for every event of a live stream.
-MAIN_TABLE = {"chains": "chain_snapshot", "documents": "document_snapshot", "agents": "agent_snapshot"}
+MAIN_TABLE = {"chains": "chain", "documents": "document", "agents": "agent"}
 PERMANENT = ("raise", "range", "check", "unique")  # fail every time: the event must be parked
 TRANSIENT = ("timeout", "kill_batch", "kill_commit")  # fail once: the event must be applied
 
@@ -57,7 +57,7 @@ CREATE CONSTRAINT TRIGGER inject_commit_fault AFTER INSERT OR UPDATE ON {t}
 ALTER TABLE {t} DROP CONSTRAINT IF EXISTS injected_check;
 ALTER TABLE {t} ADD CONSTRAINT injected_check CHECK (metadata ->> 'fault' IS DISTINCT FROM 'check');
 """
-KEYS = {"chain_snapshot": "chain_id", "document_snapshot": "document_id", "agent_snapshot": "agent_id"}
+KEYS = {"chain": "chain_id", "document": "document_id", "agent": "agent_id"}
 
 
 def install(pool) -> None:

@@ -77,10 +77,10 @@ def test_one_poison_execution_parks_only_itself_and_its_streams_later_events(sto
     result = catch_up(proj_pool, PROJECTORS["agents"], 2, partitions=PARTITIONS, retry=FAST_RETRY)
 
     tables = dump_tables(proj_pool)
-    assert sorted(a["agent_id"] for a in tables["agent_snapshot"]) == sorted(agents)
+    assert sorted(a["agent_id"] for a in tables["agent"]) == sorted(agents)
     assert len(tables["agent_execution"]) == 20, "every good execution landed"
     assert "x99" not in {x["execution_id"] for x in tables["agent_execution"]}
-    assert next(a for a in tables["agent_snapshot"] if a["agent_id"] == poisoned)["prompt"] == "p"
+    assert next(a for a in tables["agent"] if a["agent_id"] == poisoned)["prompt"] == "p"
     parked = _parked(proj_pool, "agents")
     assert [sid for sid, _ in parked] == [poisoned, poisoned], "the poison and its stream's later event"
     assert result.parked == 2 and result.processed == 25
@@ -151,5 +151,5 @@ def test_projections_upcast_payloads_stored_under_an_older_schema_version(store,
         "title": "old shape", "prompt": "p", "model": "m", "tools": [], "metadata": {}})], META)
     for k in range(PARTITIONS):
         catch_up(proj_pool, PROJECTORS["agents"], k, partitions=PARTITIONS)
-    (row,) = dump_tables(proj_pool)["agent_snapshot"]
+    (row,) = dump_tables(proj_pool)["agent"]
     assert row["name"] == "old shape"

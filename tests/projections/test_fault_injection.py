@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # other faults it produced rare runs that did not converge, still being traced.
 FAULT_KINDS = faults.PERMANENT + faults.TRANSIENT
 KINDS = ("chain", "document", "agent")
-STREAM_COLUMNS = {"chain_snapshot": "chain_id", "edge": "chain_id", "document_snapshot": "document_id",
+STREAM_COLUMNS = {"chain": "chain_id", "edge": "chain_id", "document": "document_id",
                   "document_version": "document_id", "document_tombstone": "document_id",
-                  "active_tag": "document_id", "tag_event": "document_id", "agent_snapshot": "agent_id",
+                  "active_tag": "document_id", "tag_event": "document_id", "agent": "agent_id",
                   "agent_execution": "agent_id"}
 ORDER = {"edge": "edge_id", "document_version": "version", "active_tag": "tag", "tag_event": "event_id, tag",
          "agent_execution": "execution_id"}

@@ -45,16 +45,16 @@ def test_documents_versions_tags_and_delete(store, proj_pool):
         NewEvent("document.deleted", {"reason": "r"})], meta)
     project_all(proj_pool)
     t = dump_tables(proj_pool)
-    assert t["document_snapshot"] == [] and t["active_tag"] == []
+    assert t["document"] == [] and t["active_tag"] == []
     assert [v["version"] for v in t["document_version"]] == [1, 2, 3]
     assert len(t["document_body"]) == 2  # "x" is stored once
     store.append(doc, 5, [NewEvent("document.restored", {"reason": "back"})], meta)
     project_all(proj_pool)
     t = dump_tables(proj_pool)
-    assert t["document_snapshot"][0]["version"] == 3 and t["document_snapshot"][0]["session_id"] == "s9"
+    assert t["document"][0]["version"] == 3 and t["document"][0]["session_id"] == "s9"
     assert [(a["tag"], a["document_version"]) for a in t["active_tag"]] == [("production", 2)]
     with proj_pool.connection() as conn:  # keyset page by session, newest first
-        rows = conn.execute("SELECT document_id FROM document_snapshot WHERE session_id = %s"
+        rows = conn.execute("SELECT document_id FROM document WHERE session_id = %s"
                             " AND created_position < %s ORDER BY created_position DESC LIMIT 10",
                             ("s9", 2**62)).fetchall()
     assert [r["document_id"] for r in rows] == [doc]
@@ -78,7 +78,7 @@ def test_poison_event_parks_its_stream_only(store, proj_pool, monkeypatch):
                           NewEvent("document.updated", {"title": "after", "change_description": "", "version": 3})])
     store.append(good, 1, [NewEvent("document.updated", {"title": "fine", "change_description": "", "version": 2})])
     project_all(proj_pool, retry=RetryPolicy(attempts=2, first_delay=0.01))
-    snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document_snapshot"]}
+    snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document"]}
     assert snap[good]["title"] == "fine" and snap[bad]["title"] == "a"
     parked = list_dead_letters(proj_pool, "documents")
     assert [(d.stream_id, d.attempts) for d in parked] == [(bad, 2), (bad, 0)]
@@ -92,12 +92,12 @@ def test_poison_event_parks_its_stream_only(store, proj_pool, monkeypatch):
     # Skip the poison event: the stream resumes in order.
     outcome = skip_dead_letter(proj_pool, parked[0].id)
     assert outcome.resumed == [bad]
-    snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document_snapshot"]}
+    snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document"]}
     assert snap[bad]["title"] == "later" and snap[bad]["version"] == 4
     assert list_dead_letters(proj_pool, "documents") == []
     store.append(bad, 4, [NewEvent("document.updated", {"title": "live", "change_description": "", "version": 5})])
     project_all(proj_pool)
-    assert {r["document_id"]: r for r in dump_tables(proj_pool)["document_snapshot"]}[bad]["title"] == "live"
+    assert {r["document_id"]: r for r in dump_tables(proj_pool)["document"]}[bad]["title"] == "live"
     # A rebuild honours the skip.
     before = dump_tables(proj_pool)
     rebuild(proj_pool, "documents")
@@ -169,7 +169,7 @@ def test_crashed_rebuild_shows_in_status_and_the_next_rebuild_cleans_up(store, p
     with psycopg.connect(fresh_database_url, autocommit=True) as dying:
         dying.execute("SELECT pg_advisory_lock(%s, %s)", lock_key("agents", REBUILD_LOCK_PARTITION))
         dying.execute("INSERT INTO projection_rebuild (projection, partitions, head, total) VALUES ('agents', 4, 1, 1)")
-        dying.execute('CREATE TABLE "agent_snapshot__rebuild" (LIKE agent_snapshot INCLUDING ALL)')
+        dying.execute('CREATE TABLE "agent_snapshot__rebuild" (LIKE agent INCLUDING ALL)')
         assert {s.rebuild for s in status(proj_pool, "agents")} == {"running"}
         pid = dying.info.backend_pid
     _wait_backend_gone(proj_pool, pid)  # its locks go only when the server process has exited
@@ -203,4 +203,4 @@ def test_a_wakeup_with_another_partition_count_catches_up_every_partition(store,
     forget_checkpoints()
     wrong = (partition_of(doc, 8) + 1) % 8
     catch_up(proj_pool, PROJECTORS["documents"], wrong, partitions=4, target=result.position, assumed=4)
-    assert [r["document_id"] for r in dump_tables(proj_pool)["document_snapshot"]] == [doc]
+    assert [r["document_id"] for r in dump_tables(proj_pool)["document"]] == [doc]

@@ -21,7 +21,7 @@ def _session_rows(pool, session: str) -> list[tuple[str, str]]:
     """The session read's query: (document, last touch), most recently touched first."""
     with pool.connection() as conn:
         return [(r["document_id"], r["touch"]) for r in conn.execute(
-            "SELECT t.document_id, t.touch FROM session_touch t JOIN document_snapshot d USING (document_id)"
+            "SELECT t.document_id, t.touch FROM session_touch t JOIN document d USING (document_id)"
             " WHERE t.session_id = %s AND t.last_position < %s ORDER BY t.last_position DESC",
             (session, 2**62)).fetchall()]
 
@@ -65,7 +65,7 @@ def test_the_session_read_is_an_index_range_scan(proj_pool):
     with proj_pool.connection() as conn:
         conn.execute("SET enable_seqscan = off")  # an empty table: ask whether the index can serve it at all
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
-            "EXPLAIN SELECT t.document_id FROM session_touch t JOIN document_snapshot d USING (document_id)"
+            "EXPLAIN SELECT t.document_id FROM session_touch t JOIN document d USING (document_id)"
             " WHERE t.session_id = 's' AND t.last_position < 10 ORDER BY t.last_position DESC LIMIT 5").fetchall())
     assert "session_touch_session_idx" in plan and "Sort" not in plan
 
@@ -76,7 +76,7 @@ ROW = "'e7d3a8a0-0000-4000-8000-000000000001', 1, 1"
 @pytest.mark.parametrize("statement", [
     f"INSERT INTO edge (chain_id, edge_id, source_id, target_id, last_event_id, last_version, last_position)"
     f" VALUES ('c', 'e', 'n1', 'n1', {ROW})",
-    f"INSERT INTO document_snapshot (document_id, namespace, document_type, version, last_event_id, last_version,"
+    f"INSERT INTO document (document_id, namespace, document_type, version, last_event_id, last_version,"
     f" last_position) VALUES ('d', 'ns', 't', 0, {ROW})",
     f"INSERT INTO document_version (document_id, version, namespace, document_type, body_hash, last_event_id,"
     f" last_version, last_position) VALUES ('d', 0, 'ns', 't', 'h', {ROW})",
@@ -105,10 +105,10 @@ def test_a_self_edge_inserted_straight_into_edge_is_refused(proj_pool):
 
 
 @pytest.mark.parametrize(("query", "indexes"), [
-    ("SELECT document_id FROM document_snapshot d WHERE d.namespace = ANY(%s) AND d.document_type = ANY(%s)"
+    ("SELECT document_id FROM document d WHERE d.namespace = ANY(%s) AND d.document_type = ANY(%s)"
      " AND d.created_position < 10 ORDER BY d.created_position DESC LIMIT 5",
      ("document_snapshot_ns_type_idx", "document_snapshot_type_idx")),
-    ("SELECT document_id FROM document_snapshot d WHERE d.document_type = ANY(%s)"
+    ("SELECT document_id FROM document d WHERE d.document_type = ANY(%s)"
      " ORDER BY d.created_position DESC LIMIT 5", ("document_snapshot_type_idx",)),
     ("SELECT position FROM events WHERE type = ANY(%s) AND stream_type = ANY(%s) AND position > 0"
      " AND position <= 10 ORDER BY position LIMIT 5", ("events_type_idx",)),

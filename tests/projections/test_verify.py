@@ -76,24 +76,24 @@ def test_corrupted_rows_are_reported_with_their_kind(store, proj_pool):
     ids = _workspace(store)
     project_all(proj_pool)
     with proj_pool.connection() as conn:
-        conn.execute("UPDATE document_snapshot SET title = 'tampered' WHERE document_id = %s", (ids["doc"],))
+        conn.execute("UPDATE document SET title = 'tampered' WHERE document_id = %s", (ids["doc"],))
         conn.execute("DELETE FROM document_version WHERE document_id = %s AND version = 1", (ids["doc"],))
         conn.execute("DELETE FROM edge WHERE chain_id = %s", (ids["chain"],))
-        conn.execute("INSERT INTO agent_snapshot (agent_id, name, last_event_id, last_version, last_position)"
+        conn.execute("INSERT INTO agent (agent_id, name, last_event_id, last_version, last_position)"
                      " VALUES ('ghost', 'g', gen_random_uuid(), 1, 1)")
         checkpoints = {r["position"] for r in conn.execute("SELECT position FROM projection_checkpoint").fetchall()}
         dead = conn.execute("SELECT count(*) AS n FROM dead_letter").fetchone()["n"]
     docs = verify(proj_pool, "documents")
     assert docs.differing_rows == 2 and not docs.ok
     assert _differences(docs) == {
-        ("document_snapshot", (("document_id", ids["doc"]),), "changed", ("title",)),
+        ("document", (("document_id", ids["doc"]),), "changed", ("title",)),
         ("document_version", (("document_id", ids["doc"]), ("version", 1)), "missing", ()),
     }
-    assert docs.tables["document_snapshot"] == 1 and docs.tables["document_body"] == 0
+    assert docs.tables["document"] == 1 and docs.tables["document_body"] == 0
     chains = verify(proj_pool, "chains")
     assert _differences(chains) == {("edge", (("chain_id", ids["chain"]), ("edge_id", "ab")), "missing", ())}
     agents = verify(proj_pool, "agents")
-    assert _differences(agents) == {("agent_snapshot", (("agent_id", "ghost"),), "extra", ())}
+    assert _differences(agents) == {("agent", (("agent_id", "ghost"),), "extra", ())}
     assert agents.differences[0].stream_id == "ghost"
     assert verify(proj_pool, "documents", limit=1).differing_rows == 2  # counted beyond the listed ones
     assert len(verify(proj_pool, "documents", limit=1).differences) == 1
@@ -130,12 +130,12 @@ def test_parked_streams_are_left_out_and_skipped_events_skipped(store, proj_pool
     parked = list_dead_letters(proj_pool, "documents")
     assert {d.stream_id for d in parked} == {bad} and len(parked) == 2
     with proj_pool.connection() as conn:
-        conn.execute("UPDATE document_snapshot SET title = 'tampered' WHERE document_id IN (%s, %s)", (good, bad))
+        conn.execute("UPDATE document SET title = 'tampered' WHERE document_id IN (%s, %s)", (good, bad))
     report = verify(proj_pool, "documents")
     assert report.parked_streams == 1
-    assert _differences(report) == {("document_snapshot", (("document_id", good),), "changed", ("title",))}
+    assert _differences(report) == {("document", (("document_id", good),), "changed", ("title",))}
     with proj_pool.connection() as conn:
-        conn.execute("UPDATE document_snapshot SET title = 'a' WHERE document_id = %s", (good,))
+        conn.execute("UPDATE document SET title = 'a' WHERE document_id = %s", (good,))
     assert verify(proj_pool, "documents").ok
     # Skip the poison event: the rest of the stream resumes live; the rebuild must skip it too
     # (else it would hold a version 2 the live tables never had).
@@ -159,7 +159,7 @@ def test_an_event_the_rebuild_cannot_apply_is_reported_and_nothing_is_parked(sto
     def nulls(s, e, out):  # a row the table refuses: a database error, narrowed down to its event
         poisoned(s, e, out)
         if e.payload.get("title") == "null":
-            s.set_one("document_snapshot", dict(s.one("document_snapshot"), namespace=None))
+            s.set_one("document", dict(s.one("document"), namespace=None))
 
     monkeypatch.setitem(documents.projector.handlers, "document.updated", nulls)
     report = verify(proj_pool, "documents", batch_size=8)

@@ -90,7 +90,7 @@ def test_commands_fail_cleanly_and_nothing_is_lost_across_a_postgres_restart(
         for key, position in before.items():
             assert after.get(key, 0) >= position, (key, position, after.get(key))
         with psycopg.connect(url) as conn:
-            projected = {r[0] for r in conn.execute("SELECT document_id::text FROM document_snapshot").fetchall()}
+            projected = {r[0] for r in conn.execute("SELECT document_id::text FROM document").fetchall()}
         created = {a.stream_id for a in report.acks if a.path == "/v1/documents" and a.method == "POST"}
         assert created <= projected, (len(created - projected), status)
         print(f"statuses {report.statuses}, acks {len(report.acks)}, transport errors {report.transport_errors}")
