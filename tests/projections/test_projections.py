@@ -169,7 +169,7 @@ def test_crashed_rebuild_shows_in_status_and_the_next_rebuild_cleans_up(store, p
     with psycopg.connect(fresh_database_url, autocommit=True) as dying:
         dying.execute("SELECT pg_advisory_lock(%s, %s)", lock_key("agents", REBUILD_LOCK_PARTITION))
         dying.execute("INSERT INTO projection_rebuild (projection, partitions, head, total) VALUES ('agents', 4, 1, 1)")
-        dying.execute('CREATE TABLE "agent_snapshot__rebuild" (LIKE agent INCLUDING ALL)')
+        dying.execute('CREATE TABLE "agent__rebuild" (LIKE agent INCLUDING ALL)')
         assert {s.rebuild for s in status(proj_pool, "agents")} == {"running"}
         pid = dying.info.backend_pid
     _wait_backend_gone(proj_pool, pid)  # its locks go only when the server process has exited

@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_rebuild_leaves_the_live_tables_and_the_next_rebuild
         assert crashed["state"] == "crashed" and crashed["job_id"] == job_id
         assert dump_tables(proj_pool) == seeded
         with proj_pool.connection() as conn:
-            assert conn.execute("SELECT to_regclass('document_snapshot__rebuild') AS t").fetchone()["t"]
+            assert conn.execute("SELECT to_regclass('document__rebuild') AS t").fetchone()["t"]
 
         second.start()
         try:
@@ -158,7 +158,7 @@ def test_a_worker_killed_mid_rebuild_leaves_the_live_tables_and_the_next_rebuild
         assert done["state"] == "done" and done["job_id"] == restarted.json()["job_id"] != job_id
         assert dump_tables(proj_pool) == seeded
         with proj_pool.connection() as conn:
-            assert conn.execute("SELECT to_regclass('document_snapshot__rebuild') AS t").fetchone()["t"] is None
+            assert conn.execute("SELECT to_regclass('document__rebuild') AS t").fetchone()["t"] is None
             old = jobs.get_job(conn, job_id)
         assert old.state == "failed" and old.error == jobs.CRASHED
         failed = _until(lambda: _operator_events(clients["auditor"], "operator.projection_rebuild_failed"), 10,
@@ -201,10 +201,10 @@ def test_a_failing_rebuild_fails_its_job_and_says_why(proj_pool, seeded):
     job = worker_jobs.request(store, "rebuild", "agents", {"partitions": None}, actor_id="ops",
                               actor_type="user").job
     with proj_pool.connection() as conn:  # a view where the rebuild's shadow table goes
-        conn.execute("CREATE VIEW agent_snapshot__rebuild AS SELECT 1 AS x")
+        conn.execute("CREATE VIEW agent__rebuild AS SELECT 1 AS x")
     assert worker_jobs.run_rebuild(proj_pool, "agents") == job.id
     view = jobs.job_view(proj_pool, job_id=job.id)
-    assert view["state"] == "failed" and "agent_snapshot__rebuild" in view["error"]
+    assert view["state"] == "failed" and "agent__rebuild" in view["error"]
     assert dump_tables(proj_pool) == seeded
     assert worker_jobs.run_rebuild(proj_pool, "agents") is None  # nothing requested any more
     with proj_pool.connection() as conn:
