@@ -115,13 +115,13 @@ class Workspace(Application[UUID]):
                 if unchecked:
                     continue
                 # Nothing to change, perhaps because this very command id just landed concurrently.
-                first = self.find_command(command.command_id) if command.command_id else None
+                first = self._first_result(command)
                 return first or CommandResult(str(stream_id), aggregate.version, None, 0)
             appended = len(aggregate.pending_events)
             try:
                 recordings = self.save(aggregate, **metadata)
             except IntegrityError:
-                first = self.find_command(command.command_id) if command.command_id else None
+                first = self._first_result(command)
                 if first is not None:
                     return first
                 if unchecked:
@@ -135,6 +135,10 @@ class Workspace(Application[UUID]):
             self.repository.remember(aggregate)
             return result
 
+    def _first_result(self, command: c.Command) -> CommandResult | None:
+        """The result a command id already got (a retry, or the same command landing concurrently)."""
+        return self.find_command(command.command_id) if command.command_id else None
+
     def _create(self, command: c.CreateChain | c.CreateDocument | c.CreateAgent, metadata: dict[str, Any]) -> CommandResult:
         aggregate = create(command, _id_for)
         stream_id = aggregate.id
@@ -142,7 +146,7 @@ class Workspace(Application[UUID]):
         try:
             recordings = self.save(aggregate, **metadata)
         except IntegrityError:
-            first = self.find_command(command.command_id) if command.command_id else None
+            first = self._first_result(command)
             if first is not None:
                 return first
             raise DomainError(

@@ -113,20 +113,29 @@ def assert_agent_projected(pool, stream_id: str, state: dict[str, Any], version:
     assert count["n"] == executions, "every recorded execution is projected, once"
 
 
+def run_stream(workspace: Workspace, kind: str, sequence: list[tuple[Any, ...]],
+               refs: dict[str, str]) -> tuple[str, int]:
+    """Create a stream of `kind` and send it the commands; (its id, executions recorded).
+
+    Commands the domain refuses are skipped, as a client would move on.
+    """
+    stream_id = create(workspace, kind)
+    executions = 0
+    for step, op in enumerate(sequence):
+        try:
+            result = workspace.handle(command_for(kind, op, stream_id, refs, step))
+        except DomainError:
+            continue
+        executions += op[0] == "execute" and bool(result.appended)
+    return stream_id, executions
+
+
 @pytest.mark.parametrize("kind", ["chain", "document", "agent"])
 def test_projected_rows_equal_live_state(workspace, read_pool, refs, kind: str) -> None:
     @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(sequence=ops[kind])
     def projected_equals_live(sequence: list[tuple[Any, ...]]) -> None:
-        stream_id = create(workspace, kind)
-        executions = 0
-        for step, op in enumerate(sequence):
-            try:
-                result = workspace.handle(command_for(kind, op, stream_id, refs, step))
-            except DomainError:
-                continue
-            if op[0] == "execute" and result.appended:
-                executions += 1
+        stream_id, executions = run_stream(workspace, kind, sequence, refs)
         project(read_pool)
         live = workspace.get(stream_id)
         if kind == "chain":

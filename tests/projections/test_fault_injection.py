@@ -22,16 +22,17 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-from domain.errors import DomainError
 from service_layer.workspace import Workspace
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from projections.catalog import PROJECTORS
 from projections.engine import RetryPolicy, catch_up, forget_checkpoints
 from projections.rebuild import rebuild_all
-from tests.domain.test_laws import command_for, create, ops
+from tests.domain.test_laws import create, ops
 from tests.projections import faults
-from tests.test_read_model import assert_agent_projected, assert_chain_projected, assert_document_projected
+from tests.test_read_model import (
+    assert_agent_projected, assert_chain_projected, assert_document_projected, run_stream,
+)
 
 PARTITIONS = 4
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,14 +131,7 @@ def history(workspace: Workspace, refs: dict, plan: list[tuple[str, list]]) -> d
     """Run each stream's commands; return {stream: (kind, executions recorded)}."""
     streams = {}
     for kind, sequence in plan:
-        stream_id = create(workspace, kind)
-        executions = 0
-        for step, op in enumerate(sequence):
-            try:
-                result = workspace.handle(command_for(kind, op, stream_id, refs, step))
-            except DomainError:
-                continue
-            executions += op[0] == "execute" and bool(result.appended)
+        stream_id, executions = run_stream(workspace, kind, sequence, refs)
         streams[stream_id] = (kind, executions)
     return streams
 
