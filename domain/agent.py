@@ -5,12 +5,11 @@ An execution is a record, not a change: undo skips it, and it does not clear red
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
-from domain.bounds import Count, ExecutionData, Identifier, Metadata, ModelName, Name, Prompt, Reason, Tools
+from domain.aggregate import Change, Deleted, Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.bounds import Count, ExecutionData, Identifier, Metadata, ModelName, Name, Prompt, Tools
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
@@ -41,42 +40,24 @@ class AgentCreated(WorkspaceCreated):
     metadata: Metadata
 
     def apply(self, aggregate: Agent) -> None:
-        aggregate.name = self.name
-        aggregate.prompt = self.prompt
-        aggregate.model = self.model
-        aggregate.tools = copy.deepcopy(self.tools)
-        aggregate.metadata = copy.deepcopy(self.metadata)
+        self.assign(aggregate, "name", "prompt", "model", "tools", "metadata")
 
 
 @registry.register("agent.updated", stream_type="agent")
-class AgentUpdated(WorkspaceEvent):
+class AgentUpdated(Change):
     name: Name | None = None
     prompt: Prompt | None = None
     model: ModelName | None = None
     tools: Tools | None = None
     metadata: Metadata | None = None
 
-    def apply(self, aggregate: Agent) -> None:
-        if self.name is not None:
-            aggregate.name = self.name
-        if self.prompt is not None:
-            aggregate.prompt = self.prompt
-        if self.model is not None:
-            aggregate.model = self.model
-        if self.tools is not None:
-            aggregate.tools = copy.deepcopy(self.tools)
-        if self.metadata is not None:
-            aggregate.metadata = copy.deepcopy(self.metadata)
-        aggregate.record_change(self.originator_version)
+    def change(self, aggregate: Agent) -> None:
+        self.assign(aggregate, "name", "prompt", "model", "tools", "metadata", given_only=True)
 
 
 @registry.register("agent.deleted", stream_type="agent")
-class AgentDeleted(WorkspaceEvent):
-    reason: Reason | None = None
-
-    def apply(self, aggregate: Agent) -> None:
-        aggregate.deleted = True
-        aggregate.record_change(self.originator_version)
+class AgentDeleted(Deleted):
+    pass
 
 
 @registry.register("agent.executed", stream_type="agent")
@@ -112,6 +93,8 @@ class Agent(WorkspaceAggregate):
     stream_type: ClassVar[str] = "agent"
     undone_event = AgentUndone
     redone_event = AgentRedone
+    # Executions are not part of the undo/redo state.
+    state_fields = ("name", "prompt", "model", "tools", "metadata", "deleted")
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,37 +129,6 @@ class Agent(WorkspaceAggregate):
         return cls._create(
             AgentCreated, id=agent_id, name=name, prompt=prompt, model=model, tools=tools, metadata=metadata
         )
-
-    # -- state -------------------------------------------------------------------------------
-
-    def state(self) -> dict[str, Any]:
-        """The agent's state as the contract's undo/redo `state` describes it.
-
-        A fresh deep copy; executions are not part of it.
-        """
-        return copy.deepcopy(
-            {
-                "name": self.name,
-                "prompt": self.prompt,
-                "model": self.model,
-                "tools": self.tools,
-                "metadata": self.metadata,
-                "deleted": self.deleted,
-            }
-        )
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Replace the agent's state (undo/redo).
-
-        Executions and bookkeeping stay.
-        """
-        state = copy.deepcopy(state)
-        self.name = state["name"]
-        self.prompt = state["prompt"]
-        self.model = state["model"]
-        self.tools = state["tools"]
-        self.metadata = state["metadata"]
-        self.deleted = state["deleted"]
 
     # -- commands ----------------------------------------------------------------------------
 

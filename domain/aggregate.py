@@ -24,7 +24,7 @@ from eventsourcing.domain import (
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from domain.bounds import refusal
+from domain.bounds import Reason, refusal
 from domain.errors import DomainError
 from domain.rules import UNDO_DEPTH
 
@@ -63,6 +63,22 @@ class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
         kwargs.setdefault("exclude_unset", True)
         return super().model_dump(**kwargs)
 
+    def assign(self, target: Any, *names: str, given_only: bool = False) -> None:
+        """Copy the named fields onto the aggregate (or a dict in it), deep-copying lists and dicts.
+
+        With given_only, a field the event left out (None) keeps the target's value, as updates want.
+        """
+        for name in names:
+            value = getattr(self, name)
+            if value is None and given_only:
+                continue
+            if isinstance(value, (dict, list)):
+                value = copy.deepcopy(value)
+            if isinstance(target, dict):
+                target[name] = value
+            else:
+                setattr(target, name, value)
+
 
 class WorkspaceCreated(WorkspaceEvent, CanInitAggregate[UUID]):
     """Base of the events that start a stream. Subclasses set `originator_topic`.
@@ -71,6 +87,30 @@ class WorkspaceCreated(WorkspaceEvent, CanInitAggregate[UUID]):
     """
 
     originator_topic: ClassVar[str]
+
+
+class Change(WorkspaceEvent):
+    """An event that changes the stream's state, so that undo can take it back.
+
+    Subclasses say what changes in `change`; applying it also records it for undo.
+    """
+
+    def apply(self, aggregate: Any) -> None:
+        self.change(aggregate)
+        aggregate.record_change(self.originator_version)
+
+    def change(self, aggregate: Any) -> None:
+        """Change the aggregate's state as this event says."""
+        raise NotImplementedError
+
+
+class Deleted(Change):
+    """The stream was deleted, with an optional reason."""
+
+    reason: Reason | None = None
+
+    def change(self, aggregate: Any) -> None:
+        aggregate.deleted = True
 
 
 class Undone(WorkspaceEvent):
@@ -213,19 +253,25 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
 
     # -- state -------------------------------------------------------------------------------
 
+    # The keys of the contract's undo/redo `state`, and the attribute of any key named otherwise.
+    state_fields: ClassVar[tuple[str, ...]] = ()
+    state_attributes: ClassVar[dict[str, str]] = {}
+
     def state(self) -> dict[str, Any]:
-        """The stream's state as the event contract describes it (a fresh copy).
+        """The stream's state as the event contract describes it (a fresh deep copy).
 
         Undo/redo bookkeeping is not part of it.
         """
-        raise NotImplementedError
+        return copy.deepcopy({key: getattr(self, self.state_attributes.get(key, key)) for key in self.state_fields})
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Replace the aggregate's state with `state` (as `state()` returns it).
 
         Used by undo and redo; bookkeeping is left alone.
         """
-        raise NotImplementedError
+        state = copy.deepcopy(state)
+        for key in self.state_fields:
+            setattr(self, self.state_attributes.get(key, key), state[key])
 
     def check_not_deleted(self) -> None:
         """Refuse a change to a deleted stream.

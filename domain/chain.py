@@ -10,7 +10,7 @@ import copy
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.aggregate import Change, Deleted, Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
 from domain.bounds import (
     CanvasState, Description, EdgeMetadata, Identifier, Metadata, Name, NodePosition, Reason, Viewport,
 )
@@ -47,103 +47,81 @@ class ChainCreated(WorkspaceCreated):
     metadata: Metadata
 
     def apply(self, aggregate: Chain) -> None:
-        aggregate.name = self.name
-        aggregate.description = self.description
-        aggregate.metadata = copy.deepcopy(self.metadata)
+        self.assign(aggregate, "name", "description", "metadata")
 
 
 @registry.register("chain.updated", stream_type="chain")
-class ChainUpdated(WorkspaceEvent):
+class ChainUpdated(Change):
     name: Name | None = None
     description: Description | None = None
     metadata: Metadata | None = None
 
-    def apply(self, aggregate: Chain) -> None:
-        if self.name is not None:
-            aggregate.name = self.name
-        if self.description is not None:
-            aggregate.description = self.description
-        if self.metadata is not None:
-            aggregate.metadata = copy.deepcopy(self.metadata)
-        aggregate.record_change(self.originator_version)
+    def change(self, aggregate: Chain) -> None:
+        self.assign(aggregate, "name", "description", "metadata", given_only=True)
 
 
 @registry.register("chain.canvas_updated", stream_type="chain")
-class ChainCanvasUpdated(WorkspaceEvent):
+class ChainCanvasUpdated(Change):
     canvas_state: CanvasState
     viewport: Viewport
 
-    def apply(self, aggregate: Chain) -> None:
-        aggregate.canvas_state = copy.deepcopy(self.canvas_state)
-        aggregate.viewport = copy.deepcopy(self.viewport)
-        aggregate.record_change(self.originator_version)
+    def change(self, aggregate: Chain) -> None:
+        self.assign(aggregate, "canvas_state", "viewport")
 
 
 @registry.register("chain.node_added", stream_type="chain")
-class ChainNodeAdded(WorkspaceEvent):
+class ChainNodeAdded(Change):
     node_id: Identifier
     kind: Literal["document", "agent"]
     ref_id: Identifier
     position: NodePosition
 
-    def apply(self, aggregate: Chain) -> None:
+    def change(self, aggregate: Chain) -> None:
         aggregate.nodes[self.node_id] = {
             "kind": self.kind,
             "ref_id": self.ref_id,
             "position": copy.deepcopy(self.position),
         }
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("chain.node_removed", stream_type="chain")
-class ChainNodeRemoved(WorkspaceEvent):
+class ChainNodeRemoved(Change):
     node_id: Identifier
 
-    def apply(self, aggregate: Chain) -> None:
+    def change(self, aggregate: Chain) -> None:
         aggregate.nodes.pop(self.node_id, None)
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("chain.deleted", stream_type="chain")
-class ChainDeleted(WorkspaceEvent):
-    reason: Reason | None = None
-
-    def apply(self, aggregate: Chain) -> None:
-        aggregate.deleted = True
-        aggregate.record_change(self.originator_version)
+class ChainDeleted(Deleted):
+    pass
 
 
 @registry.register("edge.created", stream_type="chain")
-class EdgeCreated(WorkspaceEvent):
+class EdgeCreated(Change):
     edge_id: Identifier
     source_id: Identifier
     target_id: Identifier
     type: Identifier
     metadata: EdgeMetadata
 
-    def apply(self, aggregate: Chain) -> None:
+    def change(self, aggregate: Chain) -> None:
         aggregate.edges[self.edge_id] = {
             "source_id": self.source_id,
             "target_id": self.target_id,
             "type": self.type,
             "metadata": copy.deepcopy(self.metadata),
         }
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("edge.updated", stream_type="chain")
-class EdgeUpdated(WorkspaceEvent):
+class EdgeUpdated(Change):
     edge_id: Identifier
     type: Identifier | None = None
     metadata: EdgeMetadata | None = None
 
-    def apply(self, aggregate: Chain) -> None:
-        edge = aggregate.edges[self.edge_id]
-        if self.type is not None:
-            edge["type"] = self.type
-        if self.metadata is not None:
-            edge["metadata"] = copy.deepcopy(self.metadata)
-        aggregate.record_change(self.originator_version)
+    def change(self, aggregate: Chain) -> None:
+        self.assign(aggregate.edges[self.edge_id], "type", "metadata", given_only=True)
 
 
 @registry.register("edge.deleted", stream_type="chain")
@@ -179,6 +157,7 @@ class Chain(WorkspaceAggregate):
     stream_type: ClassVar[str] = "chain"
     undone_event = ChainUndone
     redone_event = ChainRedone
+    state_fields = ("name", "description", "metadata", "canvas_state", "viewport", "nodes", "edges", "deleted")
 
     def __init__(self) -> None:
         super().__init__()
@@ -203,41 +182,6 @@ class Chain(WorkspaceAggregate):
         check_text(description, "description", max_bytes=MAX_DESCRIPTION_CHARS)
         check_object(metadata, "metadata", max_bytes=MAX_METADATA_BYTES)
         return cls._create(ChainCreated, id=chain_id, name=name, description=description, metadata=metadata)
-
-    # -- state -------------------------------------------------------------------------------
-
-    def state(self) -> dict[str, Any]:
-        """The chain's state as the contract's undo/redo `state` describes it.
-
-        A fresh deep copy.
-        """
-        return copy.deepcopy(
-            {
-                "name": self.name,
-                "description": self.description,
-                "metadata": self.metadata,
-                "canvas_state": self.canvas_state,
-                "viewport": self.viewport,
-                "nodes": self.nodes,
-                "edges": self.edges,
-                "deleted": self.deleted,
-            }
-        )
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Replace the chain's state (undo/redo).
-
-        Bookkeeping stays.
-        """
-        state = copy.deepcopy(state)
-        self.name = state["name"]
-        self.description = state["description"]
-        self.metadata = state["metadata"]
-        self.canvas_state = state["canvas_state"]
-        self.viewport = state["viewport"]
-        self.nodes = state["nodes"]
-        self.edges = state["edges"]
-        self.deleted = state["deleted"]
 
     # -- commands ----------------------------------------------------------------------------
 

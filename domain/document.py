@@ -7,11 +7,10 @@ points at a version that has existed; moving it is a new event (the tag's audit 
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.aggregate import Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.aggregate import Change, Deleted, Redone, Undone, WorkspaceAggregate, WorkspaceCreated
 from domain.bounds import (
     INT4_MAX, Body, ChangeDescription, Content, DocumentVersion, Identifier, Metadata, Reason, Title,
 )
@@ -45,18 +44,13 @@ class DocumentCreated(WorkspaceCreated):
     version: DocumentVersion = 1
 
     def apply(self, aggregate: Document) -> None:
-        aggregate.namespace = self.namespace
-        aggregate.document_type = self.document_type
-        aggregate.title = self.title
-        aggregate.content = self.content
-        aggregate.body = copy.deepcopy(self.body)
-        aggregate.metadata = copy.deepcopy(self.metadata)
+        self.assign(aggregate, "namespace", "document_type", "title", "content", "body", "metadata")
         aggregate.content_version = self.version
         aggregate.highest_version = self.version
 
 
 @registry.register("document.updated", stream_type="document")
-class DocumentUpdated(WorkspaceEvent):
+class DocumentUpdated(Change):
     title: Title | None = None
     content: Content | None = None
     body: Body | None = None
@@ -64,57 +58,42 @@ class DocumentUpdated(WorkspaceEvent):
     change_description: ChangeDescription
     version: DocumentVersion
 
-    def apply(self, aggregate: Document) -> None:
-        if self.title is not None:
-            aggregate.title = self.title
-        if self.content is not None:
-            aggregate.content = self.content
-        if self.body is not None:
-            aggregate.body = copy.deepcopy(self.body)
-        if self.metadata is not None:
-            aggregate.metadata = copy.deepcopy(self.metadata)
+    def change(self, aggregate: Document) -> None:
+        self.assign(aggregate, "title", "content", "body", "metadata", given_only=True)
         aggregate.content_version = self.version
         aggregate.highest_version = max(aggregate.highest_version, self.version)
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("document.deleted", stream_type="document")
-class DocumentDeleted(WorkspaceEvent):
-    reason: Reason | None = None
-
-    def apply(self, aggregate: Document) -> None:
-        aggregate.deleted = True
-        aggregate.record_change(self.originator_version)
+class DocumentDeleted(Deleted):
+    pass
 
 
 @registry.register("document.restored", stream_type="document")
-class DocumentRestored(WorkspaceEvent):
+class DocumentRestored(Change):
     reason: Reason | None = None
 
-    def apply(self, aggregate: Document) -> None:
+    def change(self, aggregate: Document) -> None:
         aggregate.deleted = False
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("document.tagged", stream_type="document")
-class DocumentTagged(WorkspaceEvent):
+class DocumentTagged(Change):
     tag: Identifier
     version: DocumentVersion
     previous_version: DocumentVersion | None = None
 
-    def apply(self, aggregate: Document) -> None:
+    def change(self, aggregate: Document) -> None:
         aggregate.tags[self.tag] = self.version
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("document.untagged", stream_type="document")
-class DocumentUntagged(WorkspaceEvent):
+class DocumentUntagged(Change):
     tag: Identifier
     previous_version: DocumentVersion
 
-    def apply(self, aggregate: Document) -> None:
+    def change(self, aggregate: Document) -> None:
         aggregate.tags.pop(self.tag, None)
-        aggregate.record_change(self.originator_version)
 
 
 @registry.register("document.undone", stream_type="document")
@@ -136,6 +115,9 @@ class Document(WorkspaceAggregate):
     stream_type: ClassVar[str] = "document"
     undone_event = DocumentUndone
     redone_event = DocumentRedone
+    # `version` in the state is the content version.
+    state_fields = ("namespace", "document_type", "title", "content", "body", "metadata", "version", "deleted", "tags")
+    state_attributes = {"version": "content_version"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -190,41 +172,13 @@ class Document(WorkspaceAggregate):
 
     # -- state -------------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """The document's state as the contract's undo/redo `state` describes it.
-
-        A fresh deep copy; `version` is the content version.
-        """
-        return copy.deepcopy(
-            {
-                "namespace": self.namespace,
-                "document_type": self.document_type,
-                "title": self.title,
-                "content": self.content,
-                "body": self.body,
-                "metadata": self.metadata,
-                "version": self.content_version,
-                "deleted": self.deleted,
-                "tags": self.tags,
-            }
-        )
-
     def set_state(self, state: dict[str, Any]) -> None:
         """Replace the document's state (undo/redo), version included.
 
         The highest version ever is bookkeeping and stays.
         """
-        state = copy.deepcopy(state)
-        self.namespace = state["namespace"]
-        self.document_type = state["document_type"]
-        self.title = state["title"]
-        self.content = state["content"]
-        self.body = state["body"]
-        self.metadata = state["metadata"]
-        self.content_version = state["version"]
+        super().set_state(state)
         self.highest_version = max(self.highest_version, state["version"])
-        self.deleted = state["deleted"]
-        self.tags = state["tags"]
 
     # -- commands ----------------------------------------------------------------------------
 
