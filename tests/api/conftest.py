@@ -7,18 +7,18 @@ Keys for every role are created once, straight in the database.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import migrated_database
+from tests.support import stop, wait_ready  # noqa: F401 - wait_ready is shared with other test packages
 
 ROOT = Path(__file__).resolve().parents[2]
 CHRONICLE = str(Path(sys.executable).parent / "chronicle")
@@ -36,20 +36,6 @@ def chronicle_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(extra)
     return env
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
 
 
 @pytest.fixture(scope="package")
@@ -88,12 +74,7 @@ def running_chronicle(env: dict[str, str], log: Path, port: int) -> Iterator[str
         wait_ready(base, proc)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         if os.environ.get("CHRONICLE_SHOW_SERVER_LOG"):
             print(log.read_text())
 

@@ -11,13 +11,13 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.api.conftest import chronicle_env, free_port
 from tests.cli.conftest import CHRONICLE
+from tests.support import wait_ready
 
 
 class Up:
@@ -41,16 +41,7 @@ class Up:
         return "".join(self.lines)
 
     def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready:\n{self.output}")
+        wait_ready(self.base, self.proc, timeout, output=lambda: self.output)
 
     def interrupt(self) -> int:
         self.proc.send_signal(signal.SIGINT)

@@ -16,6 +16,7 @@ import pytest
 from domain import commands as c
 from domain.errors import ConflictError, DomainError, NotFoundError
 from service_layer.workspace import MAX_ATTEMPTS, Workspace
+from tests.support import run_threads
 
 
 def new_document(ws: Workspace, **fields: Any) -> str:
@@ -95,20 +96,9 @@ def test_with_expected_version_a_conflict_is_not_retried(workspace: Workspace, m
 
 def test_concurrent_writers_without_expected_version_all_land(workspace: Workspace) -> None:
     doc = new_document(workspace)
-    errors: list[Exception] = []
-
-    def write(n: int) -> None:
-        try:
-            workspace.handle(c.UpdateDocument(document_id=doc, metadata={"writer": n}))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_threads([
+        lambda n=n: workspace.handle(c.UpdateDocument(document_id=doc, metadata={"writer": n})) for n in range(4)
+    ])
     assert workspace.current_version(doc) == 5
 
 
@@ -138,11 +128,7 @@ def test_concurrent_repeats_of_one_command_id_append_once(workspace: Workspace, 
     doc = new_document(workspace)
     command = c.UpdateDocument(document_id=doc, content="once", command_id=uuid.uuid4())
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(workspace.handle(command))) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads([lambda: results.append(workspace.handle(command))] * 4)
     assert len(results) == 4 and {r.version for r in results} == {2}
     assert sum(not r.duplicate for r in results) == 1
     assert count_events(db, doc) == 2

@@ -27,6 +27,7 @@ from tests.api.conftest import (  # noqa: F401 - fixtures shared with the API te
     chronicle_env,
     clients,
     free_port,
+    stop,
     tokens,
     wait_ready,
 )
@@ -52,16 +53,6 @@ def start(args: list[str], env: dict[str, str], log: Path, *, base: str | None =
             stop(proc)
             raise
     return Process(base or "", log, proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="package")

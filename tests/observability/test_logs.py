@@ -22,6 +22,7 @@ from tests.observability.conftest import (
     stop,
     wait_for,
 )
+from tests.support import forget_redis_keys
 
 DOC = {"namespace": "observed", "type": "session_context", "title": "Doc", "content": "v1"}
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -100,9 +101,9 @@ def redis_deployment(admin_url: str, template_dbname: str, tmp_path_factory) -> 
             processes.append(start(["worker", "--processes", "2", "--threads", "2"], env, folder / "worker.log"))
             processes.append(start(["serve", "--port", str(port)], env, folder / "serve.log",
                                    base=f"http://127.0.0.1:{port}"))
-            from service_layer.keys import create_key
             from infrastructure.config import Settings
             from infrastructure.db import create_pool
+            from service_layer.keys import create_key
 
             pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1), name="obs-tests")
             try:
@@ -114,12 +115,7 @@ def redis_deployment(admin_url: str, template_dbname: str, tmp_path_factory) -> 
         finally:
             for process in reversed(processes):
                 stop(process.proc)
-            try:
-                client = redis.Redis.from_url(REDIS_URL)
-                for key in client.scan_iter(f"{namespace}*"):
-                    client.delete(key)
-            except redis.RedisError:
-                pass
+            forget_redis_keys(REDIS_URL, namespace)
 
 
 def test_worker_process_logs_the_correlation_id_in_json(redis_deployment):

@@ -7,7 +7,6 @@ pydantic events with upcasting, one transaction per save, and gap-free subscript
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from functools import singledispatchmethod
 from typing import Any
@@ -15,12 +14,12 @@ from uuid import uuid4
 
 import psycopg
 import pytest
-
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.projection import Projection, ProjectionRunner
 from eventsourcing.utils import get_topic
+
 from infrastructure.errors import InvalidAppend, InvalidEventPayload
 from infrastructure.event_store import NewEvent
 from infrastructure.eventsourcing_mapper import payload_from_state, state_from_payload
@@ -31,6 +30,7 @@ from infrastructure.persistence import (
     UnreadablePayloadSettings,
 )
 from tests.persistence.models import Dog, DogSchool, Note, Notebook, OtherSchool
+from tests.support import run_threads
 
 
 @pytest.fixture
@@ -259,21 +259,11 @@ def test_subscription_waits_for_a_late_commit(school: DogSchool) -> None:
 
 
 def test_concurrent_saves_are_all_in_the_log_once(school: DogSchool) -> None:
-    errors: list[BaseException] = []
-
     def register(n: int) -> None:
-        try:
-            for i in range(15):
-                school.register_dog(f"dog-{n}-{i}")
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+        for i in range(15):
+            school.register_dog(f"dog-{n}-{i}")
 
-    threads = [threading.Thread(target=register, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    run_threads([lambda n=n: register(n) for n in range(4)])
     ids = [n.id for n in school.recorder.select_notifications(None, 1000)]
     assert len(ids) == 60 and ids == sorted(set(ids))
 

@@ -8,32 +8,11 @@ from collections import Counter
 
 from infrastructure.errors import ConcurrencyConflict
 from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
+from tests.support import run_threads
 
 WRITERS = 16
 SHARED_STREAMS = ["shared-0", "shared-1", "shared-2"]
 APPENDS_PER_WRITER = 12
-
-
-def run_threads(targets: list) -> None:
-    """Start every target on its own thread, wait for all, re-raise the first failure."""
-    errors: list[BaseException] = []
-
-    def guard(fn):
-        def run():
-            try:
-                fn()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below on the test thread
-                errors.append(exc)
-        return run
-
-    threads = [threading.Thread(target=guard(t)) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-        assert not t.is_alive(), "a worker thread hung"
-    if errors:
-        raise errors[0]
 
 
 def test_sixteen_writers_on_shared_streams(store: EventStore) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import psycopg
@@ -11,6 +10,7 @@ from psycopg import conninfo
 
 from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
 from infrastructure.migrations import available_migrations, migrate
+from tests.support import run_threads
 
 from .conftest import table_state
 
@@ -61,23 +61,8 @@ def empty_database_url(admin_url: str):
 
 def test_two_migrations_at_once_on_an_empty_database(empty_database_url: str) -> None:
     names = [m.name for m in available_migrations()]
-    barrier = threading.Barrier(2)
     applied: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            applied.append(migrate(empty_database_url))
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert errors == []
+    run_threads([lambda: applied.append(migrate(empty_database_url))] * 2)
     assert sorted(applied, key=len) == [[], names]
     assert migrate(empty_database_url) == []
     with psycopg.connect(empty_database_url) as conn:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from infrastructure.errors import EventIdReused
 from infrastructure.event_store import ANY, NO_STREAM, EventStore, NewEvent
+from tests.support import run_threads
 
 from .conftest import table_state
 
@@ -53,22 +52,8 @@ def test_same_id_with_new_content_is_refused(store: EventStore, fresh_database_u
 @pytest.mark.parametrize("expected", [NO_STREAM, ANY])
 def test_concurrent_identical_retries_write_once(store: EventStore, fresh_database_url: str, expected) -> None:
     events = _events("a", "b", "c")
-    barrier = threading.Barrier(8)
-    results, errors = [], []
-
-    def retry() -> None:
-        barrier.wait()
-        try:
-            results.append(store.append("note-1", expected, events))
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=retry) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    results = []
+    run_threads([lambda: results.append(store.append("note-1", expected, events))] * 8)
     assert sum(not r.duplicate for r in results) == 1
     assert {(r.version, r.positions) for r in results} == {(3, results[0].positions)}
     state = table_state(fresh_database_url)

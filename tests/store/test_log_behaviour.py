@@ -13,7 +13,13 @@ from pydantic import BaseModel
 from domain.event_types import EventTypeRegistry
 from infrastructure.config import Settings
 from infrastructure.db import connect
-from infrastructure.event_store import ANY, NO_STREAM, AppendResult, EventStore, NewEvent
+from infrastructure.event_store import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    NewEvent,
+)
 from infrastructure.notifier import CHANNEL
 
 

@@ -5,12 +5,26 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, strategies as st
+from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
-from infrastructure.event_store import ANY, NO_STREAM, AppendResult, EventStore, NewEvent
+from infrastructure.event_store import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    NewEvent,
+)
 
 from .conftest import note_registry
 

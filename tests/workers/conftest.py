@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tests.projections.conftest import proj_pool, store  # noqa: F401 - shared fixtures
+from tests.support import forget_redis_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -61,12 +62,7 @@ def namespace() -> Iterator[str]:
     """A Redis namespace of this test's own; its keys are deleted afterwards."""
     name = f"chronicle-test-{uuid.uuid4().hex[:10]}"
     yield name
-    try:
-        client = redis.Redis.from_url(SHARED_REDIS)
-        for key in client.scan_iter(f"{name}*"):
-            client.delete(key)
-    except redis.RedisError:
-        pass
+    forget_redis_keys(SHARED_REDIS, name)
 
 
 @pytest.fixture

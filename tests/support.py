@@ -1,0 +1,76 @@
+"""Small helpers the tests share: threads started together, and server processes started and stopped."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import redis
+
+
+def run_threads(targets: list[Callable[[], object]], timeout: float = 120) -> None:
+    """Start every target on its own thread at the same moment, wait for all, re-raise the first failure.
+
+    A barrier lines the threads up, so that they race as the test means them to.
+    """
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(targets))
+
+    def guard(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            barrier.wait()
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below on the test thread
+                errors.append(exc)
+        return run
+
+    threads = [threading.Thread(target=guard(t)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a worker thread hung"
+    if errors:
+        raise errors[0]
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60, output: Callable[[], str] = str) -> None:
+    """Wait until the server at `base` answers /readyz with 200.
+
+    Fails at once if the process exits, with whatever `output()` gives.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}\n{output()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not become ready\n{output()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def forget_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys a test made under its own prefix; a Redis that is gone has none to delete."""
+    try:
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+    except redis.RedisError:
+        pass
