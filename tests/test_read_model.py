@@ -113,6 +113,16 @@ def assert_agent_projected(pool, stream_id: str, state: dict[str, Any], version:
     assert count["n"] == executions, "every recorded execution is projected, once"
 
 
+def assert_projected(pool, kind: str, stream_id: str, live: Any, executions: int) -> None:
+    """The stream's read rows equal its live aggregate, whichever kind of stream it is."""
+    if kind == "chain":
+        assert_chain_projected(pool, stream_id, live.state, live.version)
+    elif kind == "document":
+        assert_document_projected(pool, stream_id, live.state, live.version)
+    else:
+        assert_agent_projected(pool, stream_id, live.state, live.version, executions)
+
+
 def run_stream(workspace: Workspace, kind: str, sequence: list[tuple[Any, ...]],
                refs: dict[str, str]) -> tuple[str, int]:
     """Create a stream of `kind` and send it the commands; (its id, executions recorded).
@@ -137,13 +147,7 @@ def test_projected_rows_equal_live_state(workspace, read_pool, refs, kind: str) 
     def projected_equals_live(sequence: list[tuple[Any, ...]]) -> None:
         stream_id, executions = run_stream(workspace, kind, sequence, refs)
         project(read_pool)
-        live = workspace.get(stream_id)
-        if kind == "chain":
-            assert_chain_projected(read_pool, stream_id, live.state, live.version)
-        elif kind == "document":
-            assert_document_projected(read_pool, stream_id, live.state, live.version)
-        else:
-            assert_agent_projected(read_pool, stream_id, live.state, live.version, executions)
+        assert_projected(read_pool, kind, stream_id, workspace.get(stream_id), executions)
 
     projected_equals_live()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from projections import documents
 from projections.catalog import PROJECTORS
 from projections.model import StreamRows
 
@@ -151,3 +152,18 @@ class Injector:
             if marks:
                 self.armed[e.stream_id] = marks
         return wrapped
+
+
+def poison_document_titles(monkeypatch) -> None:
+    """Make the documents projection fail on any document.updated whose title is "poison".
+
+    A handler that cannot project one event, as a bug or a bad event would make it.
+    """
+    original = documents.projector.handlers["document.updated"]
+
+    def poisoned(s, e, out):
+        if e.payload.get("title") == "poison":
+            raise ValueError("cannot project this")
+        original(s, e, out)
+
+    monkeypatch.setitem(documents.projector.handlers, "document.updated", poisoned)

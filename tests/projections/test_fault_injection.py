@@ -31,7 +31,7 @@ from projections.rebuild import rebuild_all
 from tests.domain.test_laws import create, ops
 from tests.projections import faults
 from tests.test_read_model import (
-    assert_agent_projected, assert_chain_projected, assert_document_projected, run_stream,
+    assert_agent_projected, assert_projected, run_stream,
 )
 
 PARTITIONS = 4
@@ -188,13 +188,7 @@ def assert_live_rows_equal_domain_and_rebuild(pool, workspace, streams, parked, 
     live = [sid for sid in streams if not any(s == sid for s, _ in parked) and sid not in masked]
     for sid in live:
         kind, executions = streams[sid]
-        state = workspace.get(sid)
-        if kind == "chain":
-            assert_chain_projected(pool, sid, state.state, state.version)
-        elif kind == "document":
-            assert_document_projected(pool, sid, state.state, state.version)
-        else:
-            assert_agent_projected(pool, sid, state.state, state.version, executions)
+        assert_projected(pool, kind, sid, workspace.get(sid), executions)
     before = stream_rows(pool, live)
     rebuild_all(pool)
     forget_checkpoints()

@@ -8,11 +8,11 @@ import uuid
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from infrastructure.event_store import NO_STREAM, NewEvent
-from projections import documents
 from projections.dead_letters import list_dead_letters, retry_dead_letters, skip_dead_letter
 from projections.engine import RetryPolicy
 from projections.rebuild import rebuild, rebuild_all, rebuild_progress, replay
 from projections.status import status
+from tests.projections import faults
 from tests.projections.conftest import dump_tables, project_all
 from tests.projections.history import History, append_history
 
@@ -62,14 +62,7 @@ def test_documents_versions_tags_and_delete(store, proj_pool):
 
 def test_poison_event_parks_its_stream_only(store, proj_pool, monkeypatch):
     good, bad = str(uuid.uuid4()), str(uuid.uuid4())
-    original = documents.projector.handlers["document.updated"]
-
-    def poisoned(s, e, out):
-        if e.payload.get("title") == "poison":
-            raise ValueError("cannot project this")
-        original(s, e, out)
-
-    monkeypatch.setitem(documents.projector.handlers, "document.updated", poisoned)
+    faults.poison_document_titles(monkeypatch)
     for sid in (good, bad):
         store.append(sid, NO_STREAM, [NewEvent("document.created", {
             "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None,

@@ -16,6 +16,7 @@ from projections.dead_letters import list_dead_letters, skip_dead_letter
 from projections.engine import RetryPolicy, catch_up
 from projections.rebuild import rebuild
 from projections.verify import verify
+from tests.projections import faults
 from tests.projections.conftest import project_all
 from tests.projections.history import History, append_history
 
@@ -105,20 +106,9 @@ def test_corrupted_rows_are_reported_with_their_kind(store, proj_pool):
     assert _scratch_tables(proj_pool) == []
 
 
-def _poison(monkeypatch) -> None:
-    original = documents.projector.handlers["document.updated"]
-
-    def poisoned(s, e, out):
-        if e.payload.get("title") == "poison":
-            raise ValueError("cannot project this")
-        original(s, e, out)
-
-    monkeypatch.setitem(documents.projector.handlers, "document.updated", poisoned)
-
-
 def test_parked_streams_are_left_out_and_skipped_events_skipped(store, proj_pool, monkeypatch):
     good, bad = str(uuid.uuid4()), str(uuid.uuid4())
-    _poison(monkeypatch)
+    faults.poison_document_titles(monkeypatch)
     for sid in (good, bad):
         store.append(sid, NO_STREAM, [NewEvent("document.created", {
             "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None,
@@ -153,7 +143,7 @@ def test_an_event_the_rebuild_cannot_apply_is_reported_and_nothing_is_parked(sto
                                           "body": None, "metadata": {}, "version": 1}),
             NewEvent("document.updated", {"title": title, "change_description": "", "version": 2})], META)
     project_all(proj_pool)
-    _poison(monkeypatch)  # the handler changed since the live run applied the events
+    faults.poison_document_titles(monkeypatch)  # the handler changed since the live run applied the events
     poisoned = documents.projector.handlers["document.updated"]
 
     def nulls(s, e, out):  # a row the table refuses: a database error, narrowed down to its event
