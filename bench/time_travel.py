@@ -11,7 +11,6 @@ server named by DATABASE_URL (else 127.0.0.1:5432).
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -21,23 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from domain import commands as c  # noqa: E402
 from service_layer.workspace import Workspace  # noqa: E402
 from infrastructure.config import get_settings  # noqa: E402
-from infrastructure.migrations import migrate  # noqa: E402
+from bench._db import scratch_database  # noqa: E402
 
 BATCH = 500
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    """The same server URL, pointing at another database."""
-    params = conninfo.conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return conninfo.make_conninfo(**params)
 
 
 def build_document(ws: Workspace, events: int) -> str:
@@ -82,17 +73,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    admin_url = os.environ.get("DATABASE_URL") or "postgresql://127.0.0.1:5432/postgres"
-    dbname = f"chronicle_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    url = with_dbname(admin_url, dbname)
     interval = get_settings().chronicle_snapshot_interval
-    try:
-        migrate(url)
+    with scratch_database("chronicle_bench_tt") as url:
         if args.force_custom_plans:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'ALTER DATABASE "{dbname}" SET plan_cache_mode = force_custom_plan')
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET plan_cache_mode = force_custom_plan')
         ws = Workspace(
             env={"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": url,
                  "CHRONICLE_POOL_MIN_SIZE": "1", "CHRONICLE_POOL_MAX_SIZE": "2"},
@@ -117,9 +102,6 @@ def main() -> None:
             replay_ms = median_ms(args.replay_samples, lambda: ws.replay(long_id, rng.randint(1, args.long)))
         finally:
             ws.close()
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
     print(f"state at a random version, {args.short:>6}-event stream (snapshots): median {short_ms:8.2f} ms")
     print(f"state at a random version, {args.long:>6}-event stream (snapshots): median {long_ms:8.2f} ms")

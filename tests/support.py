@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import redis
@@ -74,3 +75,33 @@ def forget_redis_keys(url: str, prefix: str) -> None:
             client.delete(key)
     except redis.RedisError:
         pass
+
+
+def park_document_event(conn: Any, newest: bool, attempts: int = 3) -> tuple[int, dict[str, Any]]:
+    """Park a document event in the documents projection, as the engine parks one; its dead letter id and event.
+
+    The newest document event of the log, or the oldest.
+    """
+    event = conn.execute(
+        "SELECT position, event_id, stream_id, type FROM events WHERE stream_type = 'document'"
+        f" ORDER BY position {'DESC' if newest else 'ASC'} LIMIT 1"
+    ).fetchone()
+    dead_id = conn.execute(
+        "INSERT INTO dead_letter (projection, partition, position, event_id, stream_id, type, error, attempts)"
+        " VALUES ('documents', 0, %s, %s, %s, %s, 'boom', %s) RETURNING id",
+        (event["position"], event["event_id"], event["stream_id"], event["type"], attempts),
+    ).fetchone()["id"]
+    return dead_id, event
+
+
+def workspace_on(database_url: str, snapshot_interval: int, pool_max_size: int = 4) -> Any:
+    """The application service on Chronicle's PostgreSQL persistence module, for a test database."""
+    from service_layer.workspace import Workspace
+
+    env = {
+        "PERSISTENCE_MODULE": "infrastructure.persistence",
+        "DATABASE_URL": database_url,
+        "CHRONICLE_POOL_MIN_SIZE": "1",
+        "CHRONICLE_POOL_MAX_SIZE": str(pool_max_size),
+    }
+    return Workspace(env=env, snapshot_interval=snapshot_interval)

@@ -21,20 +21,14 @@ from infrastructure.db import create_pool
 from projections.catalog import PROJECTORS
 from projections.engine import catch_up
 from tests.domain.test_laws import command_for, create, ops
+from tests.support import workspace_on
 
 PARTITIONS = 4
 
 
 @pytest.fixture(scope="module")
 def workspace(database_url: str) -> Iterator[Workspace]:
-    app = Workspace(
-        env={
-            "PERSISTENCE_MODULE": "infrastructure.persistence",
-            "DATABASE_URL": database_url,
-            "CHRONICLE_POOL_MAX_SIZE": "4",
-        },
-        snapshot_interval=5,
-    )
+    app = workspace_on(database_url, snapshot_interval=5)
     yield app
     app.close()
 

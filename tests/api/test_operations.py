@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from tests.api.conftest import CHRONICLE, ROOT, assert_problem, chronicle_env
+from tests.support import park_document_event
 
 
 def test_projection_status_rebuild_and_replay(clients):
@@ -92,12 +93,7 @@ def test_dead_letters_routes(clients, api_pool):
     assert_problem(operator.post("/v1/dead-letters/0/skip"), 422, "validation_error", "dead_letter_id")
     # A parked event (as the engine parks one) can be skipped; the skip is recorded.
     with api_pool.connection() as conn:
-        event = conn.execute("SELECT position, event_id, stream_id, type FROM events"
-                             " WHERE stream_type = 'document' ORDER BY position DESC LIMIT 1").fetchone()
-        dead_id = conn.execute(
-            "INSERT INTO dead_letter (projection, partition, position, event_id, stream_id, type, error, attempts)"
-            " VALUES ('documents', 0, %s, %s, %s, %s, 'boom', 3) RETURNING id",
-            (event["position"], event["event_id"], event["stream_id"], event["type"])).fetchone()["id"]
+        dead_id, _ = park_document_event(conn, newest=True)
     listed = operator.get("/v1/dead-letters", params={"projection": "documents"}).json()["dead_letters"]
     assert [d["id"] for d in listed] == [dead_id] and listed[0]["error"] == "boom"
     skipped = operator.post(f"/v1/dead-letters/{dead_id}/skip")

@@ -8,6 +8,7 @@ import uuid
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from tests.workers.conftest import SHARED_REDIS, WorkerProcess, namespace  # noqa: F401 - a fixture
+from tests.support import park_document_event
 
 
 def test_keys_create_list_revoke(chronicle):
@@ -75,12 +76,7 @@ def test_projections_status_rebuild_replay_and_dead_letters(chronicle, cli_datab
     pool = create_pool(cli_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=1))
     try:
         with pool.connection() as conn:
-            event = conn.execute("SELECT position, event_id, stream_id, type FROM events"
-                                 " WHERE stream_type = 'document' ORDER BY position LIMIT 1").fetchone()
-            dead_id = conn.execute(
-                "INSERT INTO dead_letter (projection, partition, position, event_id, stream_id, type, error)"
-                " VALUES ('documents', 0, %s, %s, %s, %s, 'boom') RETURNING id",
-                (event["position"], event["event_id"], event["stream_id"], event["type"])).fetchone()["id"]
+            dead_id, event = park_document_event(conn, newest=False, attempts=0)
     finally:
         pool.close()
     listed = json.loads(chronicle("dead-letters", "list", "--json").stdout)
@@ -122,6 +118,7 @@ def test_migrate_and_status(chronicle):
 
 
 def test_migrate_records_every_registered_event_type(chronicle, cli_database_url):
+    import domain.session  # noqa: F401 - registers document.accessed
     import service_layer.operator_events  # noqa: F401 - registers the operator.* types
     import service_layer.workspace  # noqa: F401 - registers the domain's types
     from domain.event_types import registry

@@ -14,6 +14,7 @@ import pytest
 
 from service_layer.workspace import Workspace
 from tests.conftest import migrated_database
+from tests.support import workspace_on
 
 # Small, so that laws and time travel cross several snapshots.
 SNAPSHOT_INTERVAL = 3
@@ -29,15 +30,7 @@ def domain_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def workspace(domain_database_url: str) -> Iterator[Workspace]:
     """The application service on Chronicle's PostgreSQL persistence module."""
-    app = Workspace(
-        env={
-            "PERSISTENCE_MODULE": "infrastructure.persistence",
-            "DATABASE_URL": domain_database_url,
-            "CHRONICLE_POOL_MIN_SIZE": "1",
-            "CHRONICLE_POOL_MAX_SIZE": "4",
-        },
-        snapshot_interval=SNAPSHOT_INTERVAL,
-    )
+    app = workspace_on(domain_database_url, SNAPSHOT_INTERVAL)
     yield app
     app.close()
 

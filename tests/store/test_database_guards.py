@@ -6,10 +6,10 @@ import uuid
 
 import psycopg
 import pytest
-from psycopg import conninfo
 
 from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
 from infrastructure.migrations import available_migrations, migrate
+from tests.conftest import _drop, _with_dbname
 from tests.support import run_threads
 
 from .conftest import table_state
@@ -50,13 +50,10 @@ def empty_database_url(admin_url: str):
     name = f"chronicle_test_{uuid.uuid4().hex[:12]}_empty"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo.conninfo_to_dict(admin_url)
-    params["dbname"] = name
     try:
-        yield conninfo.make_conninfo(**params)
+        yield _with_dbname(admin_url, name)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop(admin_url, name)
 
 
 def test_two_migrations_at_once_on_an_empty_database(empty_database_url: str) -> None:
