@@ -7,7 +7,7 @@ aggregate's command method, whose events stay pending. Adding a command is one r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from domain import commands as c
@@ -17,12 +17,25 @@ from domain.chain import Chain
 from domain.document import Document
 from domain.errors import DomainError
 
-if TYPE_CHECKING:
-    from service_layer.workspace import Workspace
 
-# (workspace, command, aggregate): the workspace answers questions the decision needs
-# (an earlier version's state for undo/redo, whether a node's reference exists).
-Decision = Callable[["Workspace", Any, Any], None]
+
+class Lookups(Protocol):
+    """What a decision may ask of the world beyond its aggregate; the application service answers.
+
+    The domain names the questions, so that it needs no I/O of its own.
+    """
+
+    def state_of_version(self, stream_id: UUID, version: int) -> dict[str, Any]:
+        """A stream's state as it was at an earlier version (for undo and redo)."""
+        ...
+
+    def check_node_ref(self, kind: str, ref_id: str) -> None:
+        """Raise a DomainError unless the document or agent a node refers to exists."""
+        ...
+
+
+# (lookups, command, aggregate) -> None: the aggregate's events stay pending.
+Decision = Callable[[Lookups, Any, Any], None]
 # (command, stream id) -> the new aggregate with its creation event pending.
 Creation = Callable[[Any, UUID], WorkspaceAggregate]
 
@@ -37,11 +50,11 @@ CREATIONS: dict[type[c.Command], tuple[str, Creation]] = {
 }
 
 
-def _earlier_state(ws: Workspace, aggregate: WorkspaceAggregate) -> Callable[[int], dict[str, Any]]:
+def _earlier_state(ws: Lookups, aggregate: WorkspaceAggregate) -> Callable[[int], dict[str, Any]]:
     return lambda version: ws.state_of_version(aggregate.id, version)
 
 
-def _add_node(ws: Workspace, cmd: c.AddNode, aggregate: Chain) -> None:
+def _add_node(ws: Lookups, cmd: c.AddNode, aggregate: Chain) -> None:
     ws.check_node_ref(cmd.kind, cmd.ref_id)
     aggregate.add_node(cmd.node_id, cmd.kind, cmd.ref_id, cmd.position)
 
@@ -96,7 +109,7 @@ def create(command: c.Command, new_id: Callable[[c.Command], UUID]) -> Workspace
     return creation(command, getattr(command, field) or new_id(command))
 
 
-def decide(workspace: Workspace, command: c.Command, aggregate: WorkspaceAggregate) -> None:
+def decide(workspace: Lookups, command: c.Command, aggregate: WorkspaceAggregate) -> None:
     """Call the aggregate's command method for `command`; its events stay pending.
 
     Raises DomainError unknown_command for a command class with no row.
