@@ -24,14 +24,6 @@ def _row(s: StreamRows, e: Event, state: dict[str, Any], created_at: str) -> Row
     }
 
 
-def _touch(s: StreamRows, e: Event) -> Row | None:
-    row = s.one(AGENT.name)
-    if row is None:
-        return None
-    row = dict(row, updated_at=e.recorded_at, **e.shape())
-    s.set_one(AGENT.name, row)
-    return row
-
 
 @projector.on("agent.created")
 def created(s: StreamRows, e: Event, out: Output) -> None:
@@ -40,7 +32,7 @@ def created(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("agent.updated")
 def updated(s: StreamRows, e: Event, out: Output) -> None:
-    row = _touch(s, e)
+    row = s.touch(AGENT.name, e)
     if row is not None:
         pick(e.payload, row, *FIELDS)
 
@@ -52,7 +44,7 @@ def deleted(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("agent.executed")
 def executed(s: StreamRows, e: Event, out: Output) -> None:
-    _touch(s, e)
+    s.touch(AGENT.name, e)
     p = e.payload
     out.add(EXECUTION, {
         "agent_id": s.stream_id, "execution_id": str(p["execution_id"]), "input": p.get("input"),

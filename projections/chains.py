@@ -15,15 +15,6 @@ EDGE = StateTable("edge", "chain_id", key="edge_id")
 projector = Projector("chains", ("chain",), (CHAIN, EDGE), ())
 
 
-def _touch(s: StreamRows, e: Event) -> Row | None:
-    """A copy of the chain row stamped with this event, or None if there is no live chain."""
-    row = s.one(CHAIN.name)
-    if row is None:
-        return None
-    row = dict(row, updated_at=e.recorded_at, **e.shape())
-    s.set_one(CHAIN.name, row)
-    return row
-
 
 def _chain_row(s: StreamRows, e: Event, state: dict[str, Any], created_at: str) -> Row:
     return {
@@ -63,14 +54,14 @@ def created(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("chain.updated", "chain.canvas_updated")
 def updated(s: StreamRows, e: Event, out: Output) -> None:
-    row = _touch(s, e)
+    row = s.touch(CHAIN.name, e)
     if row is not None:
         pick(e.payload, row, "name", "description", "metadata", "canvas_state", "viewport")
 
 
 @projector.on("chain.node_added")
 def node_added(s: StreamRows, e: Event, out: Output) -> None:
-    row = _touch(s, e)
+    row = s.touch(CHAIN.name, e)
     if row is not None:
         p = e.payload
         row["nodes"] = dict(row["nodes"] or {})
@@ -79,7 +70,7 @@ def node_added(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("chain.node_removed")
 def node_removed(s: StreamRows, e: Event, out: Output) -> None:
-    row = _touch(s, e)
+    row = s.touch(CHAIN.name, e)
     if row is not None:
         row["nodes"] = {k: v for k, v in (row["nodes"] or {}).items() if k != e.payload["node_id"]}
 
@@ -92,14 +83,14 @@ def deleted(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("edge.created")
 def edge_created(s: StreamRows, e: Event, out: Output) -> None:
-    if _touch(s, e) is not None:
+    if s.touch(CHAIN.name, e) is not None:
         p = e.payload
         s.many(EDGE.name)[p["edge_id"]] = _edge_row(s, e, p["edge_id"], p, e.recorded_at)
 
 
 @projector.on("edge.updated")
 def edge_updated(s: StreamRows, e: Event, out: Output) -> None:
-    _touch(s, e)
+    s.touch(CHAIN.name, e)
     edges = s.many(EDGE.name)
     old = edges.get(e.payload["edge_id"])
     if old is not None:
@@ -110,7 +101,7 @@ def edge_updated(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("edge.deleted")
 def edge_deleted(s: StreamRows, e: Event, out: Output) -> None:
-    _touch(s, e)
+    s.touch(CHAIN.name, e)
     s.many(EDGE.name).pop(e.payload["edge_id"], None)
 
 

@@ -63,14 +63,6 @@ def _tag_row(s: StreamRows, e: Event, tag: str, version: int) -> Row:
     }
 
 
-def _touch(s: StreamRows, e: Event) -> Row | None:
-    row = s.one(DOCUMENT.name)
-    if row is None:
-        return None
-    row = dict(row, updated_at=e.recorded_at, **e.shape())
-    s.set_one(DOCUMENT.name, row)
-    return row
-
 
 def _bury(s: StreamRows, e: Event, row: Row, tags: dict[str, Row]) -> None:
     """Move a live document's rows into its tombstone."""
@@ -99,7 +91,7 @@ def created(s: StreamRows, e: Event, out: Output) -> None:
 
 @projector.on("document.updated")
 def updated(s: StreamRows, e: Event, out: Output) -> None:
-    row = _touch(s, e)
+    row = s.touch(DOCUMENT.name, e)
     if row is None:
         return
     # A field the update left out is null in the payload, and keeps its value (as in the domain).
@@ -134,7 +126,7 @@ def restored(s: StreamRows, e: Event, out: Output) -> None:
 @projector.on("document.tagged")
 def tagged(s: StreamRows, e: Event, out: Output) -> None:
     p = e.payload
-    if _touch(s, e) is None:
+    if s.touch(DOCUMENT.name, e) is None:
         return
     s.many(TAG.name)[p["tag"]] = _tag_row(s, e, p["tag"], p["version"])
     previous = p.get("previous_version")
@@ -144,7 +136,7 @@ def tagged(s: StreamRows, e: Event, out: Output) -> None:
 @projector.on("document.untagged")
 def untagged(s: StreamRows, e: Event, out: Output) -> None:
     p = e.payload
-    if _touch(s, e) is None:
+    if s.touch(DOCUMENT.name, e) is None:
         return
     s.many(TAG.name).pop(p["tag"], None)
     _tag_event(s, e, out, p["tag"], None, p.get("previous_version"), "untagged")

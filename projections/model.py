@@ -56,6 +56,18 @@ class StreamRows:
             rows[None] = row
         self.dirty.add(table)
 
+    def touch(self, table: str, e: Event) -> Row | None:
+        """Stamp the stream's single row in `table` with this event (its time, id, version, position).
+
+        The stamped copy, or None when the stream has no live row there.
+        """
+        row = self.one(table)
+        if row is None:
+            return None
+        row = dict(row, updated_at=e.recorded_at, **e.shape())
+        self.set_one(table, row)
+        return row
+
     def many(self, table: str) -> dict[Any, Row]:
         """The stream's rows in `table` by key, for reading and changing in place."""
         self.dirty.add(table)
