@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service_layer.keys import ApiKey
+from service_layer.keys import ApiKey, KeyCache
 from api.problems import Problem
 from projections.status import projected_position
 from domain.bounds import MAX_CONTEXT_ID_CHARS
@@ -37,6 +37,9 @@ class ApiSettings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1)
     # How long a read with ?min_position= waits for the projections, at most.
     min_position_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
+    # How long a checked API key is trusted without asking the database again (0: every request asks).
+    # A key revoked by another process (the CLI, another API process) is refused within this bound.
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 
 
 API_SETTINGS = ApiSettings()
@@ -58,6 +61,7 @@ class ChronicleState:
     service: Any = None  # the application service (service_layer.workspace.Workspace), once bootstrapped
     wake_projection: Callable[[str | None], None] | None = None  # None: no worker listens
     wake_job: Callable[[str, str], None] | None = None
+    keys: KeyCache = field(default_factory=lambda: KeyCache(API_SETTINGS.key_cache_seconds))
 
 
 def chronicle(request: Request) -> ChronicleState:
