@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi import Depends, Header, Query, Request
 from psycopg_pool import ConnectionPool
 from pydantic import Field
@@ -64,8 +65,12 @@ class ChronicleState:
     keys: KeyCache = field(default_factory=lambda: KeyCache(API_SETTINGS.key_cache_seconds))
 
 
-def chronicle(request: Request) -> ChronicleState:
-    """The running app's ChronicleState."""
+async def chronicle(request: Request) -> ChronicleState:
+    """The running app's ChronicleState.
+
+    The dependencies here are async (they never block), so they run in the event loop, not
+    each in a worker thread of its own: only the route itself takes a thread.
+    """
     return request.app.state.chronicle
 
 
@@ -75,7 +80,7 @@ def require(permission: str) -> Callable[..., ApiKey]:
     No key, a malformed, unknown or revoked key: 401. A live key outside its role: 403.
     """
 
-    def check(request: Request) -> ApiKey:
+    async def check(request: Request) -> ApiKey:
         principal: ApiKey | None = getattr(request.state, "principal", None)
         if principal is None:
             reason = getattr(request.state, "auth_problem", "missing")
@@ -104,7 +109,7 @@ Operator = Depends(require("operate"))
 Admin = Depends(require("keys"))
 
 
-def page_size(
+async def page_size(
     limit: int = Query(API_SETTINGS.default_page_size, ge=1, le=MAX_PAGE, description="page size"),
 ) -> int:
     """The page size asked for, bounded by CHRONICLE_API_MAX_PAGE_SIZE."""
@@ -114,7 +119,7 @@ def page_size(
 _ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
 
-def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
+async def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
     """The version an If-Match header names (the stream's ETag), or None without one.
 
     `*` means "any version" and is the same as no header; anything else malformed is 422.
@@ -176,7 +181,7 @@ class CommandRequest:
         return {k: v for k, v in data.items() if v is not None}
 
 
-def command_context(
+async def command_context(
     principal: ApiKey = Writer,
     session_id: str | None = Header(None, alias="X-Session-Id"),
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
@@ -198,7 +203,7 @@ def command_context(
     )
 
 
-def operator_context(
+async def operator_context(
     principal: ApiKey = Operator,
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
 ) -> CommandRequest:
@@ -248,7 +253,7 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
     """
     if not min_position:
         return
-    state = chronicle(request)
+    state: ChronicleState = request.app.state.chronicle
     deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
     delay = 0.005
     while True:
@@ -285,13 +290,14 @@ def min_position_for(*projections: str) -> Callable[..., int | None]:
     The dependency waits, bounded, until they have applied every event up to `?min_position=`.
     """
 
-    def dependency(
+    async def dependency(
         request: Request,
         min_position: int | None = Query(
             None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position"
         ),
     ) -> int | None:
-        _wait_for_position(request, min_position, projections)
+        if min_position:  # the wait blocks: a worker thread's, never the event loop's
+            await anyio.to_thread.run_sync(_wait_for_position, request, min_position, projections)
         return min_position
 
     return dependency
