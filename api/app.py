@@ -34,6 +34,7 @@ from domain.errors import DomainError
 from domain.event_types import EventTypeError
 from infrastructure.event_store import EventStore
 from service_layer.bootstrap import bootstrap, shutdown, write_event_definitions
+from service_layer.keys import KeyCache
 
 logger = logging.getLogger("chronicle.api")
 # How often the API deletes expired Idempotency-Key responses.
@@ -77,6 +78,7 @@ def create_app(
         state = ChronicleState(
             settings=settings, api_settings=api_settings, database_url=url, pool=pool, store=store,
             broker=broker or ("redis" if settings.redis_url else "absent"),
+            keys=KeyCache(api_settings.key_cache_seconds),
         )
         try:
             write_event_definitions(store)
@@ -129,7 +131,7 @@ def create_app(
                        retention_hours=settings.chronicle_idempotency_retention_hours)
     # A body that is not JSON is 415 before an Idempotency-Key is claimed.
     app.add_middleware(JsonBodyMiddleware)
-    app.add_middleware(ApiKeyMiddleware, pool_getter=lambda: app.state.chronicle.pool)
+    app.add_middleware(ApiKeyMiddleware, state_getter=lambda: app.state.chronicle)
     app.add_middleware(BodyLimitMiddleware, max_bytes=api_settings.max_body_bytes)
     # Database down under a middleware (key lookup, Idempotency-Key claim): 503, not a dropped connection.
     app.add_middleware(UnavailableMiddleware)

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from fastapi import Depends, Header, Query, Request
 from psycopg_pool import ConnectionPool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service_layer.keys import ApiKey
+from service_layer.keys import ApiKey, KeyCache
 from api.problems import Problem
 from projections.status import projected_position
 from domain.bounds import MAX_CONTEXT_ID_CHARS
@@ -37,6 +38,9 @@ class ApiSettings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1)
     # How long a read with ?min_position= waits for the projections, at most.
     min_position_wait_ms: int = Field(default=5_000, ge=0, le=60_000)
+    # How long a checked API key is trusted without asking the database again (0: every request asks).
+    # A key revoked by another process (the CLI, another API process) is refused within this bound.
+    key_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 
 
 API_SETTINGS = ApiSettings()
@@ -58,10 +62,15 @@ class ChronicleState:
     service: Any = None  # the application service (service_layer.workspace.Workspace), once bootstrapped
     wake_projection: Callable[[str | None], None] | None = None  # None: no worker listens
     wake_job: Callable[[str, str], None] | None = None
+    keys: KeyCache = field(default_factory=lambda: KeyCache(API_SETTINGS.key_cache_seconds))
 
 
-def chronicle(request: Request) -> ChronicleState:
-    """The running app's ChronicleState."""
+async def chronicle(request: Request) -> ChronicleState:
+    """The running app's ChronicleState.
+
+    The dependencies here are async (they never block), so they run in the event loop, not
+    each in a worker thread of its own: only the route itself takes a thread.
+    """
     return request.app.state.chronicle
 
 
@@ -71,7 +80,7 @@ def require(permission: str) -> Callable[..., ApiKey]:
     No key, a malformed, unknown or revoked key: 401. A live key outside its role: 403.
     """
 
-    def check(request: Request) -> ApiKey:
+    async def check(request: Request) -> ApiKey:
         principal: ApiKey | None = getattr(request.state, "principal", None)
         if principal is None:
             reason = getattr(request.state, "auth_problem", "missing")
@@ -100,7 +109,7 @@ Operator = Depends(require("operate"))
 Admin = Depends(require("keys"))
 
 
-def page_size(
+async def page_size(
     limit: int = Query(API_SETTINGS.default_page_size, ge=1, le=MAX_PAGE, description="page size"),
 ) -> int:
     """The page size asked for, bounded by CHRONICLE_API_MAX_PAGE_SIZE."""
@@ -110,7 +119,7 @@ def page_size(
 _ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
 
-def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
+async def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
     """The version an If-Match header names (the stream's ETag), or None without one.
 
     `*` means "any version" and is the same as no header; anything else malformed is 422.
@@ -172,7 +181,7 @@ class CommandRequest:
         return {k: v for k, v in data.items() if v is not None}
 
 
-def command_context(
+async def command_context(
     principal: ApiKey = Writer,
     session_id: str | None = Header(None, alias="X-Session-Id"),
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
@@ -194,7 +203,7 @@ def command_context(
     )
 
 
-def operator_context(
+async def operator_context(
     principal: ApiKey = Operator,
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
 ) -> CommandRequest:
@@ -244,7 +253,7 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
     """
     if not min_position:
         return
-    state = chronicle(request)
+    state: ChronicleState = request.app.state.chronicle
     deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
     delay = 0.005
     while True:
@@ -281,13 +290,14 @@ def min_position_for(*projections: str) -> Callable[..., int | None]:
     The dependency waits, bounded, until they have applied every event up to `?min_position=`.
     """
 
-    def dependency(
+    async def dependency(
         request: Request,
         min_position: int | None = Query(
             None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position"
         ),
     ) -> int | None:
-        _wait_for_position(request, min_position, projections)
+        if min_position:  # the wait blocks: a worker thread's, never the event loop's
+            await anyio.to_thread.run_sync(_wait_for_position, request, min_position, projections)
         return min_position
 
     return dependency

@@ -33,7 +33,7 @@ def _declared(dependant: Dependant) -> tuple[frozenset[str], bool]:
     return frozenset(names), dynamic
 
 
-def no_unknown_query(request: Request) -> None:
+async def no_unknown_query(request: Request) -> None:
     """Refuse a query parameter the matched route does not declare: 422 `unknown_query_parameter`."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)

@@ -17,7 +17,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service_layer.keys import authenticate
 from api.problems import problem_response, unavailable
 
 logger = logging.getLogger("chronicle.api")
@@ -142,13 +141,13 @@ class UnavailableMiddleware:
 class ApiKeyMiddleware:
     """Resolve `Authorization: Bearer <key>` to a live key in `request.state.principal`.
 
-    Routes decide what a missing key means (401) and what a role may do (403).
+    Routes decide what a missing key means (401) and what a role may do (403). A key checked
+    less than CHRONICLE_API_KEY_CACHE_SECONDS ago is taken from the state's cache, in the loop.
     """
 
-    def __init__(self, app: ASGIApp, pool_getter: Any, retention_hours: float = 24.0) -> None:
+    def __init__(self, app: ASGIApp, state_getter: Any) -> None:
         self.app = app
-        self.pool_getter = pool_getter
-        self.retention_seconds = retention_hours * 3600
+        self.state_getter = state_getter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -163,7 +162,9 @@ class ApiKeyMiddleware:
             if scheme.lower() != "bearer" or not token.strip():
                 state["auth_problem"] = "malformed"
             else:
-                key = await anyio.to_thread.run_sync(authenticate, self.pool_getter(), token.strip())
+                token, chronicle = token.strip(), self.state_getter()
+                key = chronicle.keys.get(token) or await anyio.to_thread.run_sync(
+                    chronicle.keys.authenticate, chronicle.pool, token)
                 state["principal"] = key
                 state["auth_problem"] = None if key else "invalid"
         await self.app(scope, receive, send)

@@ -42,7 +42,7 @@ def _fetch_all(state: ChronicleState, sql: str, params: Any) -> list[dict[str, A
         return conn.execute(sql, params).fetchall()
 
 
-def metadata_filters(request: Request) -> list[tuple[str, str]]:
+async def metadata_filters(request: Request) -> list[tuple[str, str]]:
     """`?metadata.<field>=<value>` query parameters, at most ten, field names bounded."""
     filters = []
     for name, value in request.query_params.multi_items():

@@ -6,12 +6,12 @@ command's events carry the same id the response echoes and every log line of the
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
 
 import structlog
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = structlog.get_logger("chronicle.http")
@@ -22,17 +22,25 @@ QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 class RequestContextMiddleware:
-    """Bind the request's correlation and causation ids to its logs; echo X-Correlation-Id; log it."""
+    """Bind the request's correlation and causation ids to its logs; echo X-Correlation-Id; log it.
+
+    The request's line is built only when its level is on (CHRONICLE_LOG_LEVEL).
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.enabled = logging.getLogger("chronicle.http").isEnabledFor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        incoming = headers.get("x-correlation-id")
+        incoming = causation = None
+        for name, value in scope["headers"]:  # one pass over the raw headers, no Headers object
+            if name == b"x-correlation-id" and incoming is None:
+                incoming = value.decode("latin-1")
+            elif name == b"x-causation-id" and causation is None:
+                causation = value.decode("latin-1")
         if incoming is not None and _ID.match(incoming):
             correlation_id = incoming
         else:
@@ -41,11 +49,11 @@ class RequestContextMiddleware:
                 # The route reads the header: give it ours, so the events carry what we echo.
                 scope = dict(scope)
                 scope["headers"] = [*scope["headers"], (b"x-correlation-id", correlation_id.encode())]
-        causation = headers.get("x-causation-id")
         bound = {"correlation_id": correlation_id}
         if causation is not None and _ID.match(causation):
             bound["causation_id"] = causation
         tokens = structlog.contextvars.bind_contextvars(**bound)
+        echoed = (b"x-correlation-id", correlation_id.encode())
         status = 500
         started = time.perf_counter()
 
@@ -55,8 +63,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 message = dict(message)
                 message["headers"] = [
-                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-correlation-id"),
-                    (b"x-correlation-id", correlation_id.encode()),
+                    *(h for h in message.get("headers", []) if h[0].lower() != b"x-correlation-id"), echoed,
                 ]
             await send(message)
 
@@ -64,9 +71,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             path = scope["path"]
-            log = logger.debug if path in QUIET_PATHS else logger.info
-            principal = (scope.get("state") or {}).get("principal")
-            log("http request", method=scope["method"], path=path, status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                actor_id=getattr(principal, "actor_id", None))
+            quiet = path in QUIET_PATHS
+            if self.enabled(logging.DEBUG if quiet else logging.INFO):
+                principal = (scope.get("state") or {}).get("principal")
+                (logger.debug if quiet else logger.info)(
+                    "http request", method=scope["method"], path=path, status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    actor_id=getattr(principal, "actor_id", None))
             structlog.contextvars.reset_contextvars(**tokens)

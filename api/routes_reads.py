@@ -34,6 +34,14 @@ DOC_COLUMNS = (
 )
 
 
+# One document by its key with its live tags (tag -> version, by tag): one query, one round trip.
+DOCUMENT_SQL = f"""
+SELECT {DOC_COLUMNS},
+       (SELECT coalesce(json_object_agg(t.tag, t.document_version ORDER BY t.tag), '{{}}')
+        FROM active_tag t WHERE t.document_id = d.document_id) AS tags
+FROM document d WHERE d.document_id = %s
+"""
+
 IdentValue = Annotated[str, StringConstraints(pattern=IDENT)]
 MAX_FILTER_VALUES = 50
 
@@ -104,14 +112,11 @@ def get_document(
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> DocumentOut:
     """The current document with its live tags; its stream version is the ETag. 404 if none."""
-    row = _fetch_one(state, f"SELECT {DOC_COLUMNS} FROM document d WHERE d.document_id = %s", (document_id,))
+    row = _fetch_one(state, DOCUMENT_SQL, (document_id,))
     if row is None:
         missing(state, "document", document_id)
-    tags = _fetch_all(
-        state, "SELECT tag, document_version FROM active_tag WHERE document_id = %s ORDER BY tag", (document_id,)
-    )
     response.headers["ETag"] = etag(row["stream_version"])
-    return {**_json(row), "tags": {t["tag"]: t["document_version"] for t in tags}}
+    return _json(row)
 
 
 @router.get("/documents/{document_id}/versions", summary="A document's versions")

@@ -126,10 +126,12 @@ def get_keys(state: ChronicleState = Depends(chronicle), _: ApiKey = Admin) -> K
 
 @router.delete("/v1/keys/{key_id}", tags=["keys"], summary="Revoke an API key")
 def delete_key(key_id: str, state: ChronicleState = Depends(chronicle), principal: ApiKey = Admin) -> KeyOut:
-    """Revoke a key at once; its next request gets 401. Unknown key: 404."""
+    """Revoke a key; its next request to this server process gets 401 (other processes: within
+    CHRONICLE_API_KEY_CACHE_SECONDS). Unknown key: 404."""
     key = revoke_key(state.pool, key_id[:50])
     if key is None:
         raise Problem(404, "key_not_found", f"no key {key_id[:50]!r}", field="key_id")
+    state.keys.forget(key.key_id)  # this process refuses it at once; others within the cache's TTL
     record_operator_action(
         state.store, "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
         actor_id=principal.actor_id, actor_type=principal.actor_type,

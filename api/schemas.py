@@ -7,9 +7,13 @@ keys so a field added below never breaks a response; clients see the declared on
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 JSON = Any  # a JSON value as stored (object, list, text, number)
@@ -17,11 +21,30 @@ JSON = Any  # a JSON value as stored (object, list, text, number)
 
 class ExactRoute(APIRoute):
     """A route whose response has exactly the keys the handler gave: a model's optional field
-    the handler left out stays out (no added nulls), so typing a body never changes its shape."""
+    the handler left out stays out (no added nulls), so typing a body never changes its shape.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    A plain (blocking) handler runs in a worker thread as before, but through an async wrapper,
+    so FastAPI validates and serialises its answer in the event loop: one thread hop, not two.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         kwargs["response_model_exclude_unset"] = True
-        super().__init__(*args, **kwargs)
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = _in_thread(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _in_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """An async endpoint that runs blocking `endpoint` in a worker thread.
+
+    FastAPI reads the parameters and the response model from its resolved signature."""
+
+    @functools.wraps(endpoint)
+    async def run(**values: Any) -> Any:
+        return await run_in_threadpool(endpoint, **values)
+
+    run.__signature__ = inspect.signature(endpoint, eval_str=True)  # type: ignore[attr-defined]
+    return run
 
 
 class Out(BaseModel):

@@ -1,11 +1,14 @@
-"""Benchmark: commands over HTTP (16 concurrent clients) against the application service directly.
+"""Benchmark: commands and reads over HTTP (16 concurrent clients) against their baselines.
 
 Each client creates a document, then updates it repeatedly; every command is one append.
-The HTTP side runs `chronicle serve` as a subprocess (uvicorn, one process); the direct side
-calls the Workspace service from 16 threads in this process. Prints commands/s, p50 and p99
-latency of both, and the ratio.
+The HTTP side runs `chronicle serve` as a subprocess; the direct side calls the Workspace
+service from 16 threads in this process; the baseline is EventStore.append. The reads compare
+`GET /v1/documents/{id}` with a bare route in the same server process that runs only the same
+primary-key SELECT, with no key and no middleware (bench/_read_server.py, never shipped).
+Prints requests/s, p50 and p99 latency of each, and the ratios against their targets.
 
-    DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/api.py [--clients 16] [--commands 150]
+    DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/api.py [--clients 16]
+        [--commands 150] [--reads 150] [--processes 0] [--parts baseline,direct,http,reads,long]
 
 It creates a scratch database on that server and drops it afterwards.
 """
@@ -13,6 +16,8 @@ It creates a scratch database on that server and drops it afterwards.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import socket
 import statistics
@@ -21,7 +26,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -84,20 +91,14 @@ def run_clients(clients: int, commands: int, make_client: Callable[[int], Callab
     }
 
 
-def bench_http(url: str, clients: int, commands: int) -> dict[str, float]:
-    """Commands through `chronicle serve` with a writer key, one keep-alive connection per client."""
-    from service_layer.keys import create_key
-    from infrastructure.config import Settings
-    from infrastructure.db import create_pool
-
-    pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="bench")
-    _, token = create_key(pool, "bench", "writer")
-    pool.close()
+@contextmanager
+def serving(command: list[str], url: str) -> Iterator[str]:
+    """Run a server command (it gets the port as its last argument); yield its base URL once ready."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(DATABASE_URL=url, CHRONICLE_POOL_MAX_SIZE="20")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "chronicle"), "serve", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([*command, str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -107,27 +108,129 @@ def bench_http(url: str, clients: int, commands: int) -> dict[str, float]:
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("server did not start")
             time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
 
+
+class Client:
+    """One keep-alive HTTP/1.1 connection with a bearer key: the standard library's client.
+
+    httpx costs about 1 ms of client CPU a request; on a 2-core machine that is CPU the server
+    does not get, so the clients here use http.client (about 0.2 ms).
+    """
+
+    def __init__(self, base: str, token: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one request, read the answer; raise unless it is a 2xx."""
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.connection.request(method, path, body=data, headers=headers)
+        response = self.connection.getresponse()
+        content = response.read()
+        if not 200 <= response.status < 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {content[:200]!r}")
+        return json.loads(content)
+
+
+def _key(url: str, role: str) -> str:
+    from service_layer.keys import create_key
+    from infrastructure.config import Settings
+    from infrastructure.db import create_pool
+
+    pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="bench")
+    try:
+        return create_key(pool, f"bench-{role}", role)[1]
+    finally:
+        pool.close()
+
+
+def bench_http(url: str, clients: int, commands: int, processes: int) -> dict[str, float]:
+    """Commands through `chronicle serve` with a writer key, one keep-alive connection per client.
+
+    `processes` 0 serves with the command's default (one per core).
+    """
+    token = _key(url, "writer")
+    serve = [str(Path(sys.executable).parent / "chronicle"), "serve", "--processes", str(processes), "--port"]
+    with serving(serve, url) as base:
         def make_client(index: int) -> Callable[[int], None]:
-            client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-            created = client.post("/v1/documents", json={"namespace": "bench", "type": "session_context",
-                                                          "title": f"doc {index}", "content": "0"})
-            created.raise_for_status()
-            doc = created.json()["stream_id"]
+            client = Client(base, token)
+            doc = client.send("POST", "/v1/documents", {"namespace": "bench", "type": "session_context",
+                                                         "title": f"doc {index}", "content": "0"})["stream_id"]
 
             def send(i: int) -> None:
-                response = client.patch(f"/v1/documents/{doc}", json={"content": f"http {i}"})
-                response.raise_for_status()
+                client.send("PATCH", f"/v1/documents/{doc}", {"content": f"http {i}"})
 
             return send
 
         return run_clients(clients, commands, make_client)
+
+
+def bench_reads(url: str, clients: int, reads: int, rounds: int = 3) -> tuple[dict[str, float], dict[str, float], list[float]]:
+    """`GET /v1/documents/{id}` with a reader key against a bare route running only its SELECT.
+
+    One server process holds both (bench/_read_server.py). The two alternate in `rounds` slices
+    of `reads` requests per client; returns both totals and each slice pair's ratio, sorted.
+    """
+    from projections.catalog import PROJECTORS
+    from projections.engine import catch_up_all
+    from infrastructure.config import Settings
+    from infrastructure.db import create_pool
+
+    pool = create_pool(url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="bench")
+    try:
+        catch_up_all(pool, PROJECTORS["documents"])
+        with pool.connection() as conn:
+            documents = [str(r["document_id"]) for r in conn.execute(
+                "SELECT document_id FROM document ORDER BY document_id LIMIT %s", (clients,)).fetchall()]
     finally:
-        server.terminate()
-        server.wait(timeout=15)
+        pool.close()
+    if not documents:
+        raise RuntimeError("no projected documents to read (run the HTTP part first)")
+    token = _key(url, "reader")
+    totals: dict[str, list[float]] = {"chronicle": [], "bare": []}
+    ratios = []
+    with serving([sys.executable, str(ROOT / "bench" / "_read_server.py"), url], url) as base:
+        paths = {"chronicle": "/v1/documents/", "bare": "/bare/documents/"}
+        for _ in range(rounds):
+            rates = {}
+            for name, prefix in paths.items():
+                def make_client(index: int, prefix: str = prefix) -> Callable[[int], None]:
+                    client = Client(base, token)
+                    path = prefix + documents[index % len(documents)]
+                    client.send("GET", path)  # the connection is open before the clock starts
+
+                    def send(i: int) -> None:
+                        client.send("GET", path)
+
+                    return send
+
+                result = run_clients(clients, reads, make_client)
+                totals[name].append(result)
+                rates[name] = result["rate"]
+            ratios.append(rates["chronicle"] / rates["bare"])
+    return _merge(totals["chronicle"]), _merge(totals["bare"]), sorted(ratios)
+
+
+def _merge(results: list[dict[str, float]]) -> dict[str, float]:
+    """Slices of one measurement as one: the mean rate, the medians of their p50 and p99."""
+    return {
+        "commands": sum(r["commands"] for r in results),
+        "rate": statistics.mean(r["rate"] for r in results),
+        "p50_ms": statistics.median(r["p50_ms"] for r in results),
+        "p99_ms": statistics.median(r["p99_ms"] for r in results),
+    }
 
 
 def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
@@ -214,43 +317,69 @@ def bench_long_stream(url: str, events: int = 10_000, commands: int = 200) -> tu
         app.close()
 
 
+PARTS = ("baseline", "direct", "http", "reads", "long")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--commands", type=int, default=150, help="commands per client")
+    parser.add_argument("--reads", type=int, default=150, help="reads per client in each of 3 slices")
+    parser.add_argument("--processes", type=int, default=0, help="`chronicle serve --processes` (0: its default)")
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if "reads" in parts:
+        parts.add("http")  # the reads read the documents the HTTP clients wrote
 
     admin = os.environ.get("DATABASE_URL") or "postgresql://127.0.0.1:5432/postgres"
     name = f"chronicle_bench_api_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_dbname(admin, name)
+    results: dict[str, dict[str, float]] = {}
     try:
         from infrastructure.migrations import migrate
 
         migrate(url)
-        import api.operator_events  # noqa: F401 - registers the baseline's event type
+        import service_layer.operator_events  # noqa: F401 - registers the baseline's event type
 
-        baseline = bench_baseline(url, args.clients, args.commands)
-        direct = bench_direct(url, args.clients, args.commands)
-        http = bench_http(url, args.clients, args.commands)
-        long_stream, new_stream = bench_long_stream(url)
+        if "baseline" in parts:
+            results["baseline"] = bench_baseline(url, args.clients, args.commands)
+        if "direct" in parts:
+            results["direct"] = bench_direct(url, args.clients, args.commands)
+        if "http" in parts:
+            results["HTTP"] = bench_http(url, args.clients, args.commands, args.processes)
+        if "reads" in parts:
+            results["GET doc"], results["GET bare"], read_slices = bench_reads(url, args.clients, args.reads)
+        if "long" in parts:
+            long_stream, new_stream = bench_long_stream(url)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    print(f"{args.clients} concurrent clients, {args.commands} update commands each")
-    print(f"{'':10} {'commands/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
-    for label, r in (("baseline", baseline), ("direct", direct), ("HTTP", http)):
+    print(f"{args.clients} concurrent clients, {args.commands} update commands each;"
+          f" server processes: {args.processes or 'default'}")
+    print(f"{'':10} {'requests/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
+    for label, r in results.items():
         print(f"{label:10} {r['rate']:12.0f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f}")
-    print(f"direct / baseline: {direct['rate'] / baseline['rate']:.2f} (target >= 0.5)")
-    print(f"HTTP / baseline: {http['rate'] / baseline['rate']:.2f} (target >= 0.3), p99 {http['p99_ms']:.0f} ms"
-          " (target <= 50)")
-    print(f"a command on a stream of 10,000 events {long_stream * 1000:.2f} ms, on a new stream"
-          f" {new_stream * 1000:.2f} ms: {long_stream / new_stream:.2f}x (target <= 1.2)")
+    baseline, direct, http = results.get("baseline"), results.get("direct"), results.get("HTTP")
+    if baseline and direct:
+        print(f"direct / baseline: {direct['rate'] / baseline['rate']:.2f} (target >= 0.5)")
+    if baseline and http:
+        print(f"HTTP / baseline: {http['rate'] / baseline['rate']:.2f} (target >= 0.3), p99 {http['p99_ms']:.0f} ms"
+              " (target <= 50)")
+    if "GET doc" in results:
+        spread = "/".join(f"{r:.2f}" for r in read_slices)
+        print(f"GET /v1/documents/{{id}} / bare route: {results['GET doc']['rate'] / results['GET bare']['rate']:.2f}"
+              f" (target >= 0.6); slices {spread}")
+    if "long" in parts:
+        print(f"a command on a stream of 10,000 events {long_stream * 1000:.2f} ms, on a new stream"
+              f" {new_stream * 1000:.2f} ms: {long_stream / new_stream:.2f}x (target <= 1.2)")
     print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    print(f"HTTP / direct throughput ratio: {http['rate'] / direct['rate']:.2f}")
-    print(f"HTTP - direct p50 latency: {http['p50_ms'] - direct['p50_ms']:+.2f} ms")
+    if direct and http:
+        print(f"HTTP / direct throughput ratio: {http['rate'] / direct['rate']:.2f}")
+        print(f"HTTP - direct p50 latency: {http['p50_ms'] - direct['p50_ms']:+.2f} ms")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,7 @@ def _serve(url: str, host: str, port: int, broker: str, log_level: str, processe
     """
     import uvicorn
 
-    options: dict[str, Any] = dict(
-        host=host, port=port, log_level=log_level, access_log=log_level == "debug", lifespan="on",
-        timeout_graceful_shutdown=5,
-        log_config=None,  # uvicorn's loggers go through Chronicle's (infrastructure/logs.py)
-    )
+    options = server_options(host, port, log_level)
     if processes > 1:
         # The public multi-process path: each process builds its app from the environment.
         os.environ.update(DATABASE_URL=url, CHRONICLE_API_BROKER=broker)
@@ -54,6 +50,18 @@ def _serve(url: str, host: str, port: int, broker: str, log_level: str, processe
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda number, frame: logger.info("stopping on signal %s", number))
     uvicorn.Server(uvicorn.Config(create_app(url, broker=broker), **options)).run()
+
+
+def server_options(host: str, port: int, log_level: str) -> dict[str, Any]:
+    """The uvicorn settings every API process runs with (the benches serve with them too).
+
+    uvloop and httptools when installed (`uvicorn[standard]`); uvicorn's access log only at debug.
+    """
+    return dict(
+        host=host, port=port, log_level=log_level, access_log=log_level == "debug", lifespan="on",
+        timeout_graceful_shutdown=5,
+        log_config=None,  # uvicorn's loggers go through Chronicle's (infrastructure/logs.py)
+    )
 
 
 def serve(

@@ -142,6 +142,8 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
         store.committed(results, self.log_name)
         if not stored_events:
             return None
+        if len(results) == 1 and len(results[0].positions) == len(stored_events):
+            return list(results[0].positions)  # one stream: its events' positions, in version order
         positions = {
             (r.stream_id, r.first_version + i): p for r in results for i, p in enumerate(r.positions)
         }
@@ -153,35 +155,37 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
     def _appends(
         self, stored_events: Sequence[StoredEvent]
     ) -> list[tuple[str, int, list[NewEvent], str]]:
-        """Group events by stream: (stream id, expected version, events, stream type) each."""
+        """Group events by stream: (stream id, expected version, events, stream type) each.
+
+        Every save pays this, so it looks each topic up once and skips the grouping's checks
+        where one event makes them moot.
+        """
         groups: dict[str, list[StoredEvent]] = {}
         for event in stored_events:
             groups.setdefault(_id_text(event.originator_id), []).append(event)
         appends = []
-        registry = self.datastore.registry
+        find = self.datastore.registry.find
         for stream_id, events in groups.items():
             first = events[0].originator_version
-            versions = [e.originator_version for e in events]
-            if versions != list(range(first, first + len(events))):
-                raise IntegrityError(
-                    f"stream {stream_id}: versions {versions} must follow on without gaps or repeats"
-                )
+            if len(events) > 1:
+                versions = [e.originator_version for e in events]
+                if versions != list(range(first, first + len(events))):
+                    raise IntegrityError(
+                        f"stream {stream_id}: versions {versions} must follow on without gaps or repeats"
+                    )
             if first < 1:
                 raise DataError(f"stream {stream_id}: Chronicle streams start at version 1, not {first}")
-            stream_type = next(
-                (registry.get(e.topic).stream_type for e in events if e.topic in registry),
-                LIBRARY_STREAM_TYPE,
-            )
+            stream_type = None  # the first registered event's, else the library's
             new_events = []
             for e in events:
-                envelope = (
-                    {"originator_id": stream_id, "originator_version": e.originator_version}
-                    if e.topic in registry
-                    else None
-                )
+                event_type = find(e.topic)
+                envelope = None
+                if event_type is not None:
+                    stream_type = stream_type or event_type.stream_type
+                    envelope = {"originator_id": stream_id, "originator_version": e.originator_version}
                 event_id = getattr(e, "event_id", None) or uuid4()
                 new_events.append(NewEvent(e.topic, payload_from_state(e.state), event_id, envelope))
-            appends.append((stream_id, first - 1, new_events, stream_type))
+            appends.append((stream_id, first - 1, new_events, stream_type or LIBRARY_STREAM_TYPE))
         return appends
 
     def select_events(

@@ -368,7 +368,8 @@ def _metadata_json(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
     if isinstance(metadata, EventMetadata):
         return EventMetadata.__pydantic_serializer__.to_json(metadata, exclude_none=True).decode()
     try:
-        return EventMetadata.model_validate(dict(metadata)).model_dump_json(exclude_none=True)
+        validated = EventMetadata.model_validate(dict(metadata))
+        return EventMetadata.__pydantic_serializer__.to_json(validated, exclude_none=True).decode()
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"])

@@ -11,6 +11,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -137,6 +140,51 @@ def authenticate(pool: ConnectionPool, token: str) -> ApiKey | None:
         with pool.connection() as conn:
             conn.execute("UPDATE api_keys SET last_used_at = now() WHERE key_id = %s", (key_id,))
     return ApiKey(**row)
+
+
+class KeyCache:
+    """Live keys by bearer token for `ttl` seconds, so most requests skip the key lookup.
+
+    A key revoked through this process (`forget`) is refused at once; one revoked elsewhere
+    (the CLI, another API process) within `ttl` seconds. Unknown tokens are never cached.
+    """
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[ApiKey, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> ApiKey | None:
+        """The key cached for `token` if it was live less than `ttl` seconds ago, else None."""
+        entry = self._entries.get(token)
+        if entry is None or entry[1] <= self.clock():
+            return None
+        return entry[0]
+
+    def put(self, token: str, key: ApiKey) -> None:
+        """Remember a live key for `ttl` seconds (nothing when ttl is 0)."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # a burst of distinct keys: start over rather than grow
+            self._entries[token] = (key, self.clock() + self.ttl)
+
+    def forget(self, key_id: str) -> None:
+        """Drop every cached token of `key_id` (it was just revoked)."""
+        with self._lock:
+            self._entries = {t: e for t, e in self._entries.items() if e[0].key_id != key_id}
+
+    def authenticate(self, pool: ConnectionPool, token: str) -> ApiKey | None:
+        """`authenticate`, answered from the cache when it can be."""
+        key = self.get(token)
+        if key is None:
+            key = authenticate(pool, token)
+            if key is not None:
+                self.put(token, key)
+        return key
 
 
 def list_keys(pool: ConnectionPool, *, include_revoked: bool = True) -> list[ApiKey]:
