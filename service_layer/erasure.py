@@ -17,14 +17,14 @@ from infrastructure.event_store import EventMetadata, EventStore
 from projections.catalog import PROJECTORS
 from service_layer.operator_events import record_operator_action_on
 
+# Whether the subject has a live key, locked until the key is destroyed.
+_LIVE_KEY = "SELECT wrapped_key IS NOT NULL AS live FROM data_keys WHERE subject_id = %s FOR UPDATE"
 # Destroy the key material; a subject with no key yet gets a forgotten row, so later writes
-# for it are stored erased too. Returns whether a live key was destroyed.
+# for it are stored erased too.
 _DESTROY_KEY = """
-WITH before AS (SELECT wrapped_key IS NOT NULL AS live FROM data_keys WHERE subject_id = %(subject)s FOR UPDATE)
 INSERT INTO data_keys (subject_id, key_id, wrapped_key, forgotten_at) VALUES (%(subject)s, %(key_id)s, NULL, now())
 ON CONFLICT (subject_id) DO UPDATE
     SET wrapped_key = NULL, forgotten_at = coalesce(data_keys.forgotten_at, EXCLUDED.forgotten_at)
-RETURNING coalesce((SELECT live FROM before), false) AS destroyed
 """
 # The streams holding the subject's data, with their stream types.
 _STREAMS = """
@@ -63,7 +63,9 @@ def forget_subject(
     Forgetting twice is allowed: the second finds no live key and purges again.
     """
     with store.transaction() as conn:
-        destroyed = conn.execute(_DESTROY_KEY, {"subject": subject_id, "key_id": uuid4()}).fetchone()["destroyed"]
+        live = conn.execute(_LIVE_KEY, (subject_id,)).fetchone()
+        destroyed = bool(live and live["live"])
+        conn.execute(_DESTROY_KEY, {"subject": subject_id, "key_id": uuid4()})
         rows = conn.execute(_STREAMS, (subject_id,)).fetchall()
         streams = [row["stream_id"] for row in rows]
         snapshots = conn.execute("DELETE FROM snapshots WHERE stream_id = ANY(%s)", (streams,)).rowcount
