@@ -13,7 +13,6 @@ from api.deps import Admin, ChronicleState, chronicle
 from api.problems import Problem
 from api.schemas import ExactRoute
 from domain.bounds import MAX_CONTEXT_ID_CHARS
-from projections import jobs
 from service_layer.erasure import forget_subject
 from service_layer.keys import ApiKey
 from workers import jobs as worker_jobs
@@ -40,13 +39,10 @@ def rebuild_requester(state: ChronicleState, principal: ApiKey, correlation_id: 
     """A function queueing a projection's rebuild (or finding the one queued) and waking a worker."""
 
     def request(name: str) -> int | None:
-        try:
-            job_id = worker_jobs.request(
-                state.store, "rebuild", name, {}, actor_id=principal.actor_id, actor_type=principal.actor_type,
-                correlation_id=correlation_id, details={"reason": "subject forgotten"}).job.id
-        except jobs.JobInProgress as exc:
-            return exc.job_id
-        if state.wake_job is not None:
+        job_id, new = worker_jobs.request_rebuild_after_erasure(
+            state.store, name, actor_id=principal.actor_id, actor_type=principal.actor_type,
+            correlation_id=correlation_id)
+        if new and state.wake_job is not None:
             try:
                 state.wake_job("rebuild", name)
             except Exception:  # noqa: BLE001 - a wake-up is a hint; the workers' tick finds the job

@@ -7,7 +7,8 @@ import json
 import typer
 
 from cli.common import cli_pool, operator_actor, store
-from cli.operations import _follow, _request
+from cli.operations import _follow
+from infrastructure.config import get_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -24,19 +25,21 @@ def forget(
     """Destroy SUBJECT's data key, purge its snapshots and stored responses, record
     subject.forgotten, and rebuild the read models so its fields read as [erased]."""
     from service_layer.erasure import forget_subject
+    from workers.actors import wake_job
+    from workers.jobs import request_rebuild_after_erasure
 
     actor, actor_type = operator_actor()
     with cli_pool() as pool:
 
         def request(name: str) -> int | None:
-            try:
-                return _request(pool, "rebuild", name, {"partitions": None})
-            except typer.Exit:  # one is queued already: it runs after the key is gone
-                with pool.connection() as conn:
-                    row = conn.execute("SELECT id FROM projection_job WHERE projection = %s AND kind = 'rebuild'"
-                                       " AND state IN ('requested', 'running') ORDER BY id DESC LIMIT 1",
-                                       (name,)).fetchone()
-                return row["id"] if row else None
+            job_id, new = request_rebuild_after_erasure(store(pool), name, actor_id=actor, actor_type=actor_type)
+            typer.echo(f"{'requested' if new else 'joined the queued'} rebuild of {name}: job {job_id}", err=True)
+            if new and get_settings().redis_url:  # else the workers' tick finds the job
+                try:
+                    wake_job("rebuild", name)
+                except Exception as exc:  # noqa: BLE001 - the workers' tick finds the job
+                    typer.echo(f"warning: could not send the wake-up ({exc})", err=True)
+            return job_id
 
         done = forget_subject(store(pool), subject, actor_id=actor, actor_type=actor_type, request_rebuild=request)
         typer.echo(
