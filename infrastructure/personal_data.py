@@ -26,6 +26,7 @@ from pydantic_core import from_json, to_json
 
 from domain.personal import ANONYMOUS_SUBJECT, erased, personal_paths
 from infrastructure.config import get_settings
+from infrastructure.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,11 @@ SELECT k.subject_id, k.key_id, k.wrapped_key FROM data_keys k JOIN chosen USING 
 _KEYS_FOR_READ = "SELECT key_id, wrapped_key FROM data_keys WHERE key_id = ANY(%s)"
 
 
-class MasterKeyMissing(RuntimeError):
-    """Personal fields were to be stored or read, and CHRONICLE_MASTER_KEY is not set."""
+class MasterKeyMissing(StoreError):
+    """Personal fields were to be stored or read, and CHRONICLE_MASTER_KEY is not set (503)."""
+
+    code = "master_key_missing"
+    http_status = 503
 
 
 def new_master_key() -> str:
@@ -234,7 +238,8 @@ def _decode_master(text: str) -> bytes:
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise ValueError("CHRONICLE_MASTER_KEY must be base64 of 32 bytes (make one: `chronicle master-key`)")
+        raise ValueError("CHRONICLE_MASTER_KEY must be base64 of 32 bytes,"
+                         " e.g. the output of `openssl rand -base64 32`")
     return key
 
 
