@@ -48,10 +48,15 @@ WITH chosen AS (
     INSERT INTO subject_streams (subject_id, stream_id) SELECT subject_id, %(stream)s FROM chosen
     ON CONFLICT DO NOTHING
 )
-SELECT subject_id, key_id, wrapped_key FROM made
+SELECT subject_id, key_id, wrapped_key, first FROM made, (
+    SELECT (SELECT subject_id FROM subject_streams WHERE stream_id = %(stream)s ORDER BY seq LIMIT 1) AS first) f
 UNION ALL
-SELECT k.subject_id, k.key_id, k.wrapped_key FROM data_keys k JOIN chosen USING (subject_id)
+SELECT k.subject_id, k.key_id, k.wrapped_key,
+       (SELECT subject_id FROM subject_streams WHERE stream_id = %(stream)s ORDER BY seq LIMIT 1)
+FROM data_keys k JOIN chosen USING (subject_id)
 """
+# Most entries each write cache holds before it starts again.
+WRITE_CACHE_SIZE = 100_000
 # The keys a read names, as they are now: a destroyed one is missing or NULL.
 _KEYS_FOR_READ = "SELECT key_id, wrapped_key FROM data_keys WHERE key_id = ANY(%s)"
 
@@ -78,11 +83,17 @@ class Keyring:
 
     Unwrapped keys are cached by key id and wrapped bytes, but every read asks the database
     which of its keys still exist, so a key destroyed by any process is never used again.
+    Writes cache what never changes once committed (a stream's first subject, a stream indexed
+    under a subject) and each subject's key: a key destroyed meanwhile only makes what is
+    written for that forgotten subject unreadable, as forgetting promises.
     """
 
     def __init__(self, master_key: str | None) -> None:
         self._master = AESGCM(_decode_master(master_key)) if master_key else None
         self._unwrapped: dict[UUID, tuple[bytes, AESGCM]] = {}
+        self._first_subject: dict[str, str] = {}
+        self._indexed: set[tuple[str, str]] = set()
+        self._write_keys: dict[str, tuple[UUID, AESGCM | None]] = {}
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -114,6 +125,30 @@ class Keyring:
     def _key_for_write(self, conn: psycopg.Connection, stream_id: str, named: str | None,
                        actor: str) -> tuple[str, UUID, AESGCM | None]:
         """The subject, key id and key (None: forgotten) personal values of this write use."""
+        subject = named or self._first_subject.get(stream_id)
+        if subject is not None and (subject, stream_id) in self._indexed and subject in self._write_keys:
+            return (subject, *self._write_keys[subject])
+        # Cache only what a committed statement wrote: on an autocommit connection, idle now.
+        committed = conn.autocommit and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        found = self._ask_key_for_write(conn, stream_id, named, actor)
+        if committed:
+            self._remember_write(stream_id, *found)
+        return found[:3]
+
+    def _remember_write(self, stream_id: str, subject: str, key_id: UUID, key: AESGCM | None,
+                        first: str | None) -> None:
+        if len(self._indexed) >= WRITE_CACHE_SIZE:
+            self._indexed.clear()
+            self._first_subject.clear()
+            self._write_keys.clear()
+        self._indexed.add((subject, stream_id))
+        self._write_keys[subject] = (key_id, key)
+        if first is not None:
+            self._first_subject[stream_id] = first
+
+    def _ask_key_for_write(self, conn: psycopg.Connection, stream_id: str, named: str | None,
+                           actor: str) -> tuple[str, UUID, AESGCM | None, str | None]:
+        """The subject, key id, key and the stream's first subject, from the database (one statement)."""
         master = self._require()
         key_id = uuid4()
         data_key = AESGCM.generate_key(bit_length=256)
@@ -124,8 +159,8 @@ class Keyring:
             with conn.cursor(row_factory=tuple_row) as cur:
                 row = cur.execute(_KEY_FOR_WRITE, params).fetchone()
             if row is not None:
-                subject, stored_id, stored_wrapped = row
-                return subject, stored_id, self._unwrap(stored_id, stored_wrapped)
+                subject, stored_id, stored_wrapped, first = row
+                return subject, stored_id, self._unwrap(stored_id, stored_wrapped), first
         raise RuntimeError(f"no data key could be made for the subject of stream {stream_id}")
 
     # -- reading -----------------------------------------------------------------------------
