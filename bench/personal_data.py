@@ -17,15 +17,13 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("CHRONICLE_MASTER_KEY", "YmVuY2gtbWFzdGVyLWtleS0zMi1ieXRlcy1sb25nISE=")
 
-from bench.time_travel import median_ms, with_dbname  # noqa: E402
+from _db import scratch_database  # noqa: E402
+from bench.time_travel import median_ms  # noqa: E402
 from domain import commands as c  # noqa: E402
 from infrastructure import personal_data, store_appends  # noqa: E402
-from infrastructure.migrations import migrate  # noqa: E402
 from service_layer.workspace import Workspace  # noqa: E402
 
 
@@ -53,13 +51,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
-    admin_url = os.environ.get("DATABASE_URL") or "postgresql://127.0.0.1:5432/postgres"
-    dbname = f"chronicle_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    url = with_dbname(admin_url, dbname)
-    try:
-        migrate(url)
+    with scratch_database("chronicle_bench_personal") as url:
         ws = Workspace(env={"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": url,
                             "CHRONICLE_POOL_MIN_SIZE": "1", "CHRONICLE_POOL_MAX_SIZE": "2"})
         try:
@@ -71,9 +63,6 @@ def main() -> None:
             plain = run(ws, args.updates, args.samples)
         finally:
             ws.close()
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     for name, (mine, base) in (("document update", (encrypted[0], plain[0])),
                                ("state at a random version", (encrypted[1], plain[1]))):
         print(f"{name:<26} encrypted {mine:7.3f} ms   plain {base:7.3f} ms   ratio {mine / base:.2f}")
