@@ -73,7 +73,7 @@ def execute(
         raise Problem(422, "validation_error", str(exc), field=exc.field) from None
     context = c.CommandContext(
         actor_id=ctx.actor_id, actor_type=ctx.actor_type, session_id=ctx.session_id,
-        correlation_id=ctx.correlation_id, causation_id=ctx.causation_id,
+        correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, subject_id=ctx.subject_id,
     )
     try:
         result = state.service.handle(command, context)

@@ -167,6 +167,7 @@ class CommandRequest:
     correlation_id: str
     causation_id: str | None
     expected_version: int | None
+    subject_id: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The metadata every event of this command carries."""
@@ -176,6 +177,7 @@ class CommandRequest:
             "session_id": self.session_id,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
+            "subject_id": self.subject_id,
             "api_key_id": self.principal.key_id,
         }
         return {k: v for k, v in data.items() if v is not None}
@@ -186,6 +188,8 @@ async def command_context(
     session_id: str | None = Header(None, alias="X-Session-Id"),
     correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
     causation_id: str | None = Header(None, alias="X-Causation-Id"),
+    subject_id: str | None = Header(None, alias="X-Subject-Id",
+                                    description="the person whose personal fields this command writes"),
     expected_version: int | None = Depends(if_match),
 ) -> CommandRequest:
     """A writer's command context: the key's actor, the session headers and If-Match.
@@ -200,6 +204,7 @@ async def command_context(
         correlation_id=_header_id(correlation_id, "X-Correlation-Id") or str(uuid.uuid4()),
         causation_id=_header_id(causation_id, "X-Causation-Id"),
         expected_version=expected_version,
+        subject_id=_header_id(subject_id, "X-Subject-Id"),
     )
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
+import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import StringConstraints
 
@@ -14,14 +15,23 @@ from api.problems import Problem
 from api.read_support import any_of
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from domain.event_types import registry
+from infrastructure.personal_data import reveal_payloads
 from infrastructure.log_status import read_log_status
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
 
 
+def events_json(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored events as JSON: payloads upcast, personal fields decrypted (erased when forgotten)."""
+    events = [event_json(row) for row in rows]
+    reveal_payloads(conn, registry, ((e["type"], e["payload"]) for e in events))
+    return events
+
+
 def event_json(row: dict[str, Any]) -> dict[str, Any]:
-    """One stored event as JSON, its payload upcast to the current schema version."""
+    """One stored event as JSON, its payload upcast to the current schema version (still sealed:
+    callers go through events_json)."""
     try:
         schema_version, payload = registry.upcast(row["type"], row["schema_version"], row["payload"])
     except Exception:  # noqa: BLE001 - an auditor still sees the stored payload
@@ -95,8 +105,8 @@ def list_events(
         rows = conn.execute(
             f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s", params
         ).fetchall()
-    rows, next_cursor = page_of(rows, limit, "position")
-    return {"events": [event_json(row) for row in rows], "next_cursor": next_cursor}
+        rows, next_cursor = page_of(rows, limit, "position")
+        return {"events": events_json(conn, rows), "next_cursor": next_cursor}
 
 
 @router.get("/streams/{stream_id:path}/events", summary="One stream's events, in version order")
@@ -128,13 +138,14 @@ def stream_events(
             " ORDER BY version LIMIT %s",
             (stream_id, after, 2**63 - 1 if to_version is None else to_version, limit + 1),
         ).fetchall()
-    rows, next_cursor = page_of(rows, limit, "version")
+        rows, next_cursor = page_of(rows, limit, "version")
+        events = events_json(conn, rows)
     response.headers["ETag"] = etag(stream["version"])
     return {
         "stream_id": stream_id,
         "stream_type": stream["stream_type"],
         "stream_version": stream["version"],
-        "events": [event_json(row) for row in rows],
+        "events": events,
         "next_cursor": next_cursor,
     }
 
@@ -145,9 +156,9 @@ def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any
     """One event by its id; 404 if there is none."""
     with state.pool.connection() as conn:
         row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
-    if row is None:
-        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
-    return event_json(row)
+        if row is None:
+            raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        return events_json(conn, [row])[0]
 
 
 @router.get("/events/{event_id}/causation", summary="What caused an event, and what it caused")
@@ -194,8 +205,9 @@ def causation(
             """,
             (event_id, depth),
         ).fetchall()
+        found = events_json(conn, [row, *causes, *effects])
     return {
-        "event": event_json(row),
-        "caused_by": [{**event_json(r), "depth": r["depth"]} for r in causes],
-        "caused": [{**event_json(r), "depth": r["depth"]} for r in effects],
+        "event": found[0],
+        "caused_by": [{**e, "depth": r["depth"]} for e, r in zip(found[1:len(causes) + 1], causes)],
+        "caused": [{**e, "depth": r["depth"]} for e, r in zip(found[len(causes) + 1:], effects)],
     }

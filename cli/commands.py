@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cli.common import (
     cli_pool, console, database_url, dead_letters_app, echo_json, keys_app, operator_actor, projections_app, store,
+    use_master_key,
 )
 from infrastructure.config import get_settings
 
@@ -101,6 +102,8 @@ def up(
 
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
+    use_master_key(create=True)
+    settings = get_settings()
     url = database_url(settings)
     _use_database(url)
     for name in migrate(url):
@@ -284,16 +287,16 @@ def history(
     limit: int = typer.Option(1000, min=1, max=100_000),
 ) -> None:
     """A stream's events: version, type, who, when, and what changed."""
-    from api.routes_audit import event_json
+    from api.routes_audit import events_json
 
     with cli_pool() as pool, pool.connection() as conn:
         rows = conn.execute(
             "SELECT * FROM events WHERE stream_id = %s ORDER BY version LIMIT %s", (stream, limit)
         ).fetchall()
+        events = events_json(conn, rows)
     if not rows:
         typer.echo(f"error: no stream {stream!r}", err=True)
         raise typer.Exit(1)
-    events = [event_json(r) for r in rows]
     if as_json:
         echo_json(events)
         return

@@ -27,6 +27,7 @@ def cli_pool() -> Iterator[Any]:
     from infrastructure.db import create_pool
     from infrastructure.migrations import migrate
 
+    use_master_key(create=False)
     settings = get_settings().model_copy(update={"chronicle_pool_min_size": 1, "chronicle_pool_max_size": 2})
     url = database_url(settings)
     migrate(url)
@@ -35,6 +36,31 @@ def cli_pool() -> Iterator[Any]:
         yield pool
     finally:
         pool.close()
+
+
+def use_master_key(*, create: bool) -> None:
+    """Without CHRONICLE_MASTER_KEY, use the one in the data folder (`create`: make it first).
+
+    `chronicle up` makes it on its first start; the other commands run in that folder find it.
+    """
+    settings = get_settings()
+    if settings.chronicle_master_key:
+        return
+    from infrastructure.personal_data import keyring, new_master_key
+
+    path = Path(settings.chronicle_data_dir) / "master.key"
+    if not path.exists():
+        if not create:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(new_master_key() + "\n")
+        typer.echo(f"made a master key for personal data in {path} (keep it, and back it up apart from the data)",
+                   err=True)
+    os.environ["CHRONICLE_MASTER_KEY"] = path.read_text().strip()
+    get_settings.cache_clear()
+    keyring.cache_clear()
 
 
 def store(pool: Any) -> Any:

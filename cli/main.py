@@ -111,9 +111,11 @@ def _print_report(report: dict[str, object]) -> None:
 
 
 from cli import operations  # noqa: E402,F401 - adds the projections and dead-letters commands
+from cli import subjects  # noqa: E402 - `forget`
 from cli.commands import register_commands  # noqa: E402 - the commands below need `app`
 
 register_commands(app)
+subjects.register(app)
 
 
 def main() -> None:

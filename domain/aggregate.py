@@ -200,6 +200,8 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
     """
 
     stream_type: ClassVar[str]
+    # The state's personal fields (domain.personal): encrypted in snapshots as in events.
+    personal_state: ClassVar[tuple[str, ...]] = ()
     undone_event: ClassVar[type[Undone]]
     redone_event: ClassVar[type[Redone]]
     Snapshot = WorkspaceSnapshot

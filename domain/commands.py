@@ -35,6 +35,8 @@ class CommandContext(BaseModel):
     session_id: ContextId | None = None
     correlation_id: ContextId | None = None
     causation_id: ContextId | None = None
+    # The person whose personal fields this command writes (default: the stream's, else the actor).
+    subject_id: ContextId | None = None
 
     def __init__(self, /, **data: Any) -> None:
         """The context, its ids within domain.bounds; anything else is a DomainError naming the field."""

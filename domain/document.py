@@ -7,8 +7,10 @@ points at a version that has existed; moving it is a new event (the tag's audit 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from uuid import UUID
+
+from pydantic import Field
 
 from domain.aggregate import Change, Deleted, Redone, Undone, WorkspaceAggregate, WorkspaceCreated
 from domain.bounds import (
@@ -16,6 +18,7 @@ from domain.bounds import (
 )
 from domain.errors import DomainError
 from domain.event_types import registry
+from domain.personal import PERSONAL
 from domain.rules import (
     MAX_BODY_BYTES,
     MAX_CHANGE_DESCRIPTION_CHARS,
@@ -32,14 +35,23 @@ from domain.rules import (
 )
 
 
+# A document's text content and JSON body are personal: documents of types such as
+# session_context, llm_interaction and user_feedback hold people's conversations, and an
+# update or undo does not carry the document's type, so every document's content is treated so.
+PERSONAL_STATE = ("content", "body")
+PersonalContent = Annotated[Content | None, Field(**PERSONAL)]
+PersonalBody = Annotated[Body | None, Field(**PERSONAL)]
+PersonalText = Annotated[ChangeDescription, Field(**PERSONAL)]
+
+
 @registry.register("document.created", stream_type="document")
 class DocumentCreated(WorkspaceCreated):
     originator_topic: ClassVar[str] = "domain.document:Document"
     namespace: Identifier
     document_type: Identifier
     title: Title
-    content: Content | None
-    body: Body | None
+    content: PersonalContent
+    body: PersonalBody
     metadata: Metadata
     version: DocumentVersion = 1
 
@@ -52,10 +64,10 @@ class DocumentCreated(WorkspaceCreated):
 @registry.register("document.updated", stream_type="document")
 class DocumentUpdated(Change):
     title: Title | None = None
-    content: Content | None = None
-    body: Body | None = None
+    content: PersonalContent = None
+    body: PersonalBody = None
     metadata: Metadata | None = None
-    change_description: ChangeDescription
+    change_description: PersonalText
     version: DocumentVersion
 
     def change(self, aggregate: Document) -> None:
@@ -98,12 +110,12 @@ class DocumentUntagged(Change):
 
 @registry.register("document.undone", stream_type="document")
 class DocumentUndone(Undone):
-    pass
+    personal_paths: ClassVar[tuple[str, ...]] = tuple(f"state.{name}" for name in PERSONAL_STATE)
 
 
 @registry.register("document.redone", stream_type="document")
 class DocumentRedone(Redone):
-    pass
+    personal_paths: ClassVar[tuple[str, ...]] = tuple(f"state.{name}" for name in PERSONAL_STATE)
 
 
 class Document(WorkspaceAggregate):
@@ -113,6 +125,7 @@ class Document(WorkspaceAggregate):
     """
 
     stream_type: ClassVar[str] = "document"
+    personal_state: ClassVar[tuple[str, ...]] = PERSONAL_STATE
     undone_event = DocumentUndone
     redone_event = DocumentRedone
     # `version` in the state is the content version.

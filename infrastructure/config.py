@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     chronicle_projection_synchronous_commit: bool = False
     # Whether each session read (GET /v1/sessions/{id}/documents) appends a document.accessed event.
     chronicle_record_access: bool = True
+    # Wraps every data subject's key (base64 of 32 bytes); personal fields need it to be stored or read.
+    chronicle_master_key: str | None = Field(default=None, repr=False)
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

@@ -30,6 +30,7 @@ from infrastructure.db import create_pool
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
 from infrastructure.event_store import DEFAULT_LOG, EventStore
 from infrastructure.eventsourcing_mapper import state_from_payload
+from infrastructure.personal_data import reveal_payloads
 
 # The stream type of events with no registered model (the library's own event classes).
 LIBRARY_STREAM_TYPE = "eventsourcing"
@@ -127,10 +128,12 @@ class ChronicleDatastore:
             self._stored_types[topic] = known
         return known
 
-    def payload_to_state(self, type_name: str, schema_version: int, payload: dict[str, Any]) -> bytes:
-        """A stored payload as the library's state bytes, upcast to its current schema."""
-        _, payload = self.registry.upcast(type_name, schema_version, payload)
-        return state_from_payload(payload)
+    def payload_states(self, conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[bytes]:
+        """Each row's payload as the library's state bytes: upcast to its current schema, its
+        personal fields decrypted (erased when their subject is forgotten)."""
+        payloads = [self.registry.upcast(row["type"], row["schema_version"], row["payload"])[1] for row in rows]
+        reveal_payloads(conn, self.registry, zip((row["type"] for row in rows), payloads))
+        return [state_from_payload(payload) for payload in payloads]
 
     def close(self) -> None:
         """Release the pool's connections."""

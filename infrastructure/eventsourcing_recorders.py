@@ -32,6 +32,7 @@ from infrastructure.library_internals import fail_subscription, subscription_run
 from infrastructure.db import connect
 from infrastructure.event_store import NOTIFY_CHANNEL, AppendResult, NewEvent
 from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
+from infrastructure.personal_data import conceal_snapshot, reveal_snapshots
 from infrastructure.eventsourcing_datastore import (
     LIBRARY_STREAM_TYPE,
     MAX_VERSION,
@@ -60,12 +61,13 @@ class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
         """Record snapshots, all or nothing; an existing (stream, version) is an IntegrityError."""
         if not stored_events:
             return None
-        rows = [
-            (self.log_name, _id_text(e.originator_id), e.originator_version, e.topic,
-             json.dumps(payload_from_state(e.state), separators=(",", ":")))
-            for e in stored_events
-        ]
         with self.transaction() as conn, conn.cursor() as cur:
+            rows = [
+                (self.log_name, _id_text(e.originator_id), e.originator_version, e.topic,
+                 json.dumps(conceal_snapshot(conn, _id_text(e.originator_id), payload_from_state(e.state)),
+                            separators=(",", ":")))
+                for e in stored_events
+            ]
             cur.executemany(
                 "INSERT INTO snapshots (log_name, stream_id, version, type, state)"
                 " VALUES (%s, %s, %s, %s, %s::jsonb)",
@@ -93,6 +95,7 @@ class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
                 f" ORDER BY version {order} LIMIT %s",
                 (self.log_name, _id_text(originator_id), *version_bounds(gt, lte), limit),
             ).fetchall()
+            reveal_snapshots(conn, [row["state"] for row in rows])
         return [
             StoredEvent(originator_id, row["version"], row["type"], state_from_payload(row["state"]))
             for row in rows
@@ -208,13 +211,9 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                 f" ORDER BY version {order} LIMIT %s",
                 (_id_text(originator_id), self.log_name, *version_bounds(gt, lte), limit),
             ).fetchall()
-        to_state = self.datastore.payload_to_state
+            states = self.datastore.payload_states(conn, rows)
         return [
-            StoredEvent(
-                originator_id, row["version"], row["type"],
-                to_state(row["type"], row["schema_version"], row["payload"]),
-            )
-            for row in rows
+            StoredEvent(originator_id, row["version"], row["type"], state) for row, state in zip(rows, states)
         ]
 
     def select_notifications(
@@ -239,17 +238,17 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                 " FROM read_log(%s, %s, %s, %s)",
                 (after, limit, types, self.log_name),
             ).fetchall()
-        to_state = self.datastore.payload_to_state
+            rows = [row for row in rows if stop is None or row["position"] <= stop]
+            states = self.datastore.payload_states(conn, rows)
         return [
             Notification(
                 originator_id=id_value(row["stream_id"]),
                 originator_version=row["version"],
                 topic=row["type"],
-                state=to_state(row["type"], row["schema_version"], row["payload"]),
+                state=state,
                 id=row["position"],
             )
-            for row in rows
-            if stop is None or row["position"] <= stop
+            for row, state in zip(rows, states)
         ]
 
     def max_notification_id(self) -> int | None:

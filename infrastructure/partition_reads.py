@@ -16,6 +16,7 @@ from pydantic_core import from_json
 
 from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
+from infrastructure.personal_data import reveal_payloads
 
 # Above every position: the floor of a partition whose events a read must not return.
 NO_POSITION = 2**63 - 1
@@ -65,14 +66,14 @@ def read_batch(
     """
     params = {"after": after, "upto": upto, "types": list(types), "limit": limit,
               "floors": list(floors) if floors is not None else None}
-    return _decode(conn.cursor(row_factory=tuple_row).execute(_BATCH_SQL, params).fetchone()[0], registry)
+    return _decode(conn, conn.cursor(row_factory=tuple_row).execute(_BATCH_SQL, params).fetchone()[0], registry)
 
 
 def read_positions(conn: psycopg.Connection, positions: Sequence[int],
                    registry: EventTypeRegistry = default_registry) -> list[Event]:
     """The events at these positions, in position order, upcast (a dead letter's parked events)."""
     row = conn.cursor(row_factory=tuple_row).execute(_POSITIONS_SQL, {"positions": list(positions)}).fetchone()
-    return _decode(row[0], registry)
+    return _decode(conn, row[0], registry)
 
 
 def has_events(conn: psycopg.Connection, after: int, types: Sequence[str], floors: Sequence[int]) -> bool:
@@ -82,8 +83,11 @@ def has_events(conn: psycopg.Connection, after: int, types: Sequence[str], floor
     return row[0]
 
 
-def _decode(text: str, registry: EventTypeRegistry) -> list[Event]:
-    """Events from a batch's JSON; a payload stored under an older schema version is upcast."""
+def _decode(conn: psycopg.Connection, text: str, registry: EventTypeRegistry) -> list[Event]:
+    """Events from a batch's JSON; a payload stored under an older schema version is upcast.
+
+    Personal fields are decrypted here, with keys read in the batch's own transaction.
+    """
     current = registry.schema_versions()
     events = []
     for position, event_id, stream_id, version, type_, schema_version, payload, metadata, recorded_at \
@@ -91,4 +95,5 @@ def _decode(text: str, registry: EventTypeRegistry) -> list[Event]:
         if schema_version != current.get(type_, schema_version):
             payload = registry.upcast(type_, schema_version, payload)[1]
         events.append(Event(position, event_id, stream_id, version, type_, payload, metadata, recorded_at))
+    reveal_payloads(conn, registry, ((e.type, e.payload) for e in events))
     return events

@@ -18,13 +18,16 @@ from psycopg import errors as pg_errors
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json, to_json
 
 from domain.event_types import EventTypeRegistry
+from domain.personal import personal_paths
 from infrastructure.config import Settings
 from infrastructure import metrics
 from infrastructure.append_statement import APPEND_SQL, ExpectedKind
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
 from infrastructure.notifier import CommitNotifier
+from infrastructure.personal_data import keyring, subject_of
 from infrastructure.store_types import (
     ANY,
     DEFAULT_LOG,
@@ -122,7 +125,7 @@ class StoreAppends:
 
         The caller wakes readers and listeners with `committed` once its transaction commits.
         """
-        prepared = self._prepare(stream_id, expected_version, events, metadata, stream_type, log_name)
+        prepared = self._prepare(conn, stream_id, expected_version, events, metadata, stream_type, log_name)
         # On an autocommit connection the statement is its own transaction; inside a caller's
         # transaction any error aborts the whole transaction, so a retry must be found first.
         in_caller_transaction = not conn.autocommit or conn.pgconn.transaction_status != IDLE
@@ -172,6 +175,7 @@ class StoreAppends:
 
     def _prepare(
         self,
+        conn: psycopg.Connection,
         stream_id: str,
         expected_version: ExpectedVersion,
         events: Sequence[NewEvent],
@@ -212,6 +216,8 @@ class StoreAppends:
                 schema_version = event_type.schema_version
                 text = event_type.payload_json(event.payload, event.envelope)
             _check_json(text, max_bytes, index)
+            if event_type is not None and personal_paths(event_type.model):
+                text = _concealed(conn, text, event_type.model, stream_id, metadata, event.event_id)
             if not isinstance(event.event_id, UUID):
                 raise InvalidAppend(f"event {index} event_id must be a UUID", field=f"events.{index}.event_id")
             types.append(event.type)
@@ -280,6 +286,20 @@ class _PreparedAppend(NamedTuple):
     payloads: list[str]
     statement: str
     params: dict[str, Any]
+
+
+def _concealed(conn: psycopg.Connection, text: str, model: type[BaseModel], stream_id: str,
+               metadata: Any, event_id: Any) -> str:
+    """The payload text with its personal fields encrypted (infrastructure.personal_data).
+
+    Checked for size before: the bounds are the plaintext's.
+    """
+    payload = from_json(text)
+    named, actor = subject_of(metadata)
+    if not keyring().conceal(conn, payload, personal_paths(model), stream_id=stream_id, named=named,
+                             actor=actor, event_id=event_id if isinstance(event_id, UUID) else None):
+        return text
+    return to_json(payload).decode()
 
 
 def _unregistered_payload(index: int, event: NewEvent, stream_type: str | None) -> str:

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from domain.event_types import EventTypeRegistry
+from infrastructure.personal_data import reveal_payloads
 from infrastructure.store_types import NOTIFY_CHANNEL, LogBlocker, RecordedEvent
 
 
@@ -37,7 +38,7 @@ class StoreReads:
                 " ORDER BY version",
                 (stream_id, from_version, 2**63 - 1 if to_version is None else to_version),
             ).fetchall()
-        return [self._recorded(row) for row in rows]
+            return self._revealed(conn, rows)
 
     def read_all(
         self,
@@ -56,7 +57,7 @@ class StoreReads:
                 "SELECT * FROM read_log(%s, %s, %s, %s)",
                 (after, limit, list(types) if types is not None else None, log_name),
             ).fetchall()
-        return [self._recorded(row) for row in rows]
+            return self._revealed(conn, rows)
 
     def head(self, log_name: str | None = None) -> int:
         """The position of the newest event a reader can see now (0 for an empty log)."""
@@ -118,6 +119,12 @@ class StoreReads:
                 rows,
             )
         return len(rows)
+
+    def _revealed(self, conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
+        """The rows as recorded events, upcast, their personal fields decrypted (erased if forgotten)."""
+        events = [self._recorded(row) for row in rows]
+        reveal_payloads(conn, self.registry, ((e.type, e.payload) for e in events))
+        return events
 
     def _recorded(self, row: dict[str, Any]) -> RecordedEvent:
         schema_version, payload = self.registry.upcast(row["type"], row["schema_version"], row["payload"])

@@ -53,6 +53,8 @@ class EventMetadata(BaseModel):
     correlation_id: ContextId | None = None
     causation_id: ContextId | None = None
     command_id: ContextId | None = None
+    # The data subject whose key encrypts the personal fields (default: the stream's, else the actor).
+    subject_id: ContextId | None = None
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,18 @@ CREATE TABLE public.chain (
 )
 WITH (fillfactor='70');
 
+-- Name: data_keys; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.data_keys (
+    subject_id text NOT NULL,
+    key_id uuid NOT NULL,
+    wrapped_key bytea,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    forgotten_at timestamp with time zone,
+    CONSTRAINT data_keys_check CHECK (((wrapped_key IS NULL) = (forgotten_at IS NOT NULL))),
+    CONSTRAINT data_keys_subject_id_check CHECK (((length(subject_id) >= 1) AND (length(subject_id) <= 200)))
+);
+
 -- Name: dead_letter; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.dead_letter (
@@ -560,6 +572,27 @@ CREATE TABLE public.streams (
     CONSTRAINT streams_version_check CHECK ((version >= 0))
 );
 
+-- Name: subject_streams; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.subject_streams (
+    subject_id text NOT NULL,
+    stream_id text NOT NULL,
+    seq bigint NOT NULL
+);
+
+-- Name: subject_streams_seq_seq; Type: SEQUENCE; Schema: public; Owner: -
+
+CREATE SEQUENCE public.subject_streams_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+-- Name: subject_streams_seq_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+
+ALTER SEQUENCE public.subject_streams_seq_seq OWNED BY public.subject_streams.seq;
+
 -- Name: tag_event; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.tag_event (
@@ -604,6 +637,10 @@ ALTER TABLE ONLY public.projection_job ALTER COLUMN id SET DEFAULT nextval('publ
 
 ALTER TABLE ONLY public.projection_rebuild ALTER COLUMN id SET DEFAULT nextval('public.projection_rebuild_id_seq'::regclass);
 
+-- Name: subject_streams seq; Type: DEFAULT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.subject_streams ALTER COLUMN seq SET DEFAULT nextval('public.subject_streams_seq_seq'::regclass);
+
 -- Name: active_tag active_tag_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.active_tag
@@ -628,6 +665,16 @@ ALTER TABLE ONLY public.api_keys
 
 ALTER TABLE ONLY public.chain
     ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
+
+-- Name: data_keys data_keys_key_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.data_keys
+    ADD CONSTRAINT data_keys_key_id_key UNIQUE (key_id);
+
+-- Name: data_keys data_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.data_keys
+    ADD CONSTRAINT data_keys_pkey PRIMARY KEY (subject_id);
 
 -- Name: dead_letter dead_letter_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -723,6 +770,11 @@ ALTER TABLE ONLY public.snapshots
 
 ALTER TABLE ONLY public.streams
     ADD CONSTRAINT streams_pkey PRIMARY KEY (stream_id);
+
+-- Name: subject_streams subject_streams_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.subject_streams
+    ADD CONSTRAINT subject_streams_pkey PRIMARY KEY (subject_id, stream_id);
 
 -- Name: tag_event tag_event_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -841,6 +893,10 @@ CREATE INDEX projection_rebuild_projection_idx ON public.projection_rebuild USIN
 -- Name: session_touch_session_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX session_touch_session_idx ON public.session_touch USING btree (session_id, last_position DESC);
+
+-- Name: subject_streams_stream_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX subject_streams_stream_idx ON public.subject_streams USING btree (stream_id, seq);
 
 -- Name: tag_event_document_tag_idx; Type: INDEX; Schema: public; Owner: -
 

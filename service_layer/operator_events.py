@@ -41,6 +41,8 @@ OPERATOR_EVENT_TYPES = (
     "operator.dead_letter_skipped",
     "operator.key_created",
     "operator.key_revoked",
+    # A data subject was forgotten: its key destroyed, its derived copies purged (service_layer.erasure).
+    "subject.forgotten",
 )
 
 for _name in OPERATOR_EVENT_TYPES:

@@ -88,6 +88,25 @@ class WorkspaceRepository(Repository[UUID]):
         finally:
             self._disuse_fastforward_lock(aggregate_id)
 
+    def evict(self, aggregate_ids: Any) -> None:
+        """Drop these aggregates from this process's cache: their personal data was erased.
+
+        Other processes' entries are never served by a read, and what they write for a
+        forgotten subject is stored erased (infrastructure.personal_data).
+        """
+        if not self.cache:
+            return
+        for aggregate_id in aggregate_ids:
+            lock = self._use_fastforward_lock(aggregate_id)
+            try:
+                with lock:
+                    try:
+                        self.cache.get(aggregate_id, evict=True)
+                    except KeyError:
+                        pass
+            finally:
+                self._disuse_fastforward_lock(aggregate_id)
+
     def remember(self, aggregate: Any) -> None:
         """Cache an aggregate whose events were just stored, unless the cache has a later version.
 

@@ -182,6 +182,7 @@ class Workspace(Application[UUID]):
             "correlation_id": correlation_id,
             "causation_id": context.causation_id,
             "command_id": str(command.command_id) if command.command_id else None,
+            "subject_id": context.subject_id,
         }
         return {key: value for key, value in metadata.items() if value is not None}
 

@@ -21,6 +21,9 @@ from infrastructure.db import create_pool
 from infrastructure.migrations import migrate
 
 LOCAL_URL = "postgresql://127.0.0.1:5432/postgres"
+# Personal fields are encrypted under data keys this master key wraps; every process the tests
+# start inherits it. A fixed test key, never a deployment's.
+os.environ.setdefault("CHRONICLE_MASTER_KEY", "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLW9rISE=")
 APP_ROLE = "chronicle_app"  # created by schema/0006_roles.sql
 
 

@@ -65,6 +65,19 @@ def request(store: EventStore, kind: jobs.Kind, projection: str, options: dict[s
     return Requested(job, result.position)
 
 
+def request_rebuild_after_erasure(store: EventStore, projection: str, *, actor_id: str, actor_type: str = "user",
+                                  correlation_id: str | None = None) -> tuple[int | None, bool]:
+    """Queue a rebuild of a projection whose source data was erased: (job id, whether it is new).
+
+    A rebuild already requested starts after the erasure and serves as well: its id, not new.
+    """
+    try:
+        return request(store, "rebuild", projection, {}, actor_id=actor_id, actor_type=actor_type,
+                       correlation_id=correlation_id, details={"reason": "subject forgotten"}).job.id, True
+    except jobs.JobInProgress as exc:
+        return exc.job_id, False
+
+
 def wake_requested(pool: ConnectionPool, wake: Callable[[str, str], None]) -> int:
     """The tick's part: mark crashed jobs failed, report finished ones, wake requested ones with `wake`."""
     with pool.connection() as conn:
