@@ -28,7 +28,7 @@ EVENT_JSON = (
     "json_build_object('position', position, 'event_id', event_id, 'stream_id', stream_id,"
     " 'stream_type', stream_type, 'stream_version', version, 'type', type,"
     " 'schema_version', schema_version, 'payload', payload, 'metadata', metadata,"
-    " 'recorded_at', recorded_at)::text"
+    " 'recorded_at', to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'))::text"
 )
 
 
