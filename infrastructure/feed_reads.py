@@ -48,6 +48,9 @@ class FeedFilter:
     types: Sequence[str] = ()
     stream_types: Sequence[str] = ()
     stream_ids: Sequence[str] = ()
+    # A consumer group's partitions: one floor per partition (by projection_partition of the
+    # stream id); an event is read only above its partition's floor. None: every partition.
+    floors: Sequence[int] | None = None
 
     def sql(self) -> tuple[str, list[Any]]:
         """The filter as ` AND ...` clauses and their parameters."""
@@ -57,6 +60,9 @@ class FeedFilter:
             if values:
                 clauses.append(f" AND {column} = ANY(%s)")
                 params.append(list(values))
+        if self.floors is not None:
+            clauses.append(" AND position > (%s::bigint[])[projection_partition(stream_id, %s) + 1]")
+            params += [list(self.floors), len(self.floors)]
         return "".join(clauses), params
 
     def public(self) -> dict[str, list[str]]:

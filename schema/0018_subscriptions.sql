@@ -45,15 +45,21 @@ CREATE TABLE consumer_group_member (
 CREATE INDEX consumer_group_member_group_idx ON consumer_group_member (group_name, joined_at, member_id);
 
 -- Where each (group, partition) stands: `position` is acknowledged (done), `delivered` is how
--- far the last fetch of its owner read. An ack moves `position` up to at most `delivered`.
+-- far the last fetch read, and `delivered_to` the member it answered. An ack moves `position` up
+-- to at most `delivered`, and only the ack of the member it was delivered to: a member that owned
+-- the partition before never acks events another member received.
 CREATE TABLE consumer_group_checkpoint (
     group_name text        NOT NULL REFERENCES consumer_group (name),
     partition  integer     NOT NULL CHECK (partition >= 0),
     position   bigint      NOT NULL DEFAULT 0 CHECK (position >= 0),
     delivered  bigint      NOT NULL DEFAULT 0 CHECK (delivered >= 0),
+    delivered_to uuid,
     updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (group_name, partition)
 );
+
+-- A group fetch leaves out the events it parked before: WHERE projection = $1 AND position = ANY($2).
+CREATE INDEX dead_letter_position_idx ON dead_letter (projection, position);
 
 DO $$
 BEGIN

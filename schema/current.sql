@@ -292,6 +292,7 @@ CREATE TABLE public.consumer_group_checkpoint (
     partition integer NOT NULL,
     "position" bigint DEFAULT 0 NOT NULL,
     delivered bigint DEFAULT 0 NOT NULL,
+    delivered_to uuid,
     updated_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     CONSTRAINT consumer_group_checkpoint_delivered_check CHECK ((delivered >= 0)),
     CONSTRAINT consumer_group_checkpoint_partition_check CHECK ((partition >= 0)),
@@ -841,6 +842,10 @@ CREATE INDEX consumer_group_member_group_idx ON public.consumer_group_member USI
 -- Name: dead_letter_parked_key; Type: INDEX; Schema: public; Owner: -
 
 CREATE UNIQUE INDEX dead_letter_parked_key ON public.dead_letter USING btree (projection, shadow, "position") WHERE (status = 'parked'::text);
+
+-- Name: dead_letter_position_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX dead_letter_position_idx ON public.dead_letter USING btree (projection, "position");
 
 -- Name: dead_letter_stream_idx; Type: INDEX; Schema: public; Owner: -
 
