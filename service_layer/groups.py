@@ -138,14 +138,20 @@ def group_status(pool: ConnectionPool, group: str | None = None) -> tuple[int, l
     """The safe position, and every group (or one): members, partitions with owner, checkpoint and lag."""
     with pool.connection() as conn:
         safe = conn.execute("SELECT safe_position() AS safe").fetchone()["safe"]
-        groups = conn.execute("SELECT name, partitions, created_at FROM consumer_group"
-                              " WHERE %(g)s::text IS NULL OR name = %(g)s ORDER BY name", {"g": group}).fetchall()
+        groups = group_rows(conn, group)
         if group is not None and not groups:
             raise GroupError(404, "group_not_found", f"no consumer group {group!r}", "group")
-        return safe, [_group_status(conn, g, safe) for g in groups]
+        return safe, [partition_status(conn, g, safe) for g in groups]
 
 
-def _group_status(conn: psycopg.Connection, group: dict[str, Any], safe: int) -> dict[str, Any]:
+def group_rows(conn: psycopg.Connection, group: str | None = None) -> list[dict[str, Any]]:
+    """Every consumer group's row (or one's), by name."""
+    return conn.execute("SELECT name, partitions, created_at FROM consumer_group"
+                        " WHERE %(g)s::text IS NULL OR name = %(g)s ORDER BY name", {"g": group}).fetchall()
+
+
+def partition_status(conn: psycopg.Connection, group: dict[str, Any], safe: int) -> dict[str, Any]:
+    """One group's status: members, and each partition's owner, checkpoint and lag behind `safe`."""
     name, count = group["name"], group["partitions"]
     _, owned = assignment(conn, name)
     owner = {p: m for m, parts in owned.items() for p in parts}
