@@ -100,6 +100,7 @@ Auditor = Depends(require("audit"))
 Operator = Depends(require("operate"))
 Admin = Depends(require("keys"))
 Subscriber = Depends(require("subscribe"))
+Describer = Depends(require("describe"))
 
 
 def page_size(

@@ -58,6 +58,12 @@ CREATE TABLE consumer_group_checkpoint (
     PRIMARY KEY (group_name, partition)
 );
 
+-- The stored schemas so far described the pydantic models, not the stored payloads (they required
+-- the originator id and version, kept in columns, and allowed any other field). They are written
+-- again, exactly, at the next start; from then on a row is never overwritten (a changed payload
+-- shape is a new schema version with an upcaster).
+DELETE FROM event_definitions;
+
 -- A group fetch leaves out the events it parked before: WHERE projection = $1 AND position = ANY($2).
 CREATE INDEX dead_letter_position_idx ON dead_letter (projection, position);
 

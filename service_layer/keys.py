@@ -32,6 +32,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Following the log (GET /v1/subscribe, consumer groups): every event with its metadata, as
     # auditors see it, but none of the snapshot reads, writes or operator routes.
     "subscribe": frozenset({"subscriber", "auditor", "admin"}),
+    # The event contract (GET /v1/event-types): every key may read what the events look like.
+    "describe": frozenset(ROLES),
 }
 
 
