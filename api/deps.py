@@ -63,6 +63,7 @@ class ChronicleState:
     wake_projection: Callable[[str | None], None] | None = None  # None: no worker listens
     wake_job: Callable[[str, str], None] | None = None
     keys: KeyCache = field(default_factory=lambda: KeyCache(API_SETTINGS.key_cache_seconds))
+    log_listener: Any = None  # infrastructure.log_listener.LogListener, started by the first feed
 
 
 async def chronicle(request: Request) -> ChronicleState:
@@ -107,6 +108,8 @@ Writer = Depends(require("write"))
 Auditor = Depends(require("audit"))
 Operator = Depends(require("operate"))
 Admin = Depends(require("keys"))
+Subscriber = Depends(require("subscribe"))
+Describer = Depends(require("describe"))
 
 
 async def page_size(

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     chronicle_record_access: bool = True
     # Wraps every data subject's key (base64 of 32 bytes); personal fields need it to be stored or read.
     chronicle_master_key: str | None = Field(default=None, repr=False)
+    # Feeds (GET /v1/subscribe): a heartbeat after this long without an event.
+    chronicle_subscribe_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Consumer groups: partitions of a new group, and a member's lease unless it asks for another.
+    chronicle_group_partitions: int = Field(default=16, ge=1, le=1024)
+    chronicle_group_lease_seconds: int = Field(default=15, ge=1, le=3600)
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

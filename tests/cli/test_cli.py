@@ -121,6 +121,7 @@ def test_migrate_records_every_registered_event_type(chronicle, cli_database_url
     import domain.session  # noqa: F401 - registers document.accessed
     import service_layer.operator_events  # noqa: F401 - registers the operator.* types
     import service_layer.workspace  # noqa: F401 - registers the domain's types
+    import domain.session  # noqa: F401 - registers document.accessed
     from domain.event_types import registry
 
     chronicle("migrate")
