@@ -33,7 +33,7 @@ from infrastructure.errors import StoreError
 from domain.errors import DomainError
 from domain.event_types import EventTypeError
 from infrastructure.event_store import EventStore
-from service_layer.bootstrap import bootstrap, shutdown, write_event_definitions
+from service_layer.bootstrap import bootstrap, build_read_replica, shutdown, write_event_definitions
 
 logger = logging.getLogger("chronicle.api")
 # How often the API deletes expired Idempotency-Key responses.
@@ -77,6 +77,7 @@ def create_app(
         state = ChronicleState(
             settings=settings, api_settings=api_settings, database_url=url, pool=pool, store=store,
             broker=broker or ("redis" if settings.redis_url else "absent"),
+            replica=build_read_replica(pool, settings),
         )
         try:
             write_event_definitions(store)
@@ -92,6 +93,8 @@ def create_app(
         finally:
             pruning.cancel()
             shutdown(wired)
+            if state.replica is not None:
+                state.replica.close()
             pool.close()
 
     app = FastAPI(

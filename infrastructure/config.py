@@ -16,6 +16,14 @@ class Settings(BaseSettings):
 
     # Where the event store lives. Unset: `chronicle up` starts an embedded PostgreSQL.
     database_url: str | None = None
+    # Reads and audit routes go here when set (a streaming replica); writes stay on DATABASE_URL.
+    database_read_url: str | None = None
+    # What needs a session of its own (LISTEN, migrations, rebuild and replay jobs, verify) connects
+    # here, past any pooler. Unset: DATABASE_URL.
+    database_direct_url: str | None = None
+    # "transaction": DATABASE_URL (and DATABASE_READ_URL) go through a transaction-mode pooler such as
+    # PgBouncer: no startup options, no prepared statements, timeouts set in each transaction.
+    chronicle_pooler: str = Field(default="none", pattern="^(none|transaction)$")
     # The dramatiq broker. Unset: `chronicle up` runs workers in-process on a memory broker.
     redis_url: str | None = None
     # Where `chronicle up` keeps the embedded PostgreSQL's data.
@@ -49,6 +57,10 @@ class Settings(BaseSettings):
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")
+
+    def direct_url(self) -> str | None:
+        """The URL for session work (LISTEN, session locks, temporary tables): direct, else DATABASE_URL."""
+        return self.database_direct_url or self.database_url
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,10 @@
 """The engine: catch a projection's partition up with the gap-free log, batch by batch.
 
-Each batch's rows and the checkpoint commit in one transaction, under the partition's two-int
-advisory lock, so every event takes effect exactly once whatever the broker does. A failing
-event is retried with backoff, then parked in `dead_letter` with every later event of its stream.
+Each batch's rows and the checkpoint commit in one transaction that takes the partitions'
+two-int advisory locks at its start (transaction-level, so they hold behind a transaction-mode
+pooler too) and reads the checkpoints under them, so every event takes effect exactly once
+whatever the broker does. A failing event is retried with backoff, then parked in `dead_letter`
+with every later event of its stream.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from infrastructure.logs import batch_context
 from infrastructure.partition_reads import NO_POSITION, has_events, read_batch
 from projections.batch import apply_events, event_error, narrower
 from projections.model import Event, Projector, StreamRows
-from projections.partitioning import lock_key, partition_of, projection_key
+from projections.partitioning import partition_of, projection_key
 from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
@@ -67,14 +69,25 @@ class PartitionsChanged(RuntimeError):
     """A rebuild changed the projection's partition count since this worker read it."""
 
 
+class PartitionsBusy(RuntimeError):
+    """Every partition the run wanted is locked by another worker's transaction."""
+
+
 # The held partitions' checkpoints, the stored partition count, whether any dead letter waits,
 # and the log's safe position: one round trip.
-CHECKPOINTS = (
+_CHECKPOINT_COLUMNS = (
     "SELECT c.partition, c.position, p.partitions, EXISTS (SELECT 1 FROM dead_letter d"
     "   WHERE d.projection = p.name AND d.status IN ('parked', 'skipped')) AS dead_letters,"
-    " s.safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
-    " CROSS JOIN (SELECT coalesce(safe_position(), 0) AS safe) s"
-    " WHERE p.name = %s AND c.partition = ANY(%s)"
+    " coalesce(safe_position(), 0) AS safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
+)
+CHECKPOINTS = _CHECKPOINT_COLUMNS + " WHERE p.name = %s AND c.partition = ANY(%s)"
+# Try each wanted partition's transaction-level lock (a CTE with a volatile function runs once),
+# then read the checkpoints of those taken. One row with `locked` empty: none was free.
+LOCK_CHECKPOINTS = (
+    "WITH locked AS MATERIALIZED (SELECT coalesce(array_agg(k ORDER BY k), '{}') AS ks"
+    "   FROM unnest(%(wanted)s::int[]) k WHERE pg_try_advisory_xact_lock(%(key)s, k))"
+    " SELECT l.ks AS locked, r.* FROM locked l LEFT JOIN LATERAL (" + _CHECKPOINT_COLUMNS
+    + "   WHERE p.name = %(name)s AND c.partition = ANY(l.ks)) r ON true"
 )
 
 
@@ -86,6 +99,7 @@ class Job:
     partitions: int
     held: tuple[int, ...] | None  # the partitions whose locks we hold; None: a rebuild (all of them)
     names: Mapping[str, str]
+    locking: bool = False  # True: each batch's transaction takes the `held` partitions' locks first
     shadow: bool = False
     rebuild_id: int | None = None
     started: float = field(default_factory=time.monotonic)
@@ -132,6 +146,31 @@ class Job:
         self.positions = {r["partition"]: r["position"] for r in rows}
         self.dead_letters = rows[0]["dead_letters"]
         return min(self.positions.values()), rows[0]["safe"]
+
+    def lock(self, conn: psycopg.Connection) -> tuple[int, int | None]:
+        """In the open transaction, lock what is free of the held partitions and load their checkpoints.
+
+        The run goes on with the partitions it got (PartitionsBusy: none). If another worker moved
+        a checkpoint since this run's last batch, the stream states kept in memory are dropped.
+        """
+        rows = conn.execute(LOCK_CHECKPOINTS, {"wanted": list(self.held), "key": projection_key(self.projector.name),
+                                               "name": self.projector.name}).fetchall()
+        locked = tuple(rows[0]["locked"])
+        if not locked:
+            raise PartitionsBusy(self.projector.name)
+        rows = [r for r in rows if r["partition"] is not None]
+        before = {k: p for k, p in self.positions.items() if k in locked}
+        self.held = locked
+        position, safe = self.checkpoint(conn, rows)
+        if before and before != self.positions:
+            self.forget()
+        return position, safe
+
+    def relocked_for(self, conn: psycopg.Connection, event: Event) -> bool:
+        """Lock again (in the open transaction); whether this run still owns the event's partition."""
+        self.lock(conn)
+        k = partition_of(event.stream_id, self.partitions)
+        return k in self.held and self.positions[k] < event.position
 
     def floors(self, upto: int) -> list[int] | None:
         """Per partition, the position at or below which a read skips its events; None: skip none."""
@@ -221,6 +260,8 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
         time.sleep(retry.delay(attempts))
         try:
             with conn.transaction():
+                if job.locking and not job.relocked_for(conn, event):
+                    return 0  # another worker holds its partition, or applied it meanwhile
                 parked = apply_batch(conn, job, [event])
                 job.save(conn, event.position, 1)
             return parked
@@ -232,6 +273,8 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
     logger.error("projection %s parks stream %s at position %s: %s",
                  job.projector.name, event.stream_id, event.position, error)
     with conn.transaction():
+        if job.locking and not job.relocked_for(conn, event):
+            return 0  # another worker holds its partition, or applied it meanwhile
         job.park(conn, event, f"{type(error).__name__}: {error}", attempts, first)
         job.save(conn, event.position, 1)
     return 1
@@ -250,41 +293,44 @@ def _log_batch(job: Job, events: Sequence[Event], position: int) -> None:
 
 
 def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
-        retry: RetryPolicy = RetryPolicy(), upto: int | None = None,
-        checkpoints: list[dict] | None = None) -> tuple[int, int, int]:
+        retry: RetryPolicy = RetryPolicy(), upto: int | None = None) -> tuple[int, int, int]:
     """Apply batches until the job reaches the safe position (or `upto`).
 
     A batch that fails for its events' sake (in a handler, a write or the commit) is read again
     in smaller pieces down to single events; an event that still fails is retried with backoff,
     then parked with the rest of its stream. Every other event is applied, and the checkpoints
-    move only with what committed. Returns (events read, events parked, checkpoint). The caller
-    holds the job's lock, and may pass the CHECKPOINTS rows it read after taking it.
+    move only with what committed. Returns (events read, events parked, checkpoint). A locking
+    job takes its partitions' locks in each batch's transaction (PartitionsBusy: none was free);
+    any other job runs under a lock its caller holds.
     """
-    position, safe = job.checkpoint(conn, checkpoints)
+    position, safe = (0, None) if job.locking else job.checkpoint(conn)
     processed = parked = 0
     limit = batch_size
-    types = job.projector.stream_types
     while True:
-        if safe is None:
-            safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
-        if upto is not None:
-            safe = min(safe, upto)
-        if safe <= position:
-            return processed, parked, position
-        events = read_batch(conn, position, safe, types, limit, job.floors(safe))
-        # A short batch means nothing else of ours lies at or below `safe`.
-        full = len(events) == limit
-        new_position = events[-1].position if full else safe
+        events: list[Event] | None = None
         try:
-            # One pipeline: the writes, the checkpoint and COMMIT go in one round trip.
+            # One pipeline: locks and checkpoints, the batch, then writes, checkpoint and COMMIT.
             with conn.pipeline(), conn.transaction():
+                if job.locking:
+                    position, safe = job.lock(conn)
+                batch = _next_batch(conn, job, position, safe, upto, limit)
+                if batch is None:
+                    return processed, parked, position
+                events, reach = batch
+                # A short batch means nothing else of ours lies at or below the safe position.
+                full = len(events) == limit
+                new_position = events[-1].position if full else reach
                 if job.rebuild_id is None and not get_settings().chronicle_projection_synchronous_commit:
                     conn.execute("SET LOCAL synchronous_commit = off")
                 parked_now = apply_batch(conn, job, events)
                 job.save(conn, new_position, len(events))
+        except PartitionsBusy:
+            if not processed:
+                raise
+            return processed, parked, position  # the workers that hold them go on from here
         except Exception as exc:  # noqa: BLE001
             job.forget()
-            if not event_error(exc):
+            if events is None or not event_error(exc):
                 raise
             if len(events) > 1:
                 limit = narrower(events, exc)  # read the batch again in a smaller piece
@@ -296,11 +342,26 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
             continue
         job.committed(new_position, len(events))
         position, processed, parked = new_position, processed + len(events), parked + parked_now
+        safe = None
         _log_batch(job, events, new_position)
         limit = min(batch_size, limit * 2)
         if not full:
             return processed, parked, position  # at the safe position: the caller re-checks
-        safe = None
+
+
+def _next_batch(conn: psycopg.Connection, job: Job, position: int, safe: int | None, upto: int | None,
+                limit: int) -> tuple[list[Event], int] | None:
+    """The events after `position` up to the safe position (or `upto`), and that bound; None: nothing is left.
+
+    A batch shorter than `limit` brings the job to the bound.
+    """
+    if safe is None:
+        safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
+    if upto is not None:
+        safe = min(safe, upto)
+    if safe <= position:
+        return None
+    return read_batch(conn, position, safe, job.projector.stream_types, limit, job.floors(safe)), safe
 
 
 def catch_up(pool: ConnectionPool, projector: Projector, partition: int, *, partitions: int = 4,
@@ -331,7 +392,10 @@ def catch_up_all(pool: ConnectionPool, projector: Projector, *, partitions: int 
 
 def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] | None, partitions: int,
               batch_size: int, retry: RetryPolicy, assumed: int | None = None) -> CatchUpResult:
-    """Lock what we can of `wanted` (None: all partitions), apply up to safe, unlock, re-check."""
+    """Apply what we can lock of `wanted` (None: all partitions) up to safe, then re-check.
+
+    The locks are transaction-level: each batch takes them, and its commit releases them.
+    """
     result = CatchUpResult(projector.name, wanted[0] if wanted is not None and len(wanted) == 1 else -1)
     name = projector.name
     with pool.connection() as conn:
@@ -339,50 +403,30 @@ def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] 
             stored = _counts.get(name) or ensure_projection(conn, projector, partitions)
             _counts[name] = stored
             everything = wanted is None or (assumed is not None and assumed != stored)
-            candidates = [k for k in (range(stored) if everything else wanted) if k < stored]
+            candidates = tuple(k for k in (range(stored) if everything else wanted) if k < stored)
             if not candidates:
                 return result
-            # Try every lock and read the checkpoints in one round trip; the checkpoints serve
-            # if every lock was taken (the usual case), else the run reads them again.
-            with conn.pipeline():
-                locks = [conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", lock_key(name, k))
-                         for k in candidates]
-                read = conn.execute(CHECKPOINTS, (name, candidates))
-            held = tuple(k for k, lock in zip(candidates, locks) if lock.fetchone()["ok"])
-            checkpoints = read.fetchall() if len(held) == len(candidates) else None
-            if not held:
-                result.busy = True
-                break
-            job = Job(projector, stored, held, live_names(projector))
+            job = Job(projector, stored, candidates, live_names(projector), locking=True)
             try:
-                n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry,
-                                              checkpoints=checkpoints)
+                n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry)
                 result.processed += n
                 result.parked += p
+            except PartitionsBusy:
+                result.busy = True
+                break
             except PartitionsChanged:
-                _unlock(conn, name, held)
                 _counts.pop(name, None)  # read the new count, then lock again
                 forget_checkpoints()
                 continue
-            except BaseException:
-                _unlock(conn, name, held)
-                raise
             for k, position in job.positions.items():
                 _seen[(name, k)] = position
-            # Unlock, then look for events that arrived while we held the locks, whose wake-ups
-            # found them taken (a statement of its own: its snapshot follows the unlock).
-            _unlock(conn, name, held)
+            # Look for events that arrived while our last batch held the locks, whose wake-ups
+            # found them taken (a statement of its own: its snapshot follows that commit).
             floors = [job.positions.get(k, NO_POSITION) for k in range(stored)]
             more = has_events(conn, min(job.positions.values()), projector.stream_types, floors)
             if not more:
                 break
     return result
-
-
-def _unlock(conn: psycopg.Connection, name: str, partitions: Sequence[int]) -> None:
-    """Release the advisory locks of these partitions, in one statement."""
-    conn.execute("SELECT pg_advisory_unlock(%s, k) FROM unnest(%s::int[]) k",
-                 (projection_key(name), list(partitions)))
 
 
 def forget_checkpoints() -> None:
