@@ -84,6 +84,7 @@ def read_state(request: Request, response: Response) -> ChronicleState:
     if state.replica is None:
         return state
     reads = RequestReads(state.replica, response.headers)
+    request.state.reads = reads  # an error's problem+json says it too
     return dataclasses.replace(state, pool=reads, reads=reads)  # type: ignore[arg-type]
 
 
@@ -262,26 +263,30 @@ def decode_cursor(cursor: str | None, kinds: tuple[type, ...]) -> tuple[Any, ...
 def _wait_for_position(state: ChronicleState, min_position: int | None, projections: tuple[str, ...] | None) -> None:
     """Block until `projections` (all if None; the log only if empty) reach `min_position`.
 
-    With a replica, projections are waited for on the replica's copy of their checkpoints, and
-    the log until the replica has replayed what the primary had when it got there; if the
-    replica is not there in time but the primary is, the read goes to the primary. On timeout
-    the read is refused with 503 and Retry-After, never served stale.
+    With a replica, the log first: once the primary's safe position is there, until the replica
+    has replayed what the primary had written then; then the projections, on the replica's copy
+    of their checkpoints. If the replica is not there in time but the primary is, the read goes
+    to the primary. On timeout the read is refused with 503 and Retry-After, never served stale.
     """
     if not min_position:
         return
     deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
     reads = state.reads
+    replayed = reads is None  # whether the log up to min_position is where the read goes
     delay = 0.005
     while True:
-        if projections == ():
+        if projections == () or not replayed:
             position = _safe_position(state)
-        else:
-            # The replica's own checkpoints when reading there (falling back with the read).
+            if not replayed and position >= min_position:
+                with state.primary.connection() as conn:
+                    lsn = primary_lsn(conn)
+                replayed = reads.wait_replayed(lsn, deadline) or not reads.on_replica
+            if not replayed:
+                position = min(position, min_position - 1)
+        if projections != () and replayed:
+            # The replica's own checkpoints when reading there (the primary's once the read fell back).
             position = projected_position(state.pool, min_position, projections)
         if position >= min_position:
-            if projections == () and reads is not None:
-                with state.primary.connection() as conn:
-                    reads.wait_replayed(primary_lsn(conn), deadline)
             return
         if not _issued(state, min_position):
             raise Problem(
@@ -335,15 +340,16 @@ min_position_on_primary = min_position_for(primary=True)
 def read_log_bound(state: ChronicleState) -> LogStatus:
     """The log's head and safe position, from the primary (only it knows its open appends).
 
-    Reading on a replica, it then waits (bounded) until the replica has replayed everything up
-    to that safe position, or sends the read to the primary.
+    Reading on a replica, the safe position is the newest the primary had that the replica has
+    replayed; if it has replayed none of those, the read waits (bounded) or goes to the primary.
     """
     with state.primary.connection() as conn:
         log = read_log_status(conn)
         lsn = primary_lsn(conn) if state.reads is not None else None
-    if state.reads is not None and lsn is not None:
-        state.reads.wait_replayed(lsn, time.monotonic() + state.api_settings.min_position_wait_ms / 1000)
-    return log
+    if state.reads is None or lsn is None:
+        return log
+    deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
+    return dataclasses.replace(log, safe=state.reads.log_bound(log.safe, lsn, deadline))
 
 
 def _issued(state: ChronicleState, position: int) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,8 +27,16 @@ RETRY_SECONDS = 5.0
 # Response headers: where a read was served from, and why not from the replica.
 SOURCE_HEADER = "X-Chronicle-Read-Source"
 FALLBACK_HEADER = "X-Chronicle-Read-Fallback"
-# Whether the replica has replayed (a server not in recovery is its own primary) the primary's WAL up to a position (an LSN as text).
-REPLAYED_SQL = "SELECT NOT pg_is_in_recovery() OR pg_last_wal_replay_lsn() >= %s::pg_lsn AS done"
+# How far the replica has replayed the primary's WAL (NULL: not in recovery, so its own primary).
+REPLAYED_SQL = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END AS lsn"
+# The primary's (WAL position, safe position) pairs kept to bound log reads on a lagging replica.
+SAMPLES = 64
+
+
+def lsn_number(lsn: str) -> int:
+    """A WAL position ("16/B374D848") as a number, for comparing."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 class ReadReplica:
@@ -39,6 +48,7 @@ class ReadReplica:
         self.retry_seconds = retry_seconds
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._samples: deque[tuple[int, int]] = deque(maxlen=SAMPLES)
 
     def available(self) -> bool:
         """Whether reads should try the replica now (it did not fail within the last retry period)."""
@@ -53,10 +63,28 @@ class ReadReplica:
             logger.warning("read replica unavailable (%s): reads go to the primary for %.0f s",
                            error, self.retry_seconds)
 
+    def replayed_to(self) -> int | None:
+        """How far the replica has replayed the primary's WAL (None: it is not a replica)."""
+        with self.pool.connection() as conn:
+            lsn = conn.execute(REPLAYED_SQL).fetchone()["lsn"]
+        return None if lsn is None else lsn_number(lsn)
+
     def replayed(self, lsn: str) -> bool:
         """Whether the replica has replayed the primary's WAL up to `lsn`."""
-        with self.pool.connection() as conn:
-            return conn.execute(REPLAYED_SQL, (lsn,)).fetchone()["done"]
+        at = self.replayed_to()
+        return at is None or at >= lsn_number(lsn)
+
+    def safe_bound(self, safe: int, lsn: str) -> int | None:
+        """Keep the primary's safe position `safe` taken at WAL position `lsn`; return the newest kept safe
+        position the replica has replayed past (every event at or below it is there), or None."""
+        with self._lock:
+            if not self._samples or self._samples[-1][0] < lsn_number(lsn):
+                self._samples.append((lsn_number(lsn), safe))
+            samples = list(self._samples)
+        at = self.replayed_to()
+        if at is None:
+            return safe
+        return max((s for position, s in samples if position <= at), default=None)
 
     def close(self) -> None:
         """Close the replica's pool (the primary's belongs to its owner)."""
@@ -93,11 +121,13 @@ class RequestReads:
         self.source, self.fallback = "primary", reason
         self._say()
 
+    def header_values(self) -> dict[str, str]:
+        """The response headers that say where this request's reads went, and why not the replica."""
+        return {SOURCE_HEADER: self.source, **({FALLBACK_HEADER: self.fallback} if self.fallback else {})}
+
     def _say(self) -> None:
         if self.headers is not None:
-            self.headers[SOURCE_HEADER] = self.source
-            if self.fallback:
-                self.headers[FALLBACK_HEADER] = self.fallback
+            self.headers.update(self.header_values())
 
     @contextmanager
     def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
@@ -119,6 +149,21 @@ class RequestReads:
                 return
         with self.replica.primary.connection(timeout) as conn:
             yield conn
+
+    def log_bound(self, safe: int, lsn: str, deadline: float) -> int:
+        """How far a log read may list: on the replica, the newest safe position it has replayed
+        (waiting until `deadline` if it has none, then reading from the primary); on the primary, `safe`."""
+        if self.on_replica:
+            try:
+                bound = self.replica.safe_bound(safe, lsn)
+            except (PoolTimeout, psycopg.OperationalError) as exc:
+                self.replica.mark_down(exc)
+                self.use_primary("replica_unavailable")
+                return safe
+            if bound is not None:
+                return bound
+            self.wait_replayed(lsn, deadline)
+        return safe
 
     def wait_replayed(self, lsn: str, deadline: float) -> bool:
         """Wait (until `deadline`, monotonic) for the replica to replay up to `lsn`; else read from the primary.

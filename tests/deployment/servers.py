@@ -105,3 +105,62 @@ def pgbouncer(server_host: str, server_port: int, *, pool_size: int = 8) -> Iter
             yield port
         finally:
             stop(process)
+
+
+def _run_as_server_user(*argv: str) -> None:
+    subprocess.run(_as_server_user([*argv]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def _pg_ctl(data: Path, action: str, *extra: str) -> None:
+    _run_as_server_user(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(data.parent / f"{data.name}.log"),
+                        "-w", "-t", "60", action, *extra)
+
+
+class Cluster:
+    """A PostgreSQL server of our own: its data folder and port."""
+
+    def __init__(self, data: Path, port: int) -> None:
+        self.data, self.port = data, port
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        _pg_ctl(self.data, "start", "-o", f"-p {self.port} -k {self.data.parent}")
+        wait_accepting(self.url())
+
+    def stop(self) -> None:
+        """Stop the server (fast: its sessions end, nothing is lost)."""
+        _pg_ctl(self.data, "stop", "-m", "fast")
+
+
+@contextmanager
+def primary_and_replica() -> Iterator[tuple[Cluster, Cluster]]:
+    """A primary made by initdb and a streaming replica made by pg_basebackup -R, each on a free port.
+
+    Trust authentication on 127.0.0.1 (initdb's default lets replication connect from there too).
+    """
+    with server_dir("chronicle-replication-") as base:
+        primary = Cluster(base / "primary", free_port())
+        replica = Cluster(base / "replica", free_port())
+        _run_as_server_user(str(PG_BIN / "initdb"), "-D", str(primary.data), "-U", "postgres",
+                            "--auth=trust", "--no-sync")
+        settings = ("listen_addresses = '127.0.0.1'\nwal_level = replica\nmax_wal_senders = 5\n"
+                    "hot_standby = on\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+        with open(primary.data / "postgresql.conf", "a") as conf:
+            conf.write(settings)
+        started: list[Cluster] = []
+        try:
+            primary.start()
+            started.append(primary)
+            _run_as_server_user(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                                "-U", "postgres", "-D", str(replica.data), "-R", "-X", "stream", "--no-sync")
+            replica.start()
+            started.append(replica)
+            yield primary, replica
+        finally:
+            for cluster in reversed(started):
+                try:
+                    cluster.stop()
+                except subprocess.CalledProcessError:
+                    pass  # stopped by the test already
