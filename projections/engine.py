@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -20,16 +20,14 @@ from psycopg_pool import ConnectionPool
 from infrastructure.logs import batch_context
 from infrastructure.partition_reads import NO_POSITION, has_events, read_batch
 from projections.batch import apply_events, event_error, narrower
-from projections.model import Event, Projector, StreamRows
-from projections.partitioning import partition_of, projection_key
+from projections.model import Event, Projector
+from projections.job import Job, PartitionsBusy, PartitionsChanged
 from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
 # Bigger batches fold more of a stream's events into one row write: on a mixed log, 20,000
 # events write about 0.43 rows per event per state table, 2,000 about 0.83.
 DEFAULT_BATCH = 20_000
-# A run keeps the states it committed, so later batches need not load them again.
-MAX_KNOWN_STREAMS = 50_000
 # Live batches commit without waiting for their WAL flush. Rows and checkpoint still commit
 # together, and a server crash loses whole transactions only (never part of one), so the lost
 # tail is applied again from the durable log: no loss, no double effect. Only the checkpoint may
@@ -63,160 +61,6 @@ class CatchUpResult:
     parked: int = 0
     checkpoint: int = 0
     busy: bool = False
-
-
-class PartitionsChanged(RuntimeError):
-    """A rebuild changed the projection's partition count since this worker read it."""
-
-
-class PartitionsBusy(RuntimeError):
-    """Every partition the run wanted is locked by another worker's transaction."""
-
-
-# The held partitions' checkpoints, the stored partition count, whether any dead letter waits,
-# and the log's safe position: one round trip.
-_CHECKPOINT_COLUMNS = (
-    "SELECT c.partition, c.position, p.partitions, EXISTS (SELECT 1 FROM dead_letter d"
-    "   WHERE d.projection = p.name AND d.status IN ('parked', 'skipped')) AS dead_letters,"
-    " coalesce(safe_position(), 0) AS safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
-)
-CHECKPOINTS = _CHECKPOINT_COLUMNS + " WHERE p.name = %s AND c.partition = ANY(%s)"
-# Try each wanted partition's transaction-level lock (a CTE with a volatile function runs once),
-# then read the checkpoints of those taken. One row with `locked` empty: none was free.
-LOCK_CHECKPOINTS = (
-    "WITH locked AS MATERIALIZED (SELECT coalesce(array_agg(k ORDER BY k), '{}') AS ks"
-    "   FROM unnest(%(wanted)s::int[]) k WHERE pg_try_advisory_xact_lock(%(key)s, k))"
-    " SELECT l.ks AS locked, r.* FROM locked l LEFT JOIN LATERAL (" + _CHECKPOINT_COLUMNS
-    + "   WHERE p.name = %(name)s AND c.partition = ANY(l.ks)) r ON true"
-)
-
-
-@dataclass
-class Job:
-    """Where a run reads from and writes to: some partitions' live tables, or a rebuild's shadows."""
-
-    projector: Projector
-    partitions: int
-    held: tuple[int, ...] | None  # the partitions whose locks we hold; None: a rebuild (all of them)
-    names: Mapping[str, str]
-    locking: bool = False  # True: each batch's transaction takes the `held` partitions' locks first
-    shadow: bool = False
-    rebuild_id: int | None = None
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    positions: dict[int, int] = field(default_factory=dict)  # each held partition's checkpoint
-    dead_letters: bool = True  # False: the projection has no parked or skipped event to hold back
-    # Stream states as this run's committed batches left them (we hold the locks: nobody else
-    # writes these rows); `applied` is the open batch's, kept once it commits.
-    known: dict[str, StreamRows] = field(default_factory=dict)
-    applied: dict[str, StreamRows] = field(default_factory=dict)
-
-    def committed(self, position: int, count: int) -> None:
-        """The open batch committed up to `position`: move the checkpoints and keep its stream states.
-
-        Only here, after the commit, does the run's idea of its checkpoints move: a batch that
-        failed anywhere (handler, write or commit) leaves them where the database has them.
-        """
-        self.done += count
-        if self.rebuild_id is None:
-            self.positions = {k: max(p, position) for k, p in self.positions.items()}
-        if len(self.known) + len(self.applied) > MAX_KNOWN_STREAMS:
-            self.known.clear()
-        self.known.update(self.applied)
-        self.applied = {}
-
-    def forget(self) -> None:
-        """A batch failed: states changed in memory may not match the rows; load them again."""
-        self.known.clear()
-        self.applied = {}
-
-    def checkpoint(self, conn: psycopg.Connection, rows: list[dict] | None = None) -> tuple[int, int | None]:
-        """Load the checkpoints; return the lowest (where the next batch starts) and the safe position.
-
-        Read under the partition locks: raises PartitionsChanged if a rebuild changed the count.
-        `rows`: the CHECKPOINTS query's rows for exactly the held partitions, if already read.
-        """
-        if self.rebuild_id is not None:
-            return conn.execute("SELECT position FROM projection_rebuild WHERE id = %s",
-                                (self.rebuild_id,)).fetchone()["position"], None
-        if rows is None:
-            rows = conn.execute(CHECKPOINTS, (self.projector.name, list(self.held or ()))).fetchall()
-        if len(rows) != len(self.held or ()) or any(r["partitions"] != self.partitions for r in rows):
-            raise PartitionsChanged(self.projector.name)
-        self.positions = {r["partition"]: r["position"] for r in rows}
-        self.dead_letters = rows[0]["dead_letters"]
-        return min(self.positions.values()), rows[0]["safe"]
-
-    def lock(self, conn: psycopg.Connection) -> tuple[int, int | None]:
-        """In the open transaction, lock what is free of the held partitions and load their checkpoints.
-
-        The run goes on with the partitions it got (PartitionsBusy: none). If another worker moved
-        a checkpoint since this run's last batch, the stream states kept in memory are dropped.
-        """
-        rows = conn.execute(LOCK_CHECKPOINTS, {"wanted": list(self.held), "key": projection_key(self.projector.name),
-                                               "name": self.projector.name}).fetchall()
-        locked = tuple(rows[0]["locked"])
-        if not locked:
-            raise PartitionsBusy(self.projector.name)
-        rows = [r for r in rows if r["partition"] is not None]
-        before = {k: p for k, p in self.positions.items() if k in locked}
-        self.held = locked
-        position, safe = self.checkpoint(conn, rows)
-        if before and before != self.positions:
-            self.forget()
-        return position, safe
-
-    def relocked_for(self, conn: psycopg.Connection, event: Event) -> bool:
-        """Lock again (in the open transaction); whether this run still owns the event's partition."""
-        self.lock(conn)
-        k = partition_of(event.stream_id, self.partitions)
-        return k in self.held and self.positions[k] < event.position
-
-    def floors(self, upto: int) -> list[int] | None:
-        """Per partition, the position at or below which a read skips its events; None: skip none."""
-        if self.held is None or (len(self.positions) == self.partitions
-                                 and len(set(self.positions.values())) == 1):
-            return None
-        return [self.positions.get(k, upto) for k in range(self.partitions)]
-
-    def save(self, conn: psycopg.Connection, position: int, count: int) -> None:
-        """Store the checkpoints (and, for a rebuild, its progress) in the batch's transaction.
-
-        Nothing moves in memory until the transaction commits (`committed`).
-        """
-        if self.rebuild_id is None:
-            # A partition already past `position` (its events were skipped) keeps its checkpoint.
-            conn.execute(
-                "UPDATE projection_checkpoint SET position = greatest(position, %s), updated_at = clock_timestamp()"
-                " WHERE projection = %s AND partition = ANY(%s)", (position, self.projector.name, list(self.held)))
-            return
-        done = self.done + count
-        rate = done / max(time.monotonic() - self.started, 1e-6)
-        # ETA from the events still to do up to the head the rebuild started at.
-        conn.execute(
-            "UPDATE projection_rebuild SET position = %s, done = %s, rate = %s,"
-            " eta_seconds = greatest(total - %s, 0) / nullif(%s, 0), updated_at = clock_timestamp()"
-            " WHERE id = %s", (position, done, rate, done, rate, self.rebuild_id))
-
-    def held_back(self, conn: psycopg.Connection, events: Sequence[Event]) -> tuple[set[str], set[int]]:
-        """Streams of these events parked in this job's dead letters, and positions operators skipped."""
-        rows = conn.execute(
-            "SELECT stream_id, position, status FROM dead_letter WHERE projection = %s"
-            " AND stream_id = ANY(%s) AND ((status = 'parked' AND shadow = %s) OR status = 'skipped')",
-            (self.projector.name, list({e.stream_id for e in events}), self.shadow)).fetchall()
-        return {r["stream_id"] for r in rows if r["status"] == "parked"}, {
-            r["position"] for r in rows if r["status"] == "skipped"}
-
-    def park(self, conn: psycopg.Connection, event: Event, error: str, attempts: int,
-             first_failure: float | None = None) -> None:
-        """Put an event into `dead_letter` (its stream then waits there behind it)."""
-        self.dead_letters = True
-        conn.execute(
-            "INSERT INTO dead_letter (projection, partition, shadow, position, event_id, stream_id, type,"
-            " error, attempts, first_failure) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " coalesce(to_timestamp(%s), clock_timestamp())) ON CONFLICT DO NOTHING",
-            (self.projector.name, partition_of(event.stream_id, self.partitions), self.shadow, event.position,
-             event.event_id, event.stream_id, event.type, error[:4000], attempts, first_failure))
 
 
 def live_names(projector: Projector) -> dict[str, str]:

@@ -6,9 +6,9 @@ may live in a session: no startup options, no prepared statements, no session lo
 
 from __future__ import annotations
 
+import random
 import threading
 import time
-import random
 
 import httpx
 import psycopg
@@ -24,7 +24,7 @@ from tests.api.conftest import chronicle_env, running_chronicle
 from tests.deployment.conftest import pooled_settings
 from tests.deployment.servers import free_port
 from tests.projections.conftest import REGISTRY
-from tests.projections.history import append_history, History
+from tests.projections.history import History, append_history
 from tests.store.conftest import note_registry
 
 THREADS = 32

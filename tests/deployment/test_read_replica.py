@@ -149,7 +149,7 @@ def test_reads_come_from_the_replica_and_min_position_waits_for_its_replay(
 def test_a_replica_still_behind_after_the_wait_leaves_the_read_to_the_primary(
         clusters: tuple[Cluster, Cluster], client: httpx.Client) -> None:
     """Replay stays paused past CHRONICLE_API_MIN_POSITION_WAIT_MS: the primary answers, and says why."""
-    primary, replica = clusters
+    _, replica = clusters
     _replay(replica, on=False)
     try:
         document_id, position = _create(client, "behind")
@@ -166,7 +166,7 @@ def test_a_replica_still_behind_after_the_wait_leaves_the_read_to_the_primary(
 def test_a_stopped_replica_leaves_reads_to_the_primary(
         clusters: tuple[Cluster, Cluster], client: httpx.Client) -> None:
     """The replica's server stops: reads (and audit) answer from the primary, saying so; writes go on."""
-    primary, replica = clusters
+    _, replica = clusters
     replica.stop()
     try:
         document_id, position = _create(client, "replica down")
