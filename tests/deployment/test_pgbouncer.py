@@ -19,6 +19,7 @@ from infrastructure.db import create_pool, direct_url, session_options
 from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
 from projections.catalog import PROJECTORS
 from projections.engine import Job, catch_up, catch_up_all, live_names
+from projections.rebuild import rebuild
 from projections.verify import verify
 from tests.api.conftest import chronicle_env, running_chronicle
 from tests.deployment.conftest import pooled_settings
@@ -136,7 +137,8 @@ def test_partition_locks_are_exclusive_through_the_pooler(pooled_url: str, fresh
 
 def test_projections_catch_up_through_the_pooler_exactly_once(pooled_url: str, fresh_database_url: str) -> None:
     """Eight threads race to catch up every projection through the pooler while events keep coming;
-    afterwards each projection equals a rebuild of its partitions (verify finds no difference)."""
+    afterwards (and after a rebuild) each projection equals a rebuild of its partitions (verify finds
+    no difference)."""
     settings = pooled_settings(fresh_database_url, chronicle_pool_min_size=4, chronicle_pool_max_size=12)
     pool = create_pool(pooled_url, settings, name="pgbouncer-projections")
     try:
@@ -157,6 +159,9 @@ def test_projections_catch_up_through_the_pooler_exactly_once(pooled_url: str, f
                 catch_up_all(pool, projector, partitions=4, batch_size=7)
 
         assert run_threads(8, work) == []
+        # A rebuild holds its lock and verify its temporary tables for a whole session: both take
+        # a connection to DATABASE_DIRECT_URL, past the pooler.
+        assert rebuild(pool, "agents", batch_size=9).state == "done"
         for projector in PROJECTORS.values():
             catch_up_all(pool, projector, partitions=4)
             report = verify(pool, projector.name)
