@@ -58,10 +58,6 @@ class Settings(BaseSettings):
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")
 
-    def direct_url(self) -> str | None:
-        """The URL for session work (LISTEN, session locks, temporary tables): direct, else DATABASE_URL."""
-        return self.database_direct_url or self.database_url
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -141,8 +141,9 @@ class RequestReads:
             else:
                 try:
                     yield conn
-                except psycopg.OperationalError as exc:  # it went away mid-read: later reads skip it
-                    self.replica.mark_down(exc)
+                except psycopg.OperationalError as exc:
+                    if not isinstance(exc, psycopg.errors.QueryCanceled):  # it went away mid-read
+                        self.replica.mark_down(exc)  # later reads skip it for a while
                     raise
                 finally:
                     self.replica.pool.putconn(conn)
