@@ -34,7 +34,7 @@ from infrastructure.errors import StoreError
 from domain.errors import DomainError
 from domain.event_types import EventTypeError
 from infrastructure.event_store import EventStore
-from service_layer.bootstrap import bootstrap, shutdown, write_event_definitions
+from service_layer.bootstrap import bootstrap, build_read_replica, shutdown, write_event_definitions
 from service_layer.keys import KeyCache
 
 logger = logging.getLogger("chronicle.api")
@@ -80,6 +80,7 @@ def create_app(
             settings=settings, api_settings=api_settings, database_url=url, pool=pool, store=store,
             broker=broker or ("redis" if settings.redis_url else "absent"),
             keys=KeyCache(api_settings.key_cache_seconds),
+            replica=build_read_replica(pool, settings),
         )
         try:
             write_event_definitions(store)
@@ -97,6 +98,8 @@ def create_app(
             if state.log_listener is not None:
                 state.log_listener.stop()
             shutdown(wired)
+            if state.replica is not None:
+                state.replica.close()
             pool.close()
 
     app = FastAPI(

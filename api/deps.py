@@ -6,6 +6,7 @@ Routes stay thin: they take these as FastAPI dependencies and call the services.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import time
 import uuid
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Response
 from psycopg_pool import ConnectionPool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,7 +26,8 @@ from projections.status import projected_position
 from domain.bounds import MAX_CONTEXT_ID_CHARS
 from infrastructure.config import Settings
 from infrastructure.event_store import EventStore
-from infrastructure.log_status import read_log_status
+from infrastructure.log_status import LogStatus, read_log_status
+from infrastructure.replica import ReadReplica, RequestReads, primary_lsn
 
 
 class ApiSettings(BaseSettings):
@@ -64,6 +66,13 @@ class ChronicleState:
     wake_job: Callable[[str, str], None] | None = None
     keys: KeyCache = field(default_factory=lambda: KeyCache(API_SETTINGS.key_cache_seconds))
     log_listener: Any = None  # infrastructure.log_listener.LogListener, started by the first feed
+    replica: ReadReplica | None = None  # DATABASE_READ_URL's pool, if set
+    reads: RequestReads | None = None  # in a read request's copy: where its reads go (`pool` is it)
+
+    @property
+    def primary(self) -> ConnectionPool:
+        """The primary's pool, also in a read request's copy whose `pool` reads from the replica."""
+        return self.store.pool
 
 
 async def chronicle(request: Request) -> ChronicleState:
@@ -73,6 +82,20 @@ async def chronicle(request: Request) -> ChronicleState:
     each in a worker thread of its own: only the route itself takes a thread.
     """
     return request.app.state.chronicle
+
+
+def read_state(request: Request, response: Response) -> ChronicleState:
+    """What a read route uses: with a replica, a copy of the state whose `pool` reads from it.
+
+    FastAPI solves it once per request, so the route and its ?min_position= wait share the copy;
+    the response's headers say which server served the read.
+    """
+    state = chronicle(request)
+    if state.replica is None:
+        return state
+    reads = RequestReads(state.replica, response.headers)
+    request.state.reads = reads  # an error's problem+json says it too
+    return dataclasses.replace(state, pool=reads, reads=reads)  # type: ignore[arg-type]
 
 
 def require(permission: str) -> Callable[..., ApiKey]:
@@ -254,20 +277,31 @@ def decode_cursor(cursor: str | None, kinds: tuple[type, ...]) -> tuple[Any, ...
         raise Problem(422, "invalid_cursor", "this cursor was not issued by this route", field="cursor") from None
 
 
-def _wait_for_position(request: Request, min_position: int | None, projections: tuple[str, ...] | None) -> None:
+def _wait_for_position(state: ChronicleState, min_position: int | None, projections: tuple[str, ...] | None) -> None:
     """Block until `projections` (all if None; the log only if empty) reach `min_position`.
 
-    On timeout the read is refused with 503 and Retry-After, never served stale.
+    With a replica, the log first: once the primary's safe position is there, until the replica
+    has replayed what the primary had written then; then the projections, on the replica's copy
+    of their checkpoints. If the replica is not there in time but the primary is, the read goes
+    to the primary. On timeout the read is refused with 503 and Retry-After, never served stale.
     """
     if not min_position:
         return
-    state: ChronicleState = request.app.state.chronicle
     deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
+    reads = state.reads
+    replayed = reads is None  # whether the log up to min_position is where the read goes
     delay = 0.005
     while True:
-        if projections == ():
+        if projections == () or not replayed:
             position = _safe_position(state)
-        else:
+            if not replayed and position >= min_position:
+                with state.primary.connection() as conn:
+                    lsn = primary_lsn(conn)
+                replayed = reads.wait_replayed(lsn, deadline) or not reads.on_replica
+            if not replayed:
+                position = min(position, min_position - 1)
+        if projections != () and replayed:
+            # The replica's own checkpoints when reading there (the primary's once the read fell back).
             position = projected_position(state.pool, min_position, projections)
         if position >= min_position:
             return
@@ -279,6 +313,10 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
                 field="min_position", projected_position=position,
             )
         if time.monotonic() >= deadline:
+            if reads is not None and reads.on_replica and projections != () \
+                    and projected_position(state.primary, min_position, projections) >= min_position:
+                reads.use_primary("replica_behind")
+                return
             held_back = _held_back_since(state)
             raise Problem(
                 503, "projection_behind",
@@ -292,31 +330,49 @@ def _wait_for_position(request: Request, min_position: int | None, projections: 
         delay = min(delay * 2, 0.05)
 
 
-def min_position_for(*projections: str) -> Callable[..., int | None]:
+def min_position_for(*projections: str, primary: bool = False) -> Callable[..., int | None]:
     """Read-your-writes for reads served by `projections` (none named: the event log itself).
 
-    The dependency waits, bounded, until they have applied every event up to `?min_position=`.
+    The dependency waits, bounded, until they have applied every event up to `?min_position=`;
+    on the replica for routes that read there, on the primary for those that do not (`primary`).
     """
 
     async def dependency(
         request: Request,
+        state: ChronicleState = Depends(chronicle if primary else read_state),
         min_position: int | None = Query(
             None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position"
         ),
     ) -> int | None:
         if min_position:  # the wait blocks: a worker thread's, never the event loop's
-            await anyio.to_thread.run_sync(_wait_for_position, request, min_position, projections)
+            await anyio.to_thread.run_sync(_wait_for_position, state, min_position, projections)
         return min_position
 
     return dependency
 
 
 min_position_param = min_position_for()
+min_position_on_primary = min_position_for(primary=True)
+
+
+def read_log_bound(state: ChronicleState) -> LogStatus:
+    """The log's head and safe position, from the primary (only it knows its open appends).
+
+    Reading on a replica, the safe position is the newest the primary had that the replica has
+    replayed; if it has replayed none of those, the read waits (bounded) or goes to the primary.
+    """
+    with state.primary.connection() as conn:
+        log = read_log_status(conn)
+        lsn = primary_lsn(conn) if state.reads is not None else None
+    if state.reads is None or lsn is None:
+        return log
+    deadline = time.monotonic() + state.api_settings.min_position_wait_ms / 1000
+    return dataclasses.replace(log, safe=state.reads.log_bound(log.safe, lsn, deadline))
 
 
 def _issued(state: ChronicleState, position: int) -> bool:
     """Whether the log has handed out `position` yet (a position no command got is never reached)."""
-    with state.pool.connection() as conn:
+    with state.primary.connection() as conn:
         row = conn.execute(
             "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS issued FROM events_position_seq"
         ).fetchone()
@@ -325,11 +381,11 @@ def _issued(state: ChronicleState, position: int) -> bool:
 
 def _held_back_since(state: ChronicleState) -> str | None:
     """Since when an open append has held readers below the log's head (ISO 8601), if it has."""
-    with state.pool.connection() as conn:
+    with state.primary.connection() as conn:
         since = read_log_status(conn).held_back_since
     return since.isoformat() if since else None
 
 
 def _safe_position(state: ChronicleState) -> int:
-    with state.pool.connection() as conn:
+    with state.primary.connection() as conn:
         return conn.execute("SELECT safe_position() AS p").fetchone()["p"]

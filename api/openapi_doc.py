@@ -14,7 +14,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from api.deps import command_context, min_position_param
+from api.deps import command_context, min_position_param, read_state
+from infrastructure.replica import FALLBACK_HEADER, SOURCE_HEADER
 from service_layer.keys import PERMISSIONS
 from api.problems import PROBLEM_JSON, TITLES, problem_body
 from api.schemas import ProblemOut
@@ -146,6 +147,10 @@ def _document(route: Any, method: str, op: dict[str, Any]) -> None:
             headers["ETag"] = _header("the stream's version (strong); send it as If-Match on a command")
         if status == "201":
             headers["Location"] = _header("where the created resource is read")
+        if read_state in calls:
+            headers[SOURCE_HEADER] = _header("with DATABASE_READ_URL set: `replica` or `primary`, which served the read")
+            headers[FALLBACK_HEADER] = _header("present when a replica is set but the primary served the read: "
+                                               "`replica_unavailable` or `replica_behind`")
         if route.path_format == "/v1/events" and min_position_param in calls:
             headers[HEAD_HEADER] = _header("the log's head position", "integer")
             headers[SAFE_HEADER] = _header("the position this page was read up to (below it no commit is pending)",

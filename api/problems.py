@@ -192,9 +192,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        reads = getattr(request.state, "reads", None)  # a read's source (api.deps.read_state)
+        headers = {**(exc.headers or {}), **(reads.header_values() if reads is not None else {})}
         return problem_response(
             exc.status, exc.code, exc.detail, exc.field,
-            instance=request.url.path, headers=exc.headers, **exc.extra,
+            instance=request.url.path, headers=headers, **exc.extra,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -10,13 +10,12 @@ import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, etag, min_position_param, page_of, page_size
+from api.deps import Auditor, ChronicleState, decode_cursor, etag, min_position_param, page_of, page_size, read_log_bound, read_state
 from api.problems import Problem
 from api.read_support import any_of
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from domain.event_types import registry
 from infrastructure.personal_data import reveal_payloads
-from infrastructure.log_status import read_log_status
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
@@ -53,7 +52,7 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("/events", summary="The event log, filtered, in log order")
 def list_events(
     response: Response,
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Auditor,
     stream: str | None = Query(None, pattern=_ID, description="stream id"),
     stream_type: list[Annotated[str, StringConstraints(max_length=100)]] | None = Query(
@@ -77,10 +76,9 @@ def list_events(
     since when.
     """
     after = (decode_cursor(cursor, (int,)) or (0,))[0]
-    with state.pool.connection() as conn:
-        # Its own statement, before the read: the read's snapshot must be taken after the
-        # safe position is, or an append committing in between would be passed over for good.
-        log = read_log_status(conn)
+    # Its own statement, before the read: the read's snapshot must be taken after the
+    # safe position is, or an append committing in between would be passed over for good.
+    log = read_log_bound(state)
     response.headers.update(log.headers())
     safe = log.safe
     clauses = ["position > %s", "position <= %s"]
@@ -113,7 +111,7 @@ def list_events(
 def stream_events(
     response: Response,
     stream_id: str = Path(..., pattern=_ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Auditor,
     from_version: int = Query(1, ge=1),
     to_version: int | None = Query(None, ge=1),
@@ -151,7 +149,7 @@ def stream_events(
 
 
 @router.get("/events/{event_id}", summary="One event")
-def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any = Auditor,
+def get_event(event_id: UUID, state: ChronicleState = Depends(read_state), _: Any = Auditor,
               _wait: int | None = Depends(min_position_param)) -> EventOut:
     """One event by its id; 404 if there is none."""
     with state.pool.connection() as conn:
@@ -164,7 +162,7 @@ def get_event(event_id: UUID, state: ChronicleState = Depends(chronicle), _: Any
 @router.get("/events/{event_id}/causation", summary="What caused an event, and what it caused")
 def causation(
     event_id: UUID,
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Auditor,
     depth: int = Query(10, ge=1, le=50, description="how many generations of effects to follow"),
     _wait: int | None = Depends(min_position_param),

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import ChronicleState, Reader, chronicle, decode_cursor, etag, min_position_for, page_of, page_size
+from api.deps import ChronicleState, Reader, decode_cursor, etag, min_position_for, page_of, page_size, read_state
 from api.problems import Problem
 from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, any_of, metadata_filters, missing
 from api.schemas import (
@@ -48,7 +48,7 @@ MAX_FILTER_VALUES = 50
 
 @router.get("/documents", summary="Documents, newest first, by namespace, type, tag, session, metadata")
 def list_documents(
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     namespace: list[IdentValue] | None = Query(None, max_length=MAX_FILTER_VALUES, description="repeatable: any of them"),
     type: list[IdentValue] | None = Query(None, max_length=MAX_FILTER_VALUES, description="document type, repeatable"),
@@ -107,7 +107,7 @@ def list_documents(
 def get_document(
     response: Response,
     document_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> DocumentOut:
@@ -122,7 +122,7 @@ def get_document(
 @router.get("/documents/{document_id}/versions", summary="A document's versions")
 def list_versions(
     document_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
@@ -147,7 +147,7 @@ def list_versions(
 def get_version(
     document_id: str = Path(..., pattern=ID),
     version: int = Path(..., ge=1),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> VersionOut:
@@ -169,7 +169,7 @@ def get_version(
 @router.get("/documents/{document_id}/tags", summary="A document's live tags and their history")
 def document_tags(
     document_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     tag: str | None = Query(None, pattern=IDENT, description="only this tag's history"),
     _wait: int | None = Depends(min_position_for("documents")),
@@ -203,7 +203,7 @@ AGENT_COLUMNS = (
 
 @router.get("/agents", summary="Agents, newest first")
 def list_agents(
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     name: str | None = Query(None, max_length=200),
     metadata: list[tuple[str, str]] = Depends(metadata_filters),
@@ -219,7 +219,7 @@ def list_agents(
 def get_agent(
     response: Response,
     agent_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("agents")),
 ) -> AgentOut:
@@ -234,7 +234,7 @@ def get_agent(
 @router.get("/agents/{agent_id}/executions", summary="An agent's executions, newest first")
 def list_executions(
     agent_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     cursor: str | None = Query(None, max_length=200),
     limit: int = Depends(page_size),
@@ -293,7 +293,7 @@ def _list_snapshots(
 
 @router.get("/chains", summary="Chains, most recently changed first")
 def list_chains(
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     name: str | None = Query(None, max_length=200),
     metadata: list[tuple[str, str]] = Depends(metadata_filters),
@@ -322,7 +322,7 @@ def _edges(state: ChronicleState, chain_id: str) -> list[dict[str, Any]]:
 def get_chain(
     response: Response,
     chain_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("chains")),
 ) -> ChainOut:
@@ -336,7 +336,7 @@ def get_chain(
 def get_canvas(
     response: Response,
     chain_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("chains")),
 ) -> CanvasOut:
@@ -351,7 +351,7 @@ def get_canvas(
 def get_edges(
     response: Response,
     chain_id: str = Path(..., pattern=ID),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     _: Any = Reader,
     _wait: int | None = Depends(min_position_for("chains")),
 ) -> EdgesOut:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import ChronicleState, MAX_POSITION, Reader, chronicle, decode_cursor, min_position_for, page_of, page_size
+from api.deps import ChronicleState, MAX_POSITION, Reader, decode_cursor, min_position_for, page_of, page_size, read_state
 from service_layer.keys import ApiKey
 from api.read_support import _fetch_all, _json
 from api.routes_reads import IDENT
@@ -62,7 +62,7 @@ ACCESS_HEADERS = {
 def session_documents(
     response: Response,
     session_id: str = Path(..., pattern=SESSION_ID, max_length=200),
-    state: ChronicleState = Depends(chronicle),
+    state: ChronicleState = Depends(read_state),
     principal: ApiKey = Reader,
     type: list[TypeName] | None = Query(None, max_length=MAX_ACCESSED_TYPES,
                                          description="document type, repeatable (any of them)"),

@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.commanding import KINDS, Ctx, State, execute
-from api.deps import ChronicleState, CommandRequest, Reader, etag, min_position_param
+from api.deps import ChronicleState, CommandRequest, Reader, etag, min_position_on_primary
 from api.problems import Problem
 from api.schemas import ExactRoute, CommandOut, DiffOut, HistoryOut
 from domain import commands as c
@@ -54,7 +54,7 @@ def _add_stream_routes(kind: str) -> None:
         limit: int = Query(100, ge=1, le=1000),
         state: ChronicleState = State,
         _: Any = Reader,
-        _wait: int | None = Depends(min_position_param),
+        _wait: int | None = Depends(min_position_on_primary),
     ) -> HistoryOut:
         current = _stream_of_kind(state, kind, stream_id)
         response.headers["ETag"] = etag(current)
@@ -82,7 +82,7 @@ def _add_stream_routes(kind: str) -> None:
         to_version: int = Query(..., ge=1, alias="to"),
         state: ChronicleState = State,
         _: Any = Reader,
-        _wait: int | None = Depends(min_position_param),
+        _wait: int | None = Depends(min_position_on_primary),
     ) -> DiffOut:
         _stream_of_kind(state, kind, stream_id)
         result = state.service.diff(stream_id, from_version, to_version)

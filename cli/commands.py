@@ -106,7 +106,7 @@ def up(
     settings = get_settings()
     url = database_url(settings)
     _use_database(url)
-    for name in migrate(url):
+    for name in migrate(settings.database_direct_url or url):  # a session lock: past any pooler
         console.print(f"applied [bold]{name}[/bold]")
     pool = create_pool(url, settings.model_copy(update={"chronicle_pool_min_size": 1}), name="chronicle-up")
     try:

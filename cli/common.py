@@ -30,7 +30,7 @@ def cli_pool() -> Iterator[Any]:
     use_master_key(create=False)
     settings = get_settings().model_copy(update={"chronicle_pool_min_size": 1, "chronicle_pool_max_size": 2})
     url = database_url(settings)
-    migrate(url)
+    migrate(settings.database_direct_url or url)  # a session lock: past any pooler
     pool = create_pool(url, settings, name="chronicle-cli")
     try:
         yield pool

@@ -39,7 +39,7 @@ def migrate() -> None:
     """Apply the schema migrations that are not applied yet (safe to run twice, or at once)."""
     settings = get_settings()
     url = database_url(settings)
-    applied = apply_migrations(url)
+    applied = apply_migrations(settings.database_direct_url or url)  # a session lock: past any pooler
     if applied:
         for name in applied:
             console.print(f"applied [bold]{name}[/bold]")

@@ -16,6 +16,14 @@ class Settings(BaseSettings):
 
     # Where the event store lives. Unset: `chronicle up` starts an embedded PostgreSQL.
     database_url: str | None = None
+    # Reads and audit routes go here when set (a streaming replica); writes stay on DATABASE_URL.
+    database_read_url: str | None = None
+    # What needs a session of its own (LISTEN, migrations, rebuild and replay jobs, verify) connects
+    # here, past any pooler. Unset: DATABASE_URL.
+    database_direct_url: str | None = None
+    # "transaction": DATABASE_URL (and DATABASE_READ_URL) go through a transaction-mode pooler such as
+    # PgBouncer: no startup options, no prepared statements, timeouts set in each transaction.
+    chronicle_pooler: str = Field(default="none", pattern="^(none|transaction)$")
     # The dramatiq broker. Unset: `chronicle up` runs workers in-process on a memory broker.
     redis_url: str | None = None
     # Where `chronicle up` keeps the embedded PostgreSQL's data.

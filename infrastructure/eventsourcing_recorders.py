@@ -29,7 +29,7 @@ from eventsourcing.persistence import (
 )
 from infrastructure import metrics
 from infrastructure.library_internals import fail_subscription, subscription_running, wake_subscription
-from infrastructure.db import connect
+from infrastructure.db import connect, direct_url
 from infrastructure.event_store import NOTIFY_CHANNEL, AppendResult, NewEvent
 from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
 from infrastructure.personal_data import conceal_snapshot, reveal_snapshots
@@ -295,7 +295,7 @@ class ChronicleSubscription(ListenNotifySubscription[ChronicleApplicationRecorde
     ) -> None:
         datastore = recorder.datastore
         # LISTEN before the first pull, so nothing committed in between is missed.
-        self._listen_conn = connect(datastore.url, datastore.settings)
+        self._listen_conn = connect(direct_url(datastore.pool), datastore.settings)
         self._listen_conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._listen_thread = threading.Thread(target=self._listen, daemon=True)

@@ -109,7 +109,7 @@ class ChronicleFactory(InfrastructureFactory[ChronicleTrackingRecorder]):
                 " in the environment, e.g. postgresql://127.0.0.1:5432/chronicle"
             )
         if strtobool(self.env.get(self.CREATE_TABLE) or "yes"):
-            _ensure_migrated(url)
+            _ensure_migrated(self.settings.database_direct_url or url)  # a session lock: past any pooler
         registry_topic = self.env.get(self.EVENT_REGISTRY_TOPIC)
         self.registry = resolve_topic(registry_topic) if registry_topic else registry
         self.datastore = ChronicleDatastore(

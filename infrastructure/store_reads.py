@@ -14,6 +14,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from infrastructure.db import direct_url
+
 from domain.event_types import EventTypeRegistry
 from infrastructure.personal_data import reveal_payloads
 from infrastructure.store_types import NOTIFY_CHANNEL, LogBlocker, RecordedEvent
@@ -101,7 +103,7 @@ class StoreReads:
         Uses LISTEN/NOTIFY, so a waiting reader does not poll.
         """
         deadline = time.monotonic() + timeout
-        with psycopg.connect(self.pool.conninfo, autocommit=True, row_factory=dict_row) as conn:
+        with psycopg.connect(direct_url(self.pool), autocommit=True, row_factory=dict_row) as conn:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
             while True:
                 if self.head(log_name) > after:

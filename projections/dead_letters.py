@@ -63,24 +63,29 @@ def list_dead_letters(pool: ConnectionPool, projection: str | None = None, *, st
     return [DeadLetter(**row) for row in rows]
 
 
-def _retry_stream(conn: psycopg.Connection, projection: str, stream_id: str) -> bool:
-    """Apply one stream's parked events in order; True if they all went through."""
+def _retry_stream(conn: psycopg.Connection, projection: str, stream_id: str, key: tuple[int, int]) -> bool:
+    """Apply one stream's parked events in order, under its partition's lock; True if they all went through.
+
+    The lock is transaction-level (taken first in the retry's transaction), as the engine's are.
+    """
     projector = get_projector(projection)
-    rows = conn.execute(
-        "SELECT id, position FROM dead_letter WHERE projection = %s AND stream_id = %s"
-        " AND status = 'parked' AND NOT shadow ORDER BY position", (projection, stream_id)).fetchall()
-    if not rows:
-        return True
-    ids = [r["id"] for r in rows]
-    events = read_positions(conn, [r["position"] for r in rows])
+    ids: list[int] = []
     try:
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", key)
+            rows = conn.execute(
+                "SELECT id, position FROM dead_letter WHERE projection = %s AND stream_id = %s"
+                " AND status = 'parked' AND NOT shadow ORDER BY position", (projection, stream_id)).fetchall()
+            if not rows:
+                return True
+            ids = [r["id"] for r in rows]
+            events = read_positions(conn, [r["position"] for r in rows])
             apply_events(conn, projector, events, live_names(projector))
             conn.execute("UPDATE dead_letter SET status = 'retried', resolved_at = clock_timestamp()"
                          " WHERE id = ANY(%s)", (ids,))
         return True
     except Exception as exc:  # noqa: BLE001
-        if not event_error(exc):
+        if not ids or not event_error(exc):
             raise
         conn.execute("UPDATE dead_letter SET attempts = attempts + 1, last_failure = clock_timestamp(),"
                      " error = %s WHERE id = %s", (f"{type(exc).__name__}: {exc}"[:4000], ids[0]))
@@ -102,12 +107,7 @@ def retry_dead_letters(pool: ConnectionPool, projection: str, *, stream_id: str 
             " AND status = 'parked' AND NOT shadow AND (%s::text IS NULL OR stream_id = %s)"
             " GROUP BY stream_id ORDER BY min(position)", (projection, stream_id, stream_id)).fetchall()
         for row in streams:
-            key = lock_key(projection, row["partition"])
-            conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-            try:
-                ok = _retry_stream(conn, projection, row["stream_id"])
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+            ok = _retry_stream(conn, projection, row["stream_id"], lock_key(projection, row["partition"]))
             (resumed if ok else failed).append(row["stream_id"])
     return RetryOutcome(resumed, failed)
 

@@ -1,16 +1,18 @@
 """The engine: catch a projection's partition up with the gap-free log, batch by batch.
 
-Each batch's rows and the checkpoint commit in one transaction, under the partition's two-int
-advisory lock, so every event takes effect exactly once whatever the broker does. A failing
-event is retried with backoff, then parked in `dead_letter` with every later event of its stream.
+Each batch's rows and the checkpoint commit in one transaction that takes the partitions'
+two-int advisory locks at its start (transaction-level, so they hold behind a transaction-mode
+pooler too) and reads the checkpoints under them, so every event takes effect exactly once
+whatever the broker does. A failing event is retried with backoff, then parked in `dead_letter`
+with every later event of its stream.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -18,16 +20,14 @@ from psycopg_pool import ConnectionPool
 from infrastructure.logs import batch_context
 from infrastructure.partition_reads import NO_POSITION, has_events, read_batch
 from projections.batch import apply_events, event_error, narrower
-from projections.model import Event, Projector, StreamRows
-from projections.partitioning import lock_key, partition_of, projection_key
+from projections.model import Event, Projector
+from projections.job import Job, PartitionsBusy, PartitionsChanged
 from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
 # Bigger batches fold more of a stream's events into one row write: on a mixed log, 20,000
 # events write about 0.43 rows per event per state table, 2,000 about 0.83.
 DEFAULT_BATCH = 20_000
-# A run keeps the states it committed, so later batches need not load them again.
-MAX_KNOWN_STREAMS = 50_000
 # Live batches commit without waiting for their WAL flush. Rows and checkpoint still commit
 # together, and a server crash loses whole transactions only (never part of one), so the lost
 # tail is applied again from the durable log: no loss, no double effect. Only the checkpoint may
@@ -61,123 +61,6 @@ class CatchUpResult:
     parked: int = 0
     checkpoint: int = 0
     busy: bool = False
-
-
-class PartitionsChanged(RuntimeError):
-    """A rebuild changed the projection's partition count since this worker read it."""
-
-
-# The held partitions' checkpoints, the stored partition count, whether any dead letter waits,
-# and the log's safe position: one round trip.
-CHECKPOINTS = (
-    "SELECT c.partition, c.position, p.partitions, EXISTS (SELECT 1 FROM dead_letter d"
-    "   WHERE d.projection = p.name AND d.status IN ('parked', 'skipped')) AS dead_letters,"
-    " s.safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
-    " CROSS JOIN (SELECT coalesce(safe_position(), 0) AS safe) s"
-    " WHERE p.name = %s AND c.partition = ANY(%s)"
-)
-
-
-@dataclass
-class Job:
-    """Where a run reads from and writes to: some partitions' live tables, or a rebuild's shadows."""
-
-    projector: Projector
-    partitions: int
-    held: tuple[int, ...] | None  # the partitions whose locks we hold; None: a rebuild (all of them)
-    names: Mapping[str, str]
-    shadow: bool = False
-    rebuild_id: int | None = None
-    started: float = field(default_factory=time.monotonic)
-    done: int = 0
-    positions: dict[int, int] = field(default_factory=dict)  # each held partition's checkpoint
-    dead_letters: bool = True  # False: the projection has no parked or skipped event to hold back
-    # Stream states as this run's committed batches left them (we hold the locks: nobody else
-    # writes these rows); `applied` is the open batch's, kept once it commits.
-    known: dict[str, StreamRows] = field(default_factory=dict)
-    applied: dict[str, StreamRows] = field(default_factory=dict)
-
-    def committed(self, position: int, count: int) -> None:
-        """The open batch committed up to `position`: move the checkpoints and keep its stream states.
-
-        Only here, after the commit, does the run's idea of its checkpoints move: a batch that
-        failed anywhere (handler, write or commit) leaves them where the database has them.
-        """
-        self.done += count
-        if self.rebuild_id is None:
-            self.positions = {k: max(p, position) for k, p in self.positions.items()}
-        if len(self.known) + len(self.applied) > MAX_KNOWN_STREAMS:
-            self.known.clear()
-        self.known.update(self.applied)
-        self.applied = {}
-
-    def forget(self) -> None:
-        """A batch failed: states changed in memory may not match the rows; load them again."""
-        self.known.clear()
-        self.applied = {}
-
-    def checkpoint(self, conn: psycopg.Connection, rows: list[dict] | None = None) -> tuple[int, int | None]:
-        """Load the checkpoints; return the lowest (where the next batch starts) and the safe position.
-
-        Read under the partition locks: raises PartitionsChanged if a rebuild changed the count.
-        `rows`: the CHECKPOINTS query's rows for exactly the held partitions, if already read.
-        """
-        if self.rebuild_id is not None:
-            return conn.execute("SELECT position FROM projection_rebuild WHERE id = %s",
-                                (self.rebuild_id,)).fetchone()["position"], None
-        if rows is None:
-            rows = conn.execute(CHECKPOINTS, (self.projector.name, list(self.held or ()))).fetchall()
-        if len(rows) != len(self.held or ()) or any(r["partitions"] != self.partitions for r in rows):
-            raise PartitionsChanged(self.projector.name)
-        self.positions = {r["partition"]: r["position"] for r in rows}
-        self.dead_letters = rows[0]["dead_letters"]
-        return min(self.positions.values()), rows[0]["safe"]
-
-    def floors(self, upto: int) -> list[int] | None:
-        """Per partition, the position at or below which a read skips its events; None: skip none."""
-        if self.held is None or (len(self.positions) == self.partitions
-                                 and len(set(self.positions.values())) == 1):
-            return None
-        return [self.positions.get(k, upto) for k in range(self.partitions)]
-
-    def save(self, conn: psycopg.Connection, position: int, count: int) -> None:
-        """Store the checkpoints (and, for a rebuild, its progress) in the batch's transaction.
-
-        Nothing moves in memory until the transaction commits (`committed`).
-        """
-        if self.rebuild_id is None:
-            # A partition already past `position` (its events were skipped) keeps its checkpoint.
-            conn.execute(
-                "UPDATE projection_checkpoint SET position = greatest(position, %s), updated_at = clock_timestamp()"
-                " WHERE projection = %s AND partition = ANY(%s)", (position, self.projector.name, list(self.held)))
-            return
-        done = self.done + count
-        rate = done / max(time.monotonic() - self.started, 1e-6)
-        # ETA from the events still to do up to the head the rebuild started at.
-        conn.execute(
-            "UPDATE projection_rebuild SET position = %s, done = %s, rate = %s,"
-            " eta_seconds = greatest(total - %s, 0) / nullif(%s, 0), updated_at = clock_timestamp()"
-            " WHERE id = %s", (position, done, rate, done, rate, self.rebuild_id))
-
-    def held_back(self, conn: psycopg.Connection, events: Sequence[Event]) -> tuple[set[str], set[int]]:
-        """Streams of these events parked in this job's dead letters, and positions operators skipped."""
-        rows = conn.execute(
-            "SELECT stream_id, position, status FROM dead_letter WHERE projection = %s"
-            " AND stream_id = ANY(%s) AND ((status = 'parked' AND shadow = %s) OR status = 'skipped')",
-            (self.projector.name, list({e.stream_id for e in events}), self.shadow)).fetchall()
-        return {r["stream_id"] for r in rows if r["status"] == "parked"}, {
-            r["position"] for r in rows if r["status"] == "skipped"}
-
-    def park(self, conn: psycopg.Connection, event: Event, error: str, attempts: int,
-             first_failure: float | None = None) -> None:
-        """Put an event into `dead_letter` (its stream then waits there behind it)."""
-        self.dead_letters = True
-        conn.execute(
-            "INSERT INTO dead_letter (projection, partition, shadow, position, event_id, stream_id, type,"
-            " error, attempts, first_failure) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " coalesce(to_timestamp(%s), clock_timestamp())) ON CONFLICT DO NOTHING",
-            (self.projector.name, partition_of(event.stream_id, self.partitions), self.shadow, event.position,
-             event.event_id, event.stream_id, event.type, error[:4000], attempts, first_failure))
 
 
 def live_names(projector: Projector) -> dict[str, str]:
@@ -221,6 +104,8 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
         time.sleep(retry.delay(attempts))
         try:
             with conn.transaction():
+                if job.locking and not job.relocked_for(conn, event):
+                    return 0  # another worker holds its partition, or applied it meanwhile
                 parked = apply_batch(conn, job, [event])
                 job.save(conn, event.position, 1)
             return parked
@@ -232,6 +117,8 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
     logger.error("projection %s parks stream %s at position %s: %s",
                  job.projector.name, event.stream_id, event.position, error)
     with conn.transaction():
+        if job.locking and not job.relocked_for(conn, event):
+            return 0  # another worker holds its partition, or applied it meanwhile
         job.park(conn, event, f"{type(error).__name__}: {error}", attempts, first)
         job.save(conn, event.position, 1)
     return 1
@@ -250,41 +137,44 @@ def _log_batch(job: Job, events: Sequence[Event], position: int) -> None:
 
 
 def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
-        retry: RetryPolicy = RetryPolicy(), upto: int | None = None,
-        checkpoints: list[dict] | None = None) -> tuple[int, int, int]:
+        retry: RetryPolicy = RetryPolicy(), upto: int | None = None) -> tuple[int, int, int]:
     """Apply batches until the job reaches the safe position (or `upto`).
 
     A batch that fails for its events' sake (in a handler, a write or the commit) is read again
     in smaller pieces down to single events; an event that still fails is retried with backoff,
     then parked with the rest of its stream. Every other event is applied, and the checkpoints
-    move only with what committed. Returns (events read, events parked, checkpoint). The caller
-    holds the job's lock, and may pass the CHECKPOINTS rows it read after taking it.
+    move only with what committed. Returns (events read, events parked, checkpoint). A locking
+    job takes its partitions' locks in each batch's transaction (PartitionsBusy: none was free);
+    any other job runs under a lock its caller holds.
     """
-    position, safe = job.checkpoint(conn, checkpoints)
+    position, safe = (0, None) if job.locking else job.checkpoint(conn)
     processed = parked = 0
     limit = batch_size
-    types = job.projector.stream_types
     while True:
-        if safe is None:
-            safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
-        if upto is not None:
-            safe = min(safe, upto)
-        if safe <= position:
-            return processed, parked, position
-        events = read_batch(conn, position, safe, types, limit, job.floors(safe))
-        # A short batch means nothing else of ours lies at or below `safe`.
-        full = len(events) == limit
-        new_position = events[-1].position if full else safe
+        events: list[Event] | None = None
         try:
-            # One pipeline: the writes, the checkpoint and COMMIT go in one round trip.
+            # One pipeline: locks and checkpoints, the batch, then writes, checkpoint and COMMIT.
             with conn.pipeline(), conn.transaction():
+                if job.locking:
+                    position, safe = job.lock(conn)
+                batch = _next_batch(conn, job, position, safe, upto, limit)
+                if batch is None:
+                    return processed, parked, position
+                events, reach = batch
+                # A short batch means nothing else of ours lies at or below the safe position.
+                full = len(events) == limit
+                new_position = events[-1].position if full else reach
                 if job.rebuild_id is None and not get_settings().chronicle_projection_synchronous_commit:
                     conn.execute("SET LOCAL synchronous_commit = off")
                 parked_now = apply_batch(conn, job, events)
                 job.save(conn, new_position, len(events))
+        except PartitionsBusy:
+            if not processed:
+                raise
+            return processed, parked, position  # the workers that hold them go on from here
         except Exception as exc:  # noqa: BLE001
             job.forget()
-            if not event_error(exc):
+            if events is None or not event_error(exc):
                 raise
             if len(events) > 1:
                 limit = narrower(events, exc)  # read the batch again in a smaller piece
@@ -296,11 +186,26 @@ def run(conn: psycopg.Connection, job: Job, *, batch_size: int = DEFAULT_BATCH,
             continue
         job.committed(new_position, len(events))
         position, processed, parked = new_position, processed + len(events), parked + parked_now
+        safe = None
         _log_batch(job, events, new_position)
         limit = min(batch_size, limit * 2)
         if not full:
             return processed, parked, position  # at the safe position: the caller re-checks
-        safe = None
+
+
+def _next_batch(conn: psycopg.Connection, job: Job, position: int, safe: int | None, upto: int | None,
+                limit: int) -> tuple[list[Event], int] | None:
+    """The events after `position` up to the safe position (or `upto`), and that bound; None: nothing is left.
+
+    A batch shorter than `limit` brings the job to the bound.
+    """
+    if safe is None:
+        safe = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
+    if upto is not None:
+        safe = min(safe, upto)
+    if safe <= position:
+        return None
+    return read_batch(conn, position, safe, job.projector.stream_types, limit, job.floors(safe)), safe
 
 
 def catch_up(pool: ConnectionPool, projector: Projector, partition: int, *, partitions: int = 4,
@@ -331,7 +236,10 @@ def catch_up_all(pool: ConnectionPool, projector: Projector, *, partitions: int 
 
 def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] | None, partitions: int,
               batch_size: int, retry: RetryPolicy, assumed: int | None = None) -> CatchUpResult:
-    """Lock what we can of `wanted` (None: all partitions), apply up to safe, unlock, re-check."""
+    """Apply what we can lock of `wanted` (None: all partitions) up to safe, then re-check.
+
+    The locks are transaction-level: each batch takes them, and its commit releases them.
+    """
     result = CatchUpResult(projector.name, wanted[0] if wanted is not None and len(wanted) == 1 else -1)
     name = projector.name
     with pool.connection() as conn:
@@ -339,50 +247,30 @@ def _catch_up(pool: ConnectionPool, projector: Projector, wanted: Sequence[int] 
             stored = _counts.get(name) or ensure_projection(conn, projector, partitions)
             _counts[name] = stored
             everything = wanted is None or (assumed is not None and assumed != stored)
-            candidates = [k for k in (range(stored) if everything else wanted) if k < stored]
+            candidates = tuple(k for k in (range(stored) if everything else wanted) if k < stored)
             if not candidates:
                 return result
-            # Try every lock and read the checkpoints in one round trip; the checkpoints serve
-            # if every lock was taken (the usual case), else the run reads them again.
-            with conn.pipeline():
-                locks = [conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", lock_key(name, k))
-                         for k in candidates]
-                read = conn.execute(CHECKPOINTS, (name, candidates))
-            held = tuple(k for k, lock in zip(candidates, locks) if lock.fetchone()["ok"])
-            checkpoints = read.fetchall() if len(held) == len(candidates) else None
-            if not held:
-                result.busy = True
-                break
-            job = Job(projector, stored, held, live_names(projector))
+            job = Job(projector, stored, candidates, live_names(projector), locking=True)
             try:
-                n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry,
-                                              checkpoints=checkpoints)
+                n, p, result.checkpoint = run(conn, job, batch_size=batch_size, retry=retry)
                 result.processed += n
                 result.parked += p
+            except PartitionsBusy:
+                result.busy = True
+                break
             except PartitionsChanged:
-                _unlock(conn, name, held)
                 _counts.pop(name, None)  # read the new count, then lock again
                 forget_checkpoints()
                 continue
-            except BaseException:
-                _unlock(conn, name, held)
-                raise
             for k, position in job.positions.items():
                 _seen[(name, k)] = position
-            # Unlock, then look for events that arrived while we held the locks, whose wake-ups
-            # found them taken (a statement of its own: its snapshot follows the unlock).
-            _unlock(conn, name, held)
+            # Look for events that arrived while our last batch held the locks, whose wake-ups
+            # found them taken (a statement of its own: its snapshot follows that commit).
             floors = [job.positions.get(k, NO_POSITION) for k in range(stored)]
             more = has_events(conn, min(job.positions.values()), projector.stream_types, floors)
             if not more:
                 break
     return result
-
-
-def _unlock(conn: psycopg.Connection, name: str, partitions: Sequence[int]) -> None:
-    """Release the advisory locks of these partitions, in one statement."""
-    conn.execute("SELECT pg_advisory_unlock(%s, k) FROM unnest(%s::int[]) k",
-                 (projection_key(name), list(partitions)))
 
 
 def forget_checkpoints() -> None:

@@ -11,6 +11,8 @@ from datetime import datetime
 
 from psycopg_pool import ConnectionPool
 
+from infrastructure.db import session
+
 from infrastructure.config import get_settings
 
 from projections.catalog import PROJECTORS, get_projector
@@ -53,7 +55,7 @@ def rebuild(pool: ConnectionPool, name: str, *, partitions: int | None = None,
     Runs in the calling process; workers run requested rebuilds (projections.jobs) with `rebuild_on`.
     """
     get_projector(name)
-    with pool.connection() as conn:
+    with session(pool) as conn:  # the rebuild lock is held across transactions: a session's, past any pooler
         rebuild_key = lock_key(name, REBUILD_LOCK_PARTITION)
         if not conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS ok", rebuild_key).fetchone()["ok"]:
             raise RebuildInProgress(f"projection {name!r} is already being rebuilt")

@@ -29,6 +29,8 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
 
+from infrastructure.db import session
+
 from projections.batch import _columns
 from projections.catalog import PROJECTORS, get_projector
 from projections.engine import DEFAULT_BATCH, Job, RetryPolicy, run
@@ -108,7 +110,7 @@ def verify(pool: ConnectionPool, name: str, *, batch_size: int = DEFAULT_BATCH,
     projector = get_projector(name)
     live = {t: LIVE.format(t) for t in projector.tables}
     expected = {t: EXPECTED.format(t) for t in projector.tables}
-    with pool.connection() as conn:
+    with session(pool) as conn:  # temporary tables live as long as a session: direct, past any pooler
         try:
             _drop(conn, [*live.values(), *expected.values()])
             snapshot = _copy_live(conn, projector, live)

@@ -1,6 +1,6 @@
 """One bootstrap: build a process's pieces beside its pool and store, and take them down again.
 
-It builds the application service (the Workspace on Chronicle's persistence module), writes the
+It builds the read replica's pool beside the primary's (DATABASE_READ_URL), the application service (the Workspace on Chronicle's persistence module), writes the
 event types' definitions, and, when workers run somewhere, installs the wake-ups that tell them
 about appends. The HTTP API calls it at start; nothing else builds these pieces.
 """
@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infrastructure.config import Settings
+from infrastructure.db import create_pool
 from infrastructure.event_store import EventStore
+from infrastructure.replica import ReadReplica
 from service_layer.workspace import Workspace
 
 logger = logging.getLogger("chronicle.bootstrap")
@@ -36,7 +38,20 @@ def build_workspace(database_url: str, settings: Settings) -> Workspace:
         "DATABASE_URL": database_url,
         "CHRONICLE_SNAPSHOT_INTERVAL": str(settings.chronicle_snapshot_interval),
         "CHRONICLE_POOL_MAX_SIZE": str(settings.chronicle_pool_max_size),
+        "CHRONICLE_POOLER": settings.chronicle_pooler,
+        **({"DATABASE_DIRECT_URL": settings.database_direct_url} if settings.database_direct_url else {}),
     })
+
+
+def build_read_replica(primary: Any, settings: Settings) -> ReadReplica | None:
+    """The read pool on DATABASE_READ_URL beside the primary's `pool`; None when no replica is set.
+
+    Opened without waiting: a replica that is down at start only sends reads to the primary.
+    """
+    if not settings.database_read_url:
+        return None
+    pool = create_pool(settings.database_read_url, settings, name="chronicle-read", replica=True)
+    return ReadReplica(primary, pool)
 
 
 def write_event_definitions(store: EventStore) -> int:

@@ -20,6 +20,8 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from infrastructure.db import session
+
 from service_layer.operator_events import record_operator_action_on
 from infrastructure.event_store import AppendResult, EventMetadata, EventStore
 from projections import jobs
@@ -98,7 +100,7 @@ def run_rebuild(pool: ConnectionPool, projection: str) -> int | None:
 
     get_projector(projection)
     job = None
-    with pool.connection() as conn:
+    with session(pool) as conn:  # the job lock is a session's: direct, past any pooler
         if not jobs.try_lock(conn, "rebuild", projection):
             return None
         try:
@@ -127,7 +129,7 @@ def run_replay(pool: ConnectionPool, projection: str) -> tuple[int, list[int]] |
     projector = get_projector(projection)
     job = None
     moved: list[int] = []
-    with pool.connection() as conn:
+    with session(pool) as conn:  # as in run_rebuild
         if not jobs.try_lock(conn, "replay", projection):
             return None
         try:
