@@ -84,13 +84,13 @@ async def chronicle(request: Request) -> ChronicleState:
     return request.app.state.chronicle
 
 
-def read_state(request: Request, response: Response) -> ChronicleState:
+async def read_state(request: Request, response: Response) -> ChronicleState:
     """What a read route uses: with a replica, a copy of the state whose `pool` reads from it.
 
     FastAPI solves it once per request, so the route and its ?min_position= wait share the copy;
-    the response's headers say which server served the read.
+    the response's headers say which server served the read. It never blocks (event loop).
     """
-    state = chronicle(request)
+    state: ChronicleState = request.app.state.chronicle
     if state.replica is None:
         return state
     reads = RequestReads(state.replica, response.headers)
