@@ -106,7 +106,7 @@ def test_a_generated_client_creates_and_reads_a_document(spec: dict, server: str
         assert isinstance(missing, models.Problem) and missing.code == "document_not_found"
     finally:
         sys.path.remove(str(out))
-        for name in [n for n in sys.modules if n == "chronicle_client" or n.startswith("chronicle_generated.")]:
+        for name in [n for n in sys.modules if n == "chronicle_generated" or n.startswith("chronicle_generated.")]:
             del sys.modules[name]
 
 
