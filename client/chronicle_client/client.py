@@ -79,8 +79,9 @@ class ClientBase:
         """The last version of a stream this client saw; If-Match sends it."""
         return self.tracker.version_of(stream_id)
 
-    def subscribe(self, *, after: int = 0, types: Sequence[str] = (), stream_type: str | None = None,
-                  stream_id: str | None = None, format: str = "ndjson", idle_timeout: float = 30.0) -> Any:
+    def subscribe(self, *, after: int = 0, types: Sequence[str] = (),
+                  stream_type: str | Sequence[str] | None = None, stream_id: str | Sequence[str] | None = None,
+                  format: str = "ndjson", idle_timeout: float = 30.0) -> Any:
         """Follow the log from after `after`: an iterator of events (async for the asyncio client)
         that reconnects where it left off; `types`, `stream_type`, `stream_id` filter it."""
         return self.feed_type(self, after=after, types=types, stream_type=stream_type, stream_id=stream_id,

@@ -2,7 +2,8 @@
 
 The server sends history up to the present, then live events, in position order, with
 heartbeats. When the connection drops (or goes silent past `idle_timeout`), the iterator
-reconnects after the last position it yielded, so it misses nothing and yields nothing twice.
+reconnects after the last position it yielded (or an NDJSON heartbeat's, which the server has
+read through), so it misses nothing and yields nothing twice.
 NDJSON is the default; `format="sse"` reads Server-Sent Events and resumes with Last-Event-ID.
 """
 
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
     from chronicle_client.client import Chronicle
 
 ACCEPT = {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}
+
+
+def _values(value: str | Sequence[str] | None) -> list[str]:
+    """A filter's values: one given as a string, or several."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 class FeedParser:
@@ -57,14 +65,14 @@ class FeedParser:
 class _Feed:
     """What both iterators share: the request for the next connection, and the position reached."""
 
-    def __init__(self, *, after: int, types: Sequence[str], stream_type: str | None, stream_id: str | None,
-                 format: str, idle_timeout: float = 30.0) -> None:
+    def __init__(self, *, after: int, types: Sequence[str], stream_type: str | Sequence[str] | None,
+                 stream_id: str | Sequence[str] | None, format: str, idle_timeout: float = 30.0) -> None:
         if format not in ACCEPT:
             raise ValueError(f"format must be one of {sorted(ACCEPT)}, not {format!r}")
         self.position = after
         self.types = list(types)
-        self.stream_type = stream_type
-        self.stream_id = stream_id
+        self.stream_types = _values(stream_type)
+        self.stream_ids = _values(stream_id)
         self.format = format
         self.timeout = httpx.Timeout(10.0, read=idle_timeout)
         self.closed = False
@@ -72,8 +80,8 @@ class _Feed:
 
     def request(self) -> dict[str, Any]:
         """The next connection's query and headers: after the last position yielded."""
-        params: dict[str, Any] = {"type": self.types or None, "stream_type": self.stream_type,
-                                  "stream_id": self.stream_id}
+        params: dict[str, Any] = {"type": self.types or None, "stream_type": self.stream_types or None,
+                                  "stream_id": self.stream_ids or None}
         headers = {"Accept": ACCEPT[self.format]}
         if self.format == "sse" and self.position:
             headers["Last-Event-ID"] = str(self.position)
@@ -82,8 +90,14 @@ class _Feed:
         return {"params": {k: v for k, v in params.items() if v is not None}, "headers": headers,
                 "timeout": self.timeout}
 
-    def accept(self, event: Event | None) -> bool:
-        """True for an event past the position (which it advances to); a repeat is dropped."""
+    def accept(self, event: Event | None, parser: FeedParser) -> bool:
+        """True for an event past the position (which it advances to); a repeat is dropped.
+
+        A heartbeat's position advances it too: the server has sent every match up to there.
+        """
+        if parser.heartbeat_position is not None:
+            self.position = max(self.position, parser.heartbeat_position)
+            parser.heartbeat_position = None
         if event is None or event.position <= self.position:
             return False
         self.position = event.position
@@ -121,7 +135,7 @@ class Subscription(_Feed):
                         failures = 0
                         for line in response.iter_lines():
                             event = parser.line(line)
-                            if self.accept(event):
+                            if self.accept(event, parser):
                                 yield event  # type: ignore[misc]
                             if self.closed:
                                 return
@@ -163,7 +177,7 @@ class AsyncSubscription(_Feed):
                         failures = 0
                         async for line in response.aiter_lines():
                             event = parser.line(line)
-                            if self.accept(event):
+                            if self.accept(event, parser):
                                 yield event  # type: ignore[misc]
                             if self.closed:
                                 return

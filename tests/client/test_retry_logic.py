@@ -204,29 +204,35 @@ def test_a_subscription_resumes_after_its_last_position_and_drops_repeats(format
             return (json.dumps(_event(position)) + "\n").encode()
         return f"id: {position}\nevent: document.updated\ndata: {json.dumps(_event(position))}\n\n".encode()
 
-    beat = b'{"heartbeat": true, "position": 3}\n' if format == "ndjson" else b": heartbeat\n\n"
+    # The server has read through 9 (an NDJSON heartbeat says so; an SSE one carries no position).
+    beat = b'{"heartbeat": true, "position": 9}\n' if format == "ndjson" else b": heartbeat\n\n"
+    bodies = iter([
+        [frame(1), frame(2), frame(3)[:20]],          # dropped in the middle of event 3
+        None,                                         # 503 on the reconnect
+        [frame(2), frame(3), beat],                   # 2 again (dropped as a repeat), 3, heartbeat
+        [frame(10)],
+    ])
 
     def handler(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        if len(requests) == 1:
-            return httpx.Response(200, stream=_Dropping([frame(1), beat, frame(2), frame(3)[:20]]))
-        if len(requests) == 2:
-            return _problem(503, "service_unavailable")
-        return httpx.Response(200, stream=_Dropping([frame(2), frame(3), frame(4)]))
+        body = next(bodies)
+        return _problem(503, "service_unavailable") if body is None else httpx.Response(200, stream=_Dropping(body))
 
     client, slept = _client(handler)
     got = []
-    for event in client.subscribe(after=0, types=["document.updated"], format=format):
+    subscription = client.subscribe(after=0, types=["document.updated"], stream_id="s", format=format)
+    for event in subscription:
         got.append(event.position)
-        if len(got) == 3:
+        if len(got) == 4:
             break
-    assert got == [1, 2, 3] and len(slept) == 2
+    assert got == [1, 2, 3, 10] and len(slept) == 3 and subscription.position == 10
     assert requests[0].headers["Accept"] == {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}[format]
     assert requests[0].url.params.get_list("type") == ["document.updated"]
+    assert requests[0].url.params.get_list("stream_id") == ["s"]
     if format == "ndjson":
-        assert [r.url.params["after"] for r in requests] == ["0", "2", "2"]
+        assert [r.url.params["after"] for r in requests] == ["0", "2", "2", "9"]
     else:
-        assert [r.headers.get("Last-Event-ID") for r in requests] == [None, "2", "2"]
+        assert [r.headers.get("Last-Event-ID") for r in requests] == [None, "2", "2", "3"]
 
 
 def test_a_refused_subscription_raises_at_once() -> None:
@@ -234,3 +240,89 @@ def test_a_refused_subscription_raises_at_once() -> None:
     with pytest.raises(ValidationError) as caught:
         next(iter(client.subscribe()))
     assert caught.value.field == "tpye" and not slept
+
+
+def _group_handler(log: list[tuple[str, str, object]]):
+    """A stand-in for the group routes: member m1's lease is lost after one batch; m2 joins again."""
+    joins = iter(["m1", "m2"])
+    batches = {"m1": iter([[_event(1), {**_event(2), "stream_id": "t"}, _event(3)], None])}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        body = json.loads(request.content) if request.content else None
+        log.append((request.method, path, body))
+        if path == "/v1/groups/g/members":
+            member = next(joins)
+            return httpx.Response(201, json={"member_id": member, "group": "g", "lease_expires_at": "later",
+                                             "partitions": [0, 1]})
+        member = path.split("/")[5]
+        if path.endswith("/events"):
+            events = next(batches.get(member, iter([[]])))
+            if events is None:
+                return _problem(410, "member_expired")
+            return httpx.Response(200, json={"events": [{**e, "partition": 0} for e in events], "partitions": [0]})
+        if path.endswith("/heartbeat"):
+            return _problem(404, "member_not_found") if member == "m1" else httpx.Response(
+                200, json={"member_id": member, "group": "g", "lease_expires_at": "later", "partitions": [1]})
+        return httpx.Response(204 if request.method == "DELETE" else 200, json=None if request.method == "DELETE"
+                              else {"acked": True})
+    return handler
+
+
+def test_a_member_acks_nacks_skips_the_parked_stream_and_joins_again() -> None:
+    log: list[tuple[str, str, object]] = []
+    client, _ = _client(_group_handler(log))
+    seen: list[int] = []
+
+    def handle(event) -> None:
+        if event.position == 1:
+            raise RuntimeError("no mail server")
+        seen.append(event.position)
+
+    member = client.member("g", handle, name="worker-1", lease_seconds=9)
+    assert member.join().member_id == "m1" and log[0][2] == {"name": "worker-1", "lease_seconds": 9}
+    assert member.poll() == 1 and seen == [2]          # 1 raised: nacked; 3 is behind it on stream s
+    acks = [(p.rsplit("/", 1)[1], b) for m, p, b in log if p.endswith(("/ack", "/nack"))]
+    assert acks == [("nack", {"position": 1, "error": "RuntimeError: no mail server"}), ("ack", {"position": 2})]
+    assert member.poll() == 0 and member.membership.member_id == "m2"   # 410: the lease was lost, joined again
+    assert member.heartbeat().partitions == [1] and (member.handled, member.nacked, member.joins) == (1, 1, 2)
+    member.leave()
+    assert log[-1][:2] == ("DELETE", "/v1/groups/g/members/m2") and member.membership is None
+
+
+def test_the_asyncio_member_and_subscription() -> None:
+    import asyncio
+
+    from chronicle_client import AsyncChronicle
+
+    log: list[tuple[str, str, object]] = []
+    group = _group_handler(log)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/subscribe":
+            lines = "".join(json.dumps(_event(p)) + "\n" for p in (4, 5))
+            return httpx.Response(200, content=lines.encode())
+        return group(request)
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async def no_wait(seconds: float) -> None:
+            return None
+
+        handled: list[int] = []
+
+        async def handle(event) -> None:
+            handled.append(event.position)
+
+        async with AsyncChronicle("http://chronicle.test", "k", transport=httpx.MockTransport(handler),
+                                  sleep=no_wait) as client:
+            member = client.member("g", handle)
+            await member.join()
+            await member.poll()
+            got = []
+            async for event in client.subscribe(after=3):
+                got.append(event.position)
+                if len(got) == 2:
+                    break
+            return handled, got
+
+    assert asyncio.run(scenario()) == ([1, 2, 3], [4, 5])
