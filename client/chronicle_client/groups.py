@@ -113,19 +113,22 @@ class GroupMember(_Member):
             return 0
         parked: set[str] = set()
         ran = 0
-        for event in batch.events:
-            if event.stream_id in parked:
-                continue  # parked on the server behind its stream's nacked event
-            try:
-                self.handler(event)
-            except Exception as exc:  # noqa: BLE001 - the handler's failure parks its event
-                self.client.run(self._nack_call(event, exc))
-                parked.add(event.stream_id)
-                self.nacked += 1
-                continue
-            self.client.run(self._ack_call(event))
-            self.handled += 1
-            ran += 1
+        try:
+            for event in batch.events:
+                if event.stream_id in parked:
+                    continue  # parked on the server behind its stream's nacked event
+                try:
+                    self.handler(event)
+                except Exception as exc:  # noqa: BLE001 - the handler's failure parks its event
+                    self.client.run(self._nack_call(event, exc))
+                    parked.add(event.stream_id)
+                    self.nacked += 1
+                    continue
+                self.client.run(self._ack_call(event))
+                self.handled += 1
+                ran += 1
+        except LEASE_LOST:  # the rest of the batch goes to the partitions' next owners
+            self.join()
         return ran
 
     def _heartbeats(self) -> None:
@@ -189,21 +192,24 @@ class AsyncGroupMember(_Member):
             return 0
         parked: set[str] = set()
         ran = 0
-        for event in batch.events:
-            if event.stream_id in parked:
-                continue
-            try:
-                result = self.handler(event)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:  # noqa: BLE001 - the handler's failure parks its event
-                await self.client.run(self._nack_call(event, exc))
-                parked.add(event.stream_id)
-                self.nacked += 1
-                continue
-            await self.client.run(self._ack_call(event))
-            self.handled += 1
-            ran += 1
+        try:
+            for event in batch.events:
+                if event.stream_id in parked:
+                    continue
+                try:
+                    result = self.handler(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:  # noqa: BLE001 - the handler's failure parks its event
+                    await self.client.run(self._nack_call(event, exc))
+                    parked.add(event.stream_id)
+                    self.nacked += 1
+                    continue
+                await self.client.run(self._ack_call(event))
+                self.handled += 1
+                ran += 1
+        except LEASE_LOST:
+            await self.join()
         return ran
 
     async def _heartbeats(self) -> None:
