@@ -5,7 +5,8 @@ stream's events reach one member, in order. Delivery is at least once: after a c
 lease, events handled but not yet acked come again, so a handler must be idempotent (key its
 effects by the event's `event_id` or `position`). A handler that raises nacks its event: the
 server parks it with its stream's later events, which this member then skips until an operator
-retries them. A member whose lease expired joins again.
+retries them. A handled batch is acked once, at the position the server read to, so after a
+crash up to one batch comes again. A member whose lease expired joins again.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from chronicle_client.calls import Call
-from chronicle_client.errors import Gone, NotFound
+from chronicle_client.errors import ConflictError, Gone, NotFound
 from chronicle_client.models import Event, GroupBatch, Membership
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ class _Member:
     """What both members share: the group's requests, and which events of a batch to hand over."""
 
     def __init__(self, group: str, handler: Callable[[Event], Any], *, name: str | None = None,
-                 lease_seconds: float | None = None, batch: int = 100, wait: float = 5.0,
+                 lease_seconds: int | None = None, batch: int = 100, wait: float = 5.0,
                  heartbeat_every: float | None = None) -> None:
         self.group = group
         self.handler = handler
@@ -39,11 +41,12 @@ class _Member:
         self.lease_seconds = lease_seconds
         self.batch = batch
         self.wait = wait
-        self.heartbeat_every = heartbeat_every or (lease_seconds or 30.0) / 3
+        self.heartbeat_every = heartbeat_every or (lease_seconds / 3 if lease_seconds else None)
         self.membership: Membership | None = None
         self.handled = 0
         self.nacked = 0
         self.joins = 0
+        self.acked = 0
         self.stopping = False
 
     @property
@@ -61,8 +64,13 @@ class _Member:
     def _events_call(self) -> Call[GroupBatch]:
         return Call("GET", f"{self._base}/events", GroupBatch, params={"limit": self.batch, "wait": self.wait})
 
-    def _ack_call(self, event: Event) -> Call[Any]:
-        return Call("POST", f"{self._base}/ack", dict, json={"position": event.position})
+    def _ack_call(self, batch: GroupBatch) -> Call[Any] | None:
+        """The ack of a handled batch: up to the position the server read to (else its last event)."""
+        position = batch.position or max((e.position for e in batch.events), default=None)
+        if position is None or (not batch.events and position <= self.acked):
+            return None
+        self.acked = max(self.acked, position)
+        return Call("POST", f"{self._base}/ack", dict, json={"position": position})
 
     def _nack_call(self, event: Event, error: BaseException) -> Call[Any]:
         return Call("POST", f"{self._base}/nack", dict,
@@ -74,6 +82,8 @@ class _Member:
     def _joined(self, membership: Membership) -> Membership:
         self.membership = membership
         self.joins += 1
+        if self.heartbeat_every is None:
+            self.heartbeat_every = (membership.lease_seconds or 30) / 3
         return membership
 
     def stop(self) -> None:
@@ -105,34 +115,32 @@ class GroupMember(_Member):
                 return self._joined(self.client.run(self._join_call()))
 
     def poll(self) -> int:
-        """Fetch one batch, run the handler on each event, ack it (or nack what raised); how many ran."""
+        """Fetch one batch, run the handler on each event (nacking what raises), ack the batch; how many ran."""
         try:
             batch = self.client.run(self._events_call())
-        except LEASE_LOST:
-            self.join()
-            return 0
-        parked: set[str] = set()
-        ran = 0
-        try:
+            parked: set[str] = set()
+            ran = 0
             for event in batch.events:
                 if event.stream_id in parked:
                     continue  # parked on the server behind its stream's nacked event
                 try:
                     self.handler(event)
+                    ran += 1
                 except Exception as exc:  # noqa: BLE001 - the handler's failure parks its event
-                    self.client.run(self._nack_call(event, exc))
                     parked.add(event.stream_id)
-                    self.nacked += 1
-                    continue
-                self.client.run(self._ack_call(event))
-                self.handled += 1
-                ran += 1
-        except LEASE_LOST:  # the rest of the batch goes to the partitions' next owners
+                    with suppress(ConflictError):  # the partition moved on: its next owner gets the event
+                        self.client.run(self._nack_call(event, exc))
+                        self.nacked += 1
+            self.handled += ran
+            if (ack := self._ack_call(batch)) is not None:
+                self.client.run(ack)
+            return ran
+        except LEASE_LOST:  # the unacked batch goes to the partitions' next owners
             self.join()
-        return ran
+            return 0
 
     def _heartbeats(self) -> None:
-        while not self._stopped.wait(self.heartbeat_every):
+        while not self._stopped.wait(self.heartbeat_every or 10):
             try:
                 self.heartbeat()
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
@@ -184,37 +192,34 @@ class AsyncGroupMember(_Member):
             return await self.join()
 
     async def poll(self) -> int:
-        """Fetch one batch, run the handler on each event, ack it (or nack what raised); how many ran."""
+        """Fetch one batch, run the handler on each event (nacking what raises), ack the batch; how many ran."""
         try:
             batch = await self.client.run(self._events_call())
-        except LEASE_LOST:
-            await self.join()
-            return 0
-        parked: set[str] = set()
-        ran = 0
-        try:
+            parked: set[str] = set()
+            ran = 0
             for event in batch.events:
                 if event.stream_id in parked:
                     continue
                 try:
-                    result = self.handler(event)
-                    if inspect.isawaitable(result):
+                    if inspect.isawaitable(result := self.handler(event)):
                         await result
+                    ran += 1
                 except Exception as exc:  # noqa: BLE001 - the handler's failure parks its event
-                    await self.client.run(self._nack_call(event, exc))
                     parked.add(event.stream_id)
-                    self.nacked += 1
-                    continue
-                await self.client.run(self._ack_call(event))
-                self.handled += 1
-                ran += 1
+                    with suppress(ConflictError):
+                        await self.client.run(self._nack_call(event, exc))
+                        self.nacked += 1
+            self.handled += ran
+            if (ack := self._ack_call(batch)) is not None:
+                await self.client.run(ack)
+            return ran
         except LEASE_LOST:
             await self.join()
-        return ran
+            return 0
 
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_every)
+            await asyncio.sleep(self.heartbeat_every or 10)
             try:
                 await self.heartbeat()
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next one

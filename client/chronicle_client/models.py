@@ -149,6 +149,8 @@ class Membership(Model):
 
     member_id: str
     group: str
+    name: str | None = None
+    lease_seconds: int | None = None
     lease_expires_at: str
     partitions: list[int]
 
@@ -158,3 +160,4 @@ class GroupBatch(Model):
 
     events: list[Event]
     partitions: list[int]
+    position: int | None = Field(None, description="the server read up to here: ack it once the batch is handled")
