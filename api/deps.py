@@ -58,6 +58,7 @@ class ChronicleState:
     service: Any = None  # the application service (service_layer.workspace.Workspace), once bootstrapped
     wake_projection: Callable[[str | None], None] | None = None  # None: no worker listens
     wake_job: Callable[[str, str], None] | None = None
+    log_listener: Any = None  # infrastructure.log_listener.LogListener, started by the first feed
 
 
 def chronicle(request: Request) -> ChronicleState:
@@ -98,6 +99,8 @@ Writer = Depends(require("write"))
 Auditor = Depends(require("audit"))
 Operator = Depends(require("operate"))
 Admin = Depends(require("keys"))
+Subscriber = Depends(require("subscribe"))
+Describer = Depends(require("describe"))
 
 
 def page_size(

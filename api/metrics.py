@@ -164,8 +164,34 @@ class StoreCollector:
                 rebuild_ratio.add_metric(key, min(ratio, 1.0))
                 if running and r["eta_seconds"] is not None:
                     rebuild_eta.add_metric(key, float(r["eta_seconds"]))
+            follow = _following(conn, log.safe)
         return [head, safe, blockers, held_back, checkpoint, lag_events, lag_seconds, parked, dead_letters,
-                rebuild_running, rebuild_done, rebuild_total, rebuild_ratio, rebuild_eta]
+                rebuild_running, rebuild_done, rebuild_total, rebuild_ratio, rebuild_eta, *follow]
+
+
+def _following(conn: Any, safe: int) -> list[Metric]:
+    """Open feeds, and each consumer group's members, checkpoints and lag per partition."""
+    from service_layer.groups import group_rows, partition_status
+
+    feeds = GaugeMetricFamily("chronicle_subscriptions_open", "Open GET /v1/subscribe feeds (all API processes).")
+    feeds.add_metric([], conn.execute("SELECT count(*) AS n FROM subscription").fetchone()["n"])
+    labels = ["group", "partition"]
+    members = GaugeMetricFamily("chronicle_group_members", "Members of a consumer group whose lease is live.",
+                                labels=["group"])
+    checkpoint = GaugeMetricFamily("chronicle_group_checkpoint_position",
+                                   "The log position a group's partition has acknowledged.", labels=labels)
+    lag = GaugeMetricFamily("chronicle_group_lag_events", "Events of a group's partition not yet acknowledged.",
+                            labels=labels)
+    parked = GaugeMetricFamily("chronicle_group_dead_letters_parked", "A consumer group's parked events.",
+                               labels=["group"])
+    for group in group_rows(conn):
+        status = partition_status(conn, group, safe)
+        members.add_metric([group["name"]], sum(1 for m in status["members"] if m["alive"]))
+        parked.add_metric([group["name"]], status["dead_letters"])
+        for p in status["partitions"]:
+            checkpoint.add_metric([group["name"], str(p["partition"])], p["checkpoint"])
+            lag.add_metric([group["name"], str(p["partition"])], p["lag_events"])
+    return [feeds, members, checkpoint, lag, parked]
 
 
 class _Delegate:

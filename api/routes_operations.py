@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ChronicleState, CommandRequest, chronicle, operator_context
 from service_layer.operator_events import record_operator_action
 from api.problems import Problem
+from api.schemas_feed import GROUP
 from api.schemas import (
     ExactRoute,
     DeadLetterList, DeadLetterOutcome, JobOut, JobRequestedOut, LogOut, ProjectionsOut, VerifyOut,
 )
 from infrastructure.log_status import read_log_status
-from projections.dead_letters import list_dead_letters, retry_dead_letters, skip_dead_letter
+from projections.dead_letters import GROUP_PREFIX, list_dead_letters, retry_dead_letters, skip_dead_letter
 from projections.status import status
 from projections.verify import verify
 from projections import jobs
@@ -219,13 +220,20 @@ def list_dead(
     state: ChronicleState = Depends(chronicle),
     _: Any = Depends(operator_context),
     projection: str | None = Query(None, pattern=NAME),
+    group: str | None = Query(None, pattern=GROUP, description="a consumer group's parked events"),
     status: Literal["parked", "retried", "skipped"] = "parked",
     stream_id: str | None = Query(None, max_length=200),
     limit: int = Query(100, ge=1, le=1000),
 ) -> DeadLetterList:
-    """Dead letters in log order, by projection, status and stream."""
+    """Dead letters in log order, by projection (or consumer group), status and stream.
+
+    A group's dead letters have the projection `group:<name>`; retry and skip them by id as any other."""
     if projection is not None:
         _known(projection)
+    if group is not None:
+        if projection is not None:
+            raise Problem(422, "invalid_query", "give projection or group, not both", field="group")
+        projection = GROUP_PREFIX + group
     rows = list_dead_letters(state.pool, projection, status=status, stream_id=stream_id, limit=limit)
     return {"dead_letters": [_plain(r) for r in rows]}
 
@@ -255,7 +263,8 @@ def retry_dead(
     position = _record(state, ctx, "operator.dead_letter_retried", f"dead_letter:{dead_letter_id}",
                        {"projection": row["projection"], "stream_id": row["stream_id"],
                         "resumed": outcome.resumed, "still_parked": outcome.still_parked})
-    wake(state, row["projection"])
+    if row["projection"] in PROJECTORS:  # a consumer group's letters are fetched again, nothing to wake
+        wake(state, row["projection"])
     return {"resumed": outcome.resumed, "still_parked": outcome.still_parked, "position": position}
 
 
@@ -275,7 +284,8 @@ def skip_dead(
     position = _record(state, ctx, "operator.dead_letter_skipped", f"dead_letter:{dead_letter_id}",
                        {"projection": row["projection"], "stream_id": row["stream_id"],
                         "resumed": outcome.resumed, "still_parked": outcome.still_parked})
-    wake(state, row["projection"])
+    if row["projection"] in PROJECTORS:  # a consumer group's letters are fetched again, nothing to wake
+        wake(state, row["projection"])
     return {"resumed": outcome.resumed, "still_parked": outcome.still_parked, "position": position}
 
 

@@ -190,7 +190,7 @@ def worker(
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Argument(..., help="A name for the key, e.g. the service that uses it."),
-    role: str = typer.Option(..., "--role", "-r", help="writer, reader, auditor, operator or admin."),
+    role: str = typer.Option(..., "--role", "-r", help="writer, reader, auditor, operator, admin or subscriber."),
     actor_id: str | None = typer.Option(None, help="The actor its events name (default: the name)."),
     actor_type: str = typer.Option("service", help="user, agent, service or system."),
     as_json: bool = typer.Option(False, "--json"),

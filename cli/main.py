@@ -93,6 +93,8 @@ def store_report(url: str) -> dict[str, object]:
             ).fetchone()
         )
         report["blockers"] = conn.execute("SELECT * FROM log_blockers()").fetchall()
+        if "0018_subscriptions.sql" not in pending:
+            report.update(following(conn, report["safe_position"]))
     return report
 
 
@@ -107,7 +109,21 @@ def _print_report(report: dict[str, object]) -> None:
         table.add_row(
             "held back by", f"pid {blocker['pid']} at position {blocker['held_position']} since {blocker['xact_start']}"
         )
+    for group in report.get("groups", []):
+        alive = sum(1 for m in group["members"] if m["alive"])
+        table.add_row(f"group {group['name']}", f"{alive} members, lag {group['lag_events']} events,"
+                      f" {group['dead_letters']} parked")
+    if "subscriptions" in report:
+        table.add_row("open feeds", str(report["subscriptions"]))
     console.print(table)
+
+
+def following(conn: object, safe: int) -> dict[str, object]:
+    """Who follows the log: open feeds and each consumer group's status."""
+    from service_layer.groups import group_rows, partition_status
+
+    return {"subscriptions": conn.execute("SELECT count(*) AS n FROM subscription").fetchone()["n"],
+            "groups": [partition_status(conn, g, safe) for g in group_rows(conn)]}
 
 
 from cli import operations  # noqa: E402,F401 - adds the projections and dead-letters commands

@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from projections.dead_letters import list_dead_letters, retry_dead_letters, skip_dead_letter
+from projections.dead_letters import GROUP_PREFIX, list_dead_letters, retry_dead_letters, skip_dead_letter
 from projections.status import status
 from projections.verify import verify
 from cli.output import err_console
@@ -245,10 +245,13 @@ def projections_verify(
 @dead_letters_app.command("list")
 def dead_letters_list(
     projection: str | None = typer.Option(None, help="Only this projection."),
+    group: str | None = typer.Option(None, help="Only this consumer group's (its projection is group:<name>)."),
     status: str = typer.Option("parked", help="parked, retried or skipped."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Parked events, in log order."""
+    """Parked events, in log order (of projections and consumer groups)."""
+    if group is not None:
+        projection = GROUP_PREFIX + group
     with cli_pool() as pool:
         rows = [asdict(d) for d in list_dead_letters(pool, projection, status=status, limit=1000)]
     if as_json:

@@ -46,6 +46,8 @@ class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
     model_config = ConfigDict(frozen=True, extra="ignore")
     # The event registry stores only the fields an event was given (an update's changes).
     omit_unset_fields: ClassVar[bool] = True
+    # Stored even when defaulted (see model_post_init): the stored schema requires it.
+    always_stored_fields: ClassVar[tuple[str, ...]] = ("timestamp",)
 
     originator_id: UUID
     originator_version: int

@@ -7,7 +7,7 @@ upcasts old schema versions here when it reads.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +50,22 @@ class EventType:
 
     def json_schema(self) -> dict[str, Any]:
         return self.model.model_json_schema()
+
+    def stored_schema(self, envelope: Collection[str] = ()) -> dict[str, Any]:
+        """The JSON Schema of this type's payload exactly as stored: no other field, `envelope`
+        fields (kept in columns) left out, a field required when every stored payload has it.
+
+        A model that stores only the fields a writer gave requires its fields without a default
+        and those it always sets (its `always_stored_fields`); any other model stores them all.
+        """
+        schema = self.model.model_json_schema(mode="serialization")
+        names = {name: field.serialization_alias or field.alias or name
+                 for name, field in self.model.model_fields.items()}
+        properties = {k: v for k, v in schema.get("properties", {}).items() if k not in envelope}
+        always = set(getattr(self.model, "always_stored_fields", ()))
+        required = [names[n] for n, f in self.model.model_fields.items() if names[n] in properties
+                    and (not self.omit_unset or f.is_required() or n in always)]
+        return {**schema, "properties": properties, "required": required, "additionalProperties": False}
 
     def payload_json(self, payload: Mapping[str, Any] | BaseModel, envelope: Mapping[str, Any] | None = None) -> str:
         """The payload validated against this type's model, as compact JSON text.

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     chronicle_projection_synchronous_commit: bool = False
     # Whether each session read (GET /v1/sessions/{id}/documents) appends a document.accessed event.
     chronicle_record_access: bool = True
+    # Feeds (GET /v1/subscribe): a heartbeat after this long without an event.
+    chronicle_subscribe_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Consumer groups: partitions of a new group, and a member's lease unless it asks for another.
+    chronicle_group_partitions: int = Field(default=16, ge=1, le=1024)
+    chronicle_group_lease_seconds: int = Field(default=15, ge=1, le=3600)
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

@@ -18,6 +18,15 @@ from domain.event_types import EventTypeRegistry
 from infrastructure.store_types import NOTIFY_CHANNEL, LogBlocker, RecordedEvent
 
 
+class SchemaChanged(RuntimeError):
+    """Registered payload shapes that differ from the schema stored for their version."""
+
+    def __init__(self, changed: list[str]) -> None:
+        super().__init__("the payload schema of " + ", ".join(changed) + " changed since it was stored:"
+                         " give the type a new schema_version and an upcaster from the old one")
+        self.changed = changed
+
+
 class StoreReads:
     """Reads of streams and of the global log."""
 
@@ -105,19 +114,29 @@ class StoreReads:
                     pass
 
     def register_definitions(self) -> int:
-        """Write every registered event type's JSON Schema to `event_definitions`."""
-        rows = [
-            (t.name, t.schema_version, t.stream_type, json.dumps(t.json_schema())) for t in self.registry
-        ]
+        """Write each registered type's stored-payload JSON Schema to `event_definitions`, once.
+
+        A row is never overwritten: a (type, schema version) whose payload shape changed raises
+        SchemaChanged naming it (give the type a new schema version and an upcaster).
+        """
+        from infrastructure.eventsourcing_mapper import ENVELOPE
+
+        schemas = {(t.name, t.schema_version): (t.stream_type, t.stored_schema(ENVELOPE)) for t in self.registry}
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO event_definitions (type, schema_version, stream_type, json_schema)"
-                " VALUES (%s, %s, %s, %s::jsonb)"
-                " ON CONFLICT (type, schema_version) DO UPDATE"
-                " SET json_schema = EXCLUDED.json_schema, stream_type = EXCLUDED.stream_type",
-                rows,
-            )
-        return len(rows)
+                " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (type, schema_version) DO NOTHING",
+                [(name, version, stream_type, json.dumps(schema))
+                 for (name, version), (stream_type, schema) in schemas.items()])
+            stored = conn.execute(
+                "SELECT type, schema_version, json_schema FROM event_definitions WHERE type = ANY(%s)",
+                ([name for name, _ in schemas],)).fetchall()
+        changed = [f"{r['type']} v{r['schema_version']}" for r in stored
+                   if (r["type"], r["schema_version"]) in schemas
+                   and r["json_schema"] != schemas[(r["type"], r["schema_version"])][1]]
+        if changed:
+            raise SchemaChanged(changed)
+        return len(schemas)
 
     def _recorded(self, row: dict[str, Any]) -> RecordedEvent:
         schema_version, payload = self.registry.upcast(row["type"], row["schema_version"], row["payload"])

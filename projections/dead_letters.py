@@ -2,6 +2,8 @@
 
 A retry applies a stream's parked events in order under its partition's lock, so the stream
 resumes exactly where it stopped; a skipped event is never applied (nor by rebuilds).
+A consumer group's parked events (projection 'group:<name>') are retried by delivering them
+to the group again, in order (service_layer/group_delivery.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from projections.batch import apply_events, event_error
 from projections.catalog import get_projector
 from projections.engine import live_names
 from projections.partitioning import lock_key
+
+# The `projection` of a consumer group's dead letters: 'group:<name>'.
+GROUP_PREFIX = "group:"
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,10 @@ def retry_dead_letters(pool: ConnectionPool, projection: str, *, stream_id: str 
     """Retry parked streams of a projection (or one stream), each under its partition's lock.
 
     Call after fixing the handler; streams that fail again stay parked with attempts counted.
+    A group's streams are queued for delivery again (a retry that fails is parked by a new nack).
     """
+    if projection.startswith(GROUP_PREFIX):
+        return _requeue(pool, projection, stream_id)
     resumed, failed = [], []
     with pool.connection() as conn:
         streams = conn.execute(
@@ -102,6 +110,16 @@ def retry_dead_letters(pool: ConnectionPool, projection: str, *, stream_id: str 
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
             (resumed if ok else failed).append(row["stream_id"])
     return RetryOutcome(resumed, failed)
+
+
+def _requeue(pool: ConnectionPool, owner: str, stream_id: str | None) -> RetryOutcome:
+    """A group's parked streams (or one) queued for delivery again: retried, not yet acknowledged."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "UPDATE dead_letter SET status = 'retried', resolved_at = NULL WHERE projection = %s"
+            " AND status = 'parked' AND NOT shadow AND (%s::text IS NULL OR stream_id = %s) RETURNING stream_id",
+            (owner, stream_id, stream_id)).fetchall()
+    return RetryOutcome(sorted({r["stream_id"] for r in rows}), [])
 
 
 def skip_dead_letter(pool: ConnectionPool, dead_letter_id: int) -> RetryOutcome:

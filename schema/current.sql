@@ -255,7 +255,7 @@ CREATE TABLE public.api_keys (
     revoked_at timestamp with time zone,
     last_used_at timestamp with time zone,
     CONSTRAINT api_keys_actor_type_check CHECK ((actor_type = ANY (ARRAY['user'::text, 'agent'::text, 'service'::text, 'system'::text]))),
-    CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['writer'::text, 'reader'::text, 'auditor'::text, 'operator'::text, 'admin'::text])))
+    CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['writer'::text, 'reader'::text, 'auditor'::text, 'operator'::text, 'admin'::text, 'subscriber'::text])))
 );
 
 -- Name: chain; Type: TABLE; Schema: public; Owner: -
@@ -275,6 +275,43 @@ CREATE TABLE public.chain (
     last_position bigint NOT NULL
 )
 WITH (fillfactor='70');
+
+-- Name: consumer_group; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.consumer_group (
+    name text NOT NULL,
+    partitions integer NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT consumer_group_partitions_check CHECK (((partitions >= 1) AND (partitions <= 1024)))
+);
+
+-- Name: consumer_group_checkpoint; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.consumer_group_checkpoint (
+    group_name text NOT NULL,
+    partition integer NOT NULL,
+    "position" bigint DEFAULT 0 NOT NULL,
+    delivered bigint DEFAULT 0 NOT NULL,
+    delivered_to uuid,
+    updated_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT consumer_group_checkpoint_delivered_check CHECK ((delivered >= 0)),
+    CONSTRAINT consumer_group_checkpoint_partition_check CHECK ((partition >= 0)),
+    CONSTRAINT consumer_group_checkpoint_position_check CHECK (("position" >= 0))
+);
+
+-- Name: consumer_group_member; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.consumer_group_member (
+    member_id uuid NOT NULL,
+    group_name text NOT NULL,
+    name text,
+    key_id text NOT NULL,
+    lease_seconds integer NOT NULL,
+    joined_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    seen_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    lease_expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT consumer_group_member_lease_seconds_check CHECK (((lease_seconds >= 1) AND (lease_seconds <= 3600)))
+);
 
 -- Name: dead_letter; Type: TABLE; Schema: public; Owner: -
 
@@ -560,6 +597,22 @@ CREATE TABLE public.streams (
     CONSTRAINT streams_version_check CHECK ((version >= 0))
 );
 
+-- Name: subscription; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.subscription (
+    id uuid NOT NULL,
+    key_id text NOT NULL,
+    format text NOT NULL,
+    filters jsonb NOT NULL,
+    started_after bigint NOT NULL,
+    "position" bigint NOT NULL,
+    events_sent bigint DEFAULT 0 NOT NULL,
+    opened_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    seen_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    server_pid integer NOT NULL,
+    CONSTRAINT subscription_format_check CHECK ((format = ANY (ARRAY['sse'::text, 'ndjson'::text])))
+);
+
 -- Name: tag_event; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.tag_event (
@@ -628,6 +681,21 @@ ALTER TABLE ONLY public.api_keys
 
 ALTER TABLE ONLY public.chain
     ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
+
+-- Name: consumer_group_checkpoint consumer_group_checkpoint_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.consumer_group_checkpoint
+    ADD CONSTRAINT consumer_group_checkpoint_pkey PRIMARY KEY (group_name, partition);
+
+-- Name: consumer_group_member consumer_group_member_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.consumer_group_member
+    ADD CONSTRAINT consumer_group_member_pkey PRIMARY KEY (member_id);
+
+-- Name: consumer_group consumer_group_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.consumer_group
+    ADD CONSTRAINT consumer_group_pkey PRIMARY KEY (name);
 
 -- Name: dead_letter dead_letter_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -724,6 +792,11 @@ ALTER TABLE ONLY public.snapshots
 ALTER TABLE ONLY public.streams
     ADD CONSTRAINT streams_pkey PRIMARY KEY (stream_id);
 
+-- Name: subscription subscription_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.subscription
+    ADD CONSTRAINT subscription_pkey PRIMARY KEY (id);
+
 -- Name: tag_event tag_event_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.tag_event
@@ -762,9 +835,17 @@ CREATE INDEX chain_metadata_idx ON public.chain USING gin (metadata jsonb_path_o
 
 CREATE INDEX chain_name_idx ON public.chain USING btree (name);
 
+-- Name: consumer_group_member_group_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX consumer_group_member_group_idx ON public.consumer_group_member USING btree (group_name, joined_at, member_id);
+
 -- Name: dead_letter_parked_key; Type: INDEX; Schema: public; Owner: -
 
 CREATE UNIQUE INDEX dead_letter_parked_key ON public.dead_letter USING btree (projection, shadow, "position") WHERE (status = 'parked'::text);
+
+-- Name: dead_letter_position_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX dead_letter_position_idx ON public.dead_letter USING btree (projection, "position");
 
 -- Name: dead_letter_stream_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -853,6 +934,16 @@ CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STAT
 -- Name: events events_no_update_or_delete; Type: TRIGGER; Schema: public; Owner: -
 
 CREATE TRIGGER events_no_update_or_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_are_immutable();
+
+-- Name: consumer_group_checkpoint consumer_group_checkpoint_group_name_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.consumer_group_checkpoint
+    ADD CONSTRAINT consumer_group_checkpoint_group_name_fkey FOREIGN KEY (group_name) REFERENCES public.consumer_group(name);
+
+-- Name: consumer_group_member consumer_group_member_group_name_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.consumer_group_member
+    ADD CONSTRAINT consumer_group_member_group_name_fkey FOREIGN KEY (group_name) REFERENCES public.consumer_group(name);
 
 -- Name: projection_job projection_job_rebuild_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 

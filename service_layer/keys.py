@@ -17,7 +17,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-ROLES: tuple[str, ...] = ("writer", "reader", "auditor", "operator", "admin")
+ROLES: tuple[str, ...] = ("writer", "reader", "auditor", "operator", "admin", "subscriber")
 KEY_FORMAT = re.compile(r"^chr_([a-z0-9]{12})_([A-Za-z0-9_-]{20,100})$")
 LAST_USED_RESOLUTION_SECONDS = 60
 NAME_FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@/+=-]{0,99}$")
@@ -29,6 +29,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit": frozenset({"auditor", "admin"}),
     "operate": frozenset({"operator", "admin"}),
     "keys": frozenset({"admin"}),
+    # Following the log (GET /v1/subscribe, consumer groups): every event with its metadata, as
+    # auditors see it, but none of the snapshot reads, writes or operator routes.
+    "subscribe": frozenset({"subscriber", "auditor", "admin"}),
+    # The event contract (GET /v1/event-types): every key may read what the events look like.
+    "describe": frozenset(ROLES),
 }
 
 

@@ -60,3 +60,13 @@ def db(domain_database_url: str) -> Iterator[psycopg.Connection]:
 def new_id() -> str:
     """A fresh stream id."""
     return str(uuid.uuid4())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stored_payloads_fit_their_schemas(domain_database_url: str) -> Iterator[None]:
+    """After the domain's tests: every payload they stored validates against the stored JSON Schema
+    of its type and schema version (event_definitions, read back), with `jsonschema`."""
+    from tests.contract import assert_payloads_fit_schemas
+
+    yield
+    assert_payloads_fit_schemas(domain_database_url)

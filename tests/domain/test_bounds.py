@@ -25,6 +25,7 @@ from infrastructure.db import create_pool
 from infrastructure.event_store import EventStore, NewEvent
 from projections.catalog import PROJECTORS
 from projections.engine import catch_up
+from tests.contract import OUT_OF_CONTRACT
 from tests.bounds_cases import CASES, ELEMENT_FIELDS, HUGE, INSIDE, Case, Streams, command, values
 from tests.projections.conftest import REGISTRY as PERMISSIVE
 
@@ -137,6 +138,7 @@ def test_an_event_stored_before_a_bound_still_loads(workspace, domain_database_u
         payload = {"execution_id": "red", "input": None, "output": None, "duration_ms": HUGE, "tokens": 1,
                    "metadata": {}}
         EventStore(pool, PERMISSIVE, Settings()).append(agent, 1, [NewEvent("agent.executed", payload)])
+        OUT_OF_CONTRACT.add(str(agent))
     finally:
         pool.close()
     assert workspace.replay(agent).executions == 1

@@ -15,6 +15,7 @@ from infrastructure.config import Settings
 from infrastructure.db import connect
 from infrastructure.event_store import ANY, NO_STREAM, AppendResult, EventStore, NewEvent
 from infrastructure.notifier import CHANNEL
+from infrastructure.store_reads import SchemaChanged
 
 
 def note(text: str) -> NewEvent:
@@ -133,13 +134,31 @@ def test_old_schema_versions_are_upcast_when_read(store: EventStore, fresh_pool)
 
 def test_register_definitions_writes_json_schemas(store: EventStore, fresh_pool) -> None:
     assert store.register_definitions() == 2
-    assert store.register_definitions() == 2  # again: updated in place
+    assert store.register_definitions() == 2  # again: the same rows, untouched
     with fresh_pool.connection() as conn:
         rows = conn.execute("SELECT * FROM event_definitions ORDER BY type").fetchall()
     assert [(r["type"], r["schema_version"], r["stream_type"]) for r in rows] == [
         ("note.tagged", 1, "note"), ("note.written", 1, "note")]
     written = rows[1]["json_schema"]
-    assert written["properties"]["text"]["type"] == "string" and written["required"] == ["text"]
+    # Defaults are filled in when stored, so every field is in every payload, and no other.
+    assert written["properties"]["text"]["type"] == "string" and written["required"] == ["text", "n"]
+    assert written["additionalProperties"] is False
+
+
+def test_a_changed_payload_shape_never_overwrites_its_schema(store: EventStore, fresh_pool) -> None:
+    store.register_definitions()
+    changed = EventTypeRegistry()
+
+    @changed.register("note.written")
+    class NoteWritten(BaseModel):  # the same version, another shape
+        text: str
+        language: str = "en"
+
+    with pytest.raises(SchemaChanged, match="note.written v1"):
+        EventStore(fresh_pool, registry=changed).register_definitions()
+    with fresh_pool.connection() as conn:
+        row = conn.execute("SELECT json_schema FROM event_definitions WHERE type = 'note.written'").fetchone()
+    assert set(row["json_schema"]["properties"]) == {"text", "n"}
 
 
 def test_after_append_listeners(store: EventStore, caplog: pytest.LogCaptureFixture) -> None:
