@@ -124,6 +124,7 @@ def test_migrate_and_status(chronicle):
 def test_migrate_records_every_registered_event_type(chronicle, cli_database_url):
     import service_layer.operator_events  # noqa: F401 - registers the operator.* types
     import service_layer.workspace  # noqa: F401 - registers the domain's types
+    import domain.session  # noqa: F401 - registers document.accessed
     from domain.event_types import registry
 
     chronicle("migrate")
