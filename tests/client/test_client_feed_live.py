@@ -131,7 +131,11 @@ def test_the_readme_group_member_runs(server: str, follower_key: str, writer: Ch
         _until(lambda: any(made.stream_id in line for line in lines), "the README member to print the event")
     finally:
         proc.send_signal(2)  # Ctrl-C: the member leaves the group
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     assert f"{made.position} document.created {made.stream_id}\n" in lines
 
 
@@ -142,11 +146,11 @@ def test_heartbeats_keep_the_lease_through_a_slow_handler(server: str, follower_
 
     def slow(event: Event) -> None:
         if not handled:
-            time.sleep(3)  # longer than the lease: only the heartbeats keep it
+            time.sleep(4)  # twice the lease: only the heartbeats keep it
         handled.append(event)
 
     with Chronicle(server, follower_key) as follower:
-        member = follower.member(group, slow, lease_seconds=1, heartbeat_every=0.2, wait=1)
+        member = follower.member(group, slow, lease_seconds=2, heartbeat_every=0.3, wait=1)
         runner = threading.Thread(target=member.run, daemon=True)
         runner.start()
         try:
