@@ -46,7 +46,7 @@ async def join(request: Request, response: Response, body: JoinIn | None = None,
     """Join (the group is created on its first join) with a lease; heartbeat before it runs out.
 
     The answer names the partitions the member owns now; they change as members join and leave."""
-    lease = (body.lease_seconds if body and body.lease_seconds else None) or state.settings.chronicle_group_lease_seconds
+    lease = (body.lease_seconds if body else None) or state.settings.chronicle_group_lease_seconds
     member = await _run(groups.join, state.pool, group, body.name if body else None, lease,
                         request.state.principal.key_id, state.settings.chronicle_group_partitions)
     response.headers["Location"] = f"/v1/groups/{group}/members/{member.member_id}"

@@ -147,7 +147,8 @@ async def follow(state: ChronicleState, subscription_id: str, after: int, feed: 
 
 
 @router.get("/subscribe", summary="Follow the log: history, then live events (SSE or NDJSON)",
-            response_class=StreamingResponse, responses={200: STREAM_DOC, 406: {"description": "Not Acceptable: `not_acceptable`"}})
+            response_class=StreamingResponse,
+            responses={200: STREAM_DOC, 406: {"description": "Not Acceptable: `not_acceptable`"}})
 async def subscribe(
     request: Request,
     state: ChronicleState = Depends(chronicle),

@@ -115,7 +115,8 @@ def nack(pool: ConnectionPool, group: str, member_id: str, position: int, error:
                                " AND position >= %s", (owner, event["stream_id"], position)).fetchall()
         if not (checkpoint["position"] < position <= checkpoint["delivered"]) and not any(
                 r["position"] == position for r in pending):
-            raise GroupError(409, "not_delivered", f"position {position} is not delivered and unacknowledged", "position")
+            raise GroupError(409, "not_delivered", f"position {position} is not delivered and unacknowledged",
+                             "position")
         conn.execute(f"UPDATE dead_letter SET status = 'parked', attempts = attempts + 1, last_failure ="
                      f" clock_timestamp(), error = %s WHERE {_PENDING} AND stream_id = %s AND position >= %s",
                      (error, owner, event["stream_id"], position))

@@ -58,7 +58,8 @@ def test_the_document_validates_and_types_every_response(spec: dict) -> None:
                 assert not content, (method, path)  # no body
             elif status.startswith("2"):
                 # JSON, or a feed typed by its NDJSON lines (its SSE frames carry the same JSON).
-                schema = (content.get("application/json") or content.get("application/x-ndjson") or {}).get("schema", {})
+                typed = content.get("application/json") or content.get("application/x-ndjson") or {}
+                schema = typed.get("schema", {})
                 if "$ref" not in schema:
                     untyped.append(f"{method} {path} {status}")
             elif content.get("application/problem+json", {}).get("schema") != {"$ref": "#/components/schemas/Problem"}:

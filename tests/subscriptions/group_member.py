@@ -23,12 +23,13 @@ def main(base: str, token: str, group: str, out_path: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     members = f"/v1/groups/{group}/members"
-    member = client.post(members, json={"name": out_path, "lease_seconds": LEASE_SECONDS}).json()["member_id"]
+    join = {"name": out_path, "lease_seconds": LEASE_SECONDS}
+    member = client.post(members, json=join).json()["member_id"]
     with open(out_path, "a", buffering=1) as out:
         while not stopping:
             response = client.get(f"{members}/{member}/events", params={"limit": 20, "wait": 1})
             if response.status_code in (404, 410):  # the lease ran out: join again
-                member = client.post(members, json={"name": out_path, "lease_seconds": LEASE_SECONDS}).json()["member_id"]
+                member = client.post(members, json=join).json()["member_id"]
                 continue
             response.raise_for_status()
             batch = response.json()
