@@ -102,15 +102,19 @@ def _join(client: httpx.Client, group: str, **body) -> dict:
     return response.json()
 
 
+def _to_head(subscriber: httpx.Client, base: str, pool) -> None:
+    """Fetch and ack up to the log's head, so the member sees only the test's own events next."""
+    head = log_head(pool)
+    while (read := subscriber.get(f"{base}/events", params={"limit": 1000}).json()["position"]) < head:
+        subscriber.post(f"{base}/ack", json={"position": read})
+    subscriber.post(f"{base}/ack", json={"position": head})
+
+
 def test_a_nack_parks_the_stream_until_an_operator_retries(subscriber, operator, feed_store, feed_pool) -> None:
     group = f"p-{uuid.uuid4().hex[:8]}"
     member = _join(subscriber, group, name="parker")
     base = f"/v1/groups/{group}/members/{member['member_id']}"
-    # Move the group to the head, so it sees only this test's events.
-    head = log_head(feed_pool)
-    while (read := subscriber.get(f"{base}/events", params={"limit": 1000}).json()["position"]) < head:
-        subscriber.post(f"{base}/ack", json={"position": read})
-    subscriber.post(f"{base}/ack", json={"position": head})
+    _to_head(subscriber, base, feed_pool)
     bad, good = f"park-{uuid.uuid4().hex[:6]}", f"park-{uuid.uuid4().hex[:6]}"
     positions = [append(feed_store, s, n=n).positions[0] for n, s in enumerate([bad, good, bad, good, bad])]
     batch = subscriber.get(f"{base}/events", params={"wait": 5}).json()
@@ -158,3 +162,25 @@ def test_leases_expire_and_partitions_move(subscriber, operator) -> None:
     assert_problem(operator.get("/v1/groups/no-such-group"), 404, "group_not_found")
     assert_problem(subscriber.post(f"/v1/groups/{group}/members", json={"lease_seconds": 0}), 422)
     assert_problem(subscriber.get("/v1/groups"), 403, "forbidden")
+
+
+def test_a_skipped_event_is_never_delivered_again_and_its_stream_resumes(subscriber, operator, feed_store,
+                                                                          feed_pool) -> None:
+    group = f"s-{uuid.uuid4().hex[:8]}"
+    base = f"/v1/groups/{group}/members/{_join(subscriber, group)['member_id']}"
+    _to_head(subscriber, base, feed_pool)
+    stream = f"skip-{uuid.uuid4().hex[:6]}"
+    positions = [append(feed_store, stream, n=n).positions[0] for n in range(3)]
+    batch = subscriber.get(f"{base}/events", params={"wait": 5}).json()
+    assert [e["position"] for e in batch["events"]] == positions
+    subscriber.post(f"{base}/nack", json={"position": positions[1], "error": "poison"})
+    subscriber.post(f"{base}/ack", json={"position": positions[-1]})
+    parked = operator.get("/v1/dead-letters", params={"group": group}).json()["dead_letters"]
+    assert [d["position"] for d in parked] == positions[1:]
+    skipped = operator.post(f"/v1/dead-letters/{parked[0]['id']}/skip").json()
+    assert skipped["resumed"] == [stream]
+    again = subscriber.get(f"{base}/events").json()
+    assert [e["position"] for e in again["events"] if e["stream_id"] == stream] == [positions[2]]
+    subscriber.post(f"{base}/ack", json={"position": again["position"]})
+    assert operator.get("/v1/dead-letters", params={"group": group, "status": "skipped"}).json()["dead_letters"][0][
+        "position"] == positions[1]
