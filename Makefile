@@ -3,10 +3,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test]' -e ./client
 	touch $@
 
 .PHONY: install run test schema
