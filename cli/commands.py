@@ -17,7 +17,8 @@ import typer
 from rich.table import Table
 
 from cli.common import (
-    cli_pool, console, database_url, dead_letters_app, echo_json, keys_app, operator_actor, projections_app, store,
+    cli_pool, console, database_url, dead_letters_app, echo_json, keys_app, migrated_database_url, operator_actor,
+    projections_app, store,
 )
 from infrastructure.config import get_settings
 
@@ -89,13 +90,12 @@ def up(
     """
     from service_layer.keys import create_key, has_admin_key
     from infrastructure.db import create_pool
-    from infrastructure.migrations import migrate
 
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
-    url = database_url(settings)
+    url, applied = migrated_database_url(settings)
     _use_database(url)
-    for name in migrate(url):
+    for name in applied:
         console.print(f"applied [bold]{name}[/bold]")
     pool = create_pool(url, settings.model_copy(update={"chronicle_pool_min_size": 1}), name="chronicle-up")
     try:

@@ -14,8 +14,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    # Where the event store lives. Unset: `chronicle up` starts an embedded PostgreSQL.
+    # Where the event store lives, as the application login (a member of chronicle_app).
+    # Unset: `chronicle up` starts an embedded PostgreSQL.
     database_url: str | None = None
+    # The schema owner's login, for migrations only. Unset: migrations use DATABASE_URL.
+    database_migration_url: str | None = None
     # The dramatiq broker. Unset: `chronicle up` runs workers in-process on a memory broker.
     redis_url: str | None = None
     # Where `chronicle up` keeps the embedded PostgreSQL's data.
@@ -46,6 +49,10 @@ class Settings(BaseSettings):
     chronicle_projection_synchronous_commit: bool = False
     # Whether each session read (GET /v1/sessions/{id}/documents) appends a document.accessed event.
     chronicle_record_access: bool = True
+    # The Ed25519 private key that signs the log's seals: a file (raw 32 bytes, base64 or PEM),
+    # or the base64 of the raw key. Unset: no seals (`chronicle up` makes one in its data folder).
+    chronicle_seal_key_file: Path | None = None
+    chronicle_seal_key: str | None = None
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")
