@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 
 import service_layer.operator_events  # noqa: F401 - registers the operator.* event types
 from api import (
-    metrics, openapi_doc, problems, routes_audit, routes_commands, routes_document_commands, routes_operations,
-    routes_reads, routes_sessions, routes_streams, routes_system,
+    metrics, openapi_doc, problems, routes_audit, routes_commands, routes_document_commands, routes_log,
+    routes_operations, routes_reads, routes_sessions, routes_streams, routes_system,
 )
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
 from api.middleware import (
@@ -138,7 +138,7 @@ def create_app(
 
     for router in (routes_system.router, metrics.router, routes_audit.router, routes_reads.router, routes_sessions.router,
                    routes_commands.router, routes_document_commands.router, routes_streams.router,
-                   routes_operations.router):
+                   routes_operations.router, routes_log.router):
         app.include_router(router)
     return app
 

@@ -11,26 +11,30 @@
 -- 3. `seals`: signed Merkle tree heads over the log, append-only (written by the sealer,
 --    signed outside the database; see infrastructure/seals.py).
 
--- The canonical bytes of a text field: its UTF-8 length (4 bytes, big-endian), then its bytes.
-CREATE FUNCTION hash_field(p_text text) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT int4send(octet_length(b)) || b FROM convert_to(p_text, 'UTF8') AS b
-$$;
-
--- An event's hash: sha256 of a fixed tag, the previous hash of its stream (32 zero bytes for
--- version 1) and its content. The payload and metadata are hashed as jsonb prints them.
+-- An event's hash: sha256 of a fixed tag, the hash of the previous event of its stream (32 zero
+-- bytes for version 1) and its content. Each text is its UTF-8 length (4 bytes, big-endian)
+-- then its UTF-8 bytes; the payload and metadata are hashed as jsonb prints them; the time is
+-- microseconds since 1970 UTC. plpgsql: a SQL function with helpers cost ten times as much.
 CREATE FUNCTION event_hash(p_previous bytea, p_event_id uuid, p_stream_id text, p_stream_type text,
                            p_version bigint, p_type text, p_schema_version integer, p_payload jsonb,
                            p_metadata jsonb, p_recorded_at timestamptz) RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT sha256(
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    stream      bytea := convert_to(p_stream_id, 'UTF8');
+    stream_type bytea := convert_to(p_stream_type, 'UTF8');
+    type_name   bytea := convert_to(p_type, 'UTF8');
+    payload     bytea := convert_to(p_payload::text, 'UTF8');
+    metadata    bytea := convert_to(p_metadata::text, 'UTF8');
+BEGIN
+    RETURN sha256(
         convert_to('chronicle/event/1', 'UTF8')
         || coalesce(p_previous, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
         || uuid_send(p_event_id)
-        || hash_field(p_stream_id) || hash_field(p_stream_type)
-        || int8send(p_version) || hash_field(p_type) || int4send(p_schema_version)
-        || hash_field(p_payload::text) || hash_field(p_metadata::text)
-        || int8send((extract(epoch FROM p_recorded_at) * 1000000)::bigint))
+        || int4send(length(stream)) || stream || int4send(length(stream_type)) || stream_type
+        || int8send(p_version) || int4send(length(type_name)) || type_name || int4send(p_schema_version)
+        || int4send(length(payload)) || payload || int4send(length(metadata)) || metadata
+        || int8send((extract(epoch FROM p_recorded_at) * 1000000)::bigint));
+END;
 $$;
 
 ALTER TABLE events ADD COLUMN hash bytea;
@@ -95,32 +99,52 @@ BEGIN
 END;
 $$;
 
--- Append one event: claim, hold, hash, insert, move the stream's head. Returns its
--- (position, version), or no row (nothing written) when the claim fails.
+-- Append one event: claim its version and move the stream's head hash in one statement, hold
+-- back readers, insert. Returns its (position, version), or no row (nothing written) when the
+-- stream is not at the expected version or is of another type. One statement on `streams`
+-- rather than claim_versions and a second UPDATE: a row version less per append.
 CREATE FUNCTION append_event(p_kind text, p_stream_id text, p_stream_type text, p_expected bigint,
                              p_metadata jsonb, p_log_name text, p_event_id uuid, p_type text,
                              p_schema_version integer, p_payload jsonb)
 RETURNS TABLE ("position" bigint, version bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    claimed  record;
-    at       timestamptz := clock_timestamp();
-    new_hash bytea;
+    at          timestamptz := clock_timestamp();
+    new_version bigint;
+    new_hash    bytea;
 BEGIN
-    SELECT * INTO claimed FROM claim_versions(p_kind, p_stream_id, p_stream_type, p_expected, 1);
-    IF claimed.new_version IS NULL THEN
+    IF p_kind = 'version' THEN
+        UPDATE streams AS s SET version = s.version + 1, updated_at = now(),
+               head_hash = event_hash(s.head_hash, p_event_id, p_stream_id, p_stream_type, s.version + 1, p_type,
+                                      p_schema_version, p_payload, p_metadata, at)
+        WHERE s.stream_id = p_stream_id AND s.version = p_expected AND s.stream_type = p_stream_type
+        RETURNING s.version, s.head_hash INTO new_version, new_hash;
+    ELSIF p_kind = 'no_stream' THEN
+        INSERT INTO streams AS s (stream_id, stream_type, version, head_hash)
+        VALUES (p_stream_id, p_stream_type, 1, event_hash(NULL, p_event_id, p_stream_id, p_stream_type, 1, p_type,
+                                                          p_schema_version, p_payload, p_metadata, at))
+        ON CONFLICT (stream_id) DO NOTHING
+        RETURNING s.version, s.head_hash INTO new_version, new_hash;
+    ELSE
+        INSERT INTO streams AS s (stream_id, stream_type, version, head_hash)
+        VALUES (p_stream_id, p_stream_type, 1, event_hash(NULL, p_event_id, p_stream_id, p_stream_type, 1, p_type,
+                                                          p_schema_version, p_payload, p_metadata, at))
+        ON CONFLICT (stream_id) DO UPDATE SET version = s.version + 1, updated_at = now(),
+               head_hash = event_hash(s.head_hash, p_event_id, p_stream_id, p_stream_type, s.version + 1, p_type,
+                                      p_schema_version, p_payload, p_metadata, at)
+        WHERE s.stream_type = EXCLUDED.stream_type
+        RETURNING s.version, s.head_hash INTO new_version, new_hash;
+    END IF;
+    IF new_version IS NULL THEN
         RETURN;
     END IF;
     PERFORM hold_next_position();
-    new_hash := event_hash(claimed.previous, p_event_id, p_stream_id, p_stream_type, claimed.new_version,
-                           p_type, p_schema_version, p_payload, p_metadata, at);
     RETURN QUERY
     INSERT INTO events AS e (event_id, stream_id, stream_type, version, type, schema_version,
                              payload, metadata, log_name, recorded_at, hash)
-    VALUES (p_event_id, p_stream_id, p_stream_type, claimed.new_version, p_type, p_schema_version,
+    VALUES (p_event_id, p_stream_id, p_stream_type, new_version, p_type, p_schema_version,
             p_payload, p_metadata, p_log_name, at, new_hash)
     RETURNING e.position, e.version;
-    UPDATE streams SET head_hash = new_hash WHERE stream_id = p_stream_id;
 END;
 $$;
 
