@@ -273,6 +273,11 @@ BEGIN
         REVOKE ALL ON SEQUENCE events_position_seq FROM chronicle_app;
         GRANT SELECT ON SEQUENCE events_position_seq TO chronicle_app;  -- safe_position() reads it
         ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE UPDATE ON SEQUENCES FROM chronicle_app;
+        -- A rebuild swaps the documents projection's session_touch (0014) too: like the other
+        -- read tables (0006) it must be chronicle_app's to be renamed and dropped.
+        IF me.rolsuper OR pg_has_role(current_user, 'chronicle_app', 'MEMBER') THEN
+            ALTER TABLE session_touch OWNER TO chronicle_app;
+        END IF;
     END IF;
 END;
 $$;
