@@ -125,9 +125,25 @@ def seal() -> None:
                    f" root {s.merkle_root.hex()[:16]}…, key {s.key_id}")
 
 
-def seal_key() -> None:
-    """Print a new Ed25519 seal key (base64): keep it outside the database, e.g. `> seal.key`."""
-    typer.echo(new_key_text())
+def seal_key(
+    public: bool = typer.Option(False, "--public", help="Print the configured key's public key (hex) instead."),
+) -> None:
+    """Print a new Ed25519 seal key (base64): keep it outside the database, e.g. `> seal.key`.
+
+    With --public, the public key of the configured key: what auditors pass to --public-key.
+    """
+    if not public:
+        typer.echo(new_key_text())
+        return
+    try:
+        key = load_seal_key(seal_key_settings(get_settings()))
+    except SealKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if key is None:
+        typer.echo("error: no seal key is configured (CHRONICLE_SEAL_KEY_FILE or CHRONICLE_SEAL_KEY)", err=True)
+        raise typer.Exit(2)
+    typer.echo(public_bytes(key).hex())
 
 
 def verify_proof(

@@ -56,7 +56,8 @@ CREATE FUNCTION public.append_events(p_kind text, p_stream_id text, p_stream_typ
 DECLARE
     n       integer := cardinality(p_event_ids);
     claimed record;
-    at      timestamptz := clock_timestamp();
+    at      timestamptz;
+    times   timestamptz[] := '{}';  -- each event's own time, as recorded_at's default gave
     hashes  bytea[] := '{}';
     head    bytea;
 BEGIN
@@ -67,6 +68,8 @@ BEGIN
     PERFORM hold_next_position();
     head := claimed.previous;
     FOR i IN 1..n LOOP
+        at := clock_timestamp();
+        times := times || at;
         head := event_hash(head, p_event_ids[i], p_stream_id, p_stream_type, claimed.new_version - n + i,
                            p_types[i], p_schema_versions[i], p_payloads[i], p_metadata, at);
         hashes := hashes || head;
@@ -75,9 +78,9 @@ BEGIN
     INSERT INTO events AS e (event_id, stream_id, stream_type, version, type, schema_version,
                              payload, metadata, log_name, recorded_at, hash)
     SELECT x.event_id, p_stream_id, p_stream_type, claimed.new_version - n + x.ord, x.type,
-           x.schema_version, x.payload, p_metadata, p_log_name, at, x.hash
-    FROM unnest(p_event_ids, p_types, p_schema_versions, p_payloads, hashes)
-         WITH ORDINALITY AS x(event_id, type, schema_version, payload, hash, ord)
+           x.schema_version, x.payload, p_metadata, p_log_name, x.at, x.hash
+    FROM unnest(p_event_ids, p_types, p_schema_versions, p_payloads, times, hashes)
+         WITH ORDINALITY AS x(event_id, type, schema_version, payload, at, hash, ord)
     ORDER BY x.ord
     RETURNING e.position, e.version;
     UPDATE streams SET head_hash = head WHERE stream_id = p_stream_id;
