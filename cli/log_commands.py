@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from cli.common import cli_pool, echo_json
@@ -103,10 +104,8 @@ def verify(
         raise typer.Exit(1)
 
 
-def seal() -> None:
-    """Seal the log now, up to the safe position, with the configured seal key."""
-    from infrastructure.seals import seal_log
-
+def _configured_key() -> Ed25519PrivateKey:
+    """The configured seal key; exit 2 naming the problem when there is none or it is unreadable."""
     try:
         key = load_seal_key(seal_key_settings(get_settings()))
     except SealKeyError as exc:
@@ -116,6 +115,14 @@ def seal() -> None:
         typer.echo("error: no seal key: set CHRONICLE_SEAL_KEY_FILE or CHRONICLE_SEAL_KEY"
                    " (`chronicle seal-key` makes one)", err=True)
         raise typer.Exit(2)
+    return key
+
+
+def seal() -> None:
+    """Seal the log now, up to the safe position, with the configured seal key."""
+    from infrastructure.seals import seal_log
+
+    key = _configured_key()
     with cli_pool() as pool:
         made = seal_log(pool, key)
     if not made:
@@ -135,15 +142,7 @@ def seal_key(
     if not public:
         typer.echo(new_key_text())
         return
-    try:
-        key = load_seal_key(seal_key_settings(get_settings()))
-    except SealKeyError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if key is None:
-        typer.echo("error: no seal key is configured (CHRONICLE_SEAL_KEY_FILE or CHRONICLE_SEAL_KEY)", err=True)
-        raise typer.Exit(2)
-    typer.echo(public_bytes(key).hex())
+    typer.echo(public_bytes(_configured_key()).hex())
 
 
 def verify_proof(
