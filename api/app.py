@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse
 import service_layer.operator_events  # noqa: F401 - registers the operator.* event types
 from api import (
     metrics, openapi_doc, problems, routes_audit, routes_commands, routes_document_commands, routes_event_types,
-    routes_groups, routes_operations, routes_reads, routes_sessions, routes_streams, routes_subjects, routes_subscribe,
-    routes_system,
+    routes_groups, routes_log, routes_operations, routes_reads, routes_sessions, routes_streams, routes_subjects,
+    routes_subscribe, routes_system,
 )
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
 from api.middleware import (
@@ -147,7 +147,7 @@ def create_app(
     for router in (routes_system.router, metrics.router, routes_audit.router, routes_reads.router, routes_sessions.router,
                    routes_commands.router, routes_document_commands.router, routes_streams.router,
                    routes_operations.router, routes_subjects.router, routes_subscribe.router, routes_groups.router,
-                   routes_event_types.router):
+                   routes_event_types.router, routes_log.router):
         app.include_router(router)
     return app
 

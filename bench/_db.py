@@ -36,18 +36,42 @@ def scratch_database(prefix: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# Staged events into `events` in staging order, each hashed onto its stream's chain (schema/0016).
+_CHAIN_STAGED = """
+DO $$
+DECLARE
+    e    record;
+    at   timestamptz;
+    prev bytea;
+BEGIN
+    FOR e IN SELECT * FROM staged_events ORDER BY ord LOOP
+        at := clock_timestamp();
+        prev := (SELECT hash FROM events WHERE stream_id = e.stream_id AND version = e.version - 1);
+        INSERT INTO events (event_id, stream_id, stream_type, version, type, payload, metadata, recorded_at, hash)
+        VALUES (e.event_id, e.stream_id, e.stream_type, e.version, e.type, e.payload, e.metadata, at,
+                event_hash(prev, e.event_id, e.stream_id, e.stream_type, e.version, e.type, 1, e.payload,
+                           e.metadata, at));
+    END LOOP;
+END;
+$$"""
+
+
 def write_log(url: str, count: int, seed: int = 1) -> int:
     """COPY about `count` events of a mixed workspace history into `events`; return how many.
 
     The events are the domain's own (bench/workload.py), written straight into the table as the
-    store would write them, so the bench log takes seconds rather than minutes to make.
+    store would write them (hash chain included, computed in SQL from a staged copy), so the
+    bench log takes seconds rather than minutes to make. Run as the owner: the application login
+    may not insert into `events`.
     """
     from workload import Workload
 
     versions: dict[str, tuple[str, int]] = {}
     written = 0
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy("COPY events (event_id, stream_id, stream_type, version, type, payload, metadata)"
+        cur.execute("CREATE TEMP TABLE staged_events (ord bigserial, event_id uuid, stream_id text, stream_type text,"
+                    " version bigint, type text, payload jsonb, metadata jsonb) ON COMMIT DROP")
+        with cur.copy("COPY staged_events (event_id, stream_id, stream_type, version, type, payload, metadata)"
                       " FROM STDIN") as copy:
             for change in Workload(seed).changes(count):
                 if written >= count:
@@ -58,8 +82,10 @@ def write_log(url: str, count: int, seed: int = 1) -> int:
                                     json.dumps(event.payload), meta))
                     written += 1
                 versions[change.stream_id] = (change.stream_type, change.expected_version + len(change.events))
-        cur.execute("INSERT INTO streams (stream_id, stream_type, version) SELECT * FROM unnest(%s::text[],"
-                    " %s::text[], %s::bigint[])",
+        cur.execute(_CHAIN_STAGED)
+        cur.execute("INSERT INTO streams (stream_id, stream_type, version, head_hash)"
+                    " SELECT s.*, (SELECT hash FROM events e WHERE e.stream_id = s.id AND e.version = s.v)"
+                    " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS s(id, t, v)",
                     (list(versions), [t for t, _ in versions.values()], [v for _, v in versions.values()]))
         conn.commit()
     return written

@@ -37,6 +37,7 @@ from infrastructure.migrations import migrate  # noqa: E402
 
 LOCAL_URL = "postgresql://127.0.0.1:5432/postgres"
 METADATA = EventMetadata(actor_id="bench", actor_type="service", session_id="bench-session")
+PLAIN_HASH = bytes(32)  # the plain INSERT stores a hash-sized value it does not compute
 PAYLOAD = {"document_id": "doc-1", "title": "A title", "body": "x" * 200}
 
 registry = EventTypeRegistry()
@@ -163,9 +164,10 @@ def bench_appends(
         with pool.connection() as conn:
             conn.execute(
                 "INSERT INTO plain_events (event_id, stream_id, stream_type, version, type,"
-                " schema_version, payload, metadata, log_name)"
-                " VALUES (%s, %s, 'document', %s, 'document.updated', 1, %s::jsonb, %s::jsonb, 'chronicle')",
-                (uuid.uuid4(), f"w{writers}{'-r' if through else ''}-plain-{writer}", n + 1, payload_text, metadata_text),
+                " schema_version, payload, metadata, log_name, hash)"
+                " VALUES (%s, %s, 'document', %s, 'document.updated', 1, %s::jsonb, %s::jsonb, 'chronicle', %s)",
+                (uuid.uuid4(), f"w{writers}{'-r' if through else ''}-plain-{writer}", n + 1, payload_text, metadata_text,
+                 PLAIN_HASH),
             )
 
     def chronicle(writer: int, n: int) -> None:

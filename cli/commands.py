@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 
 from cli.common import (
-    cli_pool, console, database_url, dead_letters_app, echo_json, keys_app, operator_actor, projections_app, store,
-    use_master_key,
+    cli_pool, console, database_url, dead_letters_app, echo_json, keys_app, migrated_database_url, operator_actor,
+    projections_app, store, use_master_key,
 )
 from infrastructure.config import get_settings
 
@@ -98,15 +98,15 @@ def up(
     """
     from service_layer.keys import create_key, has_admin_key
     from infrastructure.db import create_pool
-    from infrastructure.migrations import migrate
 
     settings = get_settings()
     _refuse_if_running(host, port, None if settings.database_url else settings.chronicle_data_dir)
     use_master_key(create=True)
     settings = get_settings()
-    url = database_url(settings)
+    url, applied = migrated_database_url(settings)
     _use_database(url)
-    for name in migrate(settings.database_direct_url or url):  # a session lock: past any pooler
+    _use_seal_key(settings)
+    for name in applied:
         console.print(f"applied [bold]{name}[/bold]")
     pool = create_pool(url, settings.model_copy(update={"chronicle_pool_min_size": 1}), name="chronicle-up")
     try:
@@ -171,6 +171,17 @@ def _use_database(url: str) -> None:
     """Make `url` the process's DATABASE_URL, so workers and the service find the same store."""
     os.environ["DATABASE_URL"] = url
     get_settings.cache_clear()
+
+
+def _use_seal_key(settings: Any) -> None:
+    """With no seal key configured, an embedded store's `chronicle up` makes one in its data folder."""
+    from cli.log_commands import seal_key_settings
+
+    keyed = seal_key_settings(settings, create=True)
+    if keyed.chronicle_seal_key_file and not settings.chronicle_seal_key_file:
+        os.environ["CHRONICLE_SEAL_KEY_FILE"] = str(keyed.chronicle_seal_key_file)
+        get_settings.cache_clear()
+        console.print(f"seal key: {keyed.chronicle_seal_key_file} (keep a copy; the database never holds it)")
 
 
 def _start_in_process_workers(url: str, threads: int) -> Any:
@@ -322,6 +333,9 @@ def register_commands(app: typer.Typer) -> None:
     from cli.demo import demo
 
     app.command()(demo)
+    from cli.log_commands import register_log_commands
+
+    register_log_commands(app)
     app.add_typer(keys_app, name="keys")
     app.add_typer(projections_app, name="projections")
     app.add_typer(dead_letters_app, name="dead-letters")

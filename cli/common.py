@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from infrastructure.config import Settings, get_settings
+from infrastructure.database_roles import EMBEDDED_APP_LOGIN, StoreUrls, configured_urls, ensure_app_login, with_login
 
 console = Console()
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -25,12 +26,10 @@ dead_letters_app = typer.Typer(help="Parked events: list, retry, skip.", no_args
 def cli_pool() -> Iterator[Any]:
     """A small pool on the configured store (embedded if DATABASE_URL is unset), migrated."""
     from infrastructure.db import create_pool
-    from infrastructure.migrations import migrate
 
     use_master_key(create=False)
     settings = get_settings().model_copy(update={"chronicle_pool_min_size": 1, "chronicle_pool_max_size": 2})
-    url = database_url(settings)
-    migrate(settings.database_direct_url or url)  # a session lock: past any pooler
+    url, _ = migrated_database_url(settings)
     pool = create_pool(url, settings, name="chronicle-cli")
     try:
         yield pool
@@ -80,14 +79,39 @@ def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, default=str, indent=2))
 
 
-def database_url(settings: Settings) -> str:
-    """DATABASE_URL, or an embedded PostgreSQL under the data folder when it is unset."""
-    if settings.database_url:
-        return settings.database_url
+def store_urls(settings: Settings) -> StoreUrls:
+    """The owner's and the application's URLs: the settings', else an embedded PostgreSQL's.
+
+    The embedded server's superuser migrates; everything else runs as its login chronicle_login.
+    """
+    urls = configured_urls(settings)
+    if urls is not None:
+        return urls
     from infrastructure.embedded import start_embedded_postgres
 
     from cli.output import err_console
 
-    url = start_embedded_postgres(Path(settings.chronicle_data_dir).resolve() / "pgdata")
+    owner = start_embedded_postgres(Path(settings.chronicle_data_dir).resolve() / "pgdata")
     err_console.print(f"[dim]No DATABASE_URL: embedded PostgreSQL in {settings.chronicle_data_dir}/pgdata[/dim]")
-    return url
+    return StoreUrls(owner, with_login(owner, EMBEDDED_APP_LOGIN))
+
+
+def database_url(settings: Settings) -> str:
+    """The application login's URL: DATABASE_URL, or the embedded store's chronicle_login."""
+    urls = store_urls(settings)
+    if not settings.database_url:
+        ensure_app_login(urls.migration, urls.app)
+    return urls.app
+
+
+def migrated_database_url(settings: Settings) -> tuple[str, list[str]]:
+    """Apply pending migrations as the owner; the application login's URL and the names applied.
+
+    The application login is made a member of chronicle_app when the owner may do so.
+    """
+    from infrastructure.migrations import migrate
+
+    urls = store_urls(settings)
+    applied = migrate(urls.migration)
+    ensure_app_login(urls.migration, urls.app)
+    return urls.app, applied

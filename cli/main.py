@@ -7,9 +7,8 @@ import json
 import typer
 from rich.table import Table
 
-from cli.common import console, database_url
+from cli.common import console, database_url, migrated_database_url
 from infrastructure.config import Settings, get_settings
-from infrastructure.migrations import migrate as apply_migrations
 from infrastructure.migrations import pending_migrations
 
 app = typer.Typer(help="Chronicle: an event-sourced backend for a chain workspace.", no_args_is_help=True)
@@ -38,8 +37,7 @@ def _configure_logs(
 def migrate() -> None:
     """Apply the schema migrations that are not applied yet (safe to run twice, or at once)."""
     settings = get_settings()
-    url = database_url(settings)
-    applied = apply_migrations(settings.database_direct_url or url)  # a session lock: past any pooler
+    url, applied = migrated_database_url(settings)
     if applied:
         for name in applied:
             console.print(f"applied [bold]{name}[/bold]")

@@ -14,7 +14,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
-    # Where the event store lives. Unset: `chronicle up` starts an embedded PostgreSQL.
+    # Where the event store lives, as the application login (a member of chronicle_app).
+    # Unset: `chronicle up` starts an embedded PostgreSQL.
     database_url: str | None = None
     # Reads and audit routes go here when set (a streaming replica); writes stay on DATABASE_URL.
     database_read_url: str | None = None
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
     # "transaction": DATABASE_URL (and DATABASE_READ_URL) go through a transaction-mode pooler such as
     # PgBouncer: no startup options, no prepared statements, timeouts set in each transaction.
     chronicle_pooler: str = Field(default="none", pattern="^(none|transaction)$")
+    # The schema owner's login, for migrations only. Unset: migrations use DATABASE_URL.
+    database_migration_url: str | None = None
     # The dramatiq broker. Unset: `chronicle up` runs workers in-process on a memory broker.
     redis_url: str | None = None
     # Where `chronicle up` keeps the embedded PostgreSQL's data.
@@ -61,6 +64,10 @@ class Settings(BaseSettings):
     # Consumer groups: partitions of a new group, and a member's lease unless it asks for another.
     chronicle_group_partitions: int = Field(default=16, ge=1, le=1024)
     chronicle_group_lease_seconds: int = Field(default=15, ge=1, le=3600)
+    # The Ed25519 private key that signs the log's seals: a file (raw 32 bytes, base64 or PEM),
+    # or the base64 of the raw key. Unset: no seals (`chronicle up` makes one in its data folder).
+    chronicle_seal_key_file: Path | None = None
+    chronicle_seal_key: str | None = None
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

@@ -79,7 +79,9 @@ def _ensure_migrated(url: str) -> None:
         from infrastructure.migrations import migrate, pending_migrations
 
         if pending_migrations(url):
-            migrate(url)
+            from infrastructure.config import get_settings
+
+            migrate(get_settings().database_migration_url or url)
         _migrated.add(url)
 
 

@@ -236,7 +236,7 @@ class StoreAppends:
         _check_json(meta_text, MAX_METADATA_BYTES)
 
         params = {
-            "stream_id": stream_id, "stream_type": stream_type, "expected": expected, "n": len(ids),
+            "kind": kind, "stream_id": stream_id, "stream_type": stream_type, "expected": expected,
             "metadata": meta_text, "log_name": log_name,
         }
         if len(ids) == 1:
@@ -247,7 +247,7 @@ class StoreAppends:
                 event_ids=_array_literal(map(str, ids)), types=_array_literal(types),
                 schema_versions=_array_literal(map(str, versions)), payloads=_array_literal(payloads),
             )
-        return _PreparedAppend(stream_id, stream_type, ids, types, payloads, APPEND_SQL[kind, len(ids) == 1], params)
+        return _PreparedAppend(stream_id, stream_type, ids, types, payloads, APPEND_SQL[len(ids) == 1], params)
 
     def _original_result(self, conn: psycopg.Connection, prepared: _PreparedAppend) -> AppendResult:
         """The result of the append that first stored these event ids, if it was the same."""

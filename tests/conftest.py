@@ -17,6 +17,7 @@ import pytest
 from psycopg import conninfo
 
 from infrastructure.config import Settings
+from infrastructure.database_roles import ensure_app_login, with_login
 from infrastructure.db import create_pool
 from infrastructure.migrations import migrate
 
@@ -25,6 +26,7 @@ LOCAL_URL = "postgresql://127.0.0.1:5432/postgres"
 # start inherits it. A fixed test key, never a deployment's.
 os.environ.setdefault("CHRONICLE_MASTER_KEY", "dGVzdC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzLW9rISE=")
 APP_ROLE = "chronicle_app"  # created by schema/0006_roles.sql
+TEST_LOGIN = "chronicle_test_login"  # the tests' application login, a member of chronicle_app
 
 
 def _server_url(tmp_root: Path) -> str:
@@ -58,62 +60,104 @@ def admin_url() -> Iterator[str]:
         yield _server_url(Path(tmp))
 
 
-def _app_role_exists(admin_url: str) -> bool:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is not None
+# The cluster-wide roles a run may make: the migrations' (0006, 0016) and the tests' login.
+RUN_ROLES = (TEST_LOGIN, "chronicle_writer", APP_ROLE)
+# Runs on one server take this advisory lock (in the maintenance database) while they make
+# their template and while they drop roles, so no run drops a role another run is setting up.
+ROLES_LOCK = (0x4348524E, 16)
 
 
-def _drop_app_role(admin_url: str) -> None:
-    """Drop the cluster-wide role migrations create, unless databases of another run still use it."""
+def as_owner(url: str) -> str:
+    """The same database as the owner who migrated it (the server's admin login), not the app login."""
+    params = conninfo.conninfo_to_dict(url)
+    params.pop("user", None)
+    admin_user = conninfo.conninfo_to_dict(_admin[0]).get("user")
+    if admin_user:
+        params["user"] = admin_user
+    return conninfo.make_conninfo(**params)
+
+
+_admin: list[str] = [LOCAL_URL]  # the run's admin URL, set by template_dbname
+
+
+def as_app(url: str) -> str:
+    """The same database as the tests' application login (a member of chronicle_app)."""
+    return with_login(url, TEST_LOGIN)
+
+
+def _drop_run_roles(admin_url: str) -> None:
+    """Drop the cluster-wide roles once no test database of any run is left on the server.
+
+    A role another database still grants to stays (DependentObjectsStillExist).
+    """
     with psycopg.connect(admin_url, autocommit=True) as conn:
+        others = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'chronicle\\_test\\_%'").fetchone()[0]
+        if others:
+            return
+        for role in RUN_ROLES:
+            try:
+                conn.execute(f"DROP ROLE IF EXISTS {role}")
+            except psycopg.errors.DependentObjectsStillExist:
+                pass  # a deployment on this server (or an older run) still grants to it
+
+
+@contextmanager
+def _roles_lock(admin_url: str) -> Iterator[None]:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", ROLES_LOCK)
         try:
-            conn.execute(f"DROP ROLE IF EXISTS {APP_ROLE}")
-        except psycopg.errors.DependentObjectsStillExist:
-            pass  # another test run (or a deployment on this server) still grants to it
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", ROLES_LOCK)
 
 
 @pytest.fixture(scope="session")
 def template_dbname(admin_url: str) -> Iterator[str]:
-    """A migrated database that fresh test databases are copied from.
+    """A database migrated as the owner, that fresh test databases are copied from.
 
-    Migration 0006 creates the cluster-wide role chronicle_app; a run that created it drops it
-    at the end, once every test database is gone, so the run leaves nothing behind.
+    Migrations make the cluster-wide roles chronicle_app and chronicle_writer, and the run makes
+    its login chronicle_test_login in chronicle_app. At the end, once no test database of any
+    run is left on the server, the run drops them (under ROLES_LOCK, see _drop_run_roles).
     """
-    role_was_there = _app_role_exists(admin_url)
+    _admin[0] = admin_url
     name = f"chronicle_test_{uuid.uuid4().hex[:10]}_template"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    with _roles_lock(admin_url):
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        owner = _with_dbname(admin_url, name)
+        migrate(owner)
+        ensure_app_login(owner, as_app(owner))
     try:
-        migrate(_with_dbname(admin_url, name))
         yield name
     finally:
-        _drop(admin_url, name)
-        if not role_was_there:
-            _drop_app_role(admin_url)
+        with _roles_lock(admin_url):
+            _drop(admin_url, name)
+            _drop_run_roles(admin_url)
 
 
 @contextmanager
 def migrated_database(admin_url: str, template: str) -> Iterator[str]:
-    """A new migrated database copied from the run's template; its URL; dropped on exit."""
+    """A new migrated database copied from the run's template; its URL as the application login
+    (as_owner gives the owner's); dropped on exit."""
     name = f"chronicle_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
-        yield _with_dbname(admin_url, name)
+        yield as_app(_with_dbname(admin_url, name))
     finally:
         _drop(admin_url, name)
 
 
 @pytest.fixture(scope="session")
 def database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """One migrated database shared by the whole test run, dropped at the end."""
+    """One migrated database shared by the whole test run, as the application login; dropped at the end."""
     with migrated_database(admin_url, template_dbname) as url:
         yield url
 
 
 @pytest.fixture
 def fresh_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated, empty database of this test's own, dropped after it."""
+    """A migrated, empty database of this test's own, as the application login; dropped after it."""
     with migrated_database(admin_url, template_dbname) as url:
         yield url
 

@@ -71,6 +71,21 @@ def test_every_compose_variable_is_one_chronicle_reads():
         assert not unknown, f"{name} sets variables Chronicle does not read: {unknown}"
 
 
+def test_compose_migrates_as_the_owner_and_runs_as_the_application_login():
+    """Only `migrate` holds the owner's URL; the API and the workers use the restricted login."""
+    from psycopg import conninfo
+
+    services = _compose()["services"]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    migration_url = services["migrate"]["environment"]["DATABASE_MIGRATION_URL"]
+    assert conninfo.conninfo_to_dict(migration_url)["user"] == owner
+    for name in ("migrate", "api", "worker"):
+        env = services[name]["environment"]
+        assert conninfo.conninfo_to_dict(env["DATABASE_URL"])["user"] != owner, name
+        if name != "migrate":
+            assert "DATABASE_MIGRATION_URL" not in env, f"{name} must not know the owner's login"
+
+
 def test_dockerfile_is_slim_non_root_and_installs_from_pyproject():
     text = (ROOT / "Dockerfile").read_text()
     assert "-slim" in text.splitlines()[1] or any(

@@ -24,7 +24,7 @@ from workers.wakeups import take_pending
 
 logger = logging.getLogger(__name__)
 broker = process_broker()
-broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs()))
+broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs(), lambda: seal_now()))
 broker.add_middleware(PromptPolling())
 install_observability(broker)
 QUEUE = "chronicle-projections"
@@ -197,3 +197,11 @@ def wake_job(kind: str, projection: str) -> None:
 def wake_jobs() -> int:
     """Wake every requested rebuild or replay job (covers a lost message, or a CLI with no broker)."""
     return wake_requested(worker_pool(), wake_job)
+
+
+def seal_now() -> int:
+    """Seal the log's new events with the configured seal key (none configured: nothing). Returns how many seals."""
+    from infrastructure.seals import load_seal_key, seal_log
+
+    key = load_seal_key(get_settings())
+    return len(seal_log(worker_pool(), key)) if key is not None else 0

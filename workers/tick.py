@@ -1,8 +1,9 @@
 """The periodic tick: every worker process wakes every projection (all its partitions) now and then.
 
 It covers lost wake-ups (a killed worker, Redis down at append time); duplicates cost one check.
-It also wakes requested rebuild and replay jobs, marks a dead worker's job failed, and appends
-any missing completion event (workers/jobs.py).
+It also wakes requested rebuild and replay jobs, marks a dead worker's job failed, appends
+any missing completion event (workers/jobs.py), and seals the log up to the safe position
+(infrastructure/seals.py) when a seal key is configured.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ def tick_seconds() -> float:
 class Ticker(Middleware):
     """Starts the tick thread when a worker boots, stops it at shutdown.
 
-    Each tick calls `wake_all` (wake every projection) and `wake_jobs` (requested rebuilds and replays).
+    Each tick calls `wake_all` (wake every projection), `wake_jobs` (requested rebuilds and
+    replays) and `seal` (seal the log's new events).
     """
 
-    def __init__(self, wake_all: Callable[[], int], wake_jobs: Callable[[], int]) -> None:
+    def __init__(self, wake_all: Callable[[], int], wake_jobs: Callable[[], int],
+                 seal: Callable[[], int] | None = None) -> None:
         self.stop = threading.Event()
-        self.wake_all, self.wake_jobs = wake_all, wake_jobs
+        self.wake_all, self.wake_jobs, self.seal = wake_all, wake_jobs, seal
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         period = tick_seconds()
@@ -52,6 +55,11 @@ class Ticker(Middleware):
                 self.wake_jobs()
             except Exception as exc:  # noqa: BLE001 - database or Redis down: try again next tick
                 logger.warning("tick could not look for requested jobs: %s", exc)
+            if self.seal is not None:
+                try:
+                    self.seal()
+                except Exception as exc:  # noqa: BLE001 - database down or no key: try again next tick
+                    logger.warning("tick could not seal the log: %s", exc)
 
 
 class PromptPolling(Middleware):

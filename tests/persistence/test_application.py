@@ -22,6 +22,7 @@ from eventsourcing.utils import get_topic
 
 from infrastructure.errors import InvalidAppend, InvalidEventPayload
 from infrastructure.event_store import NewEvent
+from tests.conftest import as_owner
 from infrastructure.eventsourcing_mapper import payload_from_state, state_from_payload
 from infrastructure.persistence import (
     ChronicleApplicationRecorder,
@@ -122,12 +123,16 @@ def test_pydantic_events_read_back_typed_and_upcast(notebook: Notebook, es_env: 
 def test_old_schema_versions_are_upcast(notebook: Notebook, es_env: dict[str, str]) -> None:
     note_id = notebook.write("Plan", "v1")
     # An edit stored at schema version 1 (before `reason`), as an old deployment wrote it.
-    with psycopg.connect(es_env["DATABASE_URL"]) as conn:
+    with psycopg.connect(as_owner(es_env["DATABASE_URL"])) as conn:  # the app login may not insert
         conn.execute("UPDATE streams SET version = 2 WHERE stream_id = %s", (str(note_id),))
         conn.execute(
-            "INSERT INTO events (event_id, stream_id, stream_type, version, type, schema_version, payload, log_name)"
-            " VALUES (%s, %s, 'note', 2, 'note.edited', 1, %s::jsonb, 'Notebook')",
-            (uuid4(), str(note_id), '{"body": "old", "timestamp": "2024-01-01T00:00:00Z"}'),
+            "INSERT INTO events (event_id, stream_id, stream_type, version, type, schema_version, payload, log_name,"
+            " recorded_at, hash)"
+            " SELECT %(id)s, %(stream)s, 'note', 2, 'note.edited', 1, %(payload)s::jsonb, 'Notebook', now(),"
+            " event_hash(first.hash, %(id)s, %(stream)s, 'note', 2, 'note.edited', 1, %(payload)s::jsonb,"
+            " '{}'::jsonb, now())"
+            " FROM events first WHERE first.stream_id = %(stream)s AND first.version = 1",
+            {"id": uuid4(), "stream": str(note_id), "payload": '{"body": "old", "timestamp": "2024-01-01T00:00:00Z"}'},
         )
     note = notebook.repository.get(note_id)
     assert note.body == "old"

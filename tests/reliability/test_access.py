@@ -3,13 +3,12 @@ direct SQL from the application's own database role (schema/0006_roles.sql)."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import conninfo, errors
+from psycopg import errors
 
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
@@ -62,63 +61,71 @@ def test_roles_and_revocation_through_the_api(rel_database_url: str, tmp_path: P
         server.stop()
 
 
-@pytest.fixture
-def app_role_url(rel_database_url: str) -> str:
-    """A LOGIN role made the way a deployment would (a member of chronicle_app), and its URL."""
-    name = f"chronicle_app_test_{uuid.uuid4().hex[:8]}"
-    password = secrets.token_hex(16)
-    with psycopg.connect(rel_database_url, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'chronicle_app'").fetchone():
-            pytest.skip("the migrating user could not create chronicle_app")
-        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE chronicle_app")
-    params = conninfo.conninfo_to_dict(rel_database_url)
-    params.update(user=name, password=password)
-    try:
-        yield conninfo.make_conninfo(**params)
-    finally:
-        with psycopg.connect(rel_database_url, autocommit=True) as conn:
-            conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}'")
-            conn.execute(f"DROP ROLE IF EXISTS {name}")
+# Each way the shipped login could once rewrite or forge history (issue 12, "What was seen").
+HOSTILE = {
+    "update": "UPDATE events SET payload = '{}'::jsonb",
+    "delete": "DELETE FROM events",
+    "truncate": "TRUNCATE events",
+    "insert an event": "INSERT INTO events (event_id, stream_id, stream_type, version, type, payload, hash)"
+                       " SELECT gen_random_uuid(), stream_id, stream_type, version + 5, type, payload, hash"
+                       " FROM events LIMIT 1",
+    "insert a stream": "INSERT INTO streams (stream_id, stream_type, version) VALUES ('forged', 'operator', 1)",
+    "update streams": "UPDATE streams SET version = version + 1",
+    "delete streams": "DELETE FROM streams",
+    "setval": "SELECT setval('events_position_seq', 1)",
+    "nextval on the log's sequence": "SELECT nextval('events_position_seq')",
+    "alter table": "ALTER TABLE events ADD COLUMN forged text",
+    "alter streams": "ALTER TABLE streams ALTER COLUMN version DROP NOT NULL",
+    "disable trigger": "ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete",
+    "disable all triggers": "ALTER TABLE events DISABLE TRIGGER ALL",
+    "drop trigger": "DROP TRIGGER events_no_truncate ON events",
+    "replica mode": "SET session_replication_role = replica",
+    "drop table": "DROP TABLE events",
+    "update a seal": "UPDATE seals SET signature = signature",
+    "delete a seal": "DELETE FROM seals",
+    "disable the seals' trigger": "ALTER TABLE seals DISABLE TRIGGER ALL",
+    "claim versions directly": "SELECT * FROM claim_versions('any', 'forged', 'operator', NULL, 1)",
+    "burn a position": "SELECT hold_log_position()",
+}
 
 
-def test_events_cannot_be_altered_with_sql_as_the_application_role(app_role_url: str) -> None:
+def _log_state(conn: psycopg.Connection) -> dict:
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM events) AS n,"
+        " (SELECT md5(string_agg(payload::text || version || hash::text, ',' ORDER BY position)) FROM events) AS h,"
+        " (SELECT md5(string_agg(stream_id || version, ',' ORDER BY stream_id)) FROM streams) AS s,"
+        " (SELECT last_value FROM events_position_seq) AS seq"
+    ).fetchone()
+
+
+@pytest.mark.parametrize("what", list(HOSTILE))
+def test_the_application_login_cannot_rewrite_or_forge_history(rel_database_url: str, what: str) -> None:
+    """As the login the API, the workers and the CLI use, every rewrite is refused; appends work."""
     import service_layer.operator_events  # noqa: F401 - registers operator.* so we can append one
 
-    pool = create_pool(app_role_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="app-role")
+    pool = create_pool(rel_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2),
+                       name="app-role")
     try:
-        # The application role can do its job: append and read.
+        # The application login can do its job: append (through the append function) and read.
         store = EventStore(pool)
         result = store.append(f"operator-access-{uuid.uuid4().hex[:6]}", ANY,
                               [NewEvent("operator.key_created", {"target": "t", "details": {}})],
                               {"actor_id": "access-test"}, stream_type="operator")
         assert result.position > 0
         with pool.connection() as conn:
-            assert conn.execute("SELECT current_user AS u").fetchone()["u"].startswith("chronicle_app_test_")
-            assert not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()["rolsuper"]
-            before = conn.execute("SELECT count(*) AS n, md5(string_agg(payload::text, ',' ORDER BY position)) AS h"
-                                  " FROM events").fetchone()
-            attempts = {
-                "update": "UPDATE events SET payload = '{}'::jsonb",
-                "delete": "DELETE FROM events",
-                "truncate": "TRUNCATE events",
-                "disable trigger": "ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete",
-                "disable all triggers": "ALTER TABLE events DISABLE TRIGGER ALL",
-                "drop trigger": "DROP TRIGGER events_no_truncate ON events",
-                "replica mode": "SET session_replication_role = replica",
-                "drop table": "DROP TABLE events",
-            }
-            for what, sql in attempts.items():
-                with pytest.raises((errors.InsufficientPrivilege, errors.DependentObjectsStillExist)) as caught:
-                    conn.execute(sql)
-                assert caught.value.sqlstate in ("42501", "2BP01"), (what, caught.value)
-            # GRANT by a non-owner only warns ("no privileges were granted"); UPDATE still fails.
-            conn.execute("GRANT UPDATE, DELETE, TRUNCATE ON events TO CURRENT_USER")
+            role = conn.execute("SELECT current_user AS u, rolsuper FROM pg_roles WHERE rolname = current_user")
+            row = role.fetchone()
+            assert row["u"] == "chronicle_test_login" and not row["rolsuper"]
+            before = _log_state(conn)
+            with pytest.raises((errors.InsufficientPrivilege, errors.DependentObjectsStillExist)) as caught:
+                conn.execute(HOSTILE[what])
+            assert caught.value.sqlstate in ("42501", "2BP01"), (what, caught.value)
+            # GRANT by a non-owner only warns ("no privileges were granted"); the writes still fail.
+            conn.execute("GRANT ALL ON events, streams TO CURRENT_USER")
             with pytest.raises(errors.InsufficientPrivilege):
-                conn.execute("UPDATE events SET payload = '{}'::jsonb")
-            after = conn.execute("SELECT count(*) AS n, md5(string_agg(payload::text, ',' ORDER BY position)) AS h"
-                                 " FROM events").fetchone()
-            assert after == before
-            # Even a function it might create runs with its own rights (no way around by SECURITY DEFINER).
+                conn.execute("INSERT INTO streams (stream_id, stream_type, version) VALUES ('x', 'operator', 1)")
+            assert _log_state(conn) == before
+            # A function it creates runs with its own rights (no way around by SECURITY DEFINER).
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute("CREATE FUNCTION evil() RETURNS void LANGUAGE sql SECURITY DEFINER"
                              " AS 'DELETE FROM events'; SELECT evil()")

@@ -12,6 +12,8 @@ from infrastructure.migrations import available_migrations, migrate
 from tests.conftest import _drop, _with_dbname
 from tests.support import run_threads
 
+from tests.conftest import as_owner
+
 from .conftest import table_state
 
 
@@ -29,7 +31,7 @@ from .conftest import table_state
 def test_events_cannot_be_changed(store: EventStore, fresh_database_url: str, statement: str) -> None:
     store.append("note-1", NO_STREAM, [NewEvent("note.written", {"text": "kept"})])
     before = table_state(fresh_database_url)
-    with psycopg.connect(fresh_database_url, autocommit=True) as conn:
+    with psycopg.connect(as_owner(fresh_database_url), autocommit=True) as conn:  # even the owner
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="events are immutable"):
             conn.execute(statement)
     assert table_state(fresh_database_url) == before

@@ -22,6 +22,7 @@ from infrastructure.config import Settings
 from infrastructure.db import connect
 from infrastructure.event_store import ANY, NO_STREAM, EventStore, NewEvent
 from tests.store.test_concurrency import run_threads
+from tests.conftest import as_owner
 
 # An append that waited on a lock would hit this (the old code waited for the whole timeout).
 STATEMENT_TIMEOUT_MS = 5_000
@@ -146,9 +147,9 @@ def test_an_open_append_still_holds_readers_back_among_foreign_locks(store: Even
 def test_positions_past_32_bits_are_held_and_reported(store: EventStore, fresh_database_url: str,
                                                       store_settings: Settings, start: int) -> None:
     """The key carries 48 bits of position; pg_locks shows it split in two 32-bit halves."""
+    with connect(as_owner(fresh_database_url), store_settings) as owner:  # the app login may not setval
+        owner.execute("SELECT setval('events_position_seq', %s)", (start,))
     with connect(fresh_database_url, store_settings, autocommit=False) as held:
-        held.execute("SELECT setval('events_position_seq', %s)", (start,))
-        held.commit()
         open_append = store.append_on(held, "note-1", NO_STREAM, [note("held"), note("held too")])
         later = store.append("note-2", NO_STREAM, [note("after")])
         assert open_append.positions == (start + 1, start + 2)

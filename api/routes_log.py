@@ -1,0 +1,105 @@
+"""The log's proofs for auditors: an event's inclusion proof in a signed seal, and the seals.
+
+A proof is checked offline by `chronicle verify-proof FILE` (docs/tamper-evidence.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
+
+from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, page_of, page_size
+from api.problems import Problem
+from api.schemas import ExactRoute, Out
+from infrastructure.log_proofs import NotSealedYet, inclusion_proof, seal_json
+from infrastructure.seals import SEAL_COLUMNS, seal_of
+
+router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
+
+
+class SealOut(Out):
+    """A signed Merkle tree head over the events in (from_position, to_position]; bytes as hex."""
+
+    seal_number: int
+    from_position: int = Field(description="exclusive: the previous seal's to_position")
+    to_position: int
+    event_count: int
+    merkle_root: str
+    previous_hash: str = Field(description="the previous seal's seal_hash (zeros for the first)")
+    seal_hash: str = Field(description="sha256 of the signed message")
+    key_id: str
+    public_key: str = Field(description="Ed25519 public key, raw 32 bytes as hex")
+    signature: str
+    sealed_at: str
+
+
+class SealPage(Out):
+    seals: list[SealOut]
+    next_cursor: str | None = None
+
+
+class ProvenEvent(Out):
+    """The event and every input of its hash, exactly as hashed."""
+
+    position: int
+    event_id: str
+    stream_id: str
+    stream_type: str
+    version: int
+    type: str
+    schema_version: int
+    payload_text: str = Field(description="the payload as PostgreSQL prints the stored jsonb")
+    metadata_text: str
+    recorded_at: str
+    previous_hash: str | None = Field(description="hash of the previous event of the stream; null at version 1")
+    hash: str
+
+
+class ProofOut(Out):
+    """An inclusion proof: the event's leaf and audit path lead to the seal's signed Merkle root."""
+
+    event: ProvenEvent
+    seal: SealOut
+    leaf_index: int = Field(description="the event's index among the seal's events (position order)")
+    audit_path: list[str] = Field(description="RFC 6962 audit path, leaf to root, hex")
+
+
+@router.get("/events/{event_id}/proof", summary="An event's inclusion proof in a signed seal",
+            responses={404: {"description": "no such event"},
+                       409: {"description": "the event is not sealed yet; try again after the next seal"}})
+def event_proof(
+    event_id: UUID = Path(..., description="the event's id"),
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Auditor,
+) -> ProofOut:
+    """The event, its hash inputs, the seal that covers it and its audit path.
+
+    Check it offline with `chronicle verify-proof FILE` (docs/tamper-evidence.md).
+    """
+    with state.pool.connection() as conn:
+        try:
+            proof = inclusion_proof(conn, event_id)
+        except NotSealedYet as exc:
+            raise Problem(409, "not_sealed_yet", str(exc), field="event_id") from None
+    if proof is None:
+        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+    return proof
+
+
+@router.get("/log/seals", summary="The log's seals, oldest first")
+def list_seals(
+    state: ChronicleState = Depends(chronicle),
+    _: Any = Auditor,
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Depends(page_size),
+) -> SealPage:
+    """Every seal: its range, Merkle root, chain link, key and signature, a page at a time."""
+    after = (decode_cursor(cursor, (int,)) or (0,))[0]
+    with state.pool.connection() as conn:
+        rows = conn.execute(f"SELECT {SEAL_COLUMNS} FROM seals WHERE seal_number > %s ORDER BY seal_number LIMIT %s",
+                            (after, limit + 1)).fetchall()
+    rows, next_cursor = page_of(rows, limit, "seal_number")
+    return {"seals": [seal_json(seal_of(row)) for row in rows], "next_cursor": next_cursor}
