@@ -43,7 +43,11 @@ Name = Annotated[str, StringConstraints(max_length=100)]
 STREAM_DOC = {
     "description": "History after the position, then live events, each once, in position order.",
     "content": {
-        SSE: {"schema": {"type": "string"}, "example": (
+        # Each SSE event (a heartbeat comment is not one): `id` the position, `event` the type,
+        # `data` the event as GET /v1/events lists it, as JSON text.
+        SSE: {"schema": {"type": "object", "properties": {
+            "id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"},
+        }, "required": ["id", "event", "data"]}, "example": (
             'id: 42\nevent: document.created\ndata: {"position": 42, "type": "document.created", ...}\n\n'
             ": heartbeat\n\n")},
         NDJSON: {"schema": {"$ref": "#/components/schemas/EventOut"}, "example": (

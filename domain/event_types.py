@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from domain.personal import SEALED_SCHEMA, is_personal
+
 TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -62,6 +64,10 @@ class EventType:
         names = {name: field.serialization_alias or field.alias or name
                  for name, field in self.model.model_fields.items()}
         properties = {k: v for k, v in schema.get("properties", {}).items() if k not in envelope}
+        for name, field in self.model.model_fields.items():
+            if names[name] in properties and is_personal(field):
+                # Stored sealed for its subject (or already erased, which the plain type allows).
+                properties[names[name]] = {"anyOf": [properties[names[name]], SEALED_SCHEMA], "personal": True}
         always = set(getattr(self.model, "always_stored_fields", ()))
         required = [names[n] for n, f in self.model.model_fields.items() if names[n] in properties
                     and (not self.omit_unset or f.is_required() or n in always)]

@@ -17,6 +17,19 @@ PERSONAL: dict[str, Any] = {"json_schema_extra": {"personal": True}}
 # An erased text value; an erased JSON value is ERASED_OBJECT. Every read path shows these.
 ERASED = "[erased]"
 ERASED_OBJECT: dict[str, Any] = {"erased": True}
+# How a personal value is stored: sealed for its data subject (infrastructure/personal_data.py
+# writes it). The event contract (stored_schema) allows it in place of every personal field.
+SEALED_SCHEMA: dict[str, Any] = {
+    "title": "Sealed",
+    "description": "a personal value, encrypted with its data subject's key (AES-256-GCM)",
+    "type": "object",
+    "properties": {
+        "cipher": {"const": "AES-256-GCM"}, "subject": {"type": "string"}, "key_id": {"type": "string"},
+        "kind": {"enum": ["text", "json"]}, "nonce": {"type": "string"}, "ciphertext": {"type": "string"},
+    },
+    "required": ["cipher", "subject", "key_id", "kind", "nonce", "ciphertext"],
+    "additionalProperties": False,
+}
 # The subject of personal data written with neither a named subject nor an actor.
 ANONYMOUS_SUBJECT = "anonymous"
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.conftest import TEST_LOGIN
+
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 RUN_AS = "postgres"
@@ -85,7 +87,9 @@ def pgbouncer(server_host: str, server_port: int, *, pool_size: int = 8) -> Iter
     port = free_port()
     with server_dir("chronicle-pgbouncer-") as folder:
         user = pwd.getpwuid(os.geteuid()).pw_name
-        (folder / "userlist.txt").write_text(f'"{user}" ""\n"{RUN_AS}" ""\n')
+        # Trust still names its users: the tests' own, the server's, and the tests' application login.
+        logins = (user, RUN_AS, TEST_LOGIN)
+        (folder / "userlist.txt").write_text("".join(f'"{name}" ""\n' for name in logins))
         (folder / "pgbouncer.ini").write_text(
             "[databases]\n"
             f"* = host={server_host} port={server_port}\n"

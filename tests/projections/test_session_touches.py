@@ -111,7 +111,7 @@ def test_a_self_edge_inserted_straight_into_edge_is_refused(proj_pool):
     ("SELECT document_id FROM document d WHERE d.document_type = ANY(%s)"
      " ORDER BY d.created_position DESC LIMIT 5", ("document_type_idx",)),
     ("SELECT position FROM events WHERE type = ANY(%s) AND stream_type = ANY(%s) AND position > 0"
-     " AND position <= 10 ORDER BY position LIMIT 5", ("events_type_idx",)),
+     " AND position <= 10 ORDER BY position LIMIT 5", ("events_type_idx", "events_pkey")),  # a short range: either
 ])
 def test_repeated_filters_are_served_by_their_indexes(proj_pool, query, indexes):
     """Several values of a filter (`= ANY`) still go through a filter's index (no scan of the table)."""
