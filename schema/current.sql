@@ -276,6 +276,16 @@ CREATE TABLE public.chain (
 )
 WITH (fillfactor='70');
 
+-- Name: console_session; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.console_session (
+    token_hash text NOT NULL,
+    key_id text NOT NULL,
+    csrf_token text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
 -- Name: dead_letter; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.dead_letter (
@@ -629,6 +639,11 @@ ALTER TABLE ONLY public.api_keys
 ALTER TABLE ONLY public.chain
     ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
 
+-- Name: console_session console_session_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_session
+    ADD CONSTRAINT console_session_pkey PRIMARY KEY (token_hash);
+
 -- Name: dead_letter dead_letter_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.dead_letter
@@ -762,6 +777,14 @@ CREATE INDEX chain_metadata_idx ON public.chain USING gin (metadata jsonb_path_o
 
 CREATE INDEX chain_name_idx ON public.chain USING btree (name);
 
+-- Name: console_session_expires_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX console_session_expires_idx ON public.console_session USING btree (expires_at);
+
+-- Name: console_session_key_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX console_session_key_idx ON public.console_session USING btree (key_id);
+
 -- Name: dead_letter_parked_key; Type: INDEX; Schema: public; Owner: -
 
 CREATE UNIQUE INDEX dead_letter_parked_key ON public.dead_letter USING btree (projection, shadow, "position") WHERE (status = 'parked'::text);
@@ -853,6 +876,11 @@ CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STAT
 -- Name: events events_no_update_or_delete; Type: TRIGGER; Schema: public; Owner: -
 
 CREATE TRIGGER events_no_update_or_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_are_immutable();
+
+-- Name: console_session console_session_key_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_session
+    ADD CONSTRAINT console_session_key_id_fkey FOREIGN KEY (key_id) REFERENCES public.api_keys(key_id) ON DELETE CASCADE;
 
 -- Name: projection_job projection_job_rebuild_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 
