@@ -98,7 +98,7 @@ def event(request: Request, event_id: UUID, _: Viewer = Depends(need("audit")),
 @router.get("/streams/{stream_id:path}", response_class=HTMLResponse)
 def stream(
     request: Request,
-    stream_id: str = Path(..., max_length=200),
+    stream_id: str = Path(..., pattern=_ID),
     _: Viewer = Depends(need("audit")),
     version: int | None = Query(None, ge=1, le=2**62),
     from_version: int | None = Query(None, ge=1, le=2**62, alias="from"),

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
+import psycopg
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
@@ -136,6 +137,9 @@ def install_errors(app: Any) -> None:
 
 async def _refused(request: Request, exc: Exception) -> HTMLResponse:
     """An error with a code (domain, store, operations) as a page with the API's status; else a 500 page."""
+    if isinstance(exc, (psycopg.DataError, UnicodeEncodeError)):  # as the API: the input is at fault
+        return error_page(request, 422, "Not a valid request", "A value cannot be stored or compared: text with a"
+                          " NUL character or an unpaired surrogate, or a number out of range.")
     problem = from_error(exc) or unavailable(exc)
     if problem is not None:
         return error_page(request, problem.status, "Refused" if problem.status < 500 else "Unavailable",

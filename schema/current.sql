@@ -276,6 +276,14 @@ CREATE TABLE public.chain (
 )
 WITH (fillfactor='70');
 
+-- Name: console_lag_sample; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.console_lag_sample (
+    taken_at timestamp with time zone NOT NULL,
+    projection text NOT NULL,
+    lag_events bigint NOT NULL
+);
+
 -- Name: console_session; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.console_session (
@@ -638,6 +646,11 @@ ALTER TABLE ONLY public.api_keys
 
 ALTER TABLE ONLY public.chain
     ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
+
+-- Name: console_lag_sample console_lag_sample_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_lag_sample
+    ADD CONSTRAINT console_lag_sample_pkey PRIMARY KEY (taken_at, projection);
 
 -- Name: console_session console_session_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 

@@ -15,6 +15,8 @@ def test_operator_rebuilds_and_retries_a_dead_letter(page, console_server, role_
     sign_in(page, console_server, role_tokens["operator"])
     expect(page.locator("h1")).to_have_text("Overview")
     expect(page.locator("#log-head")).not_to_have_text("0")
+    # htmx polls the live part; each poll adds a lag sample to the chart.
+    expect(page.locator("#lag-samples")).not_to_have_text("1", timeout=10_000)
     shoot(page, "overview")
 
     page.click("a[href='/console/projections']")
@@ -79,6 +81,7 @@ def test_auditor_follows_a_session_to_a_diff(page, console_server, role_tokens, 
     expect(page.locator("#diff")).to_contain_text("second draft")
     page.locator(".timeline a.travel").first.click()
     expect(page.locator("#state")).to_contain_text("first draft")
+    expect(page.locator("#diff")).to_contain_text("second draft")
     shoot(page, "stream")
     page.goto(f"{console_server}/console/documents?tag=production")
     expect(page.locator("#documents")).to_contain_text("Onboarding")
