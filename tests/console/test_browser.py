@@ -61,8 +61,9 @@ def test_auditor_follows_a_session_to_a_diff(page, console_server, role_tokens, 
     assert all(seeded["session"] in row.inner_text() for row in rows.all())
     shoot(page, "event-log")
 
-    # The root event: its effect (the follow-up, caused by it) is in its causation tree.
-    page.goto(f"{console_server}/console/events/{seeded['root_event']}")
+    # The session's first event is the root: its effect (the follow-up, caused by it) is in its tree.
+    rows.first.locator("td:nth-child(3) a").click()
+    expect(page).to_have_url(f"{console_server}/console/events/{seeded['root_event']}")
     expect(page.locator("#payload")).to_contain_text("first draft")
     effect = page.locator("#causation li.effect a")
     expect(effect).to_have_count(1)

@@ -7,6 +7,8 @@ Hypothesis sends arbitrary query strings to every page; each answer is an HTML p
 from __future__ import annotations
 
 import re
+import threading
+import uuid
 from urllib.parse import quote
 
 import httpx
@@ -118,3 +120,35 @@ def test_payloads_are_escaped(admin, seeded):
     event_id = re.search(r'href="/console/events/([0-9a-f-]{36})"', page.text).group(1)
     shown = admin.get(f"/console/events/{event_id}").text
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in shown and XSS not in shown
+
+
+def test_the_overview_names_what_holds_the_log_back(admin, console_pool, role_tokens, console_server):
+    import service_layer.operator_events  # noqa: F401 - registers the operator.* type appended below
+    from infrastructure.event_store import ANY, EventStore, NewEvent
+
+    store = EventStore(console_pool)
+    holding, release, held = threading.Event(), threading.Event(), {}
+
+    def hold() -> None:
+        with store.transaction() as conn:
+            result = store.append_on(conn, f"operator-hold-{uuid.uuid4().hex[:8]}", ANY,
+                                     [NewEvent("operator.key_created", {"target": "hold", "details": {}})],
+                                     {"actor_id": "console-test"}, stream_type="operator")
+            held.update(pid=conn.info.backend_pid, position=result.position)
+            holding.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with httpx.Client(base_url=console_server, headers={"Authorization": f"Bearer {role_tokens['writer']}"}) as w:
+            assert w.post("/v1/documents", json={"namespace": "hold", "type": "note", "title": "during",
+                                                 "content": "x"}).status_code == 201
+        live = admin.get("/console/overview/live")
+        assert_page(live, 200)
+        assert "is held back at" in live.text and f"<td>{held['pid']}</td><td>{held['position']}</td>" in live.text
+    finally:
+        release.set()
+        holder.join(10)
+    assert "nothing holds it back" in admin.get("/console/overview/live").text
