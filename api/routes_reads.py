@@ -13,7 +13,8 @@ from pydantic import StringConstraints
 
 from api.deps import ChronicleState, Reader, decode_cursor, etag, min_position_for, page_of, page_size, read_state
 from api.problems import Problem
-from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, any_of, metadata_filters, missing
+from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, metadata_filters, missing
+from service_layer.document_reads import DOC_COLUMNS, DocumentFilter, documents_page, tag_history
 from api.schemas import (
     ExactRoute,
     AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
@@ -26,13 +27,6 @@ IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 
 
 # -- documents -------------------------------------------------------------------------------
-
-DOC_COLUMNS = (
-    "d.document_id, d.namespace, d.document_type AS type, d.title, d.content, d.body, d.metadata, d.version AS document_version,"
-    " d.session_id, d.created_by, d.created_by_type, d.created_at, d.updated_at, d.created_position,"
-    " d.last_event_id, d.last_version AS stream_version, d.last_position"
-)
-
 
 # One document by its key with its live tags (tag -> version, by tag): one query, one round trip.
 DOCUMENT_SQL = f"""
@@ -66,40 +60,11 @@ def list_documents(
 
     With `?tag=`, each document comes once, at the version the first given tag it carries points to.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    namespaces, types, tags = (list(dict.fromkeys(v or ())) for v in (namespace, type, tag))
-    any_of("d.namespace", namespaces, clauses, params)
-    any_of("d.document_type", types, clauses, params)
-    if session is not None:
-        clauses.append("d.session_id = %s")
-        params.append(session)
-    _metadata_sql("d.metadata", metadata, clauses, params)
     after = decode_cursor(cursor, (int,))
-    if after:
-        clauses.append("d.created_position < %s")
-        params.append(after[0])
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    if not tags:
-        sql = f"SELECT {DOC_COLUMNS} FROM document d {where} ORDER BY d.created_position DESC LIMIT %s"
-    else:
-        # active_tag's key (tag, document_id) finds the tagged documents; with several tags a
-        # document carrying more than one comes once, at the first given tag's version.
-        where = "WHERE t.tag = ANY(%s)" + ("".join(f" AND {c}" for c in clauses))
-        params.insert(0, tags)
-        sql = (
-            "SELECT DISTINCT ON (d.created_position) d.document_id, d.namespace, d.document_type AS type, v.title,"
-            " b.content, b.body, v.metadata, v.version AS document_version, d.session_id, d.created_by,"
-            " d.created_by_type, d.created_at, v.created_at AS updated_at, d.created_position, d.last_event_id,"
-            " d.last_version AS stream_version, d.last_position, t.tag"
-            " FROM active_tag t JOIN document d ON d.document_id = t.document_id"
-            " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
-            " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
-            f" {where} ORDER BY d.created_position DESC, array_position(%s::text[], t.tag) LIMIT %s"
-        )
-        params.append(tags)
-    params.append(limit + 1)
-    rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
+    filters = DocumentFilter(namespaces=namespace or [], types=type or [], tags=tag or [], session=session,
+                             metadata=metadata)
+    rows = documents_page(state.pool, filters, after[0] if after else None, limit)
+    rows, next_cursor = page_of(rows, limit, "created_position")
     return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
 
 
@@ -175,17 +140,7 @@ def document_tags(
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> TagsOut:
     """Where each tag points now, and every move of the document's tags, oldest first."""
-    active = _fetch_all(
-        state, "SELECT tag, document_version, updated_at, updated_by FROM active_tag WHERE document_id = %s"
-        " ORDER BY tag", (document_id,),
-    )
-    history = _fetch_all(
-        state,
-        "SELECT event_id, tag, document_version, previous_version, operation, created_at, created_by,"
-        " created_by_type, session_id, last_version AS stream_version, last_position FROM tag_event"
-        " WHERE document_id = %s AND (%s::text IS NULL OR tag = %s::text) ORDER BY last_position LIMIT 1000",
-        (document_id, tag, tag),
-    )
+    active, history = tag_history(state.pool, document_id, tag)
     return {
         "document_id": document_id,
         "tags": [_json(r) for r in active],

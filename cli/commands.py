@@ -296,7 +296,7 @@ def history(
     limit: int = typer.Option(1000, min=1, max=100_000),
 ) -> None:
     """A stream's events: version, type, who, when, and what changed."""
-    from api.routes_audit import events_json
+    from service_layer.event_log import events_json
 
     with cli_pool() as pool, pool.connection() as conn:
         rows = conn.execute(

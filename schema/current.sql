@@ -433,6 +433,24 @@ CREATE TABLE public.chain (
 )
 WITH (fillfactor='70');
 
+-- Name: console_lag_sample; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.console_lag_sample (
+    taken_at timestamp with time zone NOT NULL,
+    projection text NOT NULL,
+    lag_events bigint NOT NULL
+);
+
+-- Name: console_session; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.console_session (
+    token_hash text NOT NULL,
+    key_id text NOT NULL,
+    csrf_token text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
 -- Name: consumer_group; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.consumer_group (
@@ -896,6 +914,16 @@ ALTER TABLE ONLY public.api_keys
 ALTER TABLE ONLY public.chain
     ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
 
+-- Name: console_lag_sample console_lag_sample_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_lag_sample
+    ADD CONSTRAINT console_lag_sample_pkey PRIMARY KEY (taken_at, projection);
+
+-- Name: console_session console_session_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_session
+    ADD CONSTRAINT console_session_pkey PRIMARY KEY (token_hash);
+
 -- Name: consumer_group_checkpoint consumer_group_checkpoint_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.consumer_group_checkpoint
@@ -1074,6 +1102,14 @@ CREATE INDEX chain_metadata_idx ON public.chain USING gin (metadata jsonb_path_o
 
 CREATE INDEX chain_name_idx ON public.chain USING btree (name);
 
+-- Name: console_session_expires_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX console_session_expires_idx ON public.console_session USING btree (expires_at);
+
+-- Name: console_session_key_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX console_session_key_idx ON public.console_session USING btree (key_id);
+
 -- Name: consumer_group_member_group_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX consumer_group_member_group_idx ON public.consumer_group_member USING btree (group_name, joined_at, member_id);
@@ -1185,6 +1221,11 @@ CREATE TRIGGER seals_no_truncate BEFORE TRUNCATE ON public.seals FOR EACH STATEM
 -- Name: seals seals_no_update_or_delete; Type: TRIGGER; Schema: public; Owner: -
 
 CREATE TRIGGER seals_no_update_or_delete BEFORE DELETE OR UPDATE ON public.seals FOR EACH ROW EXECUTE FUNCTION public.seals_are_immutable();
+
+-- Name: console_session console_session_key_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_session
+    ADD CONSTRAINT console_session_key_id_fkey FOREIGN KEY (key_id) REFERENCES public.api_keys(key_id) ON DELETE CASCADE;
 
 -- Name: consumer_group_checkpoint consumer_group_checkpoint_group_name_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 
