@@ -14,6 +14,7 @@ from fastapi import Request
 
 from api.deps import ChronicleState
 from api.problems import Problem
+from infrastructure.read_indexes import FIELD_PATTERN
 from projections.catalog import projectors_for
 
 MAX_METADATA_FILTERS = 10
@@ -58,17 +59,38 @@ def metadata_filters(request: Request) -> list[tuple[str, str]]:
 
 
 def _metadata_sql(column: str, filters: list[tuple[str, str]], clauses: list[str], params: list[Any]) -> None:
-    """Containment clauses (GIN-indexed) matching a value as text, or as the JSON it spells."""
+    """`column.field` equal to a value as text, or as the JSON it spells.
+
+    A scalar match is `column -> field` equality (for scalars the same as containment), which an
+    operator's expression index serves (`chronicle indexes add`), in order when the value has one
+    reading; a JSON object or array value is matched by containment, which the GIN index serves.
+    """
     for field, value in filters:
-        candidates = [json.dumps({field: value})]
+        candidates: list[Any] = [value]
         try:
             parsed = json.loads(value)
             if not isinstance(parsed, str):
-                candidates.append(json.dumps({field: parsed}))
+                candidates.append(parsed)
         except ValueError:
             pass
-        clauses.append("(" + " OR ".join(f"{column} @> %s::jsonb" for _ in candidates) + ")")
-        params.extend(candidates)
+        scalars = [c for c in candidates if not isinstance(c, (dict, list))]
+        either = []
+        if scalars:
+            # A plain field name goes into the text (so a prepared plan still matches the index).
+            key = f"'{field}'" if FIELD_PATTERN.match(field) else "%s::text"
+            if not FIELD_PATTERN.match(field):
+                params.append(field)
+            if len(scalars) == 1:
+                either.append(f"{column} -> {key} = %s::jsonb")
+                params.append(json.dumps(scalars[0]))
+            else:
+                either.append(f"{column} -> {key} = ANY(%s::jsonb[])")
+                params.append([json.dumps(c) for c in scalars])
+        for c in candidates:
+            if isinstance(c, (dict, list)):
+                either.append(f"{column} @> %s::jsonb")
+                params.append(json.dumps({field: c}))
+        clauses.append("(" + " OR ".join(either) + ")" if len(either) > 1 else either[0])
 
 
 def any_of(column: str, values: list[str], clauses: list[str], params: list[Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -17,7 +17,47 @@ from domain.event_types import registry
 from infrastructure.log_status import read_log_status
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
+# How far recorded_at may run against position order (both are drawn as a row is inserted, so
+# concurrent appends differ by microseconds): a time bound's position bound is widened by this.
+RECORDED_SKEW = timedelta(seconds=1)
+# A causation id names the causing event's id; as uuid it is looked up by events_event_id_key
+# (an id that is not a uuid names no event).
+CAUSATION_UUID = ("CASE WHEN {0} ~* '^[0-9a-f]{{8}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{12}}$'"
+                  " THEN ({0})::uuid END")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
+
+# The causes of an event, back to the root: each step looks the causing event up by its id.
+CAUSES_SQL = """
+WITH RECURSIVE up(event_id, causation_id, depth) AS (
+    SELECT e.event_id, {cause_e}, 0 FROM events e WHERE e.event_id = %s
+    UNION ALL
+    SELECT p.event_id, {cause_p}, up.depth + 1
+    FROM up JOIN events p ON p.event_id = up.causation_id
+    WHERE up.depth < 100
+)
+SELECT e.*, up.depth FROM up
+CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.event_id = up.event_id OFFSET 0) e
+WHERE up.depth > 0 ORDER BY up.depth
+""".format(cause_e=CAUSATION_UUID.format("e.metadata->>'causation_id'"),
+           cause_p=CAUSATION_UUID.format("p.metadata->>'causation_id'"))
+
+# Its effects, generation by generation: events_causation_idx finds the events naming each one.
+EFFECTS_SQL = """
+WITH RECURSIVE down(event_id, position, depth) AS (
+    SELECT e.event_id, e.position, 0 FROM events e WHERE e.event_id = %s
+    UNION
+    SELECT c.event_id, c.position, down.depth + 1
+    FROM down JOIN events c ON c.metadata->>'causation_id' = down.event_id::text
+    WHERE down.depth < %s
+), found AS (
+    SELECT position, min(depth) AS depth FROM down WHERE depth > 0
+    GROUP BY position ORDER BY position LIMIT 1000
+)
+-- Each event by its position (OFFSET 0 keeps the lookup per row: no hash over the log).
+SELECT e.*, f.depth FROM found f
+CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.position = f.position OFFSET 0) e
+ORDER BY f.position
+"""
 
 
 def event_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +78,43 @@ def event_json(row: dict[str, Any]) -> dict[str, Any]:
         "metadata": row["metadata"],
         "recorded_at": row["recorded_at"].isoformat(),
     }
+
+
+def position_bounds(conn: Any, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+    """The positions a time window can hold: [first recorded at `since`, last before `until`].
+
+    Each bound is a binary search over positions (log_position_at, schema/0020), widened by
+    RECORDED_SKEW; the recorded_at filter then makes the window exact.
+    """
+    row = conn.execute(
+        "SELECT CASE WHEN %(since)s::timestamptz IS NULL THEN 1 ELSE log_position_at(%(since)s - %(skew)s) END AS low,"
+        " CASE WHEN %(until)s::timestamptz IS NULL THEN %(top)s"
+        " ELSE log_position_at(%(until)s + %(skew)s) - 1 END AS high",
+        {"since": since, "until": until, "skew": RECORDED_SKEW, "top": 2**63 - 1}).fetchone()
+    return row["low"], row["high"]
+
+
+def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types: list[str], types: list[str],
+               since: datetime | None, until: datetime | None, size: int) -> tuple[str, list[Any]]:
+    """The audit log query: events in (after, upto] matching every filter, in position order.
+
+    Each filter is an equality an index on (filter, position) serves in order.
+    """
+    clauses = ["position > %s", "position <= %s"]
+    params: list[Any] = [after, upto]
+    for column, value in equal.items():
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    any_of("stream_type", stream_types, clauses, params)
+    any_of("type", types, clauses, params)
+    if since is not None:
+        clauses.append("recorded_at >= %s")
+        params.append(since)
+    if until is not None:
+        clauses.append("recorded_at < %s")
+        params.append(until)
+    return f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s", [*params, size]
 
 
 @router.get("/events", summary="The event log, filtered, in log order")
@@ -71,30 +148,13 @@ def list_events(
         # Its own statement, before the read: the read's snapshot must be taken after the
         # safe position is, or an append committing in between would be passed over for good.
         log = read_log_status(conn)
+        low, high = position_bounds(conn, since, until)
     response.headers.update(log.headers())
-    safe = log.safe
-    clauses = ["position > %s", "position <= %s"]
-    params: list[Any] = [after, safe]
-    for column, value in (
-        ("stream_id", stream), ("metadata->>'actor_id'", actor),
-        ("metadata->>'session_id'", session), ("metadata->>'correlation_id'", correlation_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-    any_of("stream_type", stream_type or [], clauses, params)
-    any_of("type", type or [], clauses, params)
-    if since is not None:
-        clauses.append("recorded_at >= %s")
-        params.append(since)
-    if until is not None:
-        clauses.append("recorded_at < %s")
-        params.append(until)
-    params.append(limit + 1)
+    sql, params = events_sql(max(after, low - 1), min(log.safe, high), {
+        "stream_id": stream, "metadata->>'actor_id'": actor, "metadata->>'session_id'": session,
+        "metadata->>'correlation_id'": correlation_id}, stream_type or [], type or [], since, until, limit + 1)
     with state.pool.connection() as conn:
-        rows = conn.execute(
-            f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s", params
-        ).fetchall()
+        rows = conn.execute(sql, params).fetchall()
     rows, next_cursor = page_of(rows, limit, "position")
     return {"events": [event_json(row) for row in rows], "next_cursor": next_cursor}
 
@@ -167,33 +227,8 @@ def causation(
         row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
         if row is None:
             raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
-        causes = conn.execute(
-            """
-            WITH RECURSIVE up(event_id, causation_id, depth) AS (
-                SELECT e.event_id, e.metadata->>'causation_id', 0 FROM events e WHERE e.event_id = %s
-                UNION ALL
-                SELECT p.event_id, p.metadata->>'causation_id', up.depth + 1
-                FROM up JOIN events p ON p.event_id::text = up.causation_id
-                WHERE up.depth < 100
-            )
-            SELECT e.*, up.depth FROM up JOIN events e USING (event_id) WHERE up.depth > 0 ORDER BY up.depth
-            """,
-            (event_id,),
-        ).fetchall()
-        effects = conn.execute(
-            """
-            WITH RECURSIVE down(event_id, depth) AS (
-                SELECT e.event_id, 0 FROM events e WHERE e.event_id = %s
-                UNION
-                SELECT c.event_id, down.depth + 1
-                FROM down JOIN events c ON c.metadata->>'causation_id' = down.event_id::text
-                WHERE down.depth < %s
-            )
-            SELECT e.*, min(down.depth) AS depth FROM down JOIN events e USING (event_id)
-            WHERE down.depth > 0 GROUP BY e.position ORDER BY e.position LIMIT 1000
-            """,
-            (event_id, depth),
-        ).fetchall()
+        causes = conn.execute(CAUSES_SQL, (event_id,)).fetchall()
+        effects = conn.execute(EFFECTS_SQL, (event_id, depth)).fetchall()
     return {
         "event": event_json(row),
         "caused_by": [{**event_json(r), "depth": r["depth"]} for r in causes],

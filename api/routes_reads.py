@@ -58,41 +58,71 @@ def list_documents(
 
     With `?tag=`, each document comes once, at the version the first given tag it carries points to.
     """
+    after = decode_cursor(cursor, (int,))
+    sql, params = documents_sql(*(list(dict.fromkeys(v or ())) for v in (namespace, type, tag)), session, metadata,
+                                after[0] if after else None, limit + 1)
+    rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
+    return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+def documents_sql(namespaces: list[str], types: list[str], tags: list[str], session: str | None,
+                  metadata: list[tuple[str, str]], before: int | None, size: int) -> tuple[str, list[Any]]:
+    """The document list query: newest first from an index that gives the order.
+
+    namespace -> document_namespace_idx, namespace and type -> document_ns_type_idx, type ->
+    document_type_idx, session -> document_session_idx, tag -> active_tag_order_idx, a type and
+    a metadata field -> the operator's index (`chronicle indexes add`), if there is one.
+    """
     clauses: list[str] = []
     params: list[Any] = []
-    namespaces, types, tags = (list(dict.fromkeys(v or ())) for v in (namespace, type, tag))
     any_of("d.namespace", namespaces, clauses, params)
-    any_of("d.document_type", types, clauses, params)
+    if len(types) == 1:
+        # As a literal (IDENT allows no quote): an operator's index for one type is partial on it,
+        # and a prepared plan matches it only against the literal.
+        clauses.append(f"d.document_type = '{types[0]}'")
+    else:
+        any_of("d.document_type", types, clauses, params)
     if session is not None:
         clauses.append("d.session_id = %s")
         params.append(session)
     _metadata_sql("d.metadata", metadata, clauses, params)
-    after = decode_cursor(cursor, (int,))
-    if after:
+    if tags:
+        return _tagged_sql(tags, clauses, params, before, size)
+    if before is not None:
         clauses.append("d.created_position < %s")
-        params.append(after[0])
+        params.append(before)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    if not tags:
-        sql = f"SELECT {DOC_COLUMNS} FROM document d {where} ORDER BY d.created_position DESC LIMIT %s"
-    else:
-        # active_tag's key (tag, document_id) finds the tagged documents; with several tags a
-        # document carrying more than one comes once, at the first given tag's version.
-        where = "WHERE t.tag = ANY(%s)" + ("".join(f" AND {c}" for c in clauses))
-        params.insert(0, tags)
-        sql = (
-            "SELECT DISTINCT ON (d.created_position) d.document_id, d.namespace, d.document_type AS type, v.title,"
-            " b.content, b.body, v.metadata, v.version AS document_version, d.session_id, d.created_by,"
-            " d.created_by_type, d.created_at, v.created_at AS updated_at, d.created_position, d.last_event_id,"
-            " d.last_version AS stream_version, d.last_position, t.tag"
-            " FROM active_tag t JOIN document d ON d.document_id = t.document_id"
-            " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
-            " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
-            f" {where} ORDER BY d.created_position DESC, array_position(%s::text[], t.tag) LIMIT %s"
-        )
-        params.append(tags)
-    params.append(limit + 1)
-    rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
-    return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
+    return f"SELECT {DOC_COLUMNS} FROM document d {where} ORDER BY d.created_position DESC LIMIT %s", [*params, size]
+
+
+# One tag's documents at their tagged version, newest first: active_tag_order_idx gives the
+# order, so a page reads at most a page of tags (plus those the other filters pass over).
+_TAGGED = (
+    "(SELECT d.document_id, d.namespace, d.document_type AS type, v.title, b.content, b.body, v.metadata,"
+    " v.version AS document_version, d.session_id, d.created_by, d.created_by_type, d.created_at,"
+    " v.created_at AS updated_at, d.created_position, d.last_event_id, d.last_version AS stream_version,"
+    " d.last_position, t.tag, {rank} AS tag_rank"
+    " FROM active_tag t JOIN document d ON d.document_id = t.document_id"
+    " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
+    " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
+    " WHERE t.tag = %s AND t.created_position < %s{filters} ORDER BY t.created_position DESC LIMIT %s)"
+)
+
+
+def _tagged_sql(tags: list[str], clauses: list[str], params: list[Any], before: int | None,
+                size: int) -> tuple[str, list[Any]]:
+    """The documents carrying any of `tags`, each once at the first given tag's version.
+
+    One ordered, limited read per tag, merged: no tag's documents are all joined and sorted.
+    """
+    filters = "".join(f" AND {c}" for c in clauses)
+    parts, merged = [], []
+    for rank, tag in enumerate(tags):
+        parts.append(_TAGGED.format(rank=rank, filters=filters))
+        merged.extend([tag, before if before is not None else 2**63 - 1, *params, size])
+    sql = ("SELECT DISTINCT ON (p.created_position) p.* FROM (" + " UNION ALL ".join(parts) + ") p"
+           " ORDER BY p.created_position DESC, p.tag_rank LIMIT %s")
+    return sql, [*merged, size]
 
 
 @router.get("/documents/{document_id}", summary="One document")
@@ -151,13 +181,17 @@ def get_version(
         state,
         "SELECT v.document_id, v.version AS document_version, v.namespace, v.document_type AS type, v.title, b.content, b.body,"
         " v.metadata, v.change_description, v.session_id, v.created_by, v.created_by_type, v.created_at,"
-        " v.last_version AS stream_version, v.last_position"
+        " v.last_version AS stream_version, v.last_position, b.body_hash IS NULL AS body_pruned"
         " FROM document_version v LEFT JOIN document_body b ON b.body_hash = v.body_hash"
         " WHERE v.document_id = %s AND v.version = %s",
         (document_id, version),
     )
     if row is None:
         raise Problem(404, "version_not_found", f"document {document_id!r} has no version {version}", field="version")
+    if row.pop("body_pruned"):
+        # Retention removed this body from the read model (projections/retention.py); the log has it.
+        at = state.service.state_at(document_id, version=row["stream_version"]).state
+        row["content"], row["body"] = at.get("content"), at.get("body")
     return _json(row)
 
 
@@ -268,22 +302,29 @@ def _list_snapshots(
 
     Filters by exact name and metadata fields; the cursor is the last row's log position.
     """
+    after = decode_cursor(cursor, (int,))
+    rows = _fetch_all(state, *snapshots_sql(table, columns, name, metadata, after[0] if after else None, limit + 1))
+    rows, next_cursor = page_of(rows, limit, "last_position")
+    return {kind: [_json(r) for r in rows], "next_cursor": next_cursor}
+
+
+def snapshots_sql(table: str, columns: str, name: str | None, metadata: list[tuple[str, str]],
+                  before: int | None, size: int) -> tuple[str, list[Any]]:
+    """An agent or chain list query, most recently changed first.
+
+    <table>_position_idx gives the order; with ?name=, <table>_name_idx (name, last_position).
+    """
     clauses: list[str] = []
     params: list[Any] = []
     if name is not None:
         clauses.append("name = %s")
         params.append(name)
     _metadata_sql("metadata", metadata, clauses, params)
-    after = decode_cursor(cursor, (int,))
-    if after:
+    if before is not None:
         clauses.append("last_position < %s")
-        params.append(after[0])
+        params.append(before)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    rows = _fetch_all(
-        state, f"SELECT {columns} FROM {table} {where} ORDER BY last_position DESC LIMIT %s", params + [limit + 1]
-    )
-    rows, next_cursor = page_of(rows, limit, "last_position")
-    return {kind: [_json(r) for r in rows], "next_cursor": next_cursor}
+    return f"SELECT {columns} FROM {table} {where} ORDER BY last_position DESC LIMIT %s", [*params, size]
 
 
 @router.get("/chains", summary="Chains, most recently changed first")

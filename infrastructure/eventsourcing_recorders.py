@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 
@@ -33,6 +33,7 @@ from infrastructure.db import connect
 from infrastructure.event_store import NOTIFY_CHANNEL, AppendResult, NewEvent
 from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
 from infrastructure.eventsourcing_datastore import (
+from domain.ids import uuid7
     LIBRARY_STREAM_TYPE,
     MAX_VERSION,
     ChronicleDatastore,
@@ -179,7 +180,7 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                     if e.topic in registry
                     else None
                 )
-                event_id = getattr(e, "event_id", None) or uuid4()
+                event_id = getattr(e, "event_id", None) or uuid7()
                 new_events.append(NewEvent(e.topic, payload_from_state(e.state), event_id, envelope))
             appends.append((stream_id, first - 1, new_events, stream_type))
         return appends
