@@ -27,13 +27,13 @@ from eventsourcing.persistence import (
     Tracking,
     TrackingRecorder,
 )
+from domain.ids import uuid7
 from infrastructure import metrics
 from infrastructure.library_internals import fail_subscription, subscription_running, wake_subscription
 from infrastructure.db import connect
 from infrastructure.event_store import NOTIFY_CHANNEL, AppendResult, NewEvent
 from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
 from infrastructure.eventsourcing_datastore import (
-from domain.ids import uuid7
     LIBRARY_STREAM_TYPE,
     MAX_VERSION,
     ChronicleDatastore,
