@@ -123,7 +123,8 @@ def _routes(s: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
         "causation": (f"/v1/events/{e['event_id']}/causation", {}),
         "stream events": (f"/v1/streams/{e['stream_id']}/events", {}),
         "readyz": ("/readyz", {}),
-        "/v1/log": ("/v1/log", {}),
+        "/v1/log/blockers": ("/v1/log/blockers", {}),
+        "/v1/dead-letters": ("/v1/dead-letters", {}),
         "/v1/projections": ("/v1/projections", {}),
         "/metrics": ("/metrics", {}),
     }
@@ -170,7 +171,7 @@ def status_sql_ms(url: str, repeat: int) -> float:
 
 
 def bytes_per_event(url: str) -> dict[str, float]:
-    with psycopg.connect(url, row_factory=dict_row) as conn:
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         conn.execute("VACUUM ANALYZE events")
         r = conn.execute("SELECT pg_relation_size('events') AS heap, pg_indexes_size('events') AS idx,"
                          " pg_total_relation_size('events') AS total, (SELECT max(position) FROM events) AS n"
