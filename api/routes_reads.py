@@ -13,7 +13,8 @@ from pydantic import StringConstraints
 
 from api.deps import ChronicleState, Reader, chronicle, decode_cursor, etag, min_position_for, page_of, page_size
 from api.problems import Problem
-from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, any_of, metadata_filters, missing
+from api.read_queries import DOC_COLUMNS, documents_sql, snapshots_sql
+from api.read_support import _fetch_all, _fetch_one, _json, metadata_filters, missing
 from api.schemas import (
     ExactRoute,
     AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
@@ -27,11 +28,6 @@ IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 
 # -- documents -------------------------------------------------------------------------------
 
-DOC_COLUMNS = (
-    "d.document_id, d.namespace, d.document_type AS type, d.title, d.content, d.body, d.metadata, d.version AS document_version,"
-    " d.session_id, d.created_by, d.created_by_type, d.created_at, d.updated_at, d.created_position,"
-    " d.last_event_id, d.last_version AS stream_version, d.last_position"
-)
 
 
 IdentValue = Annotated[str, StringConstraints(pattern=IDENT)]
@@ -62,67 +58,19 @@ def list_documents(
     sql, params = documents_sql(*(list(dict.fromkeys(v or ())) for v in (namespace, type, tag)), session, metadata,
                                 after[0] if after else None, limit + 1)
     rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
-    return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
+    return {"documents": [_json(_body_from_log(state, r)) for r in rows], "next_cursor": next_cursor}
 
 
-def documents_sql(namespaces: list[str], types: list[str], tags: list[str], session: str | None,
-                  metadata: list[tuple[str, str]], before: int | None, size: int) -> tuple[str, list[Any]]:
-    """The document list query: newest first from an index that gives the order.
+def _body_from_log(state: ChronicleState, row: dict[str, Any]) -> dict[str, Any]:
+    """A version row whose body retention removed (projections/retention.py) gets it from the log.
 
-    namespace -> document_namespace_idx, namespace and type -> document_ns_type_idx, type ->
-    document_type_idx, session -> document_session_idx, tag -> active_tag_order_idx, a type and
-    a metadata field -> the operator's index (`chronicle indexes add`), if there is one.
+    Rows without the `body_pruned` column are returned as they are.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    any_of("d.namespace", namespaces, clauses, params)
-    if len(types) == 1:
-        # As a literal (IDENT allows no quote): an operator's index for one type is partial on it,
-        # and a prepared plan matches it only against the literal.
-        clauses.append(f"d.document_type = '{types[0]}'")
-    else:
-        any_of("d.document_type", types, clauses, params)
-    if session is not None:
-        clauses.append("d.session_id = %s")
-        params.append(session)
-    _metadata_sql("d.metadata", metadata, clauses, params)
-    if tags:
-        return _tagged_sql(tags, clauses, params, before, size)
-    if before is not None:
-        clauses.append("d.created_position < %s")
-        params.append(before)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    return f"SELECT {DOC_COLUMNS} FROM document d {where} ORDER BY d.created_position DESC LIMIT %s", [*params, size]
-
-
-# One tag's documents at their tagged version, newest first: active_tag_order_idx gives the
-# order, so a page reads at most a page of tags (plus those the other filters pass over).
-_TAGGED = (
-    "(SELECT d.document_id, d.namespace, d.document_type AS type, v.title, b.content, b.body, v.metadata,"
-    " v.version AS document_version, d.session_id, d.created_by, d.created_by_type, d.created_at,"
-    " v.created_at AS updated_at, d.created_position, d.last_event_id, d.last_version AS stream_version,"
-    " d.last_position, t.tag, {rank} AS tag_rank"
-    " FROM active_tag t JOIN document d ON d.document_id = t.document_id"
-    " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
-    " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
-    " WHERE t.tag = %s AND t.created_position < %s{filters} ORDER BY t.created_position DESC LIMIT %s)"
-)
-
-
-def _tagged_sql(tags: list[str], clauses: list[str], params: list[Any], before: int | None,
-                size: int) -> tuple[str, list[Any]]:
-    """The documents carrying any of `tags`, each once at the first given tag's version.
-
-    One ordered, limited read per tag, merged: no tag's documents are all joined and sorted.
-    """
-    filters = "".join(f" AND {c}" for c in clauses)
-    parts, merged = [], []
-    for rank, tag in enumerate(tags):
-        parts.append(_TAGGED.format(rank=rank, filters=filters))
-        merged.extend([tag, before if before is not None else 2**63 - 1, *params, size])
-    sql = ("SELECT DISTINCT ON (p.created_position) p.* FROM (" + " UNION ALL ".join(parts) + ") p"
-           " ORDER BY p.created_position DESC, p.tag_rank LIMIT %s")
-    return sql, [*merged, size]
+    version = row.pop("body_stream_version", None) or row["stream_version"]
+    if row.pop("body_pruned", False):
+        at = state.service.state_at(row["document_id"], version=version).state
+        row["content"], row["body"] = at.get("content"), at.get("body")
+    return row
 
 
 @router.get("/documents/{document_id}", summary="One document")
@@ -188,11 +136,7 @@ def get_version(
     )
     if row is None:
         raise Problem(404, "version_not_found", f"document {document_id!r} has no version {version}", field="version")
-    if row.pop("body_pruned"):
-        # Retention removed this body from the read model (projections/retention.py); the log has it.
-        at = state.service.state_at(document_id, version=row["stream_version"]).state
-        row["content"], row["body"] = at.get("content"), at.get("body")
-    return _json(row)
+    return _json(_body_from_log(state, row))
 
 
 @router.get("/documents/{document_id}/tags", summary="A document's live tags and their history")
@@ -306,25 +250,6 @@ def _list_snapshots(
     rows = _fetch_all(state, *snapshots_sql(table, columns, name, metadata, after[0] if after else None, limit + 1))
     rows, next_cursor = page_of(rows, limit, "last_position")
     return {kind: [_json(r) for r in rows], "next_cursor": next_cursor}
-
-
-def snapshots_sql(table: str, columns: str, name: str | None, metadata: list[tuple[str, str]],
-                  before: int | None, size: int) -> tuple[str, list[Any]]:
-    """An agent or chain list query, most recently changed first.
-
-    <table>_position_idx gives the order; with ?name=, <table>_name_idx (name, last_position).
-    """
-    clauses: list[str] = []
-    params: list[Any] = []
-    if name is not None:
-        clauses.append("name = %s")
-        params.append(name)
-    _metadata_sql("metadata", metadata, clauses, params)
-    if before is not None:
-        clauses.append("last_position < %s")
-        params.append(before)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    return f"SELECT {columns} FROM {table} {where} ORDER BY last_position DESC LIMIT %s", [*params, size]
 
 
 @router.get("/chains", summary="Chains, most recently changed first")

@@ -63,7 +63,7 @@ def write_definitions(url: str, settings: Settings) -> int:
 
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """Report the event store's state: migrations, streams, events, head and what holds it back."""
+    """Report the event store's state: migrations, streams (an estimate), head and what holds it back."""
     report = store_report(database_url(get_settings()))
     if as_json:
         typer.echo(json.dumps(report, default=str, indent=2))

@@ -147,6 +147,11 @@ def test_retention_prunes_old_bodies_and_the_log_still_has_them(clients, api_poo
         assert travel.status_code == 200 and travel.json()["state"]["content"] == content
     listed = writer.get("/v1/documents", params={"tag": "release", "namespace": ns}).json()["documents"]
     assert [(d["document_version"], d["content"]) for d in listed] == [(2, "second")]
+    # A version tagged after its body was pruned: the tag list reads the body from the log.
+    late = writer.put(f"/v1/documents/{doc}/tags/late", json={"version": 1})
+    listed = writer.get("/v1/documents", params={"tag": "late", "namespace": ns,
+                                                 "min_position": late.headers["x-chronicle-position"]}).json()
+    assert [(d["document_version"], d["content"]) for d in listed["documents"]] == [(1, "first")]
     assert prune_versions(api_pool, 0.5 / 86400).bodies_pruned == 0  # nothing left to prune
     report = verify(api_pool, "documents")
     assert report.differing_rows == 0, report.differences

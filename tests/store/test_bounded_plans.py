@@ -16,7 +16,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from api.routes_audit import CAUSES_SQL, EFFECTS_SQL, events_sql, position_bounds
-from api.routes_reads import AGENT_COLUMNS, CHAIN_COLUMNS, documents_sql, snapshots_sql
+from api.read_queries import documents_sql, snapshots_sql
+from api.routes_reads import AGENT_COLUMNS, CHAIN_COLUMNS
 from infrastructure.read_indexes import add_index, drop_index, list_indexes
 from projections.status import LAG_WINDOW, STATUS_SQL, lag_of, partition_rows
 from tests.conftest import migrated_database
