@@ -37,23 +37,35 @@ $$;
 
 DROP INDEX IF EXISTS events_recorded_at_idx;
 
--- Metadata lookups of the log hold only the events that carry the field:
+-- Lookups of one id in the log's metadata hold only the events that carry it, as hash indexes
+-- (a 4-byte hash per event instead of the 36-character id): an id names a handful of events,
+-- which the query then puts in position order.
 --   effects of an event: WHERE metadata->>'causation_id' = $1       -> events_causation_idx
 --   a command's events:  WHERE metadata->>'command_id' = $1 AND ... -> events_command_idx
---   audit ?correlation_id= / ?session= ... ORDER BY position        -> *_correlation/_session_idx
+--   audit ?correlation_id= (one request's or workflow's events)     -> events_correlation_idx
 -- An equality on the field implies it is not null, so the partial indexes serve these queries.
 DROP INDEX IF EXISTS events_causation_idx;
-CREATE INDEX events_causation_idx ON events ((metadata->>'causation_id'))
+CREATE INDEX events_causation_idx ON events USING hash ((metadata->>'causation_id'))
     WHERE (metadata->>'causation_id') IS NOT NULL;
 DROP INDEX IF EXISTS events_command_idx;
-CREATE INDEX events_command_idx ON events ((metadata->>'command_id'))
+CREATE INDEX events_command_idx ON events USING hash ((metadata->>'command_id'))
     WHERE (metadata->>'command_id') IS NOT NULL;
 DROP INDEX IF EXISTS events_correlation_idx;
-CREATE INDEX events_correlation_idx ON events ((metadata->>'correlation_id'), position)
+CREATE INDEX events_correlation_idx ON events USING hash ((metadata->>'correlation_id'))
     WHERE (metadata->>'correlation_id') IS NOT NULL;
+-- Audit ?session= ... ORDER BY position: a session has many events, so its index keeps the order.
 DROP INDEX IF EXISTS events_session_idx;
 CREATE INDEX events_session_idx ON events ((metadata->>'session_id'), position)
     WHERE (metadata->>'session_id') IS NOT NULL;
+-- (log_name, position) served reads of one application's notification log. A Chronicle
+-- database holds one log ('chronicle'), so events_pkey serves them as well; 40 bytes an event.
+DROP INDEX IF EXISTS events_log_idx;
+-- Positions and Chronicle's UUIDv7 event ids only grow: their pages may fill completely.
+ALTER INDEX events_pkey SET (fillfactor = 100);
+ALTER INDEX events_event_id_key SET (fillfactor = 100);
+
+-- Documents, no filter, ORDER BY created_position DESC.
+CREATE INDEX document_position_idx ON document (created_position DESC);
 
 -- Documents ?namespace= ORDER BY created_position DESC: the (namespace, type, ...) index gave
 -- no order for a namespace alone. (namespace, type) filters keep document_ns_type_idx.

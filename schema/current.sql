@@ -711,12 +711,12 @@ ALTER TABLE ONLY public.event_definitions
 -- Name: events events_event_id_key; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.events
-    ADD CONSTRAINT events_event_id_key UNIQUE (event_id);
+    ADD CONSTRAINT events_event_id_key UNIQUE (event_id) WITH (fillfactor='100');
 
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.events
-    ADD CONSTRAINT events_pkey PRIMARY KEY ("position");
+    ADD CONSTRAINT events_pkey PRIMARY KEY ("position") WITH (fillfactor='100');
 
 -- Name: events events_stream_version_key; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -838,6 +838,10 @@ CREATE INDEX document_namespace_idx ON public.document USING btree (namespace, c
 
 CREATE INDEX document_ns_type_idx ON public.document USING btree (namespace, document_type, created_position DESC);
 
+-- Name: document_position_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX document_position_idx ON public.document USING btree (created_position DESC);
+
 -- Name: document_session_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX document_session_idx ON public.document USING btree (session_id, created_position DESC);
@@ -856,19 +860,15 @@ CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'acto
 
 -- Name: events_causation_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_causation_idx ON public.events USING btree (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
+CREATE INDEX events_causation_idx ON public.events USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
 
 -- Name: events_command_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_command_idx ON public.events USING btree (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
+CREATE INDEX events_command_idx ON public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
 
 -- Name: events_correlation_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_correlation_idx ON public.events USING btree (((metadata ->> 'correlation_id'::text)), "position") WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
-
--- Name: events_log_idx; Type: INDEX; Schema: public; Owner: -
-
-CREATE INDEX events_log_idx ON public.events USING btree (log_name, "position");
+CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
 
 -- Name: events_session_idx; Type: INDEX; Schema: public; Owner: -
 
