@@ -195,6 +195,16 @@ def test_a_time_window_is_a_position_range(seeded, since_at, until_at):
     assert got == list(range(first, min(last, first + 100) + 1))
 
 
+def test_a_correlation_is_found_by_its_index_then_ordered(seeded):
+    """The events of one correlation id come from its hash index, not from a walk of the log."""
+    _, conn = seeded
+    query = events_sql(0, EVENTS, {"metadata->>'correlation_id'": "c9000"}, [], [], None, None, 51)
+    p = plan(conn, *query)
+    assert "events_correlation_idx" in indexes(p)
+    assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan" or n.get("Index Name") == "events_pkey"], p
+    assert [r["position"] for r in conn.execute(*query).fetchall()] == [27000, 27001, 27002]
+
+
 def test_log_position_at_past_the_ends(seeded):
     _, conn = seeded
     at = conn.execute("SELECT log_position_at(%s) AS a, log_position_at(%s) AS b",
