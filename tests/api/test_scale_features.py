@@ -45,11 +45,10 @@ def test_tag_lists_page_newest_first_at_the_first_given_tags_version(clients):
         assert writer.patch(f"/v1/documents/{doc}", json={"content": f"v2-{n}"}).status_code == 200
         docs.append(doc)
     for n, doc in enumerate(docs):
-        if n % 2 == 0:
-            assert writer.put(f"/v1/documents/{doc}/tags/alpha", json={"version": 1}).status_code == 200
-        if n % 3 == 0:
-            last = writer.put(f"/v1/documents/{doc}/tags/beta", json={"version": 2})
-            assert last.status_code == 200
+        for tag, version, wanted in (("alpha", 1, n % 2 == 0), ("beta", 2, n % 3 == 0)):
+            if wanted:
+                last = writer.put(f"/v1/documents/{doc}/tags/{tag}", json={"version": version})
+                assert last.status_code == 200
     wait = int(last.headers["x-chronicle-position"])
     seen, cursor = [], None
     while True:
