@@ -14,7 +14,6 @@ from fastapi import Request
 from api.deps import ChronicleState
 from api.problems import Problem
 from projections.catalog import projectors_for
-from service_layer.document_reads import metadata_sql as _metadata_sql  # noqa: F401 - the read routes' filters
 
 MAX_METADATA_FILTERS = 10
 # Dynamic query parameters: `?metadata.<field>=` on the routes that take metadata_filters.

@@ -13,8 +13,9 @@ from pydantic import StringConstraints
 
 from api.deps import ChronicleState, Reader, decode_cursor, etag, min_position_for, page_of, page_size, read_state
 from api.problems import Problem
-from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, metadata_filters, missing
-from service_layer.document_reads import DOC_COLUMNS, DocumentFilter, documents_page, tag_history
+from api.read_support import _fetch_all, _fetch_one, _json, metadata_filters, missing
+from service_layer.document_reads import DocumentFilter, documents_page, tag_history
+from service_layer.read_queries import DOC_COLUMNS, snapshots_sql
 from api.schemas import (
     ExactRoute,
     AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
@@ -35,6 +36,7 @@ SELECT {DOC_COLUMNS},
         FROM active_tag t WHERE t.document_id = d.document_id) AS tags
 FROM document d WHERE d.document_id = %s
 """
+
 
 IdentValue = Annotated[str, StringConstraints(pattern=IDENT)]
 MAX_FILTER_VALUES = 50
@@ -65,7 +67,19 @@ def list_documents(
                              metadata=metadata)
     rows = documents_page(state.pool, filters, after[0] if after else None, limit)
     rows, next_cursor = page_of(rows, limit, "created_position")
-    return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
+    return {"documents": [_json(_body_from_log(state, r)) for r in rows], "next_cursor": next_cursor}
+
+
+def _body_from_log(state: ChronicleState, row: dict[str, Any]) -> dict[str, Any]:
+    """A version row whose body retention removed (projections/retention.py) gets it from the log.
+
+    Rows without the `body_pruned` column are returned as they are.
+    """
+    version = row.pop("body_stream_version", None) or row["stream_version"]
+    if row.pop("body_pruned", False):
+        at = state.service.state_at(row["document_id"], version=version).state
+        row["content"], row["body"] = at.get("content"), at.get("body")
+    return row
 
 
 @router.get("/documents/{document_id}", summary="One document")
@@ -121,14 +135,14 @@ def get_version(
         state,
         "SELECT v.document_id, v.version AS document_version, v.namespace, v.document_type AS type, v.title, b.content, b.body,"
         " v.metadata, v.change_description, v.session_id, v.created_by, v.created_by_type, v.created_at,"
-        " v.last_version AS stream_version, v.last_position"
+        " v.last_version AS stream_version, v.last_position, b.body_hash IS NULL AS body_pruned"
         " FROM document_version v LEFT JOIN document_body b ON b.body_hash = v.body_hash"
         " WHERE v.document_id = %s AND v.version = %s",
         (document_id, version),
     )
     if row is None:
         raise Problem(404, "version_not_found", f"document {document_id!r} has no version {version}", field="version")
-    return _json(row)
+    return _json(_body_from_log(state, row))
 
 
 @router.get("/documents/{document_id}/tags", summary="A document's live tags and their history")
@@ -228,20 +242,8 @@ def _list_snapshots(
 
     Filters by exact name and metadata fields; the cursor is the last row's log position.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    if name is not None:
-        clauses.append("name = %s")
-        params.append(name)
-    _metadata_sql("metadata", metadata, clauses, params)
     after = decode_cursor(cursor, (int,))
-    if after:
-        clauses.append("last_position < %s")
-        params.append(after[0])
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    rows = _fetch_all(
-        state, f"SELECT {columns} FROM {table} {where} ORDER BY last_position DESC LIMIT %s", params + [limit + 1]
-    )
+    rows = _fetch_all(state, *snapshots_sql(table, columns, name, metadata, after[0] if after else None, limit + 1))
     rows, next_cursor = page_of(rows, limit, "last_position")
     return {kind: [_json(r) for r in rows], "next_cursor": next_cursor}
 

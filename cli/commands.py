@@ -337,3 +337,7 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(projections_app, name="projections")
     app.add_typer(dead_letters_app, name="dead-letters")
+    from cli.indexes import indexes_app, prune
+
+    app.add_typer(indexes_app, name="indexes")
+    app.command()(prune)
