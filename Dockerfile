@@ -16,6 +16,9 @@ COPY projections ./projections
 COPY workers ./workers
 COPY schema ./schema
 COPY api ./api
+COPY service_layer ./service_layer
+COPY cli ./cli
+COPY console ./console
 RUN pip install . && rm -rf /root/.cache
 
 USER chronicle

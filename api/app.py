@@ -16,6 +16,7 @@ import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+import console.app as console
 import service_layer.operator_events  # noqa: F401 - registers the operator.* event types
 from api import (
     metrics, openapi_doc, problems, routes_audit, routes_commands, routes_document_commands, routes_event_types,
@@ -149,6 +150,7 @@ def create_app(
                    routes_operations.router, routes_subjects.router, routes_subscribe.router, routes_groups.router,
                    routes_event_types.router, routes_log.router):
         app.include_router(router)
+    console.install(app)
     return app
 
 

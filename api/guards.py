@@ -63,7 +63,8 @@ class JsonBodyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in MUTATING:
+        # The console (/console) posts HTML forms; it parses and checks them itself.
+        if scope["type"] == "http" and scope["method"] in MUTATING and not scope["path"].startswith("/console/"):
             headers = Headers(scope=scope)
             length = headers.get("content-length")
             has_body = (length is not None and length.strip() not in ("", "0")) or "transfer-encoding" in headers

@@ -91,7 +91,7 @@ class StoreCollector:
 
     def _read(self) -> list[Metric]:
         from projections.catalog import PROJECTORS
-        from projections.status import STATUS_SQL
+        from projections.status import lag_of, lag_seconds, partition_rows
 
         head = GaugeMetricFamily("chronicle_log_head_position", "The last committed position in the log.")
         safe = GaugeMetricFamily(
@@ -108,9 +108,15 @@ class StoreCollector:
             "chronicle_projection_checkpoint_position", "The log position a partition has applied.", labels=labels
         )
         lag_events = GaugeMetricFamily(
-            "chronicle_projection_lag_events", "Events of a partition not yet applied.", labels=labels
+            "chronicle_projection_lag_events",
+            "Events of a partition not yet applied (counted within 2500 positions of its checkpoint, scaled past them).",
+            labels=labels,
         )
-        lag_seconds = GaugeMetricFamily(
+        lag_positions = GaugeMetricFamily(
+            "chronicle_projection_lag_positions", "Log positions between a partition's checkpoint and the head.",
+            labels=labels,
+        )
+        waiting = GaugeMetricFamily(
             "chronicle_projection_lag_seconds", "Age of a partition's oldest unapplied event.", labels=labels
         )
         parked = GaugeMetricFamily(
@@ -145,12 +151,13 @@ class StoreCollector:
             blockers.add_metric([], log.blockers)
             held_back.add_metric([], log.held_back_seconds)
             for name, projector in PROJECTORS.items():
-                rows = conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall()
-                for r in rows:
+                for r in partition_rows(conn, name, projector.stream_types):
                     key = [name, str(r["partition"])]
+                    lag = lag_of(r)[0]
                     checkpoint.add_metric(key, r["checkpoint"])
-                    lag_events.add_metric(key, r["lag_events"])
-                    lag_seconds.add_metric(key, float(r["lag_seconds"]))
+                    lag_events.add_metric(key, lag)
+                    lag_positions.add_metric(key, max(r["head"] - r["checkpoint"], 0))
+                    waiting.add_metric(key, lag_seconds(r) if lag else 0.0)
                     parked.add_metric(key, r["dead_letters"])
             for r in conn.execute(DEAD_LETTERS_SQL).fetchall():
                 dead_letters.add_metric([r["projection"], r["status"]], r["n"])
@@ -165,7 +172,7 @@ class StoreCollector:
                 if running and r["eta_seconds"] is not None:
                     rebuild_eta.add_metric(key, float(r["eta_seconds"]))
             follow = _following(conn, log.safe)
-        return [head, safe, blockers, held_back, checkpoint, lag_events, lag_seconds, parked, dead_letters,
+        return [head, safe, blockers, held_back, checkpoint, lag_events, lag_positions, waiting, parked, dead_letters,
                 rebuild_running, rebuild_done, rebuild_total, rebuild_ratio, rebuild_eta, *follow]
 
 

@@ -6,7 +6,6 @@ existed (or is of another kind) is `<type>_not_found` (404), a deleted one `<typ
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -55,35 +54,6 @@ async def metadata_filters(request: Request) -> list[tuple[str, str]]:
     if len(filters) > MAX_METADATA_FILTERS:
         raise Problem(422, "too_many_filters", f"at most {MAX_METADATA_FILTERS} metadata filters", field="metadata")
     return filters
-
-
-def _metadata_sql(column: str, filters: list[tuple[str, str]], clauses: list[str], params: list[Any]) -> None:
-    """Containment clauses (GIN-indexed) matching a value as text, or as the JSON it spells."""
-    for field, value in filters:
-        candidates = [json.dumps({field: value})]
-        try:
-            parsed = json.loads(value)
-            if not isinstance(parsed, str):
-                candidates.append(json.dumps({field: parsed}))
-        except ValueError:
-            pass
-        clauses.append("(" + " OR ".join(f"{column} @> %s::jsonb" for _ in candidates) + ")")
-        params.extend(candidates)
-
-
-def any_of(column: str, values: list[str], clauses: list[str], params: list[Any]) -> None:
-    """A repeated filter: `column` equal to any of `values` (duplicates dropped; none: no clause).
-
-    One value stays `= %s`, so an index on (column, sort key) still serves the order; several are
-    `= ANY(%s)`, which the same index serves as one scan per value.
-    """
-    values = list(dict.fromkeys(values))
-    if len(values) == 1:
-        clauses.append(f"{column} = %s")
-        params.append(values[0])
-    elif values:
-        clauses.append(f"{column} = ANY(%s)")
-        params.append(values)
 
 
 # The stream's type, the position of its last event, and how far its projection's partition has

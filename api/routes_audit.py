@@ -6,47 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import StringConstraints
 
 from api.deps import Auditor, ChronicleState, decode_cursor, etag, min_position_param, page_of, page_size, read_log_bound, read_state
 from api.problems import Problem
-from api.read_support import any_of
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
-from domain.event_types import registry
-from infrastructure.personal_data import reveal_payloads
+from service_layer import event_log
+from service_layer.event_log import EventFilter
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
-
-
-def events_json(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stored events as JSON: payloads upcast, personal fields decrypted (erased when forgotten)."""
-    events = [event_json(row) for row in rows]
-    reveal_payloads(conn, registry, ((e["type"], e["payload"]) for e in events))
-    return events
-
-
-def event_json(row: dict[str, Any]) -> dict[str, Any]:
-    """One stored event as JSON, its payload upcast to the current schema version (still sealed:
-    callers go through events_json)."""
-    try:
-        schema_version, payload = registry.upcast(row["type"], row["schema_version"], row["payload"])
-    except Exception:  # noqa: BLE001 - an auditor still sees the stored payload
-        schema_version, payload = row["schema_version"], row["payload"]
-    return {
-        "position": row["position"],
-        "event_id": str(row["event_id"]),
-        "stream_id": row["stream_id"],
-        "stream_type": row["stream_type"],
-        "stream_version": row["version"],
-        "type": row["type"],
-        "schema_version": schema_version,
-        "payload": payload,
-        "metadata": row["metadata"],
-        "recorded_at": row["recorded_at"].isoformat(),
-    }
 
 
 @router.get("/events", summary="The event log, filtered, in log order")
@@ -76,35 +46,13 @@ def list_events(
     since when.
     """
     after = (decode_cursor(cursor, (int,)) or (0,))[0]
-    # Its own statement, before the read: the read's snapshot must be taken after the
-    # safe position is, or an append committing in between would be passed over for good.
+    filters = EventFilter(stream=stream, stream_types=stream_type or [], types=type or [], actor=actor,
+                          session=session, correlation_id=correlation_id, since=since, until=until)
     log = read_log_bound(state)
     response.headers.update(log.headers())
-    safe = log.safe
-    clauses = ["position > %s", "position <= %s"]
-    params: list[Any] = [after, safe]
-    for column, value in (
-        ("stream_id", stream), ("metadata->>'actor_id'", actor),
-        ("metadata->>'session_id'", session), ("metadata->>'correlation_id'", correlation_id),
-    ):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-    any_of("stream_type", stream_type or [], clauses, params)
-    any_of("type", type or [], clauses, params)
-    if since is not None:
-        clauses.append("recorded_at >= %s")
-        params.append(since)
-    if until is not None:
-        clauses.append("recorded_at < %s")
-        params.append(until)
-    params.append(limit + 1)
-    with state.pool.connection() as conn:
-        rows = conn.execute(
-            f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s", params
-        ).fetchall()
-        rows, next_cursor = page_of(rows, limit, "position")
-        return {"events": events_json(conn, rows), "next_cursor": next_cursor}
+    events = event_log.event_page(state.pool, log, filters, after, limit)
+    events, next_cursor = page_of(events, limit, "position")
+    return {"events": events, "next_cursor": next_cursor}
 
 
 @router.get("/streams/{stream_id:path}/events", summary="One stream's events, in version order")
@@ -124,20 +72,11 @@ def stream_events(
     An unknown stream is 404.
     """
     after = (decode_cursor(cursor, (int,)) or (from_version - 1,))[0]
-    with state.pool.connection() as conn:
-        stream = conn.execute(
-            "SELECT stream_id, stream_type, version FROM streams WHERE stream_id = %s", (stream_id,)
-        ).fetchone()
-        if stream is None:
-            raise Problem(404, "stream_not_found", f"no stream {stream_id!r}", field="stream_id")
-        rows = conn.execute(
-            # Both ends bound, so even a generic plan is an index range scan.
-            "SELECT * FROM events WHERE stream_id = %s AND version > %s AND version <= %s"
-            " ORDER BY version LIMIT %s",
-            (stream_id, after, 2**63 - 1 if to_version is None else to_version, limit + 1),
-        ).fetchall()
-        rows, next_cursor = page_of(rows, limit, "version")
-        events = events_json(conn, rows)
+    stream = event_log.stream_row(state.pool, stream_id)
+    if stream is None:
+        raise Problem(404, "stream_not_found", f"no stream {stream_id!r}", field="stream_id")
+    events = event_log.stream_events(state.pool, stream_id, after, to_version, limit)
+    events, next_cursor = page_of(events, limit, "stream_version")
     response.headers["ETag"] = etag(stream["version"])
     return {
         "stream_id": stream_id,
@@ -152,11 +91,10 @@ def stream_events(
 def get_event(event_id: UUID, state: ChronicleState = Depends(read_state), _: Any = Auditor,
               _wait: int | None = Depends(min_position_param)) -> EventOut:
     """One event by its id; 404 if there is none."""
-    with state.pool.connection() as conn:
-        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
-        if row is None:
-            raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
-        return events_json(conn, [row])[0]
+    event = event_log.get_event(state.pool, event_id)
+    if event is None:
+        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+    return event
 
 
 @router.get("/events/{event_id}/causation", summary="What caused an event, and what it caused")
@@ -172,40 +110,7 @@ def causation(
     Causes follow `metadata.causation_id`; effects are the events naming it, generation by
     generation, up to `depth` generations and 1000 events.
     """
-    with state.pool.connection() as conn:
-        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
-        if row is None:
-            raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
-        causes = conn.execute(
-            """
-            WITH RECURSIVE up(event_id, causation_id, depth) AS (
-                SELECT e.event_id, e.metadata->>'causation_id', 0 FROM events e WHERE e.event_id = %s
-                UNION ALL
-                SELECT p.event_id, p.metadata->>'causation_id', up.depth + 1
-                FROM up JOIN events p ON p.event_id::text = up.causation_id
-                WHERE up.depth < 100
-            )
-            SELECT e.*, up.depth FROM up JOIN events e USING (event_id) WHERE up.depth > 0 ORDER BY up.depth
-            """,
-            (event_id,),
-        ).fetchall()
-        effects = conn.execute(
-            """
-            WITH RECURSIVE down(event_id, depth) AS (
-                SELECT e.event_id, 0 FROM events e WHERE e.event_id = %s
-                UNION
-                SELECT c.event_id, down.depth + 1
-                FROM down JOIN events c ON c.metadata->>'causation_id' = down.event_id::text
-                WHERE down.depth < %s
-            )
-            SELECT e.*, min(down.depth) AS depth FROM down JOIN events e USING (event_id)
-            WHERE down.depth > 0 GROUP BY e.position ORDER BY e.position LIMIT 1000
-            """,
-            (event_id, depth),
-        ).fetchall()
-        found = events_json(conn, [row, *causes, *effects])
-    return {
-        "event": found[0],
-        "caused_by": [{**e, "depth": r["depth"]} for e, r in zip(found[1:len(causes) + 1], causes)],
-        "caused": [{**e, "depth": r["depth"]} for e, r in zip(found[len(causes) + 1:], effects)],
-    }
+    chain = event_log.causation(state.pool, event_id, depth)
+    if chain is None:
+        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+    return chain

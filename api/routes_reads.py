@@ -13,7 +13,9 @@ from pydantic import StringConstraints
 
 from api.deps import ChronicleState, Reader, decode_cursor, etag, min_position_for, page_of, page_size, read_state
 from api.problems import Problem
-from api.read_support import _fetch_all, _fetch_one, _json, _metadata_sql, any_of, metadata_filters, missing
+from api.read_support import _fetch_all, _fetch_one, _json, metadata_filters, missing
+from service_layer.document_reads import DocumentFilter, documents_page, tag_history
+from service_layer.read_queries import DOC_COLUMNS, snapshots_sql
 from api.schemas import (
     ExactRoute,
     AgentOut, AgentPage, CanvasOut, ChainOut, ChainPage, DocumentOut, DocumentPage, EdgesOut, ExecutionPage, TagsOut,
@@ -27,13 +29,6 @@ IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 
 # -- documents -------------------------------------------------------------------------------
 
-DOC_COLUMNS = (
-    "d.document_id, d.namespace, d.document_type AS type, d.title, d.content, d.body, d.metadata, d.version AS document_version,"
-    " d.session_id, d.created_by, d.created_by_type, d.created_at, d.updated_at, d.created_position,"
-    " d.last_event_id, d.last_version AS stream_version, d.last_position"
-)
-
-
 # One document by its key with its live tags (tag -> version, by tag): one query, one round trip.
 DOCUMENT_SQL = f"""
 SELECT {DOC_COLUMNS},
@@ -41,6 +36,7 @@ SELECT {DOC_COLUMNS},
         FROM active_tag t WHERE t.document_id = d.document_id) AS tags
 FROM document d WHERE d.document_id = %s
 """
+
 
 IdentValue = Annotated[str, StringConstraints(pattern=IDENT)]
 MAX_FILTER_VALUES = 50
@@ -66,41 +62,24 @@ def list_documents(
 
     With `?tag=`, each document comes once, at the version the first given tag it carries points to.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    namespaces, types, tags = (list(dict.fromkeys(v or ())) for v in (namespace, type, tag))
-    any_of("d.namespace", namespaces, clauses, params)
-    any_of("d.document_type", types, clauses, params)
-    if session is not None:
-        clauses.append("d.session_id = %s")
-        params.append(session)
-    _metadata_sql("d.metadata", metadata, clauses, params)
     after = decode_cursor(cursor, (int,))
-    if after:
-        clauses.append("d.created_position < %s")
-        params.append(after[0])
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    if not tags:
-        sql = f"SELECT {DOC_COLUMNS} FROM document d {where} ORDER BY d.created_position DESC LIMIT %s"
-    else:
-        # active_tag's key (tag, document_id) finds the tagged documents; with several tags a
-        # document carrying more than one comes once, at the first given tag's version.
-        where = "WHERE t.tag = ANY(%s)" + ("".join(f" AND {c}" for c in clauses))
-        params.insert(0, tags)
-        sql = (
-            "SELECT DISTINCT ON (d.created_position) d.document_id, d.namespace, d.document_type AS type, v.title,"
-            " b.content, b.body, v.metadata, v.version AS document_version, d.session_id, d.created_by,"
-            " d.created_by_type, d.created_at, v.created_at AS updated_at, d.created_position, d.last_event_id,"
-            " d.last_version AS stream_version, d.last_position, t.tag"
-            " FROM active_tag t JOIN document d ON d.document_id = t.document_id"
-            " JOIN document_version v ON v.document_id = t.document_id AND v.version = t.document_version"
-            " LEFT JOIN document_body b ON b.body_hash = v.body_hash"
-            f" {where} ORDER BY d.created_position DESC, array_position(%s::text[], t.tag) LIMIT %s"
-        )
-        params.append(tags)
-    params.append(limit + 1)
-    rows, next_cursor = page_of(_fetch_all(state, sql, params), limit, "created_position")
-    return {"documents": [_json(r) for r in rows], "next_cursor": next_cursor}
+    filters = DocumentFilter(namespaces=namespace or [], types=type or [], tags=tag or [], session=session,
+                             metadata=metadata)
+    rows = documents_page(state.pool, filters, after[0] if after else None, limit)
+    rows, next_cursor = page_of(rows, limit, "created_position")
+    return {"documents": [_json(_body_from_log(state, r)) for r in rows], "next_cursor": next_cursor}
+
+
+def _body_from_log(state: ChronicleState, row: dict[str, Any]) -> dict[str, Any]:
+    """A version row whose body retention removed (projections/retention.py) gets it from the log.
+
+    Rows without the `body_pruned` column are returned as they are.
+    """
+    version = row.pop("body_stream_version", None) or row["stream_version"]
+    if row.pop("body_pruned", False):
+        at = state.service.state_at(row["document_id"], version=version).state
+        row["content"], row["body"] = at.get("content"), at.get("body")
+    return row
 
 
 @router.get("/documents/{document_id}", summary="One document")
@@ -156,14 +135,14 @@ def get_version(
         state,
         "SELECT v.document_id, v.version AS document_version, v.namespace, v.document_type AS type, v.title, b.content, b.body,"
         " v.metadata, v.change_description, v.session_id, v.created_by, v.created_by_type, v.created_at,"
-        " v.last_version AS stream_version, v.last_position"
+        " v.last_version AS stream_version, v.last_position, b.body_hash IS NULL AS body_pruned"
         " FROM document_version v LEFT JOIN document_body b ON b.body_hash = v.body_hash"
         " WHERE v.document_id = %s AND v.version = %s",
         (document_id, version),
     )
     if row is None:
         raise Problem(404, "version_not_found", f"document {document_id!r} has no version {version}", field="version")
-    return _json(row)
+    return _json(_body_from_log(state, row))
 
 
 @router.get("/documents/{document_id}/tags", summary="A document's live tags and their history")
@@ -175,17 +154,7 @@ def document_tags(
     _wait: int | None = Depends(min_position_for("documents")),
 ) -> TagsOut:
     """Where each tag points now, and every move of the document's tags, oldest first."""
-    active = _fetch_all(
-        state, "SELECT tag, document_version, updated_at, updated_by FROM active_tag WHERE document_id = %s"
-        " ORDER BY tag", (document_id,),
-    )
-    history = _fetch_all(
-        state,
-        "SELECT event_id, tag, document_version, previous_version, operation, created_at, created_by,"
-        " created_by_type, session_id, last_version AS stream_version, last_position FROM tag_event"
-        " WHERE document_id = %s AND (%s::text IS NULL OR tag = %s::text) ORDER BY last_position LIMIT 1000",
-        (document_id, tag, tag),
-    )
+    active, history = tag_history(state.pool, document_id, tag)
     return {
         "document_id": document_id,
         "tags": [_json(r) for r in active],
@@ -273,20 +242,8 @@ def _list_snapshots(
 
     Filters by exact name and metadata fields; the cursor is the last row's log position.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    if name is not None:
-        clauses.append("name = %s")
-        params.append(name)
-    _metadata_sql("metadata", metadata, clauses, params)
     after = decode_cursor(cursor, (int,))
-    if after:
-        clauses.append("last_position < %s")
-        params.append(after[0])
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    rows = _fetch_all(
-        state, f"SELECT {columns} FROM {table} {where} ORDER BY last_position DESC LIMIT %s", params + [limit + 1]
-    )
+    rows = _fetch_all(state, *snapshots_sql(table, columns, name, metadata, after[0] if after else None, limit + 1))
     rows, next_cursor = page_of(rows, limit, "last_position")
     return {kind: [_json(r) for r in rows], "next_cursor": next_cursor}
 

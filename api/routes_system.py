@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Admin, ChronicleState, chronicle
-from service_layer.keys import ApiKey, create_key, list_keys, revoke_key
-from service_layer.operator_events import record_operator_action
-from api.problems import Problem, problem_response
+from service_layer import operations
+from service_layer.keys import ApiKey, list_keys
+from service_layer.operations import Operator
+from api.problems import problem_response
 from api.schemas import ExactRoute, HealthOut, KeyList, KeyOut, NewKeyOut, ReadyOut
 from infrastructure.log_status import LogStatus, read_log_status
 from infrastructure.migrations import available_migrations
@@ -101,17 +102,8 @@ class KeyRequest(BaseModel):
 def post_key(body: KeyRequest, response: Response, state: ChronicleState = Depends(chronicle),
              principal: ApiKey = Admin) -> NewKeyOut:
     """Create a key; the response holds its secret token, which is never shown again."""
-    try:
-        key, token = create_key(
-            state.pool, body.name, body.role, actor_id=body.actor_id, actor_type=body.actor_type,
-            created_by=principal.actor_id,
-        )
-    except ValueError as exc:
-        raise Problem(422, getattr(exc, "code", "validation_error"), str(exc), field=getattr(exc, "field", None)) from None
-    record_operator_action(
-        state.store, "operator.key_created", f"key:{key.key_id}", {"role": key.role, "name": key.name},
-        actor_id=principal.actor_id, actor_type=principal.actor_type,
-    )
+    key, token = operations.create_key_recorded(state.pool, state.store, Operator(principal), body.name, body.role,
+                                                body.actor_id, body.actor_type)
     response.headers["Location"] = f"/v1/keys/{key.key_id}"
     # The token is never stored, not even as an Idempotency-Key response.
     response.headers["Cache-Control"] = "no-store"
@@ -128,12 +120,6 @@ def get_keys(state: ChronicleState = Depends(chronicle), _: ApiKey = Admin) -> K
 def delete_key(key_id: str, state: ChronicleState = Depends(chronicle), principal: ApiKey = Admin) -> KeyOut:
     """Revoke a key; its next request to this server process gets 401 (other processes: within
     CHRONICLE_API_KEY_CACHE_SECONDS). Unknown key: 404."""
-    key = revoke_key(state.pool, key_id[:50])
-    if key is None:
-        raise Problem(404, "key_not_found", f"no key {key_id[:50]!r}", field="key_id")
+    key = operations.revoke_key_recorded(state.pool, state.store, Operator(principal), key_id)
     state.keys.forget(key.key_id)  # this process refuses it at once; others within the cache's TTL
-    record_operator_action(
-        state.store, "operator.key_revoked", f"key:{key.key_id}", {"name": key.name},
-        actor_id=principal.actor_id, actor_type=principal.actor_type,
-    )
     return key.public()

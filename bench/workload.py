@@ -18,6 +18,7 @@ from domain.aggregate import WorkspaceAggregate
 from domain.chain import Chain
 from domain.document import Document
 from domain.errors import DomainError
+from domain.ids import uuid7
 from domain.event_types import registry
 from infrastructure.event_store import NewEvent
 
@@ -75,14 +76,15 @@ class Workload:
             first = events[0].originator_version
             return Change(str(aggregate.id), aggregate.stream_type, first - 1, [self._new_event(e) for e in events],
                           {"actor_id": f"user-{self.commands % 7}", "actor_type": "user",
-                           "session_id": f"session-{self.commands % SESSIONS}"})
+                           "session_id": f"session-{self.commands % SESSIONS}",
+                           "correlation_id": str(uuid7())})
 
     @staticmethod
     def _new_event(event: Any) -> NewEvent:
         """A domain event as the store receives it: type name, payload, and its envelope."""
         payload = event.model_dump(mode="json", exclude=set(ENVELOPE))
         envelope = {"originator_id": str(event.originator_id), "originator_version": event.originator_version}
-        return NewEvent(registry.name_of(type(event)), payload, uuid.uuid4(), envelope)
+        return NewEvent(registry.name_of(type(event)), payload, uuid7(), envelope)
 
     def _remember(self, aggregate: WorkspaceAggregate) -> None:
         window = self.states.setdefault(aggregate.id, {})
@@ -100,16 +102,16 @@ class Workload:
         n, r = self.commands, self.rnd.randrange(1000)
         kind = self.rnd.choice(("chain", "document", "agent"))
         if kind == "chain":
-            aggregate: WorkspaceAggregate = Chain.create(uuid.uuid4(), f"chain {n}", "a chain", {"team": f"t{r % 5}"})
+            aggregate: WorkspaceAggregate = Chain.create(uuid7(), f"chain {n}", "a chain", {"team": f"t{r % 5}"})
         elif kind == "document":
             text = r % 2 == 0
             aggregate = Document.create(
-                uuid.uuid4(), f"ns{r % 3}", ("llm_interaction", "prompt", "note")[r % 3], f"doc {n}",
+                uuid7(), f"ns{r % 3}", ("llm_interaction", "prompt", "note")[r % 3], f"doc {n}",
                 content=f"content {r % 40}" if text else None, body=None if text else {"k": r % 40},
                 metadata={"model": f"m{r % 4}", "score": r % 10})
             self.documents.append(str(aggregate.id))
         else:
-            aggregate = Agent.create(uuid.uuid4(), f"agent {n}", "be helpful", "gpt-x", ["search"], {"tier": r % 3})
+            aggregate = Agent.create(uuid7(), f"agent {n}", "be helpful", "gpt-x", ["search"], {"tier": r % 3})
             self.agents.append(str(aggregate.id))
         self.aggregates.append(aggregate)
         return aggregate

@@ -296,7 +296,7 @@ def history(
     limit: int = typer.Option(1000, min=1, max=100_000),
 ) -> None:
     """A stream's events: version, type, who, when, and what changed."""
-    from api.routes_audit import events_json
+    from service_layer.event_log import events_json
 
     with cli_pool() as pool, pool.connection() as conn:
         rows = conn.execute(
@@ -337,3 +337,7 @@ def register_commands(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(projections_app, name="projections")
     app.add_typer(dead_letters_app, name="dead-letters")
+    from cli.indexes import indexes_app, prune
+
+    app.add_typer(indexes_app, name="indexes")
+    app.command()(prune)

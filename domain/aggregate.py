@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domain.bounds import Reason, refusal
 from domain.errors import DomainError
+from domain.ids import uuid7
 from domain.rules import UNDO_DEPTH
 
 # Values a copy of an aggregate can share with the original.
@@ -207,6 +208,11 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
     undone_event: ClassVar[type[Undone]]
     redone_event: ClassVar[type[Redone]]
     Snapshot = WorkspaceSnapshot
+
+    @staticmethod
+    def create_id(*_: Any, **__: Any) -> UUID:
+        """A new stream's id when none is given: a UUIDv7, so stream ids arrive in order."""
+        return uuid7()
 
     def __init__(self) -> None:
         self.deleted = False

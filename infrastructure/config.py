@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # or the base64 of the raw key. Unset: no seals (`chronicle up` makes one in its data folder).
     chronicle_seal_key_file: Path | None = None
     chronicle_seal_key: str | None = None
+    # Retention: document versions older than this many days lose their bodies in the read model
+    # (tagged versions and each document's latest keep theirs; the log keeps everything). Unset: off.
+    chronicle_version_retention_days: float | None = Field(default=None, gt=0)
     chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")

@@ -20,19 +20,23 @@ from psycopg_pool import ConnectionPool
 
 from infrastructure.config import Settings
 
-# Both limits for this transaction only (is_local): they end with it, whichever session ran it.
+# Both limits, and JIT off (session_options says why), for this transaction only (is_local):
+# they end with it, whichever session ran it.
 LIMITS_SQL = ("SELECT set_config('statement_timeout', %s, true),"
-              " set_config('idle_in_transaction_session_timeout', %s, true)")
+              " set_config('idle_in_transaction_session_timeout', %s, true), set_config('jit', 'off', true)")
 
 
 def session_options(settings: Settings) -> str:
-    """libpq `options` that bound a session's statements and idle transactions.
+    """libpq `options` that bound a session's statements and idle transactions, and turn JIT off.
 
-    A writer left idle in a transaction holds the log back; these timeouts end it.
+    A writer left idle in a transaction holds the log back; these timeouts end it. JIT is off:
+    Chronicle's statements read a page through an index, and a plan whose estimate grows with the
+    log (a recursive causation query) would otherwise pay tens of ms compiling it at every call.
     """
     return (
         f"-c statement_timeout={settings.chronicle_statement_timeout_ms}"
         f" -c idle_in_transaction_session_timeout={settings.chronicle_idle_in_transaction_timeout_ms}"
+        " -c jit=off"
     )
 
 

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 
@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
     Tracking,
     TrackingRecorder,
 )
+from domain.ids import uuid7
 from infrastructure import metrics
 from infrastructure.library_internals import fail_subscription, subscription_running, wake_subscription
 from infrastructure.db import connect, direct_url
@@ -186,7 +187,7 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
                 if event_type is not None:
                     stream_type = stream_type or event_type.stream_type
                     envelope = {"originator_id": stream_id, "originator_version": e.originator_version}
-                event_id = getattr(e, "event_id", None) or uuid4()
+                event_id = getattr(e, "event_id", None) or uuid7()
                 new_events.append(NewEvent(e.topic, payload_from_state(e.state), event_id, envelope))
             appends.append((stream_id, first - 1, new_events, stream_type or LIBRARY_STREAM_TYPE))
         return appends

@@ -23,7 +23,7 @@ from infrastructure.log_status import read_log_status
 # bounded work per query; the feed then moves on from the end of the scanned range.
 SCAN_WINDOW = 50_000
 
-# One event in GET /v1/events' item shape (api/routes_audit.py event_json), as JSON text.
+# One event in GET /v1/events' item shape (service_layer/event_log.py events_json), as JSON text.
 EVENT_JSON = (
     "json_build_object('position', position, 'event_id', event_id, 'stream_id', stream_id,"
     " 'stream_type', stream_type, 'stream_version', version, 'type', type,"

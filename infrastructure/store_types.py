@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal, NamedTuple
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 from pydantic import BaseModel, ConfigDict
 
 from domain.bounds import ContextId
+from domain.ids import uuid7
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
 LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
@@ -63,7 +64,7 @@ class NewEvent:
 
     type: str
     payload: Mapping[str, Any] | BaseModel
-    event_id: UUID = field(default_factory=uuid4)
+    event_id: UUID = field(default_factory=uuid7)
     # Fields validated with the payload but stored in columns (originator id and version).
     envelope: Mapping[str, Any] | None = None
 

@@ -55,11 +55,13 @@ def _tag_event(s: StreamRows, e: Event, out: Output, tag: str, version: Any, pre
     })
 
 
-def _tag_row(s: StreamRows, e: Event, tag: str, version: int) -> Row:
+def _tag_row(s: StreamRows, e: Event, tag: str, version: int, created_position: int | None) -> Row:
+    """A live tag; it carries its document's created_position, the order of lists by tag."""
     actor_id, actor_type, session_id = actor(e)
     return {
         "tag": tag, "document_id": s.stream_id, "document_version": version, "updated_at": e.recorded_at,
-        "updated_by": actor_id, "updated_by_type": actor_type, "session_id": session_id, **e.shape(),
+        "updated_by": actor_id, "updated_by_type": actor_type, "session_id": session_id,
+        "created_position": created_position, **e.shape(),
     }
 
 
@@ -119,16 +121,18 @@ def restored(s: StreamRows, e: Event, out: Output) -> None:
     s.set_one(DOCUMENT.name, dict(state["document"], updated_at=e.recorded_at, **e.shape()))
     tags = s.many(TAG.name)
     tags.clear()
-    tags.update({t["tag"]: t for t in state["tags"]})
+    position = state["document"].get("created_position")
+    tags.update({t["tag"]: dict(t, created_position=position) for t in state["tags"]})
     s.set_one(TOMBSTONE.name, None)
 
 
 @projector.on("document.tagged")
 def tagged(s: StreamRows, e: Event, out: Output) -> None:
     p = e.payload
-    if s.touch(DOCUMENT.name, e) is None:
+    row = s.touch(DOCUMENT.name, e)
+    if row is None:
         return
-    s.many(TAG.name)[p["tag"]] = _tag_row(s, e, p["tag"], p["version"])
+    s.many(TAG.name)[p["tag"]] = _tag_row(s, e, p["tag"], p["version"], row["created_position"])
     previous = p.get("previous_version")
     _tag_event(s, e, out, p["tag"], p["version"], previous, "moved" if previous is not None else "tagged")
 
@@ -169,7 +173,9 @@ def undone(s: StreamRows, e: Event, out: Output) -> None:
     tags.clear()
     for tag, version in wanted.items():
         kept = prior.get(tag)
-        tags[tag] = kept if kept is not None and kept["document_version"] == version else _tag_row(s, e, tag, version)
+        tags[tag] = (dict(kept, created_position=row["created_position"])
+                     if kept is not None and kept["document_version"] == version
+                     else _tag_row(s, e, tag, version, row["created_position"]))
     for tag in sorted(set(before) | set(wanted)):
         if before.get(tag) != wanted.get(tag):
             _tag_event(s, e, out, tag, wanted.get(tag), before.get(tag), op)

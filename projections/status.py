@@ -30,29 +30,68 @@ class PartitionStatus:
     # "running": a session is rebuilding it; "crashed": a rebuild left a running row and shadow
     # tables but no session holds its lock (the next rebuild cleans up); None: no rebuild.
     rebuild: str | None = None
+    # Log positions between the checkpoint and the head: exact, from positions alone.
+    lag_positions: int = 0
+    # Whether lag_events is scaled from the first LAG_WINDOW positions rather than counted.
+    lag_estimated: bool = False
 
 
-# Lag counts the unapplied events of the partition up to the log's head (the last committed
-# position, not the safe position: a log held back by an open append shows as lag that grows);
-# its age is the oldest one's.
+# How many positions past its checkpoint status reads to count a partition's waiting events.
+# Lag within it is exact; past it, it is scaled from what the window holds, so a status read
+# costs the same with a backlog of a thousand events or of a hundred million.
+LAG_WINDOW = 2500
+
+# Per partition: the checkpoint, the head (the last committed position, not the safe position:
+# a log held back by an open append shows as lag that grows), and the partition's events in its
+# window (the LAG_WINDOW positions after its checkpoint, read through events_pkey) with the
+# oldest one's time. No statement counts the log past the windows.
 STATUS_SQL = """
 SELECT c.partition, p.partitions, c.position AS checkpoint, h.head, c.updated_at,
-       coalesce(l.n, 0) AS lag_events,
-       coalesce(extract(epoch FROM clock_timestamp() - l.oldest), 0) AS lag_seconds,
+       w.high, w.seen, w.oldest,
        (SELECT count(*) FROM dead_letter d WHERE d.projection = c.projection
           AND d.partition = c.partition AND d.status = 'parked' AND NOT d.shadow) AS dead_letters,
-       extract(epoch FROM clock_timestamp() - c.updated_at) AS idle_seconds
+       extract(epoch FROM clock_timestamp() - c.updated_at) AS idle_seconds,
+       extract(epoch FROM clock_timestamp()) AS now_epoch
 FROM projection_checkpoint c
 JOIN projection p ON p.name = c.projection
 CROSS JOIN (SELECT log_head() AS head) h
-LEFT JOIN LATERAL (
-    SELECT count(*) AS n, min(e.recorded_at) AS oldest
-    FROM partition_events(c.position, h.head, %(types)s,
-                          partition_floors(p.partitions, c.partition, c.position, h.head)) e
-) l ON true
+CROSS JOIN LATERAL (
+    SELECT least(h.head, c.position + %(window)s) AS high, count(e.position) AS seen,
+           min(e.recorded_at) AS oldest
+    FROM events e
+    WHERE e.position > c.position AND e.position <= least(h.head, c.position + %(window)s)
+      AND e.stream_type = ANY(%(types)s)
+      AND projection_partition(e.stream_id, p.partitions) = c.partition
+) w
 WHERE c.projection = %(name)s
 ORDER BY c.partition
 """
+
+
+def lag_of(row: dict) -> tuple[int, bool]:
+    """A partition's waiting events from a STATUS_SQL row, and whether that is an estimate.
+
+    Exact when its window reaches the head; past it, the window's density of the partition's
+    events times the positions between the checkpoint and the head.
+    """
+    checkpoint, head, high = row["checkpoint"], row["head"], row["high"]
+    if checkpoint >= head:
+        return 0, False
+    if high >= head:
+        return row["seen"], False
+    return round(row["seen"] * (head - checkpoint) / (high - checkpoint)), True
+
+
+def partition_rows(conn, name: str, stream_types: tuple[str, ...] | list[str]) -> list[dict]:
+    """The STATUS_SQL rows of one projection's partitions (see lag_of and lag_seconds)."""
+    return conn.execute(STATUS_SQL, {"types": list(stream_types), "name": name, "window": LAG_WINDOW}).fetchall()
+
+
+def lag_seconds(row: dict) -> float:
+    """The age of a partition's oldest waiting event (the first in its window)."""
+    if row["oldest"] is None:
+        return 0.0
+    return max(float(row["now_epoch"]) - row["oldest"].timestamp(), 0.0)
 
 
 def rebuild_state(conn, name: str) -> str | None:
@@ -92,18 +131,20 @@ def status(pool: ConnectionPool, projection: str | None = None, *,
             projector = get_projector(name)
             rebuild = rebuild_state(conn, name)
             rebuilding = rebuild == "running"
-            for r in conn.execute(STATUS_SQL, {"types": list(projector.stream_types), "name": name}).fetchall():
+            for r in partition_rows(conn, name, projector.stream_types):
+                lag, estimated = lag_of(r)
                 if rebuilding:
                     state = "rebuilding"
                 elif r["dead_letters"]:
                     state = "parked"
-                elif r["lag_events"] and float(r["idle_seconds"]) > stall_seconds:
+                elif lag and float(r["idle_seconds"]) > stall_seconds:
                     state = "stalled"
                 else:
                     state = "running"
                 result.append(PartitionStatus(
-                    name, r["partition"], r["partitions"], r["checkpoint"], r["head"], r["lag_events"],
-                    float(r["lag_seconds"]), state, r["dead_letters"], r["updated_at"], rebuild))
+                    name, r["partition"], r["partitions"], r["checkpoint"], r["head"], lag,
+                    lag_seconds(r) if lag else 0.0, state, r["dead_letters"], r["updated_at"], rebuild,
+                    max(r["head"] - r["checkpoint"], 0), estimated))
     return result
 
 

@@ -221,6 +221,37 @@ CREATE FUNCTION public.log_lock_key(p_position bigint) RETURNS bigint
     SELECT (17224::bigint << 48) | p_position  -- 17224 = 0x4348, "CH"
 $$;
 
+-- Name: log_position_at(timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.log_position_at(p_at timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    lo bigint;
+    hi bigint;
+    mid bigint;
+    found_position bigint;
+    found_at timestamptz;
+BEGIN
+    SELECT min(position), max(position) + 1 INTO lo, hi FROM events;
+    IF lo IS NULL THEN
+        RETURN 1;
+    END IF;
+    -- The answer lies in [lo, hi]; hi = head + 1 means nothing was recorded at or after p_at.
+    WHILE lo < hi LOOP
+        mid := lo + (hi - lo) / 2;
+        SELECT e.position, e.recorded_at INTO found_position, found_at
+        FROM events e WHERE e.position >= mid ORDER BY e.position LIMIT 1;
+        IF found_at >= p_at THEN
+            hi := mid;
+        ELSE
+            lo := found_position + 1;
+        END IF;
+    END LOOP;
+    RETURN lo;
+END;
+$$;
+
 -- Name: log_status(); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.log_status() RETURNS TABLE(head bigint, safe bigint, blockers integer, held_back_since timestamp with time zone, held_back_seconds double precision)
@@ -359,6 +390,7 @@ CREATE TABLE public.active_tag (
     last_event_id uuid NOT NULL,
     last_version bigint NOT NULL,
     last_position bigint NOT NULL,
+    created_position bigint,
     CONSTRAINT active_tag_document_version_check CHECK ((document_version >= 1))
 )
 WITH (fillfactor='70');
@@ -432,6 +464,24 @@ CREATE TABLE public.chain (
     last_position bigint NOT NULL
 )
 WITH (fillfactor='70');
+
+-- Name: console_lag_sample; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.console_lag_sample (
+    taken_at timestamp with time zone NOT NULL,
+    projection text NOT NULL,
+    lag_events bigint NOT NULL
+);
+
+-- Name: console_session; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.console_session (
+    token_hash text NOT NULL,
+    key_id text NOT NULL,
+    csrf_token text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
 
 -- Name: consumer_group; Type: TABLE; Schema: public; Owner: -
 
@@ -545,6 +595,13 @@ CREATE TABLE public.document_body (
     body_hash text NOT NULL,
     content text,
     body jsonb
+);
+
+-- Name: document_body_pruned; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.document_body_pruned (
+    body_hash text NOT NULL,
+    pruned_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 -- Name: document_tombstone; Type: TABLE; Schema: public; Owner: -
@@ -896,6 +953,16 @@ ALTER TABLE ONLY public.api_keys
 ALTER TABLE ONLY public.chain
     ADD CONSTRAINT chain_pkey PRIMARY KEY (chain_id);
 
+-- Name: console_lag_sample console_lag_sample_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_lag_sample
+    ADD CONSTRAINT console_lag_sample_pkey PRIMARY KEY (taken_at, projection);
+
+-- Name: console_session console_session_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_session
+    ADD CONSTRAINT console_session_pkey PRIMARY KEY (token_hash);
+
 -- Name: consumer_group_checkpoint consumer_group_checkpoint_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.consumer_group_checkpoint
@@ -931,6 +998,11 @@ ALTER TABLE ONLY public.dead_letter
 ALTER TABLE ONLY public.document_body
     ADD CONSTRAINT document_body_pkey PRIMARY KEY (body_hash);
 
+-- Name: document_body_pruned document_body_pruned_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.document_body_pruned
+    ADD CONSTRAINT document_body_pruned_pkey PRIMARY KEY (body_hash);
+
 -- Name: document document_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.document
@@ -959,12 +1031,12 @@ ALTER TABLE ONLY public.event_definitions
 -- Name: events events_event_id_key; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.events
-    ADD CONSTRAINT events_event_id_key UNIQUE (event_id);
+    ADD CONSTRAINT events_event_id_key UNIQUE (event_id) WITH (fillfactor='100');
 
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 
 ALTER TABLE ONLY public.events
-    ADD CONSTRAINT events_pkey PRIMARY KEY ("position");
+    ADD CONSTRAINT events_pkey PRIMARY KEY ("position") WITH (fillfactor='100');
 
 -- Name: events events_stream_version_key; Type: CONSTRAINT; Schema: public; Owner: -
 
@@ -1050,6 +1122,10 @@ ALTER TABLE ONLY public.tracking
 
 CREATE INDEX active_tag_document_idx ON public.active_tag USING btree (document_id, document_version);
 
+-- Name: active_tag_order_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX active_tag_order_idx ON public.active_tag USING btree (tag, created_position DESC);
+
 -- Name: agent_execution_agent_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX agent_execution_agent_idx ON public.agent_execution USING btree (agent_id, last_position DESC);
@@ -1060,7 +1136,11 @@ CREATE INDEX agent_metadata_idx ON public.agent USING gin (metadata jsonb_path_o
 
 -- Name: agent_name_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX agent_name_idx ON public.agent USING btree (name);
+CREATE INDEX agent_name_idx ON public.agent USING btree (name, last_position DESC);
+
+-- Name: agent_position_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX agent_position_idx ON public.agent USING btree (last_position DESC);
 
 -- Name: api_keys_created_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1072,7 +1152,19 @@ CREATE INDEX chain_metadata_idx ON public.chain USING gin (metadata jsonb_path_o
 
 -- Name: chain_name_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX chain_name_idx ON public.chain USING btree (name);
+CREATE INDEX chain_name_idx ON public.chain USING btree (name, last_position DESC);
+
+-- Name: chain_position_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX chain_position_idx ON public.chain USING btree (last_position DESC);
+
+-- Name: console_session_expires_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX console_session_expires_idx ON public.console_session USING btree (expires_at);
+
+-- Name: console_session_key_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX console_session_key_idx ON public.console_session USING btree (key_id);
 
 -- Name: consumer_group_member_group_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1094,9 +1186,17 @@ CREATE INDEX dead_letter_stream_idx ON public.dead_letter USING btree (projectio
 
 CREATE INDEX document_metadata_idx ON public.document USING gin (metadata jsonb_path_ops);
 
+-- Name: document_namespace_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX document_namespace_idx ON public.document USING btree (namespace, created_position DESC);
+
 -- Name: document_ns_type_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX document_ns_type_idx ON public.document USING btree (namespace, document_type, created_position DESC);
+
+-- Name: document_position_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX document_position_idx ON public.document USING btree (created_position DESC);
 
 -- Name: document_session_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1106,33 +1206,29 @@ CREATE INDEX document_session_idx ON public.document USING btree (session_id, cr
 
 CREATE INDEX document_type_idx ON public.document USING btree (document_type, created_position DESC);
 
+-- Name: document_version_body_idx; Type: INDEX; Schema: public; Owner: -
+
+CREATE INDEX document_version_body_idx ON public.document_version USING btree (body_hash);
+
 -- Name: events_actor_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor_id'::text)), "position");
 
 -- Name: events_causation_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_causation_idx ON public.events USING btree (((metadata ->> 'causation_id'::text)));
+CREATE INDEX events_causation_idx ON public.events USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
 
 -- Name: events_command_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_command_idx ON public.events USING btree (((metadata ->> 'command_id'::text)));
+CREATE INDEX events_command_idx ON public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
 
 -- Name: events_correlation_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_correlation_idx ON public.events USING btree (((metadata ->> 'correlation_id'::text)), "position");
-
--- Name: events_log_idx; Type: INDEX; Schema: public; Owner: -
-
-CREATE INDEX events_log_idx ON public.events USING btree (log_name, "position");
-
--- Name: events_recorded_at_idx; Type: INDEX; Schema: public; Owner: -
-
-CREATE INDEX events_recorded_at_idx ON public.events USING btree (recorded_at);
+CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
 
 -- Name: events_session_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_session_idx ON public.events USING btree (((metadata ->> 'session_id'::text)), "position");
+CREATE INDEX events_session_idx ON public.events USING btree (((metadata ->> 'session_id'::text)), "position") WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
 
 -- Name: events_type_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1185,6 +1281,11 @@ CREATE TRIGGER seals_no_truncate BEFORE TRUNCATE ON public.seals FOR EACH STATEM
 -- Name: seals seals_no_update_or_delete; Type: TRIGGER; Schema: public; Owner: -
 
 CREATE TRIGGER seals_no_update_or_delete BEFORE DELETE OR UPDATE ON public.seals FOR EACH ROW EXECUTE FUNCTION public.seals_are_immutable();
+
+-- Name: console_session console_session_key_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.console_session
+    ADD CONSTRAINT console_session_key_id_fkey FOREIGN KEY (key_id) REFERENCES public.api_keys(key_id) ON DELETE CASCADE;
 
 -- Name: consumer_group_checkpoint consumer_group_checkpoint_group_name_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 

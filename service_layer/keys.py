@@ -131,13 +131,27 @@ def authenticate(pool: ConnectionPool, token: str) -> ApiKey | None:
     if not match:
         return None
     key_id, secret = match.groups()
+    return _live(pool, key_id, secret)
+
+
+def live_key(pool: ConnectionPool, key_id: str) -> ApiKey | None:
+    """The key `key_id` if it exists and is not revoked, else None (a console session's key check).
+
+    The same lookup as `authenticate`, for a caller that proved the key once and holds its id.
+    """
+    return _live(pool, key_id, None)
+
+
+def _live(pool: ConnectionPool, key_id: str, secret: str | None) -> ApiKey | None:
+    """The unrevoked key `key_id` (whose secret matches, if one is given); its use is recorded."""
     with pool.connection() as conn:
         row = conn.execute(
             f"SELECT secret_hash, {_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)
         ).fetchone()
     if row is None or row["revoked_at"] is not None:
         return None
-    if not hmac.compare_digest(row.pop("secret_hash"), _hash(secret)):
+    stored = row.pop("secret_hash")
+    if secret is not None and not hmac.compare_digest(stored, _hash(secret)):
         return None
     last = row["last_used_at"]
     if last is None or (datetime.now(last.tzinfo) - last).total_seconds() > LAST_USED_RESOLUTION_SECONDS:

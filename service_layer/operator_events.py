@@ -7,13 +7,14 @@ beside the workspace's own events and `GET /v1/events?stream_type=operator` list
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.event_types import registry
 from infrastructure.event_store import ANY, AppendResult, EventMetadata, EventStore, NewEvent
+from domain.ids import uuid7
 
 OPERATOR_STREAM = "operator"
 
@@ -96,5 +97,5 @@ def record_operator_action_on(
     The caller passes the result to `store.committed` after its commit. A fixed `event_id`
     makes a repeated record (a retry after a crash) append nothing.
     """
-    event = NewEvent(event_type, {"target": target, "details": details}, event_id=event_id or uuid4())
+    event = NewEvent(event_type, {"target": target, "details": details}, event_id=event_id or uuid7())
     return store.append_on(conn, OPERATOR_STREAM, ANY, [event], metadata, stream_type="operator")

@@ -31,6 +31,7 @@ from domain.errors import ConflictError, DomainError, NotFoundError
 from domain.event_types import registry
 from service_layer.repository import DEFAULT_AGGREGATE_CACHE_SIZE, WorkspaceRepository, project
 from service_layer.results import CommandResult, HistoryEntry, StateAtVersion, StreamDiff
+from domain.ids import uuid7
 
 logger = logging.getLogger(__name__)
 
@@ -386,5 +387,5 @@ def _as_uuid(stream_id: UUID | str) -> UUID:
 
 
 def _id_for(command: c.Command) -> UUID:
-    return uuid5(COMMAND_NAMESPACE, str(command.command_id)) if command.command_id else uuid4()
+    return uuid5(COMMAND_NAMESPACE, str(command.command_id)) if command.command_id else uuid7()
 

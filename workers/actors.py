@@ -24,7 +24,8 @@ from workers.wakeups import take_pending
 
 logger = logging.getLogger(__name__)
 broker = process_broker()
-broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs(), lambda: seal_now()))
+broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs(), seal=lambda: seal_now(),
+                             prune=lambda: prune_versions()))
 broker.add_middleware(PromptPolling())
 install_observability(broker)
 QUEUE = "chronicle-projections"
@@ -192,6 +193,16 @@ def wake_projection(name: str | None = None) -> None:
 def wake_job(kind: str, projection: str) -> None:
     """Send the wake-up for a requested rebuild or replay job to this process's broker."""
     (rebuild_projection if kind == "rebuild" else replay_projection).send(projection)
+
+
+def prune_versions() -> object:
+    """Retention's periodic run: old versions' bodies leave the read model (off unless configured)."""
+    days = get_settings().chronicle_version_retention_days
+    if days is None:
+        return None
+    from projections.retention import prune_versions as prune
+
+    return prune(worker_pool(), days)
 
 
 def wake_jobs() -> int:

@@ -26,6 +26,7 @@ from service_layer.operator_events import record_operator_action_on
 from infrastructure.event_store import AppendResult, EventMetadata, EventStore
 from projections import jobs
 from projections.catalog import get_projector
+from domain.ids import uuid7
 
 logger = logging.getLogger(__name__)
 _stores: dict[int, EventStore] = {}
@@ -53,7 +54,7 @@ def request(store: EventStore, kind: jobs.Kind, projection: str, options: dict[s
     wake-up (`wake`) afterwards; the tick covers a lost one.
     """
     correlation_id = correlation_id or str(uuid.uuid4())
-    event_id = uuid.uuid4()
+    event_id = uuid7()
     requested_by = {"actor_id": actor_id, "actor_type": actor_type, "correlation_id": correlation_id,
                     "session_id": session_id, "event_id": str(event_id)}
     metadata = EventMetadata(actor_id=actor_id, actor_type=actor_type, correlation_id=correlation_id,

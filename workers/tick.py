@@ -12,12 +12,15 @@ from collections.abc import Callable
 
 import logging
 import threading
+import time
 
 import dramatiq
 from dramatiq.middleware import Middleware
 from infrastructure.config import get_settings
 
 logger = logging.getLogger(__name__)
+# How often a worker runs retention (CHRONICLE_VERSION_RETENTION_DAYS), at most.
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 def tick_seconds() -> float:
@@ -29,13 +32,15 @@ class Ticker(Middleware):
     """Starts the tick thread when a worker boots, stops it at shutdown.
 
     Each tick calls `wake_all` (wake every projection), `wake_jobs` (requested rebuilds and
-    replays) and `seal` (seal the log's new events).
+    replays) and `seal` (seal the log's new events); every PRUNE_EVERY_SECONDS, `prune`
+    (retention, when it is configured).
     """
 
     def __init__(self, wake_all: Callable[[], int], wake_jobs: Callable[[], int],
-                 seal: Callable[[], int] | None = None) -> None:
+                 seal: Callable[[], int] | None = None, prune: Callable[[], object] | None = None) -> None:
         self.stop = threading.Event()
-        self.wake_all, self.wake_jobs, self.seal = wake_all, wake_jobs, seal
+        self.wake_all, self.wake_jobs, self.seal, self.prune = wake_all, wake_jobs, seal, prune
+        self.pruned_at = 0.0
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         period = tick_seconds()
@@ -60,6 +65,12 @@ class Ticker(Middleware):
                     self.seal()
                 except Exception as exc:  # noqa: BLE001 - database down or no key: try again next tick
                     logger.warning("tick could not seal the log: %s", exc)
+            if self.prune is not None and time.monotonic() - self.pruned_at >= PRUNE_EVERY_SECONDS:
+                self.pruned_at = time.monotonic()
+                try:
+                    self.prune()
+                except Exception as exc:  # noqa: BLE001 - database down: try again at the next prune time
+                    logger.warning("tick could not prune old versions: %s", exc)
 
 
 class PromptPolling(Middleware):

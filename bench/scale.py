@@ -1,0 +1,277 @@
+"""Scale: every read, audit query and operations route at 100k events and at N, and their ratio.
+
+Builds a log of the domain's own events (bench/workload.py, written with COPY as bench/_db.py
+does), projects it, and times each route of a `chronicle serve` process (one API process) with
+medians and p95 at 100k events and again at N (default 1M). Prints large/small ratios against
+the target of 1.5, /metrics and /v1/projections with the whole growth as a backlog (target
+under 100 ms), catch-up and agents-rebuild rates at both sizes, and bytes per event of the
+events table (heap plus indexes; target at most 800).
+
+    DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/scale.py [--events 1000000]
+
+It creates a scratch database on that server and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _db
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from catch_up import project
+from infrastructure.config import Settings
+from infrastructure.db import create_pool
+from infrastructure.read_indexes import add_index
+from projections.rebuild import rebuild
+from service_layer.keys import create_key
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = 100_000
+TARGET_RATIO, TARGET_BACKLOG_MS, TARGET_BYTES = 1.5, 100.0, 800
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(url: str) -> tuple[subprocess.Popen, str]:
+    """`chronicle serve` (one process, no workers) on the scratch database; its base URL."""
+    port = _port()
+    env = {**os.environ, "DATABASE_URL": url, "CHRONICLE_API_MAX_PAGE_SIZE": "200"}
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "chronicle"), "serve", "--port", str(port),
+                             "--processes", "1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("chronicle serve did not start")
+
+
+def _sample(url: str) -> dict[str, Any]:
+    """Ids and values the routes are asked about: entities of the first 100k events, so both
+    sizes are asked the same questions."""
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        one = lambda q, *a: conn.execute(q, a).fetchone()  # noqa: E731
+        doc = one("SELECT document_id, version FROM document WHERE created_position <= %s AND version >= 3"
+                  " ORDER BY created_position DESC LIMIT 1", SMALL)
+        agent = one("SELECT agent_id, name FROM agent WHERE last_position <= %s ORDER BY last_position DESC LIMIT 1",
+                    SMALL) or one("SELECT agent_id, name FROM agent LIMIT 1")
+        chain = one("SELECT chain_id FROM chain ORDER BY last_position LIMIT 1")
+        event = one("SELECT event_id, stream_id, metadata->>'correlation_id' AS correlation FROM events"
+                    " WHERE position = %s", SMALL // 2)
+        mid = one("SELECT recorded_at FROM events WHERE position = (SELECT max(position) / 2 FROM events)")
+        deep = one("SELECT created_position FROM document ORDER BY created_position LIMIT 1 OFFSET"
+                   " (SELECT count(*) / 2 FROM document WHERE namespace = 'ns1')")
+    return {"doc": doc, "agent": agent, "chain": chain, "event": event, "mid": mid["recorded_at"],
+            "deep": deep["created_position"]}
+
+
+def _routes(s: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every timed route: a name, its path and query."""
+    d, v, a, e = s["doc"]["document_id"], s["doc"]["version"], s["agent"]["agent_id"], s["event"]
+    since = s["mid"].isoformat()
+    return {
+        "documents": ("/v1/documents", {}),
+        "documents ?namespace": ("/v1/documents", {"namespace": "ns1"}),
+        "documents ?type": ("/v1/documents", {"type": "prompt"}),
+        "documents ?tag": ("/v1/documents", {"tag": "production"}),
+        "documents ?tag x2": ("/v1/documents", {"tag": ["production", "staging"]}),
+        "documents ?session": ("/v1/documents", {"session": "session-3"}),
+        "documents ?type&metadata (operator index)": ("/v1/documents", {"type": "llm_interaction",
+                                                                         "metadata.model": "m1"}),
+        "documents deep cursor": ("/v1/documents", {"namespace": "ns1", "cursor": None, "_deep": s["deep"]}),
+        "document": (f"/v1/documents/{d}", {}),
+        "versions": (f"/v1/documents/{d}/versions", {}),
+        "version": (f"/v1/documents/{d}/versions/{max(v - 1, 1)}", {}),
+        "tags": (f"/v1/documents/{d}/tags", {}),
+        "time travel": (f"/v1/documents/{d}/history", {"version": 2}),
+        "agents": ("/v1/agents", {}),
+        "agents ?name": ("/v1/agents", {"name": s["agent"]["name"]}),
+        "agent": (f"/v1/agents/{a}", {}),
+        "executions": (f"/v1/agents/{a}/executions", {}),
+        "chains": ("/v1/chains", {}),
+        "chain": (f"/v1/chains/{s['chain']['chain_id']}", {}),
+        "audit events": ("/v1/events", {}),
+        "audit ?actor": ("/v1/events", {"actor": "user-3"}),
+        "audit ?session": ("/v1/events", {"session": "session-7"}),
+        "audit ?type": ("/v1/events", {"type": "agent.execution_recorded"}),
+        "audit ?stream": ("/v1/events", {"stream": e["stream_id"]}),
+        "audit ?correlation": ("/v1/events", {"correlation_id": e["correlation"]}),
+        "audit ?since (open, mid-log)": ("/v1/events", {"since": since}),
+        "audit ?since&actor (mid-log)": ("/v1/events", {"since": since, "actor": "user-5"}),
+        "event": (f"/v1/events/{e['event_id']}", {}),
+        "causation": (f"/v1/events/{e['event_id']}/causation", {}),
+        "stream events": (f"/v1/streams/{e['stream_id']}/events", {}),
+        "readyz": ("/readyz", {}),
+        "/v1/log/blockers": ("/v1/log/blockers", {}),
+        "/v1/dead-letters": ("/v1/dead-letters", {}),
+        "/v1/projections": ("/v1/projections", {}),
+        "/metrics": ("/metrics", {}),
+    }
+
+
+def _cursor(value: int) -> str:
+    from api.deps import encode_cursor
+
+    return encode_cursor(value)
+
+
+def time_routes(base: str, key: str, routes: dict[str, tuple[str, dict[str, Any]]], repeat: int
+                ) -> dict[str, tuple[float, float]]:
+    """Median and p95 (ms) of each route, after one warm-up call; every answer must be 200."""
+    out = {}
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        for name, (path, params) in routes.items():
+            params = dict(params)
+            if "_deep" in params:
+                params["cursor"] = _cursor(params.pop("_deep"))
+            client.get(path, params=params)
+            samples = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                response = client.get(path, params=params)
+                samples.append((time.perf_counter() - start) * 1000)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{name}: {response.status_code} {response.text[:300]}")
+            samples.sort()
+            out[name] = (statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
+    return out
+
+
+def status_sql_ms(url: str, repeat: int) -> float:
+    """Median ms of `chronicle status`'s report."""
+    from cli.main import store_report
+
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        store_report(url)
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def bytes_per_event(url: str) -> dict[str, float]:
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("VACUUM ANALYZE events")
+        r = conn.execute("SELECT pg_relation_size('events') AS heap, pg_indexes_size('events') AS idx,"
+                         " pg_total_relation_size('events') AS total, (SELECT max(position) FROM events) AS n"
+                         ).fetchone()
+        per_index = conn.execute("SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS size"
+                                 " FROM pg_index WHERE indrelid = 'events'::regclass ORDER BY 2 DESC").fetchall()
+    n = r["n"]
+    return {"heap": r["heap"] / n, "indexes": r["idx"] / n, "heap+indexes": (r["heap"] + r["idx"]) / n,
+            "with toast": r["total"] / n, **{f"  {i['name']}": i["size"] / n for i in per_index}}
+
+
+def catch_up(url: str) -> float:
+    """Events/s of projecting everything not yet projected (every projection, one process)."""
+    start = time.perf_counter()
+    done = project(url, "threads", 4, 1000)
+    return done / (time.perf_counter() - start) if done else 0.0
+
+
+def rebuild_rate(url: str) -> float:
+    """Events/s of a full rebuild of the agents projection."""
+    pool = create_pool(url, Settings(database_url=url, chronicle_pool_max_size=3), name="bench-scale")
+    try:
+        with psycopg.connect(url) as conn:
+            head = conn.execute("SELECT max(position) FROM events").fetchone()[0]
+        start = time.perf_counter()
+        rebuild(pool, "agents")
+        return head / (time.perf_counter() - start)
+    finally:
+        pool.close()
+
+
+def measure(url: str, key: str, routes: dict, repeat: int) -> dict[str, Any]:
+    proc, base = _serve(url)
+    try:
+        return {"routes": time_routes(base, key, routes, repeat), "status": status_sql_ms(url, repeat)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    with _db.scratch_database("chronicle_scale") as url:
+        pool = create_pool(url, Settings(database_url=url, chronicle_pool_max_size=2), name="bench-keys")
+        key = create_key(pool, "bench", "admin", actor_id="bench")[1]
+        pool.close()
+        t = time.perf_counter()
+        _db.write_log(url, SMALL, seed=1)
+        print(f"wrote {SMALL} events in {time.perf_counter() - t:.0f} s", flush=True)
+        small_catch_up = catch_up(url)
+        add_index(url, "llm_interaction", "model")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        routes = _routes(_sample(url))
+        small = measure(url, key, routes, args.repeat)
+        small_bytes = bytes_per_event(url)
+        small_rebuild = rebuild_rate(url)
+        t = time.perf_counter()
+        _db.write_log(url, args.events - SMALL, seed=2)
+        print(f"wrote {args.events - SMALL} more events in {time.perf_counter() - t:.0f} s", flush=True)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE events")
+        backlog = measure(url, key, {k: routes[k] for k in ("/metrics", "/v1/projections")}, args.repeat)
+        large_catch_up = catch_up(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+        large = measure(url, key, routes, args.repeat)
+        large_bytes = bytes_per_event(url)
+        large_rebuild = rebuild_rate(url)
+    report(args.events, small, large, backlog, (small_catch_up, large_catch_up), (small_rebuild, large_rebuild),
+           small_bytes, large_bytes)
+
+
+def report(n: int, small: dict, large: dict, backlog: dict, catch: tuple, rebuilt: tuple, small_bytes: dict,
+           large_bytes: dict) -> None:
+    print(f"\n{'route':45} {'100k med':>9} {'p95':>7} {n // 1000:>6}k med {'p95':>7} {'ratio':>6}")
+    worst = 0.0
+    for name, (s_med, s_p95) in small["routes"].items():
+        l_med, l_p95 = large["routes"][name]
+        ratio = l_med / s_med
+        worst = max(worst, ratio)
+        flag = "" if ratio <= TARGET_RATIO else "  over target"
+        print(f"{name:45} {s_med:9.2f} {s_p95:7.2f} {l_med:10.2f} {l_p95:7.2f} {ratio:6.2f}{flag}")
+    ratio = large["status"] / small["status"]
+    print(f"{'chronicle status (report)':45} {small['status']:9.2f} {'':7} {large['status']:10.2f} {'':7} {ratio:6.2f}")
+    print(f"worst read ratio {worst:.2f} (target <= {TARGET_RATIO})")
+    print(f"\nwith a backlog of {n - SMALL} events (target < {TARGET_BACKLOG_MS:.0f} ms):")
+    for name, (med, p95) in backlog["routes"].items():
+        print(f"  {name:20} median {med:7.2f} ms  p95 {p95:7.2f} ms")
+    print(f"\ncatch-up: {catch[0]:,.0f} ev/s at 100k, {catch[1]:,.0f} ev/s for the growth to {n:,}"
+          f" (ratio {catch[1] / catch[0]:.2f}, target >= 0.9 and >= 20,000 ev/s)")
+    print(f"agents rebuild: {rebuilt[0]:,.0f} ev/s at 100k, {rebuilt[1]:,.0f} ev/s at {n:,}"
+          f" (ratio {rebuilt[1] / rebuilt[0]:.2f})")
+    print(f"\nbytes per event (target heap+indexes <= {TARGET_BYTES}):")
+    for name in large_bytes:
+        print(f"  {name:36} {small_bytes.get(name, 0):8.1f} at 100k {large_bytes[name]:8.1f} at {n // 1000}k")
+
+
+if __name__ == "__main__":
+    main()

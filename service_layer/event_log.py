@@ -1,0 +1,226 @@
+"""The event log as auditors read it: filtered pages, one event, causation chains, a stream's events.
+
+The API's audit routes and the console call these, so both answer the same query the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from domain.event_types import registry
+from infrastructure.log_status import LogStatus
+from infrastructure.personal_data import reveal_payloads
+
+MAX_VERSION = 2**63 - 1
+
+
+def events_json(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored events as JSON: payloads upcast, personal fields decrypted (erased when forgotten).
+
+    Every event an auditor reads goes through here, so none shows a sealed or a forgotten value.
+    """
+    events = [_event_json(row) for row in rows]
+    reveal_payloads(conn, registry, ((e["type"], e["payload"]) for e in events))
+    return events
+
+
+def _event_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One stored event as JSON, its payload upcast to the current schema version (still sealed)."""
+    try:
+        schema_version, payload = registry.upcast(row["type"], row["schema_version"], row["payload"])
+    except Exception:  # noqa: BLE001 - an auditor still sees the stored payload
+        schema_version, payload = row["schema_version"], row["payload"]
+    return {
+        "position": row["position"],
+        "event_id": str(row["event_id"]),
+        "stream_id": row["stream_id"],
+        "stream_type": row["stream_type"],
+        "stream_version": row["version"],
+        "type": row["type"],
+        "schema_version": schema_version,
+        "payload": payload,
+        "metadata": row["metadata"],
+        "recorded_at": row["recorded_at"].isoformat(),
+    }
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """The filters of the event log: every one given must match (any of a repeated one's values)."""
+
+    stream: str | None = None
+    stream_types: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    actor: str | None = None
+    session: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def any_of(column: str, values: list[str], clauses: list[str], params: list[Any]) -> None:
+    """A repeated filter: `column` equal to any of `values` (duplicates dropped; none: no clause).
+
+    One value stays `= %s`, so an index on (column, sort key) still serves the order; several are
+    `= ANY(%s)`, which the same index serves as one scan per value.
+    """
+    values = list(dict.fromkeys(values))
+    if len(values) == 1:
+        clauses.append(f"{column} = %s")
+        params.append(values[0])
+    elif values:
+        clauses.append(f"{column} = ANY(%s)")
+        params.append(values)
+
+
+def position_bounds(conn: Any, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+    """The positions a time window can hold: [first recorded at `since`, last before `until`].
+
+    Each bound is a binary search over positions (log_position_at, schema/0020), widened by
+    RECORDED_SKEW; the recorded_at filter then makes the window exact.
+    """
+    row = conn.execute(
+        "SELECT CASE WHEN %(since)s::timestamptz IS NULL THEN 1 ELSE log_position_at(%(since)s - %(skew)s) END AS low,"
+        " CASE WHEN %(until)s::timestamptz IS NULL THEN %(top)s"
+        " ELSE log_position_at(%(until)s + %(skew)s) - 1 END AS high",
+        {"since": since, "until": until, "skew": RECORDED_SKEW, "top": 2**63 - 1}).fetchone()
+    return row["low"], row["high"]
+
+
+def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types: list[str], types: list[str],
+               since: datetime | None, until: datetime | None, size: int) -> tuple[str, list[Any]]:
+    """The audit log query: events in (after, upto] matching every filter, in position order.
+
+    Each filter is an equality an index on (filter, position) serves in order.
+    """
+    clauses = ["position > %s", "position <= %s"]
+    params: list[Any] = [after, upto]
+    for column, value in equal.items():
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    any_of("stream_type", stream_types, clauses, params)
+    any_of("type", types, clauses, params)
+    if since is not None:
+        clauses.append("recorded_at >= %s")
+        params.append(since)
+    if until is not None:
+        clauses.append("recorded_at < %s")
+        params.append(until)
+    where = " AND ".join(clauses)
+    if equal.get("metadata->>'correlation_id'") is not None:
+        # A correlation id names a handful of events, found by its hash index and then ordered:
+        # never a walk of the log in position order waiting for them to turn up.
+        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE {where})"
+                " SELECT * FROM found ORDER BY position LIMIT %s", [*params, size])
+    return f"SELECT * FROM events WHERE {where} ORDER BY position LIMIT %s", [*params, size]
+
+
+def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after: int,
+               limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` + 1 events after position `after` and up to the safe position of `log`.
+
+    `log` is read before this read's snapshot (its own statement, on the primary), or an append
+    committing in between would be passed over for good by a cursor. A time window is first
+    narrowed to the positions it can hold, so it never reads the log row by row.
+    """
+    equal = {"stream_id": filters.stream, "metadata->>'actor_id'": filters.actor,
+             "metadata->>'session_id'": filters.session, "metadata->>'correlation_id'": filters.correlation_id}
+    with pool.connection() as conn:
+        low, high = position_bounds(conn, filters.since, filters.until)
+        sql, params = events_sql(max(after, low - 1), min(log.safe, high), equal, filters.stream_types,
+                                 filters.types, filters.since, filters.until, limit + 1)
+        return events_json(conn, conn.execute(sql, params).fetchall())
+
+
+def get_event(pool: ConnectionPool, event_id: UUID) -> dict[str, Any] | None:
+    """One stored event by its id, as JSON, or None."""
+    with pool.connection() as conn:
+        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
+        return None if row is None else events_json(conn, [row])[0]
+
+
+def stream_row(pool: ConnectionPool, stream_id: str) -> dict[str, Any] | None:
+    """A stream's id, type and current version, or None if it has no events."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT stream_id, stream_type, version FROM streams WHERE stream_id = %s", (stream_id,)
+        ).fetchone()
+
+
+def stream_events(pool: ConnectionPool, stream_id: str, after: int, to_version: int | None,
+                  limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` + 1 of a stream's events (as JSON) after version `after`, up to `to_version`."""
+    with pool.connection() as conn:
+        return events_json(conn, conn.execute(
+            # Both ends bound, so even a generic plan is an index range scan.
+            "SELECT * FROM events WHERE stream_id = %s AND version > %s AND version <= %s"
+            " ORDER BY version LIMIT %s",
+            (stream_id, after, MAX_VERSION if to_version is None else to_version, limit + 1),
+        ).fetchall())
+
+
+# How far recorded_at may run against position order (both are drawn as a row is inserted, so
+# concurrent appends differ by microseconds): a time bound's position bound is widened by this.
+RECORDED_SKEW = timedelta(seconds=1)
+# A causation id names the causing event's id; as uuid it is looked up by events_event_id_key
+# (an id that is not a uuid names no event).
+CAUSATION_UUID = ("CASE WHEN {0} ~* '^[0-9a-f]{{8}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{12}}$'"
+                  " THEN ({0})::uuid END")
+
+# The causes of an event, back to the root: each step looks the causing event up by its id.
+CAUSES_SQL = """
+WITH RECURSIVE up(event_id, causation_id, depth) AS (
+    SELECT e.event_id, {cause_e}, 0 FROM events e WHERE e.event_id = %s
+    UNION ALL
+    SELECT p.event_id, {cause_p}, up.depth + 1
+    FROM up JOIN events p ON p.event_id = up.causation_id
+    WHERE up.depth < 100
+)
+SELECT e.*, up.depth FROM up
+CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.event_id = up.event_id OFFSET 0) e
+WHERE up.depth > 0 ORDER BY up.depth
+""".format(cause_e=CAUSATION_UUID.format("e.metadata->>'causation_id'"),
+           cause_p=CAUSATION_UUID.format("p.metadata->>'causation_id'"))
+
+# Its effects, generation by generation: events_causation_idx finds the events naming each one.
+EFFECTS_SQL = """
+WITH RECURSIVE down(event_id, position, depth) AS (
+    SELECT e.event_id, e.position, 0 FROM events e WHERE e.event_id = %s
+    UNION
+    SELECT c.event_id, c.position, down.depth + 1
+    FROM down JOIN events c ON c.metadata->>'causation_id' = down.event_id::text
+    WHERE down.depth < %s
+), found AS (
+    SELECT position, min(depth) AS depth FROM down WHERE depth > 0
+    GROUP BY position ORDER BY position LIMIT 1000
+)
+-- Each event by its position (OFFSET 0 keeps the lookup per row: no hash over the log).
+SELECT e.*, f.depth FROM found f
+CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.position = f.position OFFSET 0) e
+ORDER BY f.position
+"""
+
+
+
+def causation(pool: ConnectionPool, event_id: UUID, depth: int) -> dict[str, Any] | None:
+    """The causation chain through an event: its causes back to the root, and its effects up to
+    `depth` generations and 1000 events; None if there is no such event."""
+    with pool.connection() as conn:
+        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
+        if row is None:
+            return None
+        causes = conn.execute(CAUSES_SQL, (event_id,)).fetchall()
+        effects = conn.execute(EFFECTS_SQL, (event_id, depth)).fetchall()
+        found = events_json(conn, [row, *causes, *effects])
+    return {
+        "event": found[0],
+        "caused_by": [{**e, "depth": r["depth"]} for e, r in zip(found[1:len(causes) + 1], causes)],
+        "caused": [{**e, "depth": r["depth"]} for e, r in zip(found[len(causes) + 1:], effects)],
+    }

@@ -1,0 +1,236 @@
+"""The read queries' plans: each is served in order by the index named for it, never a scan of the log.
+
+These tests are about our SQL and the indexes of schema/0020_bounded_reads.sql, so the rows are
+written straight into the tables (50k events, 30k documents, 20k agents and chains) rather than
+through the domain, then ANALYZEd, and each query the routes build is EXPLAINed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from service_layer.event_log import CAUSES_SQL, EFFECTS_SQL, events_sql, position_bounds
+from service_layer.read_queries import documents_sql, snapshots_sql
+from api.routes_reads import AGENT_COLUMNS, CHAIN_COLUMNS
+from infrastructure.read_indexes import add_index, drop_index, list_indexes
+from projections.status import LAG_WINDOW, STATUS_SQL, lag_of, partition_rows
+from tests.conftest import migrated_database
+
+EVENTS = 50_000
+DOCUMENTS = 30_000
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+STEP = timedelta(milliseconds=10)
+
+SEED = f"""
+INSERT INTO events (event_id, stream_id, stream_type, version, type, payload, metadata, recorded_at)
+SELECT md5('e' || g)::uuid, 's' || (g % 5000), 'document', g / 5000 + 1, 'document.updated', '{{}}',
+       jsonb_build_object('actor_id', 'user-' || (g % 7), 'session_id', 'session-' || (g % 50),
+                          'correlation_id', 'c' || (g / 3))
+       || CASE WHEN g % 10 <> 1 THEN jsonb_build_object('causation_id', md5('e' || (g - 1))::uuid::text)
+               ELSE '{{}}' END,
+       timestamptz '2026-01-01T00:00:00+00' + g * interval '10 milliseconds'
+FROM generate_series(1, {EVENTS}) g;
+INSERT INTO document (document_id, namespace, document_type, title, metadata, version, session_id,
+                      created_position, last_event_id, last_version, last_position)
+SELECT 'd' || g, CASE WHEN g % 1000 = 0 THEN 'rare' ELSE 'ns' || (g % 3) END, (ARRAY['llm_interaction', 'prompt', 'note'])[g % 3 + 1], 'title',
+       jsonb_build_object('agent_type', 'a' || (g % 4), 'model', 'm' || (g % 4)), 1, 'session-' || (g % 50),
+       g, gen_random_uuid(), 1, g
+FROM generate_series(1, {DOCUMENTS}) g;
+INSERT INTO document_version (document_id, version, namespace, document_type, body_hash, last_event_id,
+                              last_version, last_position)
+SELECT document_id, 1, namespace, document_type, 'h' || created_position, last_event_id, 1, last_position
+FROM document;
+INSERT INTO document_body (body_hash, content) SELECT 'h' || g, 'body ' || g FROM generate_series(1, {DOCUMENTS}) g;
+INSERT INTO active_tag (tag, document_id, document_version, last_event_id, last_version, last_position,
+                        created_position)
+SELECT t, 'd' || g, 1, gen_random_uuid(), 1, g, g
+FROM generate_series(1, {DOCUMENTS}) g, unnest(ARRAY['production', 'staging']) t
+WHERE (t = 'production' AND g % 2 = 0) OR (t = 'staging' AND g % 3 = 0);
+INSERT INTO agent (agent_id, name, metadata, last_event_id, last_version, last_position)
+SELECT 'ag' || g, 'agent ' || (g % 100), '{{}}', gen_random_uuid(), 1, g FROM generate_series(1, 20000) g;
+INSERT INTO chain (chain_id, name, metadata, last_event_id, last_version, last_position)
+SELECT 'ch' || g, 'chain ' || (g % 100), '{{}}', gen_random_uuid(), 1, g FROM generate_series(1, 20000) g;
+ANALYZE;
+"""
+
+
+@pytest.fixture(scope="module")
+def seeded(admin_url: str, template_dbname: str):
+    """A migrated database with the seed rows, and a connection to it."""
+    with migrated_database(admin_url, template_dbname) as url:
+        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            conn.execute(SEED)
+            yield url, conn
+
+
+def plan(conn: psycopg.Connection, sql: str, params: Any) -> dict:
+    """The plan the server picks for `sql` with these parameters."""
+    return conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()["QUERY PLAN"][0]["Plan"]
+
+
+def nodes(node: dict) -> list[dict]:
+    """Every node of a plan."""
+    return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
+
+
+def indexes(node: dict) -> set[str]:
+    return {n["Index Name"] for n in nodes(node) if "Index Name" in n}
+
+
+def assert_ordered_by(node: dict, index: str | set[str]) -> None:
+    """Served by `index` (or one of them), with no scan of a whole table and no sort of what it read."""
+    assert indexes(node) & ({index} if isinstance(index, str) else index), node
+    assert not [n for n in nodes(node) if n["Node Type"] in ("Seq Scan", "Sort", "Bitmap Heap Scan")], node
+
+
+def test_documents_by_namespace_read_in_order(seeded):
+    _, conn = seeded
+    # A common namespace may be read through the plain order, filtered; a rare one by its own index.
+    common = {"document_namespace_idx", "document_position_idx"}
+    assert_ordered_by(plan(conn, *documents_sql(["ns1"], [], [], None, [], None, 21)), common)
+    assert_ordered_by(plan(conn, *documents_sql(["ns1"], [], [], None, [], 15000, 21)), common)
+    # (30 rows: found by its index, then sorted)
+    assert "document_namespace_idx" in indexes(plan(conn, *documents_sql(["rare"], [], [], None, [], 15000, 21)))
+    assert_ordered_by(plan(conn, *documents_sql([], [], [], None, [], 15000, 21)), "document_position_idx")
+
+
+def test_documents_by_tag_read_a_page_per_tag(seeded):
+    """One tag, or several: each tag's page comes in order from active_tag_order_idx."""
+    _, conn = seeded
+    for tags in (["production"], ["production", "staging"]):
+        for before in (None, 9000):
+            p = plan(conn, *documents_sql([], [], tags, None, [], before, 21))
+            assert "active_tag_order_idx" in indexes(p)
+            assert not [n for n in nodes(p) if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")], p
+            # The merge sorts at most a page per tag.
+            assert all(n["Plan Rows"] <= len(tags) * 21 for n in nodes(p) if n["Node Type"] == "Sort"), p
+
+
+def test_documents_by_tag_answer_in_order_once_each(seeded):
+    """The merged pages: newest first, each document once at the first given tag's version."""
+    _, conn = seeded
+    rows = conn.execute(*documents_sql([], [], ["staging", "production"], None, [], 9000, 10)).fetchall()
+    expected = [p for p in range(8999, 0, -1) if p % 2 == 0 or p % 3 == 0][:10]
+    assert [r["created_position"] for r in rows] == expected
+    assert [r["tag"] for r in rows] == ["staging" if p % 3 == 0 else "production" for p in expected]
+
+
+def test_a_metadata_filter_uses_the_operators_index(seeded):
+    """`chronicle indexes add --type llm_interaction --field agent_type`: the filter reads it in order."""
+    url, conn = seeded
+    query = documents_sql([], ["llm_interaction"], [], None, [("agent_type", "a3")], None, 21)
+    assert "document_meta_llm_interaction_agent_type" not in indexes(plan(conn, *query))
+    index = add_index(url, "llm_interaction", "agent_type")
+    try:
+        conn.execute("ANALYZE document")
+        assert index.name == "document_meta_llm_interaction_agent_type" and index.valid
+        assert [(i.document_type, i.field) for i in list_indexes(conn)] == [("llm_interaction", "agent_type")]
+        assert_ordered_by(plan(conn, *query), index.name)
+        # Prepared (a generic plan) it still reads the index: the type and field are literals.
+        numbered = query[0]
+        for n in range(1, 4):
+            numbered = numbered.replace("%s", f"${n}", 1)
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("PREPARE meta AS " + numbered)
+        values = sql.SQL(", ").join(map(sql.Literal, query[1])).as_string(conn)
+        generic = conn.execute(f"EXPLAIN (FORMAT JSON) EXECUTE meta({values})").fetchone()["QUERY PLAN"][0]["Plan"]
+        conn.execute("DEALLOCATE meta")
+        conn.execute("RESET plan_cache_mode")
+        assert index.name in indexes(generic), generic
+        rows = conn.execute(*query).fetchall()
+        assert [r["created_position"] for r in rows] == [
+            p for p in range(DOCUMENTS, 0, -1) if p % 3 == 0 and p % 4 == 3][:21]
+    finally:
+        assert drop_index(url, index.name)
+    assert list_indexes(conn) == []
+    assert not drop_index(url, "document_pkey")  # only the operator's indexes can be dropped
+
+
+def test_agent_and_chain_lists_read_in_order(seeded):
+    _, conn = seeded
+    for table, columns in (("agent", AGENT_COLUMNS), ("chain", CHAIN_COLUMNS)):
+        assert_ordered_by(plan(conn, *snapshots_sql(table, columns, None, [], None, 21)), f"{table}_position_idx")
+        assert_ordered_by(plan(conn, *snapshots_sql(table, columns, None, [], 100, 21)), f"{table}_position_idx")
+        named = plan(conn, *snapshots_sql(table, columns, f"{table} 7", [], None, 21))
+        assert_ordered_by(named, f"{table}_name_idx")
+
+
+def test_causes_are_found_by_event_id(seeded):
+    """Each step of the causes looks an event up by its id (no cast hides events_event_id_key)."""
+    _, conn = seeded
+    event = conn.execute("SELECT md5('e' || 40005)::uuid AS id").fetchone()["id"]
+    p = plan(conn, CAUSES_SQL, (event,))
+    assert "events_event_id_key" in indexes(p)
+    assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan"], p
+    causes = conn.execute(CAUSES_SQL, (event,)).fetchall()
+    assert [c["position"] for c in causes] == [40004, 40003, 40002, 40001]
+    effects = plan(conn, EFFECTS_SQL, (event, 10))
+    assert "events_causation_idx" in indexes(effects)
+    assert not [n for n in nodes(effects) if n["Node Type"] == "Seq Scan"], effects
+
+
+@pytest.mark.parametrize("since_at, until_at", [(20_000, None), (20_000, 20_500), (None, 30_000), (1, 2)])
+def test_a_time_window_is_a_position_range(seeded, since_at, until_at):
+    """since/until become position bounds, found by binary search; the answer is exactly the
+    events recorded in the window, read through events_pkey."""
+    _, conn = seeded
+    since = START + since_at * STEP if since_at else None
+    until = START + until_at * STEP if until_at else None
+    low, high = position_bounds(conn, since, until)
+    skew = int(timedelta(seconds=1) / STEP)
+    assert low == (max(since_at - skew, 1) if since_at else 1)
+    if until_at:
+        assert high == min(until_at + skew, EVENTS + 1) - 1
+    query = events_sql(max(0, low - 1), min(EVENTS, high), {"metadata->>'actor_id'": None}, [], [], since, until, 101)
+    assert "events_pkey" in indexes(plan(conn, *query))
+    got = [r["position"] for r in conn.execute(*query).fetchall()]
+    first = since_at or 1
+    last = (until_at - 1) if until_at else EVENTS
+    assert got == list(range(first, min(last, first + 100) + 1))
+
+
+def test_a_correlation_is_found_by_its_index_then_ordered(seeded):
+    """The events of one correlation id come from its hash index, not from a walk of the log."""
+    _, conn = seeded
+    query = events_sql(0, EVENTS, {"metadata->>'correlation_id'": "c9000"}, [], [], None, None, 51)
+    p = plan(conn, *query)
+    assert "events_correlation_idx" in indexes(p)
+    assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan" or n.get("Index Name") == "events_pkey"], p
+    assert [r["position"] for r in conn.execute(*query).fetchall()] == [27000, 27001, 27002]
+
+
+def test_log_position_at_past_the_ends(seeded):
+    _, conn = seeded
+    at = conn.execute("SELECT log_position_at(%s) AS a, log_position_at(%s) AS b",
+                      (START - timedelta(days=1), START + timedelta(days=1))).fetchone()
+    assert (at["a"], at["b"]) == (1, EVENTS + 1)
+
+
+def test_status_reads_a_window_not_the_log(seeded):
+    """Lag is exact within LAG_WINDOW positions of a checkpoint, scaled past it; the plan reads
+    the windows through events_pkey, never the whole log."""
+    _, conn = seeded
+    conn.execute("INSERT INTO projection (name, partitions) VALUES ('documents', 2)")
+    try:
+        conn.execute("INSERT INTO projection_checkpoint (projection, partition, position)"
+                     " VALUES ('documents', 0, %s), ('documents', 1, %s)", (EVENTS - 100, 10))
+        rows = partition_rows(conn, "documents", ("document",))
+        truth = {r["k"]: r["n"] for r in conn.execute(
+            "SELECT projection_partition(stream_id, 2) AS k, count(*) AS n FROM events"
+            " WHERE position > CASE WHEN projection_partition(stream_id, 2) = 0 THEN %s ELSE 10 END"
+            " GROUP BY 1", (EVENTS - 100,)).fetchall()}
+        near, far = (lag_of(r) for r in rows)
+        assert near == (truth[0], False)
+        assert far[1] and abs(far[0] - truth[1]) < truth[1] * 0.1, (far, truth)
+        assert rows[1]["high"] == 10 + LAG_WINDOW
+        p = plan(conn, STATUS_SQL, {"types": ["document"], "name": "documents", "window": LAG_WINDOW})
+        assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "events"], p
+    finally:
+        conn.execute("DELETE FROM projection_checkpoint WHERE projection = 'documents'")
+        conn.execute("DELETE FROM projection WHERE name = 'documents'")
