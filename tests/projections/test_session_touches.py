@@ -107,7 +107,7 @@ def test_a_self_edge_inserted_straight_into_edge_is_refused(proj_pool):
 @pytest.mark.parametrize(("query", "indexes"), [
     ("SELECT document_id FROM document d WHERE d.namespace = ANY(%s) AND d.document_type = ANY(%s)"
      " AND d.created_position < 10 ORDER BY d.created_position DESC LIMIT 5",
-     ("document_ns_type_idx", "document_type_idx")),
+     ("document_ns_type_idx", "document_type_idx", "document_namespace_idx")),
     ("SELECT document_id FROM document d WHERE d.document_type = ANY(%s)"
      " ORDER BY d.created_position DESC LIMIT 5", ("document_type_idx",)),
     ("SELECT position FROM events WHERE type = ANY(%s) AND stream_type = ANY(%s) AND position > 0"

@@ -20,7 +20,7 @@ from service_layer.read_queries import documents_sql, snapshots_sql
 from api.routes_reads import AGENT_COLUMNS, CHAIN_COLUMNS
 from infrastructure.read_indexes import add_index, drop_index, list_indexes
 from projections.status import LAG_WINDOW, STATUS_SQL, lag_of, partition_rows
-from tests.conftest import migrated_database
+from tests.conftest import as_owner, migrated_database
 
 EVENTS = 50_000
 DOCUMENTS = 30_000
@@ -28,13 +28,14 @@ START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STEP = timedelta(milliseconds=10)
 
 SEED = f"""
-INSERT INTO events (event_id, stream_id, stream_type, version, type, payload, metadata, recorded_at)
+INSERT INTO events (event_id, stream_id, stream_type, version, type, payload, metadata, recorded_at, hash)
 SELECT md5('e' || g)::uuid, 's' || (g % 5000), 'document', g / 5000 + 1, 'document.updated', '{{}}',
        jsonb_build_object('actor_id', 'user-' || (g % 7), 'session_id', 'session-' || (g % 50),
                           'correlation_id', 'c' || (g / 3))
        || CASE WHEN g % 10 <> 1 THEN jsonb_build_object('causation_id', md5('e' || (g - 1))::uuid::text)
                ELSE '{{}}' END,
-       timestamptz '2026-01-01T00:00:00+00' + g * interval '10 milliseconds'
+       timestamptz '2026-01-01T00:00:00+00' + g * interval '10 milliseconds',
+       sha256(('e' || g)::bytea)  -- a hash for the column; these plans do not verify the chain
 FROM generate_series(1, {EVENTS}) g;
 INSERT INTO document (document_id, namespace, document_type, title, metadata, version, session_id,
                       created_position, last_event_id, last_version, last_position)
@@ -62,9 +63,12 @@ ANALYZE;
 
 @pytest.fixture(scope="module")
 def seeded(admin_url: str, template_dbname: str):
-    """A migrated database with the seed rows, and a connection to it."""
+    """A migrated database with the seed rows, and a connection to it.
+
+    As the owner: the seed writes straight into `events`, which the application login may not.
+    """
     with migrated_database(admin_url, template_dbname) as url:
-        with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        with psycopg.connect(as_owner(url), autocommit=True, row_factory=dict_row) as conn:
             conn.execute(SEED)
             yield url, conn
 
