@@ -1,14 +1,18 @@
-"""Bench helpers: a throwaway migrated database, and a mixed workspace log written with COPY."""
+"""Bench helpers: a throwaway migrated database, a mixed workspace log written with COPY, a served API."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import socket
+import subprocess
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psycopg
 from psycopg import conninfo
 
@@ -89,3 +93,28 @@ def write_log(url: str, count: int, seed: int = 1) -> int:
                     (list(versions), [t for t, _ in versions.values()], [v for _, v in versions.values()]))
         conn.commit()
     return written
+
+
+def serve_api(url: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """`chronicle serve` (the API alone, one process, no workers) on `url`; its base URL once ready.
+
+    `env` adds Chronicle settings; REDIS_URL is dropped, so the API wakes nothing.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ = {**os.environ, "DATABASE_URL": url, **env}
+    environ.pop("REDIS_URL", None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "chronicle"), "serve", "--port", str(port),
+                             "--processes", "1"], cwd=Path(__file__).resolve().parents[1], env=environ,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("chronicle serve did not start")

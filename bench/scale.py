@@ -15,13 +15,8 @@ It creates a scratch database on that server and drops it afterwards.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import _db
@@ -36,35 +31,8 @@ from infrastructure.read_indexes import add_index
 from projections.rebuild import rebuild
 from service_layer.keys import create_key
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = 100_000
 TARGET_RATIO, TARGET_BACKLOG_MS, TARGET_BYTES = 1.5, 100.0, 800
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(url: str) -> tuple[subprocess.Popen, str]:
-    """`chronicle serve` (one process, no workers) on the scratch database; its base URL."""
-    port = _port()
-    env = {**os.environ, "DATABASE_URL": url, "CHRONICLE_API_MAX_PAGE_SIZE": "200"}
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "chronicle"), "serve", "--port", str(port),
-                             "--processes", "1"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("chronicle serve did not start")
 
 
 def _sample(url: str) -> dict[str, Any]:
@@ -204,7 +172,7 @@ def rebuild_rate(url: str) -> float:
 
 
 def measure(url: str, key: str, routes: dict, repeat: int) -> dict[str, Any]:
-    proc, base = _serve(url)
+    proc, base = _db.serve_api(url, CHRONICLE_API_MAX_PAGE_SIZE="200")
     try:
         return {"routes": time_routes(base, key, routes, repeat), "status": status_sql_ms(url, repeat)}
     finally:

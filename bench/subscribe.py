@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import _db  # noqa: F401 - sets sys.path
+import _db
 import httpx
 
 import service_layer.operator_events  # noqa: F401 - registers the operator.* types the appends use
@@ -32,32 +27,6 @@ from infrastructure.db import create_pool
 from infrastructure.event_store import ANY, EventStore, NewEvent
 from service_layer.keys import create_key
 
-BIN = Path(sys.executable).parent
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(url: str) -> tuple[subprocess.Popen, str]:
-    """`chronicle serve` (the API alone, one process) on the bench database; its base URL once ready."""
-    port = _port()
-    env = {**os.environ, "DATABASE_URL": url, "CHRONICLE_SUBSCRIBE_HEARTBEAT_SECONDS": "5"}
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen([str(BIN / "chronicle"), "serve", "--port", str(port), "--processes", "1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start")
 
 
 def sse_events(base: str, token: str, after: int):
@@ -136,7 +105,7 @@ def main() -> None:
         pool = create_pool(url, Settings(chronicle_pool_min_size=2, chronicle_pool_max_size=8), name="bench")
         store = EventStore(pool)
         token = create_key(pool, "bench", "subscriber")[1]
-        proc, base = serve(url)
+        proc, base = _db.serve_api(url, CHRONICLE_SUBSCRIBE_HEARTBEAT_SECONDS="5")
         try:
             sse, read_all = catch_up(base, token, store, store.head())
             delays = sorted(latency(base, token, store, args.rate, args.seconds, args.clients))
