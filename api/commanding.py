@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import ChronicleState, CommandRequest, chronicle, command_context, etag
 from api.problems import Problem
 from domain import commands as c
-from domain.bounds import Reason
 from domain.errors import ConflictError, DomainError, NotFoundError
 
 IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://chronicle/api/idempotency")
@@ -33,10 +32,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ReasonIn(Strict):
+class ReasonIn(c.Reasoned, Strict):
     """Why: an optional reason recorded with the event."""
-
-    reason: Reason | None = None
 
 
 def _command_id(request: Request, ctx: CommandRequest) -> UUID | None:

@@ -16,27 +16,19 @@ from api.commanding import Ctx, State, Strict, created, execute
 from api.deps import ChronicleState, CommandRequest
 from api.schemas import ExactRoute, CommandOut, EdgeCommandOut, ExecutionCommandOut
 from domain import commands as c
-from domain.bounds import (
-    CanvasState, Count, Description, EdgeMetadata, ExecutionData, Identifier, Metadata, ModelName, Name, NodePosition,
-    Prompt, Reason, Tools, Viewport,
-)
+from domain.bounds import CanvasState, Identifier, Reason, Viewport
 
 router = APIRouter(prefix="/v1", tags=["commands"], route_class=ExactRoute)
 
 
 # -- chains ----------------------------------------------------------------------------------
 
-class ChainIn(Strict):
-    chain_id: UUID | None = None
-    name: Name
-    description: Description = ""
-    metadata: Metadata = Field(default_factory=dict)
+class ChainIn(c.NewChain, Strict):
+    pass
 
 
-class ChainPatch(Strict):
-    name: Name | None = None
-    description: Description | None = None
-    metadata: Metadata | None = None
+class ChainPatch(c.ChainChanges, Strict):
+    pass
 
 
 class CanvasIn(Strict):
@@ -44,24 +36,16 @@ class CanvasIn(Strict):
     viewport: Viewport = Field(default_factory=dict)
 
 
-class NodeIn(Strict):
-    node_id: Identifier
-    kind: Identifier
-    ref_id: Identifier
-    position: NodePosition = Field(default_factory=dict)
+class NodeIn(c.NodeFields, Strict):
+    pass
 
 
-class EdgeIn(Strict):
+class EdgeIn(c.EdgeFields, Strict):
     edge_id: Identifier | None = None
-    source_id: Identifier
-    target_id: Identifier
-    type: Identifier
-    metadata: EdgeMetadata = Field(default_factory=dict)
 
 
-class EdgePatch(Strict):
-    type: Identifier | None = None
-    metadata: EdgeMetadata | None = None
+class EdgePatch(c.EdgeChanges, Strict):
+    pass
 
 
 @router.post("/chains", status_code=201, summary="Create a chain")
@@ -136,30 +120,16 @@ def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: A
 
 # -- agents ----------------------------------------------------------------------------------
 
-class AgentIn(Strict):
-    agent_id: UUID | None = None
-    name: Name
-    prompt: Prompt
-    model: ModelName
-    tools: Tools = Field(default_factory=list)
-    metadata: Metadata = Field(default_factory=dict)
+class AgentIn(c.NewAgent, Strict):
+    pass
 
 
-class AgentPatch(Strict):
-    name: Name | None = None
-    prompt: Prompt | None = None
-    model: ModelName | None = None
-    tools: Tools | None = None
-    metadata: Metadata | None = None
+class AgentPatch(c.AgentChanges, Strict):
+    pass
 
 
-class ExecutionIn(Strict):
+class ExecutionIn(c.ExecutionFields, Strict):
     execution_id: Identifier | None = None
-    input: ExecutionData = None
-    output: ExecutionData = None
-    duration_ms: Count
-    tokens: Count
-    metadata: Metadata = Field(default_factory=dict)
 
 
 @router.post("/agents", status_code=201, summary="Create an agent")

@@ -15,7 +15,7 @@ from api.commanding import Ctx, ReasonIn, State, Strict, created, execute
 from api.deps import ChronicleState, CommandRequest
 from api.schemas import ExactRoute, CommandOut
 from domain import commands as c
-from domain.bounds import Body, ChangeDescription, Content, DocumentVersion, Identifier, Metadata, Reason, Title
+from domain.bounds import Body, Content, DocumentVersion, Identifier, Metadata, Reason, Title
 
 router = APIRouter(prefix="/v1", tags=["commands"], route_class=ExactRoute)
 
@@ -32,12 +32,8 @@ class DocumentIn(Strict):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class DocumentPatch(Strict):
-    title: Title | None = None
-    content: Content | None = None
-    body: Body | None = None
-    metadata: Metadata | None = None
-    change_description: ChangeDescription = ""
+class DocumentPatch(c.DocumentChanges, Strict):
+    pass
 
 
 class TagIn(Strict):

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from uuid import UUID
 
-from domain.aggregate import Change, Deleted, Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.aggregate import Deleted, Redone, Undone, Updated, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
 from domain.bounds import Count, ExecutionData, Identifier, Metadata, ModelName, Name, Prompt, Tools
+from domain.commands import AgentChanges
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
@@ -17,7 +18,6 @@ from domain.rules import (
     MAX_EXECUTION_IO_BYTES,
     MAX_METADATA_BYTES,
     MAX_PROMPT_BYTES,
-    MAX_REASON_CHARS,
     MAX_TOOLS,
     MAX_TOOLS_BYTES,
     MODEL_NAME,
@@ -39,20 +39,10 @@ class AgentCreated(WorkspaceCreated):
     tools: Tools
     metadata: Metadata
 
-    def apply(self, aggregate: Agent) -> None:
-        self.assign(aggregate, "name", "prompt", "model", "tools", "metadata")
-
 
 @registry.register("agent.updated", stream_type="agent")
-class AgentUpdated(Change):
-    name: Name | None = None
-    prompt: Prompt | None = None
-    model: ModelName | None = None
-    tools: Tools | None = None
-    metadata: Metadata | None = None
-
-    def change(self, aggregate: Agent) -> None:
-        self.assign(aggregate, "name", "prompt", "model", "tools", "metadata", given_only=True)
+class AgentUpdated(AgentChanges, Updated):
+    pass
 
 
 @registry.register("agent.deleted", stream_type="agent")
@@ -91,6 +81,7 @@ class Agent(WorkspaceAggregate):
     """
 
     stream_type: ClassVar[str] = "agent"
+    deleted_event = AgentDeleted
     undone_event = AgentUndone
     redone_event = AgentRedone
     # Executions are not part of the undo/redo state.
@@ -158,15 +149,6 @@ class Agent(WorkspaceAggregate):
             changes["metadata"] = metadata
         if changes:
             self.trigger_event(AgentUpdated, **changes)
-
-    def delete(self, reason: str | None = None) -> None:
-        """Delete the agent; it accepts no change or execution afterwards.
-
-        Raises agent_deleted if it already is.
-        """
-        self.check_not_deleted()
-        check_text(reason, "reason", max_bytes=MAX_REASON_CHARS, allow_none=True)
-        self.trigger_event(AgentDeleted, reason=reason)
 
     def record_execution(
         self,

@@ -9,6 +9,7 @@ carry the stream's whole state; the aggregate keeps bounded undo and redo stacks
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from domain.bounds import Reason, refusal
 from domain.errors import DomainError
 from domain.ids import uuid7
-from domain.rules import UNDO_DEPTH
+from domain.rules import MAX_REASON_CHARS, UNDO_DEPTH, check_text
 
 # Values a copy of an aggregate can share with the original.
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, UUID, datetime})
@@ -66,17 +67,34 @@ class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
         kwargs.setdefault("exclude_unset", True)
         return super().model_dump(**kwargs)
 
-    def assign(self, target: Any, *names: str, given_only: bool = False) -> None:
-        """Copy the named fields onto the aggregate (or a dict in it), deep-copying lists and dicts.
+    @classmethod
+    @functools.cache
+    def payload_fields(cls) -> tuple[str, ...]:
+        """The names of the event's own fields: all but the originator id, version and timestamp.
 
-        With given_only, a field the event left out (None) keeps the target's value, as updates want.
+        Created and Updated events copy these onto the aggregate.
         """
+        return tuple(name for name in cls.model_fields if name not in WorkspaceEvent.model_fields)
+
+    def values(self, *names: str, given_only: bool = False) -> dict[str, Any]:
+        """The named fields as a dict, lists and dicts deep-copied: the aggregate shares nothing with the event.
+
+        With given_only, a field the event left out (None) is left out, as updates want.
+        """
+        out = {}
         for name in names:
             value = getattr(self, name)
             if value is None and given_only:
                 continue
-            if isinstance(value, (dict, list)):
-                value = copy.deepcopy(value)
+            out[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+        return out
+
+    def assign(self, target: Any, *names: str, given_only: bool = False) -> None:
+        """Copy the named fields onto the aggregate (or a dict in it), as `values` gives them.
+
+        With given_only, a field the event left out (None) keeps the target's value.
+        """
+        for name, value in self.values(*names, given_only=given_only).items():
             if isinstance(target, dict):
                 target[name] = value
             else:
@@ -90,6 +108,9 @@ class WorkspaceCreated(WorkspaceEvent, CanInitAggregate[UUID]):
     """
 
     originator_topic: ClassVar[str]
+
+    def apply(self, aggregate: Any) -> None:
+        self.assign(aggregate, *self.payload_fields())
 
 
 class Change(WorkspaceEvent):
@@ -105,6 +126,13 @@ class Change(WorkspaceEvent):
     def change(self, aggregate: Any) -> None:
         """Change the aggregate's state as this event says."""
         raise NotImplementedError
+
+
+class Updated(Change):
+    """A change of the stream's fields the event carries; a field it leaves out (None) stays as it is."""
+
+    def change(self, aggregate: Any) -> None:
+        self.assign(aggregate, *self.payload_fields(), given_only=True)
 
 
 class Deleted(Change):
@@ -205,6 +233,7 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
     stream_type: ClassVar[str]
     # The state's personal fields (domain.personal): encrypted in snapshots as in events.
     personal_state: ClassVar[tuple[str, ...]] = ()
+    deleted_event: ClassVar[type[Deleted]]
     undone_event: ClassVar[type[Undone]]
     redone_event: ClassVar[type[Redone]]
     Snapshot = WorkspaceSnapshot
@@ -295,6 +324,15 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
                 field=f"{self.stream_type}_id",
             )
 
+    def delete(self, reason: str | None = None) -> None:
+        """Delete the stream; it accepts no change afterwards (a document's restore, or undo, brings it back).
+
+        Raises <stream_type>_deleted if it already is.
+        """
+        self.check_not_deleted()
+        check_text(reason, "reason", max_bytes=MAX_REASON_CHARS, allow_none=True)
+        self.trigger_event(self.deleted_event, reason=reason)
+
     # -- undo and redo: deciding -------------------------------------------------------------
 
     def undo(self, state_at: StateAt) -> None:
@@ -302,30 +340,24 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
 
         `state_at(version)` gives the stream's state at an earlier version. Raises nothing_to_undo.
         """
-        if not self.undo_stack:
-            raise DomainError("nothing_to_undo", f"{self.stream_type} {self.id} has nothing to undo")
-        change_version, before_version = self.undo_stack[-1]
-        self.trigger_event(
-            self.undone_event,
-            undone_version=change_version,
-            to_version=before_version,
-            state=state_at(before_version),
-        )
+        change_version, before_version = self._latest("undo", self.undo_stack)
+        self.trigger_event(self.undone_event, undone_version=change_version, to_version=before_version,
+                           state=state_at(before_version))
 
     def redo(self, state_at: StateAt) -> None:
         """Re-apply the latest undone change, giving the stream the state that change made.
 
         `state_at(version)` gives the stream's state at an earlier version. Raises nothing_to_redo.
         """
-        if not self.redo_stack:
-            raise DomainError("nothing_to_redo", f"{self.stream_type} {self.id} has nothing to redo")
-        change_version, _ = self.redo_stack[-1]
-        self.trigger_event(
-            self.redone_event,
-            redone_version=change_version,
-            to_version=change_version,
-            state=state_at(change_version),
-        )
+        change_version, _ = self._latest("redo", self.redo_stack)
+        self.trigger_event(self.redone_event, redone_version=change_version, to_version=change_version,
+                           state=state_at(change_version))
+
+    def _latest(self, action: str, stack: list[list[int]]) -> list[int]:
+        """The top [change_version, before_version] pair of the undo or redo stack; nothing_to_<action> if empty."""
+        if not stack:
+            raise DomainError(f"nothing_to_{action}", f"{self.stream_type} {self.id} has nothing to {action}")
+        return stack[-1]
 
     # -- undo and redo: applying (called by events' apply, also on replay) -------------------
 
@@ -358,7 +390,7 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
         self.set_state(event.state)
 
     def apply_redone(self, event: Redone) -> None:
-        """Move the redone change back to the undo stack and take its state.
+        """Move the redone change back to the undo stack (bounded) and take its state.
 
         Called by Redone.apply.
         """

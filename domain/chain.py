@@ -6,14 +6,16 @@ removing a node first deletes every edge touching it.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from domain.aggregate import Change, Deleted, Redone, Undone, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent
+from domain.aggregate import (
+    Change, Deleted, Redone, Undone, Updated, WorkspaceAggregate, WorkspaceCreated, WorkspaceEvent,
+)
 from domain.bounds import (
     CanvasState, Description, EdgeMetadata, Identifier, Metadata, Name, NodePosition, Reason, Viewport,
 )
+from domain.commands import ChainChanges
 from domain.errors import DomainError
 from domain.event_types import registry
 from domain.rules import (
@@ -46,27 +48,16 @@ class ChainCreated(WorkspaceCreated):
     description: Description
     metadata: Metadata
 
-    def apply(self, aggregate: Chain) -> None:
-        self.assign(aggregate, "name", "description", "metadata")
-
 
 @registry.register("chain.updated", stream_type="chain")
-class ChainUpdated(Change):
-    name: Name | None = None
-    description: Description | None = None
-    metadata: Metadata | None = None
-
-    def change(self, aggregate: Chain) -> None:
-        self.assign(aggregate, "name", "description", "metadata", given_only=True)
+class ChainUpdated(ChainChanges, Updated):
+    pass
 
 
 @registry.register("chain.canvas_updated", stream_type="chain")
-class ChainCanvasUpdated(Change):
+class ChainCanvasUpdated(Updated):
     canvas_state: CanvasState
     viewport: Viewport
-
-    def change(self, aggregate: Chain) -> None:
-        self.assign(aggregate, "canvas_state", "viewport")
 
 
 @registry.register("chain.node_added", stream_type="chain")
@@ -77,11 +68,7 @@ class ChainNodeAdded(Change):
     position: NodePosition
 
     def change(self, aggregate: Chain) -> None:
-        aggregate.nodes[self.node_id] = {
-            "kind": self.kind,
-            "ref_id": self.ref_id,
-            "position": copy.deepcopy(self.position),
-        }
+        aggregate.nodes[self.node_id] = self.values("kind", "ref_id", "position")
 
 
 @registry.register("chain.node_removed", stream_type="chain")
@@ -106,12 +93,7 @@ class EdgeCreated(Change):
     metadata: EdgeMetadata
 
     def change(self, aggregate: Chain) -> None:
-        aggregate.edges[self.edge_id] = {
-            "source_id": self.source_id,
-            "target_id": self.target_id,
-            "type": self.type,
-            "metadata": copy.deepcopy(self.metadata),
-        }
+        aggregate.edges[self.edge_id] = self.values("source_id", "target_id", "type", "metadata")
 
 
 @registry.register("edge.updated", stream_type="chain")
@@ -155,6 +137,7 @@ class Chain(WorkspaceAggregate):
     """
 
     stream_type: ClassVar[str] = "chain"
+    deleted_event = ChainDeleted
     undone_event = ChainUndone
     redone_event = ChainRedone
     state_fields = ("name", "description", "metadata", "canvas_state", "viewport", "nodes", "edges", "deleted")
@@ -246,15 +229,6 @@ class Chain(WorkspaceAggregate):
             if node_id in (edge["source_id"], edge["target_id"]):
                 self.trigger_event(EdgeDeleted, edge_id=edge_id, reason=NODE_REMOVED)
         self.trigger_event(ChainNodeRemoved, node_id=node_id)
-
-    def delete(self, reason: str | None = None) -> None:
-        """Delete the chain; it accepts no change afterwards (undo brings it back).
-
-        Raises chain_deleted if it already is.
-        """
-        self.check_not_deleted()
-        check_text(reason, "reason", max_bytes=MAX_REASON_CHARS, allow_none=True)
-        self.trigger_event(ChainDeleted, reason=reason)
 
     def create_edge(
         self, edge_id: str, source_id: str, target_id: str, type: str, metadata: dict[str, Any] | None = None

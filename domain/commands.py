@@ -5,6 +5,7 @@ nothing). Commands on an existing stream may carry `expected_version` (a mismatc
 conflict); without it the service retries conflicts a bounded number of times.
 Field shapes and storage bounds (domain.bounds) are checked here, when a command is built: a
 value out of bounds raises DomainError naming the field. The aggregates check the rules.
+The field sets a request body (api) shares with its command are declared once, here.
 """
 
 from __future__ import annotations
@@ -21,14 +22,25 @@ from domain.bounds import (
 )
 
 
-class CommandContext(BaseModel):
+class Refusing(BaseModel):
+    """A frozen model that refuses unknown fields and values out of domain.bounds when built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        """The model, its fields within domain.bounds; anything else is a DomainError naming the field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise refusal(exc, type(self).__name__) from None
+
+
+class CommandContext(Refusing):
     """Who asks, in which session, and why: written to every event's metadata.
 
     The correlation id defaults to the command id (or a new id); the causation id names the
     event that caused this command, when one did.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     actor_id: ContextId | None = None
     actor_type: Literal["user", "agent", "service", "system"] = "system"
@@ -38,27 +50,11 @@ class CommandContext(BaseModel):
     # The person whose personal fields this command writes (default: the stream's, else the actor).
     subject_id: ContextId | None = None
 
-    def __init__(self, /, **data: Any) -> None:
-        """The context, its ids within domain.bounds; anything else is a DomainError naming the field."""
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise refusal(exc, type(self).__name__) from None
 
-
-class Command(BaseModel):
+class Command(Refusing):
     """Base of every command."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     command_id: UUID | None = None
-
-    def __init__(self, /, **data: Any) -> None:
-        """The command, its fields within domain.bounds; anything else is a DomainError naming the field."""
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise refusal(exc, type(self).__name__) from None
 
 
 class StreamCommand(Command):
@@ -67,49 +63,44 @@ class StreamCommand(Command):
     expected_version: StreamVersion | None = None
 
 
-# -- chains ------------------------------------------------------------------------------------
+# -- field sets: a command's fields that requests (api) and events share -----------------------
 
 
-class CreateChain(Command):
+class Reasoned(BaseModel):
+    """Why: an optional reason recorded with the event."""
+
+    reason: Reason | None = None
+
+
+class NewChain(BaseModel):
+    """A new chain's fields; its id is given or made."""
+
     chain_id: UUID | None = None
     name: Name
     description: Description = ""
     metadata: Metadata = Field(default_factory=dict)
 
 
-class UpdateChain(StreamCommand):
-    chain_id: UUID
+class ChainChanges(BaseModel):
+    """A chain's fields to change; those left out (None) stay as they are."""
+
     name: Name | None = None
     description: Description | None = None
     metadata: Metadata | None = None
 
 
-class UpdateCanvas(StreamCommand):
-    chain_id: UUID
-    canvas_state: CanvasState
-    viewport: Viewport
+class NodeFields(BaseModel):
+    """A node: a document or agent (`kind`, `ref_id`) on a chain's canvas."""
 
-
-class AddNode(StreamCommand):
-    chain_id: UUID
     node_id: Identifier
     kind: Identifier
     ref_id: Identifier
     position: NodePosition = Field(default_factory=dict)
 
 
-class RemoveNode(StreamCommand):
-    chain_id: UUID
-    node_id: Identifier
+class EdgeFields(BaseModel):
+    """An edge: a typed link from one node of a chain to another."""
 
-
-class DeleteChain(StreamCommand):
-    chain_id: UUID
-    reason: Reason | None = None
-
-
-class CreateEdge(StreamCommand):
-    chain_id: UUID
     edge_id: Identifier
     source_id: Identifier
     target_id: Identifier
@@ -117,17 +108,105 @@ class CreateEdge(StreamCommand):
     metadata: EdgeMetadata = Field(default_factory=dict)
 
 
-class UpdateEdge(StreamCommand):
-    chain_id: UUID
-    edge_id: Identifier
+class EdgeChanges(BaseModel):
+    """An edge's fields to change; those left out (None) stay as they are."""
+
     type: Identifier | None = None
     metadata: EdgeMetadata | None = None
 
 
-class DeleteEdge(StreamCommand):
+class DocumentChanges(BaseModel):
+    """A document's fields to change (a new version), with a description of the change."""
+
+    title: Title | None = None
+    content: Content | None = None
+    body: Body | None = None
+    metadata: Metadata | None = None
+    change_description: ChangeDescription = ""
+
+
+class NewAgent(BaseModel):
+    """A new agent's fields; its id is given or made."""
+
+    agent_id: UUID | None = None
+    name: Name
+    prompt: Prompt
+    model: ModelName
+    tools: Tools = Field(default_factory=list)
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class AgentChanges(BaseModel):
+    """An agent's fields to change; those left out (None) stay as they are."""
+
+    name: Name | None = None
+    prompt: Prompt | None = None
+    model: ModelName | None = None
+    tools: Tools | None = None
+    metadata: Metadata | None = None
+
+
+class ExecutionFields(BaseModel):
+    """One run of an agent: its input, output, duration and tokens."""
+
+    execution_id: Identifier
+    input: ExecutionData = None
+    output: ExecutionData = None
+    duration_ms: Count
+    tokens: Count
+    metadata: Metadata = Field(default_factory=dict)
+
+
+# -- chains ------------------------------------------------------------------------------------
+
+
+class CreateChain(NewChain, Command):
+    pass
+
+
+class ChainCommand(StreamCommand):
+    """A command on an existing chain."""
+
     chain_id: UUID
+
+
+class UpdateChain(ChainChanges, ChainCommand):
+    pass
+
+
+class UpdateCanvas(ChainCommand):
+    canvas_state: CanvasState
+    viewport: Viewport
+
+
+class AddNode(NodeFields, ChainCommand):
+    pass
+
+
+class RemoveNode(ChainCommand):
+    node_id: Identifier
+
+
+class DeleteChain(Reasoned, ChainCommand):
+    pass
+
+
+class CreateEdge(EdgeFields, ChainCommand):
+    pass
+
+
+class EdgeCommand(ChainCommand):
+    """A command on an existing edge of a chain."""
+
     edge_id: Identifier
-    reason: Reason | None = None
+
+
+class UpdateEdge(EdgeChanges, EdgeCommand):
+    pass
+
+
+class DeleteEdge(Reasoned, EdgeCommand):
+    pass
 
 
 # -- documents ---------------------------------------------------------------------------------
@@ -143,70 +222,56 @@ class CreateDocument(Command):
     metadata: Metadata = Field(default_factory=dict)
 
 
-class UpdateDocument(StreamCommand):
+class DocumentCommand(StreamCommand):
+    """A command on an existing document."""
+
     document_id: UUID
-    title: Title | None = None
-    content: Content | None = None
-    body: Body | None = None
-    metadata: Metadata | None = None
-    change_description: ChangeDescription = ""
 
 
-class DeleteDocument(StreamCommand):
-    document_id: UUID
-    reason: Reason | None = None
+class UpdateDocument(DocumentChanges, DocumentCommand):
+    pass
 
 
-class RestoreDocument(StreamCommand):
-    document_id: UUID
-    reason: Reason | None = None
+class DeleteDocument(Reasoned, DocumentCommand):
+    pass
 
 
-class TagDocument(StreamCommand):
-    document_id: UUID
+class RestoreDocument(Reasoned, DocumentCommand):
+    pass
+
+
+class TagDocument(DocumentCommand):
     tag: Identifier
     version: DocumentVersion
 
 
-class UntagDocument(StreamCommand):
-    document_id: UUID
+class UntagDocument(DocumentCommand):
     tag: Identifier
 
 
 # -- agents ------------------------------------------------------------------------------------
 
 
-class CreateAgent(Command):
-    agent_id: UUID | None = None
-    name: Name
-    prompt: Prompt
-    model: ModelName
-    tools: Tools = Field(default_factory=list)
-    metadata: Metadata = Field(default_factory=dict)
+class CreateAgent(NewAgent, Command):
+    pass
 
 
-class UpdateAgent(StreamCommand):
+class AgentCommand(StreamCommand):
+    """A command on an existing agent."""
+
     agent_id: UUID
-    name: Name | None = None
-    prompt: Prompt | None = None
-    model: ModelName | None = None
-    tools: Tools | None = None
-    metadata: Metadata | None = None
 
 
-class DeleteAgent(StreamCommand):
-    agent_id: UUID
-    reason: Reason | None = None
+class UpdateAgent(AgentChanges, AgentCommand):
+    pass
 
 
-class RecordExecution(StreamCommand):
-    agent_id: UUID
-    execution_id: Identifier
-    input: ExecutionData = None
-    output: ExecutionData = None
-    duration_ms: Count
-    tokens: Count
-    metadata: Metadata = Field(default_factory=dict)
+class DeleteAgent(Reasoned, AgentCommand):
+    pass
+
+
+class RecordExecution(ExecutionFields, AgentCommand):
+    pass
 
 
 # -- any stream --------------------------------------------------------------------------------

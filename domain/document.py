@@ -126,6 +126,7 @@ class Document(WorkspaceAggregate):
 
     stream_type: ClassVar[str] = "document"
     personal_state: ClassVar[tuple[str, ...]] = PERSONAL_STATE
+    deleted_event = DocumentDeleted
     undone_event = DocumentUndone
     redone_event = DocumentRedone
     # `version` in the state is the content version.
@@ -231,15 +232,6 @@ class Document(WorkspaceAggregate):
                 version=self.highest_version + 1,
                 **changes,
             )
-
-    def delete(self, reason: str | None = None) -> None:
-        """Delete the document; it accepts no update until restored.
-
-        Raises document_deleted if it already is.
-        """
-        self.check_not_deleted()
-        check_text(reason, "reason", max_bytes=MAX_REASON_CHARS, allow_none=True)
-        self.trigger_event(DocumentDeleted, reason=reason)
 
     def restore(self, reason: str | None = None) -> None:
         """Undelete the document.

@@ -13,9 +13,12 @@ from domain.errors import DomainError
 from service_layer.workspace import Workspace
 
 
+# The bases commands share (a command on an existing stream, chain, edge, document, agent): no rows of their own.
+BASES = (c.Command, c.StreamCommand, c.ChainCommand, c.EdgeCommand, c.DocumentCommand, c.AgentCommand)
+
+
 def _command_classes() -> list[type[c.Command]]:
-    return [v for v in vars(c).values()
-            if isinstance(v, type) and issubclass(v, c.Command) and v not in (c.Command, c.StreamCommand)]
+    return [v for v in vars(c).values() if isinstance(v, type) and issubclass(v, c.Command) and v not in BASES]
 
 
 def test_every_command_class_has_exactly_one_row() -> None:
