@@ -100,6 +100,18 @@ def execute(
     }
 
 
+def execute_adding(
+    state: ChronicleState, request: Request, response: Response, ctx: CommandRequest, command_class: type[c.Command],
+    body: BaseModel, made_id: tuple[str, str], **fields: Any,
+) -> dict[str, Any]:
+    """`execute` a command that adds an element (an edge, an execution) whose id the body gives or
+    is made here as `<prefix>-<12 hex digits>`; `made_id` is (id field, prefix). The answer names the id."""
+    id_field, prefix = made_id
+    values = body.model_dump()
+    values[id_field] = values[id_field] or f"{prefix}-{uuid.uuid4().hex[:12]}"
+    return {**execute(state, request, response, ctx, command_class, **fields, **values), id_field: values[id_field]}
+
+
 def created(response: Response, kind: str, body: dict[str, Any]) -> dict[str, Any]:
     """Mark a command's response as a creation: 201 with the new resource's Location."""
     response.status_code = 201

@@ -1,22 +1,24 @@
 """Commands on chains and agents over HTTP (documents: routes_document_commands).
 
-Each route builds a domain command and runs it through `api.commanding.execute`.
+Each route builds a domain command and runs it through `api.commanding.execute`; the create,
+update and delete routes every stream kind has alike are made by `api.stream_routes`. Request
+bodies derive from the field sets they share with their commands (domain.commands).
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
 
-from api.commanding import Ctx, State, Strict, created, execute
+from api.commanding import Ctx, State, Strict, execute, execute_adding
 from api.deps import ChronicleState, CommandRequest
 from api.schemas import ExactRoute, CommandOut, EdgeCommandOut, ExecutionCommandOut
+from api.stream_routes import add_create, add_delete, add_update
 from domain import commands as c
-from domain.bounds import CanvasState, Identifier, Reason, Viewport
+from domain.bounds import CanvasState, Identifier, Viewport
 
 router = APIRouter(prefix="/v1", tags=["commands"], route_class=ExactRoute)
 
@@ -48,25 +50,11 @@ class EdgePatch(c.EdgeChanges, Strict):
     pass
 
 
-@router.post("/chains", status_code=201, summary="Create a chain")
-def create_chain(body: ChainIn, request: Request, response: Response, state: ChronicleState = State,
-                 ctx: CommandRequest = Ctx) -> CommandOut:
-    """Create a chain; its id is given or made. 201 with Location, ETag and log position."""
-    return created(response, "chains", execute(state, request, response, ctx, c.CreateChain, **body.model_dump()))
-
-
-@router.patch("/chains/{chain_id}", summary="Update a chain's name, description or metadata")
-def update_chain(chain_id: UUID, body: ChainPatch, request: Request, response: Response,
-                 state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-    """Change the fields given; fields left out stay as they are."""
-    return execute(state, request, response, ctx, c.UpdateChain, chain_id=chain_id, **body.model_dump())
-
-
-@router.delete("/chains/{chain_id}", summary="Delete a chain")
-def delete_chain(chain_id: UUID, request: Request, response: Response, reason: Annotated[Reason | None, Query()] = None,
-                 state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-    """Delete a chain; its history stays."""
-    return execute(state, request, response, ctx, c.DeleteChain, chain_id=chain_id, reason=reason)
+add_create(router, "chains", ChainIn, c.CreateChain, "Create a chain",
+           "Create a chain; its id is given or made. 201 with Location, ETag and log position.")
+add_update(router, "chains", ChainPatch, c.UpdateChain, "Update a chain's name, description or metadata",
+           "Change the fields given; fields left out stay as they are.")
+add_delete(router, "chains", c.DeleteChain, "Delete a chain", "Delete a chain; its history stays.")
 
 
 @router.put("/chains/{chain_id}/canvas", summary="Replace a chain's canvas state and viewport")
@@ -94,12 +82,10 @@ def remove_node(chain_id: UUID, request: Request, response: Response, node_id: A
 def create_edge(chain_id: UUID, body: EdgeIn, request: Request, response: Response,
                 state: ChronicleState = State, ctx: CommandRequest = Ctx) -> EdgeCommandOut:
     """Create an edge between two different nodes of this chain; its id is given or made."""
-    fields = body.model_dump()
-    fields["edge_id"] = fields["edge_id"] or f"e-{uuid.uuid4().hex[:12]}"
-    out = execute(state, request, response, ctx, c.CreateEdge, chain_id=chain_id, **fields)
+    out = execute_adding(state, request, response, ctx, c.CreateEdge, body, ("edge_id", "e"), chain_id=chain_id)
     response.status_code = 201
     response.headers["Location"] = f"/v1/chains/{chain_id}/edges"
-    return {**out, "edge_id": fields["edge_id"]}
+    return out
 
 
 @router.patch("/chains/{chain_id}/edges/{edge_id}", summary="Update an edge")
@@ -132,32 +118,14 @@ class ExecutionIn(c.ExecutionFields, Strict):
     execution_id: Identifier | None = None
 
 
-@router.post("/agents", status_code=201, summary="Create an agent")
-def create_agent(body: AgentIn, request: Request, response: Response, state: ChronicleState = State,
-                 ctx: CommandRequest = Ctx) -> CommandOut:
-    """Create an agent; its id is given or made."""
-    return created(response, "agents", execute(state, request, response, ctx, c.CreateAgent, **body.model_dump()))
-
-
-@router.patch("/agents/{agent_id}", summary="Update an agent")
-def update_agent(agent_id: UUID, body: AgentPatch, request: Request, response: Response,
-                 state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-    """Change the fields given."""
-    return execute(state, request, response, ctx, c.UpdateAgent, agent_id=agent_id, **body.model_dump())
-
-
-@router.delete("/agents/{agent_id}", summary="Delete an agent")
-def delete_agent(agent_id: UUID, request: Request, response: Response, reason: Annotated[Reason | None, Query()] = None,
-                 state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-    """Delete an agent; its executions stay."""
-    return execute(state, request, response, ctx, c.DeleteAgent, agent_id=agent_id, reason=reason)
+add_create(router, "agents", AgentIn, c.CreateAgent, "Create an agent", "Create an agent; its id is given or made.")
+add_update(router, "agents", AgentPatch, c.UpdateAgent, "Update an agent", "Change the fields given.")
+add_delete(router, "agents", c.DeleteAgent, "Delete an agent", "Delete an agent; its executions stay.")
 
 
 @router.post("/agents/{agent_id}/executions", status_code=201, summary="Record an execution of an agent")
 def record_execution(agent_id: UUID, body: ExecutionIn, request: Request, response: Response,
                      state: ChronicleState = State, ctx: CommandRequest = Ctx) -> ExecutionCommandOut:
     """Record one execution: input, output, duration, tokens; its id is given or made."""
-    fields = body.model_dump()
-    fields["execution_id"] = fields["execution_id"] or f"x-{uuid.uuid4().hex[:12]}"
-    out = execute(state, request, response, ctx, c.RecordExecution, agent_id=agent_id, **fields)
-    return {**out, "execution_id": fields["execution_id"]}
+    return execute_adding(state, request, response, ctx, c.RecordExecution, body, ("execution_id", "x"),
+                          agent_id=agent_id)

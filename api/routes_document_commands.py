@@ -1,6 +1,8 @@
 """Commands on documents over HTTP: create, update, delete, restore, tag.
 
-Each route builds a domain command and runs it through `api.commanding.execute`.
+Each route builds a domain command and runs it through `api.commanding.execute`; the create,
+update and delete routes every stream kind has alike are made by `api.stream_routes`. Request
+bodies derive from the field sets they share with their commands (domain.commands).
 """
 
 from __future__ import annotations
@@ -8,14 +10,15 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import AliasChoices, Field
 
 from api.commanding import Ctx, ReasonIn, State, Strict, created, execute
 from api.deps import ChronicleState, CommandRequest
 from api.schemas import ExactRoute, CommandOut
+from api.stream_routes import add_delete, add_update
 from domain import commands as c
-from domain.bounds import Body, Content, DocumentVersion, Identifier, Metadata, Reason, Title
+from domain.bounds import Body, Content, DocumentVersion, Identifier, Metadata, Title
 
 router = APIRouter(prefix="/v1", tags=["commands"], route_class=ExactRoute)
 
@@ -51,19 +54,10 @@ def create_document(body: DocumentIn, request: Request, response: Response, stat
     return created(response, "documents", execute(state, request, response, ctx, c.CreateDocument, **fields))
 
 
-@router.patch("/documents/{document_id}", summary="Update a document (a new version)")
-def update_document(document_id: UUID, body: DocumentPatch, request: Request, response: Response,
-                    state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-    """Change title, content, body or metadata, with a change description."""
-    return execute(state, request, response, ctx, c.UpdateDocument, document_id=document_id, **body.model_dump())
-
-
-@router.delete("/documents/{document_id}", summary="Delete a document")
-def delete_document(document_id: UUID, request: Request, response: Response,
-                    reason: Annotated[Reason | None, Query()] = None,
-                    state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-    """Delete a document; its versions stay readable and it can be restored."""
-    return execute(state, request, response, ctx, c.DeleteDocument, document_id=document_id, reason=reason)
+add_update(router, "documents", DocumentPatch, c.UpdateDocument, "Update a document (a new version)",
+           "Change title, content, body or metadata, with a change description.")
+add_delete(router, "documents", c.DeleteDocument, "Delete a document",
+           "Delete a document; its versions stay readable and it can be restored.")
 
 
 @router.post("/documents/{document_id}/restore", summary="Restore a deleted document")
