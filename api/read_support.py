@@ -1,4 +1,4 @@
-"""What the read routes share: JSON rows, queries, `?metadata.<field>=` filters, 404 or 410.
+"""What the read routes share: their dependencies, JSON rows, queries, `?metadata.<field>=` filters, 404 or 410.
 
 A read of a resource that is gone answers the same as a command on it: a stream that never
 existed (or is of another kind) is `<type>_not_found` (404), a deleted one `<type>_deleted` (410).
@@ -6,18 +6,34 @@ existed (or is of another kind) is `<type>_not_found` (404), a deleted one `<typ
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from fastapi import Request
+from fastapi import Depends, Query, Request, Response
 
-from api.deps import ChronicleState
+from api.deps import ChronicleState, Reader, etag, page_size, read_state
 from api.problems import Problem
 from projections.catalog import projectors_for
 
 MAX_METADATA_FILTERS = 10
 # Dynamic query parameters: `?metadata.<field>=` on the routes that take metadata_filters.
 METADATA_PREFIX = "metadata."
+
+
+def reading(wait: Callable[..., int | None], role: Any = Reader) -> Any:
+    """A read route's state: the read server's, for a key whose role may read, once `wait`
+    (a `min_position_for` dependency) has seen ?min_position= applied.
+
+    Declare it as the route's last parameter: ?min_position= then stays its last query parameter.
+    """
+
+    async def dependency(state: ChronicleState = Depends(read_state), _: Any = role,
+                         _wait: int | None = Depends(wait)) -> ChronicleState:
+        return state
+
+    return Depends(dependency)
 
 
 def _json(row: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +72,40 @@ async def metadata_filters(request: Request) -> list[tuple[str, str]]:
     return filters
 
 
+@dataclass(frozen=True)
+class PageAsked:
+    """The page a list route is asked for: after `cursor` (None: the first), at most `limit` rows."""
+
+    cursor: str | None
+    limit: int
+
+
+async def page_asked(cursor: str | None = Query(None, max_length=200), limit: int = Depends(page_size)) -> PageAsked:
+    """`?cursor=` and `?limit=`, as every list route takes them."""
+    return PageAsked(cursor, limit)
+
+
+Paging = Depends(page_asked)
+
+
+@dataclass(frozen=True)
+class SnapshotQuery:
+    """What a snapshot list (agents, chains) is asked for: an exact name, metadata fields, a page."""
+
+    name: str | None
+    metadata: list[tuple[str, str]]
+    page: PageAsked
+
+
+async def snapshot_query(
+    name: str | None = Query(None, max_length=200),
+    metadata: list[tuple[str, str]] = Depends(metadata_filters),
+    page: PageAsked = Paging,
+) -> SnapshotQuery:
+    """`?name=`, `?metadata.<field>=`, `?cursor=` and `?limit=` of a snapshot list."""
+    return SnapshotQuery(name, metadata, page)
+
+
 # The stream's type, the position of its last event, and how far its projection's partition has
 # applied the log: a stream with no read row is deleted only once its last event is applied.
 _STREAM_PROJECTED = """
@@ -66,6 +116,15 @@ SELECT s.stream_type,
         WHERE p.name = %s AND c.partition = projection_partition(s.stream_id, p.partitions)) AS checkpoint
 FROM streams s WHERE s.stream_id = %s
 """
+
+
+def found(state: ChronicleState, response: Response, stream_type: str, stream_id: str,
+          row: dict[str, Any] | None) -> dict[str, Any]:
+    """The read row of a stream, its stream version set as the response's ETag; no row: `missing`."""
+    if row is None:
+        missing(state, stream_type, stream_id)
+    response.headers["ETag"] = etag(row["stream_version"])
+    return row
 
 
 def missing(state: ChronicleState, stream_type: str, stream_id: str) -> NoReturn:

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import Auditor, ChronicleState, decode_cursor, etag, min_position_param, page_of, page_size, read_log_bound, read_state
+from api.deps import Auditor, ChronicleState, decode_cursor, etag, min_position_param, page_of, read_log_bound
 from api.problems import Problem
+from api.read_support import PageAsked, Paging, reading
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from service_layer import event_log
 from service_layer.event_log import EventFilter
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
+# Each route's state, for an auditor, after ?min_position= reached the log.
+AUDIT = reading(min_position_param, Auditor)
 
 
 @router.get("/events", summary="The event log, filtered, in log order")
 def list_events(
     response: Response,
-    state: ChronicleState = Depends(read_state),
-    _: Any = Auditor,
     stream: str | None = Query(None, pattern=_ID, description="stream id"),
     stream_type: list[Annotated[str, StringConstraints(max_length=100)]] | None = Query(
         None, max_length=50, description="stream type, repeatable (any of them)"),
@@ -34,9 +35,8 @@ def list_events(
     correlation_id: str | None = Query(None, max_length=200),
     since: datetime | None = Query(None, description="recorded at or after (ISO 8601)"),
     until: datetime | None = Query(None, description="recorded before (ISO 8601)"),
-    cursor: str | None = Query(None, max_length=200),
-    limit: int = Depends(page_size),
-    _wait: int | None = Depends(min_position_param),
+    page: PageAsked = Paging,
+    state: ChronicleState = AUDIT,
 ) -> EventPage:
     """Events matching every filter given, oldest first, a page at a time.
 
@@ -45,13 +45,13 @@ def list_events(
     X-Chronicle-Log-Held-Back, present only while an open append holds readers below the head,
     since when.
     """
-    after = (decode_cursor(cursor, (int,)) or (0,))[0]
+    after = (decode_cursor(page.cursor, (int,)) or (0,))[0]
     filters = EventFilter(stream=stream, stream_types=stream_type or [], types=type or [], actor=actor,
                           session=session, correlation_id=correlation_id, since=since, until=until)
     log = read_log_bound(state)
     response.headers.update(log.headers())
-    events = event_log.event_page(state.pool, log, filters, after, limit)
-    events, next_cursor = page_of(events, limit, "position")
+    events = event_log.event_page(state.pool, log, filters, after, page.limit)
+    events, next_cursor = page_of(events, page.limit, "position")
     return {"events": events, "next_cursor": next_cursor}
 
 
@@ -59,24 +59,21 @@ def list_events(
 def stream_events(
     response: Response,
     stream_id: str = Path(..., pattern=_ID),
-    state: ChronicleState = Depends(read_state),
-    _: Any = Auditor,
     from_version: int = Query(1, ge=1),
     to_version: int | None = Query(None, ge=1),
-    cursor: str | None = Query(None, max_length=200),
-    limit: int = Depends(page_size),
-    _wait: int | None = Depends(min_position_param),
+    page: PageAsked = Paging,
+    state: ChronicleState = AUDIT,
 ) -> StreamEventsOut:
     """A stream's events from `from_version`, with its current version as the ETag.
 
     An unknown stream is 404.
     """
-    after = (decode_cursor(cursor, (int,)) or (from_version - 1,))[0]
+    after = (decode_cursor(page.cursor, (int,)) or (from_version - 1,))[0]
     stream = event_log.stream_row(state.pool, stream_id)
     if stream is None:
         raise Problem(404, "stream_not_found", f"no stream {stream_id!r}", field="stream_id")
-    events = event_log.stream_events(state.pool, stream_id, after, to_version, limit)
-    events, next_cursor = page_of(events, limit, "stream_version")
+    events = event_log.stream_events(state.pool, stream_id, after, to_version, page.limit)
+    events, next_cursor = page_of(events, page.limit, "stream_version")
     response.headers["ETag"] = etag(stream["version"])
     return {
         "stream_id": stream_id,
@@ -88,8 +85,7 @@ def stream_events(
 
 
 @router.get("/events/{event_id}", summary="One event")
-def get_event(event_id: UUID, state: ChronicleState = Depends(read_state), _: Any = Auditor,
-              _wait: int | None = Depends(min_position_param)) -> EventOut:
+def get_event(event_id: UUID, state: ChronicleState = AUDIT) -> EventOut:
     """One event by its id; 404 if there is none."""
     event = event_log.get_event(state.pool, event_id)
     if event is None:
@@ -100,10 +96,8 @@ def get_event(event_id: UUID, state: ChronicleState = Depends(read_state), _: An
 @router.get("/events/{event_id}/causation", summary="What caused an event, and what it caused")
 def causation(
     event_id: UUID,
-    state: ChronicleState = Depends(read_state),
-    _: Any = Auditor,
     depth: int = Query(10, ge=1, le=50, description="how many generations of effects to follow"),
-    _wait: int | None = Depends(min_position_param),
+    state: ChronicleState = AUDIT,
 ) -> CausationOut:
     """The causation chain through an event: its causes back to the root, and its effects.
 
