@@ -79,25 +79,26 @@ def _request(response: Response, state: ChronicleState, ctx: CommandRequest, kin
     return {**requested, "progress": progress}
 
 
-@router.get("/projections/{name}/rebuild", summary="The latest rebuild's progress")
-def rebuild_status(
-    name: str = Path(..., pattern=NAME),
-    state: ChronicleState = Depends(chronicle),
-    _: Any = Depends(operator_context),
-) -> JobOut:
-    """The latest rebuild: state (requested, running, done, failed, crashed), events done of
-    total, rate, ETA, and its job (who asked, when, options); 404 if none."""
-    return operations.job_progress(state.pool, "rebuild", name)
+def _job_status_route(kind: Literal["rebuild", "replay"], summary: str, description: str) -> None:
+    """Add the route GET /projections/{name}/<kind>: the latest job of that kind and its progress."""
+
+    def job_status(
+        name: str = Path(..., pattern=NAME),
+        state: ChronicleState = Depends(chronicle),
+        _: Any = Depends(operator_context),
+    ) -> JobOut:
+        return operations.job_progress(state.pool, kind, name)
+
+    job_status.__name__ = job_status.__qualname__ = f"{kind}_status"  # the operation id names the kind
+    job_status.__doc__ = description
+    router.get(f"/projections/{{name}}/{kind}", summary=summary)(job_status)
 
 
-@router.get("/projections/{name}/replay", summary="The latest replay job")
-def replay_status(
-    name: str = Path(..., pattern=NAME),
-    state: ChronicleState = Depends(chronicle),
-    _: Any = Depends(operator_context),
-) -> JobOut:
-    """The latest replay job: state, partitions moved, events to re-apply; 404 if none."""
-    return operations.job_progress(state.pool, "replay", name)
+_job_status_route("rebuild", "The latest rebuild's progress",
+                  "The latest rebuild: state (requested, running, done, failed, crashed), events done of\n"
+                  "total, rate, ETA, and its job (who asked, when, options); 404 if none.")
+_job_status_route("replay", "The latest replay job",
+                  "The latest replay job: state, partitions moved, events to re-apply; 404 if none.")
 
 
 class ReplayRequest(BaseModel):
@@ -144,26 +145,26 @@ def list_dead(
     return {"dead_letters": [plain(r) for r in rows]}
 
 
-@router.post("/dead-letters/{dead_letter_id}/retry", summary="Retry a parked event and the rest of its stream")
-def retry_dead(
-    dead_letter_id: int = Path(..., ge=1),
-    state: ChronicleState = Depends(chronicle),
-    ctx: CommandRequest = Depends(operator_context),
-) -> DeadLetterOutcome:
-    """Re-apply the stream's parked events in order; those failing again stay parked."""
-    return operations.resolve_dead_letter(state.pool, state.store, state.wake_projection, _who(ctx),
-                                          dead_letter_id, "retry")
+def _resolve_route(action: str, summary: str, description: str) -> None:
+    """Add the route POST /dead-letters/{id}/<action>: resolve a parked event (`retry` or `skip`)."""
+
+    def resolve(
+        dead_letter_id: int = Path(..., ge=1),
+        state: ChronicleState = Depends(chronicle),
+        ctx: CommandRequest = Depends(operator_context),
+    ) -> DeadLetterOutcome:
+        return operations.resolve_dead_letter(state.pool, state.store, state.wake_projection, _who(ctx),
+                                              dead_letter_id, action)
+
+    resolve.__name__ = resolve.__qualname__ = f"{action}_dead"  # the operation id names the action
+    resolve.__doc__ = description
+    router.post(f"/dead-letters/{{dead_letter_id}}/{action}", summary=summary)(resolve)
 
 
-@router.post("/dead-letters/{dead_letter_id}/skip", summary="Skip a parked event; its stream resumes")
-def skip_dead(
-    dead_letter_id: int = Path(..., ge=1),
-    state: ChronicleState = Depends(chronicle),
-    ctx: CommandRequest = Depends(operator_context),
-) -> DeadLetterOutcome:
-    """Never apply this event; the later parked events of its stream are retried in order."""
-    return operations.resolve_dead_letter(state.pool, state.store, state.wake_projection, _who(ctx),
-                                          dead_letter_id, "skip")
+_resolve_route("retry", "Retry a parked event and the rest of its stream",
+               "Re-apply the stream's parked events in order; those failing again stay parked.")
+_resolve_route("skip", "Skip a parked event; its stream resumes",
+               "Never apply this event; the later parked events of its stream are retried in order.")
 
 
 @router.post("/projections/{name}/verify", summary="Compare a projection with a rebuild from the log")
