@@ -69,6 +69,36 @@ def instrument_service(service: Any) -> None:
     service._chronicle_metered = True
 
 
+_PARTITION = ("projection", "partition")
+_REBUILD = ("projection",)
+# The store's gauges, in the order a scrape lists them: (key, metric name, help, labels).
+STORE_GAUGES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("head", "chronicle_log_head_position", "The last committed position in the log.", ()),
+    ("safe", "chronicle_log_safe_position",
+     "The position readers may read up to (no append still open below it).", ()),
+    ("blockers", "chronicle_log_blockers",
+     "Open transactions holding the safe position back (see `chronicle status`).", ()),
+    ("held_back", "chronicle_log_held_back_seconds",
+     "How long readers have been held below the head (0: they are not).", ()),
+    ("checkpoint", "chronicle_projection_checkpoint_position", "The log position a partition has applied.", _PARTITION),
+    ("lag_events", "chronicle_projection_lag_events",
+     "Events of a partition not yet applied (counted within 2500 positions of its checkpoint, scaled past them).",
+     _PARTITION),
+    ("lag_positions", "chronicle_projection_lag_positions",
+     "Log positions between a partition's checkpoint and the head.", _PARTITION),
+    ("waiting", "chronicle_projection_lag_seconds", "Age of a partition's oldest unapplied event.", _PARTITION),
+    ("parked", "chronicle_dead_letters_parked", "Events parked in a partition's dead letters.", _PARTITION),
+    ("dead_letters", "chronicle_dead_letters", "Dead letters by status (parked, retried, skipped).",
+     ("projection", "status")),
+    ("rebuild_running", "chronicle_rebuild_running", "1 while the projection's latest rebuild is running.", _REBUILD),
+    ("rebuild_done", "chronicle_rebuild_events_done", "Events the latest rebuild has applied.", _REBUILD),
+    ("rebuild_total", "chronicle_rebuild_events_total", "Events the latest rebuild has to apply.", _REBUILD),
+    ("rebuild_ratio", "chronicle_rebuild_progress_ratio", "Done over total of the latest rebuild (1 when done).",
+     _REBUILD),
+    ("rebuild_eta", "chronicle_rebuild_eta_seconds", "Estimated seconds left in a running rebuild.", _REBUILD),
+)
+
+
 class StoreCollector:
     """Gauges read from the database at each scrape: log, projections, dead letters, rebuilds."""
 
@@ -93,87 +123,37 @@ class StoreCollector:
         from projections.catalog import PROJECTORS
         from projections.status import lag_of, lag_seconds, partition_rows
 
-        head = GaugeMetricFamily("chronicle_log_head_position", "The last committed position in the log.")
-        safe = GaugeMetricFamily(
-            "chronicle_log_safe_position", "The position readers may read up to (no append still open below it)."
-        )
-        blockers = GaugeMetricFamily(
-            "chronicle_log_blockers", "Open transactions holding the safe position back (see `chronicle status`)."
-        )
-        held_back = GaugeMetricFamily(
-            "chronicle_log_held_back_seconds", "How long readers have been held below the head (0: they are not)."
-        )
-        labels = ["projection", "partition"]
-        checkpoint = GaugeMetricFamily(
-            "chronicle_projection_checkpoint_position", "The log position a partition has applied.", labels=labels
-        )
-        lag_events = GaugeMetricFamily(
-            "chronicle_projection_lag_events",
-            "Events of a partition not yet applied (counted within 2500 positions of its checkpoint, scaled past them).",
-            labels=labels,
-        )
-        lag_positions = GaugeMetricFamily(
-            "chronicle_projection_lag_positions", "Log positions between a partition's checkpoint and the head.",
-            labels=labels,
-        )
-        waiting = GaugeMetricFamily(
-            "chronicle_projection_lag_seconds", "Age of a partition's oldest unapplied event.", labels=labels
-        )
-        parked = GaugeMetricFamily(
-            "chronicle_dead_letters_parked", "Events parked in a partition's dead letters.", labels=labels
-        )
-        dead_letters = GaugeMetricFamily(
-            "chronicle_dead_letters", "Dead letters by status (parked, retried, skipped).",
-            labels=["projection", "status"],
-        )
-        rebuild_labels = ["projection"]
-        rebuild_running = GaugeMetricFamily(
-            "chronicle_rebuild_running", "1 while the projection's latest rebuild is running.", labels=rebuild_labels
-        )
-        rebuild_done = GaugeMetricFamily(
-            "chronicle_rebuild_events_done", "Events the latest rebuild has applied.", labels=rebuild_labels
-        )
-        rebuild_total = GaugeMetricFamily(
-            "chronicle_rebuild_events_total", "Events the latest rebuild has to apply.", labels=rebuild_labels
-        )
-        rebuild_ratio = GaugeMetricFamily(
-            "chronicle_rebuild_progress_ratio", "Done over total of the latest rebuild (1 when done).",
-            labels=rebuild_labels,
-        )
-        rebuild_eta = GaugeMetricFamily(
-            "chronicle_rebuild_eta_seconds", "Estimated seconds left in a running rebuild.", labels=rebuild_labels
-        )
+        g = {key: GaugeMetricFamily(name, doc, labels=list(labels)) for key, name, doc, labels in STORE_GAUGES}
         with self.pool.connection(timeout=SCRAPE_TIMEOUT_SECONDS) as conn, conn.transaction():
             conn.execute(f"SET LOCAL statement_timeout = {int(SCRAPE_TIMEOUT_SECONDS * 1000)}")
             log = read_log_status(conn)
-            head.add_metric([], log.head)
-            safe.add_metric([], log.safe)
-            blockers.add_metric([], log.blockers)
-            held_back.add_metric([], log.held_back_seconds)
+            g["head"].add_metric([], log.head)
+            g["safe"].add_metric([], log.safe)
+            g["blockers"].add_metric([], log.blockers)
+            g["held_back"].add_metric([], log.held_back_seconds)
             for name, projector in PROJECTORS.items():
                 for r in partition_rows(conn, name, projector.stream_types):
                     key = [name, str(r["partition"])]
                     lag = lag_of(r)[0]
-                    checkpoint.add_metric(key, r["checkpoint"])
-                    lag_events.add_metric(key, lag)
-                    lag_positions.add_metric(key, max(r["head"] - r["checkpoint"], 0))
-                    waiting.add_metric(key, lag_seconds(r) if lag else 0.0)
-                    parked.add_metric(key, r["dead_letters"])
+                    g["checkpoint"].add_metric(key, r["checkpoint"])
+                    g["lag_events"].add_metric(key, lag)
+                    g["lag_positions"].add_metric(key, max(r["head"] - r["checkpoint"], 0))
+                    g["waiting"].add_metric(key, lag_seconds(r) if lag else 0.0)
+                    g["parked"].add_metric(key, r["dead_letters"])
             for r in conn.execute(DEAD_LETTERS_SQL).fetchall():
-                dead_letters.add_metric([r["projection"], r["status"]], r["n"])
+                g["dead_letters"].add_metric([r["projection"], r["status"]], r["n"])
             for r in conn.execute(PROGRESS_SQL).fetchall():
                 key = [r["projection"]]
                 running = r["state"] == "running"
-                rebuild_running.add_metric(key, 1 if running else 0)
-                rebuild_done.add_metric(key, r["done"])
-                rebuild_total.add_metric(key, r["total"])
+                g["rebuild_running"].add_metric(key, 1 if running else 0)
+                g["rebuild_done"].add_metric(key, r["done"])
+                g["rebuild_total"].add_metric(key, r["total"])
                 ratio = 1.0 if r["state"] == "done" else (r["done"] / r["total"] if r["total"] else 0.0)
-                rebuild_ratio.add_metric(key, min(ratio, 1.0))
+                g["rebuild_ratio"].add_metric(key, min(ratio, 1.0))
                 if running and r["eta_seconds"] is not None:
-                    rebuild_eta.add_metric(key, float(r["eta_seconds"]))
+                    g["rebuild_eta"].add_metric(key, float(r["eta_seconds"]))
             follow = _following(conn, log.safe)
-        return [head, safe, blockers, held_back, checkpoint, lag_events, lag_positions, waiting, parked, dead_letters,
-                rebuild_running, rebuild_done, rebuild_total, rebuild_ratio, rebuild_eta, *follow]
+        return [*g.values(), *follow]
 
 
 def _following(conn: Any, safe: int) -> list[Metric]:
