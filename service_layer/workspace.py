@@ -118,23 +118,15 @@ class Workspace(Application[UUID]):
                 # Nothing to change, perhaps because this very command id just landed concurrently.
                 first = self._first_result(command)
                 return first or CommandResult(str(stream_id), aggregate.version, None, 0)
-            appended = len(aggregate.pending_events)
-            try:
-                recordings = self.save(aggregate, **metadata)
-            except IntegrityError:
-                first = self._first_result(command)
-                if first is not None:
-                    return first
-                if unchecked:
-                    continue
-                if attempt == attempts:
-                    raise ConflictError(str(stream_id), expected, self.current_version(stream_id)) from None
-                time.sleep(random.uniform(0, 0.005 * attempt))
-                attempt += 1
+            result = self._append(command, aggregate, metadata, cache=True)
+            if result is not None:
+                return result
+            if unchecked:
                 continue
-            result = self._handled(command, aggregate, recordings, appended)
-            self.repository.remember(aggregate)
-            return result
+            if attempt == attempts:
+                raise ConflictError(str(stream_id), expected, self.current_version(stream_id))
+            time.sleep(random.uniform(0, 0.005 * attempt))
+            attempt += 1
 
     def _first_result(self, command: c.Command) -> CommandResult | None:
         """The result a command id already got (a retry, or the same command landing concurrently)."""
@@ -142,18 +134,29 @@ class Workspace(Application[UUID]):
 
     def _create(self, command: c.CreateChain | c.CreateDocument | c.CreateAgent, metadata: dict[str, Any]) -> CommandResult:
         aggregate = create(command, _id_for)
-        stream_id = aggregate.id
+        result = self._append(command, aggregate, metadata, cache=False)
+        if result is None:
+            raise DomainError(
+                "already_exists", f"stream {aggregate.id} already exists", field=f"{aggregate.stream_type}_id"
+            )
+        return result
+
+    def _append(
+        self, command: c.Command, aggregate: WorkspaceAggregate, metadata: dict[str, Any], *, cache: bool
+    ) -> CommandResult | None:
+        """Append the aggregate's pending events (and, with `cache`, keep it for the next command): the result.
+
+        When the stream moved on first, the result this command id already got, else None.
+        """
         appended = len(aggregate.pending_events)
         try:
             recordings = self.save(aggregate, **metadata)
         except IntegrityError:
-            first = self._first_result(command)
-            if first is not None:
-                return first
-            raise DomainError(
-                "already_exists", f"stream {stream_id} already exists", field=f"{aggregate.stream_type}_id"
-            ) from None
-        return self._handled(command, aggregate, recordings, appended)
+            return self._first_result(command)
+        result = self._handled(command, aggregate, recordings, appended)
+        if cache:
+            self.repository.remember(aggregate)
+        return result
 
     def _decide(self, command: c.Command, aggregate: Any) -> None:
         """Call the aggregate's command method for `command` (domain.decisions); its events stay pending."""
