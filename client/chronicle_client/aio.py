@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
 from chronicle_client.calls import Call, T
-from chronicle_client.client import ClientBase, http_settings
+from chronicle_client.client import ClientBase
 from chronicle_client.groups import AsyncGroupMember
-from chronicle_client.retry import RetryPolicy
 from chronicle_client.subscribe import AsyncSubscription
 
 
@@ -23,33 +23,27 @@ class AsyncChronicle(ClientBase):
 
     feed_type = AsyncSubscription
     member_type = AsyncGroupMember
-
-    def __init__(self, url: str | None = None, key: str | None = None, *, session_id: str | None = None,
-                 retry: RetryPolicy | None = None, timeout: float = 30.0, track_versions: bool = True,
-                 read_your_writes: bool = True, transport: httpx.AsyncBaseTransport | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        base, headers = http_settings(url, key, session_id)
-        self.http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, transport=transport)
-        self._sleep = sleep
-        super().__init__(retry, track_versions, read_your_writes)
+    http_type = httpx.AsyncClient
+    default_sleep: Callable[[float], Awaitable[None]] = staticmethod(asyncio.sleep)
 
     async def run(self, call: Call[T]) -> T:  # type: ignore[override]
         """Send one call, retrying what the policy allows with the same Idempotency-Key; its parsed answer."""
         steps = self.exchange(call)
-        step = next(steps)
+        outcome: httpx.Response | Exception | None = None
         try:
             while True:
-                if isinstance(step, dict):
-                    try:
-                        outcome: httpx.Response | Exception = await self.http.request(**step)
-                    except httpx.TransportError as exc:
-                        outcome = exc
-                    step = steps.send(outcome)
-                else:
-                    await self._sleep(step)
-                    step = steps.send(None)
+                outcome = await self.step(steps.send(outcome))
         except StopIteration as done:
             return done.value
+
+    async def step(self, step: dict[str, Any] | float) -> httpx.Response | Exception | None:  # type: ignore[override]
+        """Do one step of an exchange: send a request (its response, or the transport error), or wait."""
+        if not isinstance(step, dict):
+            return await self._sleep(step)
+        try:
+            return await self.http.request(**step)
+        except httpx.TransportError as exc:
+            return exc
 
     async def aclose(self) -> None:
         """Close the connections."""

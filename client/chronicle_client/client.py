@@ -39,8 +39,18 @@ class ClientBase:
 
     feed_type: type = Subscription
     member_type: type = GroupMember
+    http_type: type = httpx.Client
+    default_sleep: Callable[[float], Any] = staticmethod(time.sleep)
 
-    def __init__(self, retry: RetryPolicy | None, track_versions: bool, read_your_writes: bool) -> None:
+    def __init__(self, url: str | None = None, key: str | None = None, *, session_id: str | None = None,
+                 retry: RetryPolicy | None = None, timeout: float = 30.0, track_versions: bool = True,
+                 read_your_writes: bool = True, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+                 sleep: Callable[[float], Any] | None = None) -> None:
+        """A client of the server at `url` with API key `key` (else CHRONICLE_URL and CHRONICLE_KEY);
+        `sleep` waits between retries (the client's own sleep by default)."""
+        base, headers = http_settings(url, key, session_id)
+        self.http = self.http_type(base_url=base, headers=headers, timeout=timeout, transport=transport)
+        self._sleep = sleep or self.default_sleep
         self.retry = retry or RetryPolicy()
         self.tracker = Tracker(track_versions, read_your_writes)
         self.documents = Documents(self.run)
@@ -96,35 +106,24 @@ class ClientBase:
 class Chronicle(ClientBase):
     """A Chronicle API client (thread-safe; one per service is enough)."""
 
-    feed_type = Subscription
-    member_type = GroupMember
-
-    def __init__(self, url: str | None = None, key: str | None = None, *, session_id: str | None = None,
-                 retry: RetryPolicy | None = None, timeout: float = 30.0, track_versions: bool = True,
-                 read_your_writes: bool = True, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        base, headers = http_settings(url, key, session_id)
-        self.http = httpx.Client(base_url=base, headers=headers, timeout=timeout, transport=transport)
-        self._sleep = sleep
-        super().__init__(retry, track_versions, read_your_writes)
-
     def run(self, call: Call[T]) -> T:
         """Send one call, retrying what the policy allows with the same Idempotency-Key; its parsed answer."""
         steps = self.exchange(call)
-        step = next(steps)
+        outcome: httpx.Response | Exception | None = None
         try:
             while True:
-                if isinstance(step, dict):
-                    try:
-                        outcome: httpx.Response | Exception = self.http.request(**step)
-                    except httpx.TransportError as exc:
-                        outcome = exc
-                    step = steps.send(outcome)
-                else:
-                    self._sleep(step)
-                    step = steps.send(None)
+                outcome = self.step(steps.send(outcome))
         except StopIteration as done:
             return done.value
+
+    def step(self, step: dict[str, Any] | float) -> httpx.Response | Exception | None:
+        """Do one step of an exchange: send a request (its response, or the transport error), or wait."""
+        if not isinstance(step, dict):
+            return self._sleep(step)
+        try:
+            return self.http.request(**step)
+        except httpx.TransportError as exc:
+            return exc
 
     def close(self) -> None:
         """Close the connections."""

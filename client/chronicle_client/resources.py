@@ -9,7 +9,7 @@ stream send If-Match with the last version this client saw, unless `if_match` sa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from chronicle_client.calls import LAST_SEEN, Call
@@ -19,6 +19,7 @@ from chronicle_client.models import (
 )
 
 Runner = Callable[[Call[Any]], Any]
+M = TypeVar("M")
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -26,10 +27,11 @@ def _fields(**values: Any) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, UUID) else v) for k, v in values.items() if v is not None}
 
 
-class _Streams:
+class _Streams(Generic[M]):
     """What chains, documents and agents share: undo, redo, history, and their commands' shape."""
 
     kind = ""
+    model: type[M]  # what `get` answers with
 
     def __init__(self, run: Runner) -> None:
         self._run = run
@@ -58,11 +60,21 @@ class _Streams:
         """The stream's versions, or its state at a version or time (time travel)."""
         return self._read(f"/{stream_id}/history", dict, stream_id, version=version, as_of=as_of)
 
+    def delete(self, stream_id: str | UUID, *, reason: str | None = None, if_match: Any = LAST_SEEN) -> CommandResult:
+        """Delete it; its history stays (a document's versions stay readable and `restore` brings it back)."""
+        return self._command("DELETE", f"/{stream_id}", stream_id, params={"reason": reason}, if_match=if_match)
 
-class Documents(_Streams):
+    def get(self, stream_id: str | UUID) -> M:
+        """It now, after this client's own writes (a document with its live tags, a chain with its canvas
+        and live edges)."""
+        return self._read(f"/{stream_id}", self.model, stream_id)
+
+
+class Documents(_Streams[Document]):
     """Documents: versioned text or JSON, with tags."""
 
     kind = "documents"
+    model = Document
 
     def create(self, namespace: str, type: str, title: str, *, content: str | None = None, body: Any = None,
                metadata: dict[str, Any] | None = None, document_id: str | UUID | None = None,
@@ -80,10 +92,6 @@ class Documents(_Streams):
             title=title, content=content, body=body, metadata=metadata, change_description=change_description),
             if_match=if_match, idempotency_key=idempotency_key)
 
-    def delete(self, document_id: str | UUID, *, reason: str | None = None, if_match: Any = LAST_SEEN) -> CommandResult:
-        """Delete a document; its versions stay readable and `restore` brings it back."""
-        return self._command("DELETE", f"/{document_id}", document_id, params={"reason": reason}, if_match=if_match)
-
     def restore(self, document_id: str | UUID, *, reason: str | None = None,
                 if_match: Any = LAST_SEEN) -> CommandResult:
         """Bring a deleted document back as it was."""
@@ -100,10 +108,6 @@ class Documents(_Streams):
         """Remove a tag."""
         return self._command("DELETE", f"/{document_id}/tags/{tag}", document_id, if_match=if_match)
 
-    def get(self, document_id: str | UUID) -> Document:
-        """The document now, with its live tags (after this client's own writes)."""
-        return self._read(f"/{document_id}", Document, document_id)
-
     def version(self, document_id: str | UUID, document_version: int) -> DocumentVersion:
         """The document as it was at a content version, with its body."""
         return self._read(f"/{document_id}/versions/{document_version}", DocumentVersion)
@@ -114,10 +118,11 @@ class Documents(_Streams):
         return self._read("", DocumentPage, namespace=namespace, type=type, tag=tag, cursor=cursor, limit=limit)
 
 
-class Agents(_Streams):
+class Agents(_Streams[Agent]):
     """Agents and their recorded executions."""
 
     kind = "agents"
+    model = Agent
 
     def create(self, name: str, prompt: str, model: str, *, tools: list[Any] | None = None,
                metadata: dict[str, Any] | None = None, agent_id: str | UUID | None = None,
@@ -135,10 +140,6 @@ class Agents(_Streams):
             name=name, prompt=prompt, model=model, tools=tools, metadata=metadata),
             if_match=if_match, idempotency_key=idempotency_key)
 
-    def delete(self, agent_id: str | UUID, *, reason: str | None = None, if_match: Any = LAST_SEEN) -> CommandResult:
-        """Delete an agent; its executions stay."""
-        return self._command("DELETE", f"/{agent_id}", agent_id, params={"reason": reason}, if_match=if_match)
-
     def record_execution(self, agent_id: str | UUID, *, duration_ms: int, tokens: int, input: Any = None,
                          output: Any = None, metadata: dict[str, Any] | None = None,
                          execution_id: str | None = None, if_match: Any = LAST_SEEN,
@@ -147,10 +148,6 @@ class Agents(_Streams):
         return self._command("POST", f"/{agent_id}/executions", agent_id, _fields(
             execution_id=execution_id, input=input, output=output, duration_ms=duration_ms, tokens=tokens,
             metadata=metadata), if_match=if_match, idempotency_key=idempotency_key)
-
-    def get(self, agent_id: str | UUID) -> Agent:
-        """The agent now (after this client's own writes)."""
-        return self._read(f"/{agent_id}", Agent, agent_id)
 
     def list(self, *, name: str | None = None, cursor: str | None = None, limit: int | None = None) -> AgentPage:
         """Live agents, most recently changed first."""
@@ -162,10 +159,11 @@ class Agents(_Streams):
         return self._read(f"/{agent_id}/executions", ExecutionPage, cursor=cursor, limit=limit)
 
 
-class Chains(_Streams):
+class Chains(_Streams[Chain]):
     """Chains: a canvas of document and agent nodes joined by edges."""
 
     kind = "chains"
+    model = Chain
 
     def create(self, name: str, *, description: str | None = None, metadata: dict[str, Any] | None = None,
                chain_id: str | UUID | None = None, idempotency_key: str | None = None) -> CommandResult:
@@ -178,10 +176,6 @@ class Chains(_Streams):
         """Change the chain's name, description or metadata."""
         return self._command("PATCH", f"/{chain_id}", chain_id,
                              _fields(name=name, description=description, metadata=metadata), if_match=if_match)
-
-    def delete(self, chain_id: str | UUID, *, reason: str | None = None, if_match: Any = LAST_SEEN) -> CommandResult:
-        """Delete a chain; its history stays."""
-        return self._command("DELETE", f"/{chain_id}", chain_id, params={"reason": reason}, if_match=if_match)
 
     def put_canvas(self, chain_id: str | UUID, canvas_state: Any, *, viewport: dict[str, Any] | None = None,
                    if_match: Any = LAST_SEEN) -> CommandResult:
@@ -216,10 +210,6 @@ class Chains(_Streams):
     def delete_edge(self, chain_id: str | UUID, edge_id: str, *, if_match: Any = LAST_SEEN) -> CommandResult:
         """Delete an edge."""
         return self._command("DELETE", f"/{chain_id}/edges/{edge_id}", chain_id, if_match=if_match)
-
-    def get(self, chain_id: str | UUID) -> Chain:
-        """The chain now, with its canvas and live edges (after this client's own writes)."""
-        return self._read(f"/{chain_id}", Chain, chain_id)
 
     def list(self, *, name: str | None = None, cursor: str | None = None, limit: int | None = None) -> ChainPage:
         """Live chains, most recently changed first (without edges)."""
