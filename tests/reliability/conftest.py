@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -81,8 +82,31 @@ def count_events(url: str) -> int:
 
 # -- processes -------------------------------------------------------------------------------
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group, read from /proc.
+
+    A group outlives its leader when the leader's children do; zombies left to an init
+    that does not reap them hold no resources, so they do not count.
+    """
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 class Process:
-    """A subprocess in its own process group, logged to a file, stopped for sure."""
+    """A subprocess in its own process group, logged to a file, stopped for sure.
+
+    Every one started is remembered in `Process.started`, so that the suite's fixtures stop
+    the ones a test left running, whether the test failed, timed out or was interrupted.
+    """
+
+    started: list["Process"] = []
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.argv, self.env, self.log = argv, env, log
@@ -95,7 +119,13 @@ class Process:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             out.close()
+        Process.started.append(self)
         return self
+
+    @property
+    def group_left(self) -> list[int]:
+        """The live processes left in its group (the leader's children included); [] once stopped."""
+        return [] if self.proc is None else group_members(self.proc.pid)
 
     @property
     def alive(self) -> bool:
@@ -110,11 +140,15 @@ class Process:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        deadline = time.monotonic() + 5  # the group's other members die as the kernel gets to them
+        while self.group_left and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 15) -> None:
+        """SIGTERM the group, give it `timeout` seconds to shut down, then SIGKILL what is left."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.proc.poll() is None or self.group_left:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -130,6 +164,56 @@ class Process:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except FileNotFoundError:
             return ""
+
+
+def stop_all(processes: list[Process]) -> list[str]:
+    """Stop each process (its whole group); the command lines of any whose group is still alive."""
+    for process in processes:
+        if process.alive or process.group_left:
+            process.stop(5)
+    return [" ".join(p.argv) for p in processes if p.group_left]
+
+
+@contextmanager
+def stopped_afterwards() -> Iterator[None]:
+    """Stop every process started inside the block and left running, even when the block fails.
+
+    Raises if a process group survives its stop, so that no server outlives a test unseen.
+    """
+    first = len(Process.started)
+    try:
+        yield
+    finally:
+        survivors = stop_all(Process.started[first:])
+    assert not survivors, f"still running after the test: {survivors}"
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test() -> Iterator[None]:
+    """Every test here runs inside stopped_afterwards: its servers stop whether it passes, fails or times out.
+
+    Processes started by wider fixtures (a module's server) are theirs to stop: they start
+    before this fixture's setup, so they do not count.
+    """
+    with stopped_afterwards():
+        yield
+
+
+def _interrupt_on_sigterm(number: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {number}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A CI runner that stops the run with SIGTERM gets the same teardown as Ctrl-C: the servers stop."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last sweep when the run ends, however it ends: nothing started here outlives pytest."""
+    stop_all(Process.started)
+    if signal.getsignal(signal.SIGTERM) is _interrupt_on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def start_api(database_url: str, log_dir: Path, *, command: str = "up", **env: str) -> tuple[str, Process]:
