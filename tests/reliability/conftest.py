@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from tests.api.conftest import CHRONICLE, ROLES, chronicle_env, free_port, wait_ready
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOAK_SECONDS = 20.0
@@ -50,11 +50,7 @@ def soak_seconds(request: pytest.FixtureRequest) -> float:
 
 # -- databases -------------------------------------------------------------------------------
 
-@pytest.fixture
-def rel_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated database of this test's own, dropped after it."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+rel_database_url = migrated_database_fixture("function", "A migrated database of this test's own, dropped after it.")
 
 
 def make_pool(url: str, size: int = 4, name: str = "reliability-tests"):
