@@ -107,6 +107,7 @@ class Process:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.argv, self.env, self.log = argv, env, log
         self.proc: subprocess.Popen | None = None
+        self._group_gone = False  # seen empty after the leader exited: its id may belong to others now
 
     def start(self) -> "Process":
         out = open(self.log, "ab")
@@ -115,13 +116,22 @@ class Process:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             out.close()
+        self._group_gone = False
         Process.started.append(self)
         return self
 
     @property
     def group_left(self) -> list[int]:
-        """The live processes left in its group (the leader's children included); [] once stopped."""
-        return [] if self.proc is None else group_members(self.proc.pid)
+        """The live processes left in its group (the leader's children included); [] once stopped.
+
+        Once the leader has exited and the group is empty, it is never looked up again: the
+        system may give the same id to someone else's process group.
+        """
+        if self.proc is None or self._group_gone:
+            return []
+        left = group_members(self.proc.pid)
+        self._group_gone = not left and self.proc.poll() is not None
+        return left
 
     @property
     def alive(self) -> bool:
@@ -131,10 +141,11 @@ class Process:
         """SIGKILL the whole group: a crash, with no chance to clean up."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.alive or self.group_left:  # not a group that is gone: its id may be someone else's
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
         deadline = time.monotonic() + 5  # the group's other members die as the kernel gets to them
         while self.group_left and time.monotonic() < deadline:
