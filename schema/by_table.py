@@ -3,8 +3,9 @@
 pg_dump lists objects by kind: every table, then every primary key, then every index, and so
 on, so one table's parts lie hundreds of lines apart. Here each table becomes one CREATE TABLE
 that carries its constraints, followed by its sequences, column defaults, indexes and triggers.
-The statements are pg_dump's own, only moved (and ADD CONSTRAINT folded into the table);
-tests/test_schema_current.py loads the result into an empty database and compares.
+The statements are pg_dump's own, only moved, with ADD CONSTRAINT folded into the table and
+a bigserial column written as such; tests/test_schema_current.py loads the result into an
+empty database and compares pg_dump of that with pg_dump of a migrated one.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import re
 from dataclasses import dataclass, field
 
 # pg_dump's comment before each object: "-- Name: tag_event tag_event_pkey; Type: CONSTRAINT; ...".
-_ENTRY = re.compile(r"^-- Name: (?P<name>.+?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>[^;]*); Owner: .*$", re.M)
+_ENTRY = re.compile(r"^-- Name: (?P<name>.+?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>[^;]*); Owner: .*$",
+                    re.MULTILINE)
 # The kinds named "<table> <object>" in that comment, each moved under its table.
 _NAMED_WITH_TABLE = ("CONSTRAINT", "FK CONSTRAINT", "DEFAULT", "TRIGGER")
 _INDEX_ON = re.compile(r"\bON (?:ONLY )?(?P<schema>\w+)\.(?P<table>\w+)")
 _OWNED_BY = re.compile(r"\bOWNED BY (?P<schema>\w+)\.(?P<table>\w+)\.")
-_ADD_CONSTRAINT = re.compile(r"\AALTER TABLE ONLY \S+\n    ADD (?P<constraint>CONSTRAINT .+);\Z", re.S)
+_ADD_CONSTRAINT = re.compile(r"\AALTER TABLE ONLY \S+\n    ADD (?P<constraint>CONSTRAINT .+);\Z", re.DOTALL)
 _REFERENCES = re.compile(r"\bREFERENCES (?P<schema>\w+)\.(?P<table>\w+)\(")
+# The sequence pg_dump writes for a bigserial column (the defaults of CREATE SEQUENCE).
+_SERIAL_SEQUENCE = ("CREATE SEQUENCE {}\n    START WITH 1\n    INCREMENT BY 1\n    NO MINVALUE\n    NO MAXVALUE\n"
+                    "    CACHE 1;")
 # Within a table's part: where each kind goes (tables' own constraints are folded in).
 _ORDER = ("SEQUENCE", "DEFAULT", "CONSTRAINT", "FK CONSTRAINT", "INDEX", "TRIGGER")
 
@@ -77,6 +82,27 @@ def _fold(table: Entry, constraint: Entry) -> bool:
     return True
 
 
+def _fold_serials(table: Table) -> None:
+    """Write each bigserial column as such, in place of the sequence, OWNED BY and DEFAULT that
+    pg_dump spells it out as, where those are exactly what `bigserial` makes."""
+    schema, name = table.entry.schema, table.entry.name
+    defaults = {e.sql: e for e in table.parts.get("DEFAULT", [])}
+    sequences = table.parts.get("SEQUENCE", [])
+    for created, owned in zip(sequences[0::2], sequences[1::2]):
+        column = owned.sql.rsplit(".", 1)[-1].rstrip(";")
+        sequence = f"{schema}.{name}_{column.strip(chr(34))}_seq"
+        default = (f"ALTER TABLE ONLY {schema}.{name} ALTER COLUMN {column} "
+                   f"SET DEFAULT nextval('{sequence}'::regclass);")
+        line = re.compile(rf"^    {re.escape(column)} bigint NOT NULL(,?)$", re.MULTILINE)
+        if (created.sql != _SERIAL_SEQUENCE.format(sequence) or default not in defaults
+                or owned.sql != f"ALTER SEQUENCE {sequence} OWNED BY {schema}.{name}.{column};"
+                or len(line.findall(table.entry.sql)) != 1):
+            continue
+        table.entry.sql = line.sub(rf"    {column} bigserial NOT NULL\1", table.entry.sql)
+        for part, kind in ((created, "SEQUENCE"), (owned, "SEQUENCE"), (defaults[default], "DEFAULT")):
+            table.parts[kind].remove(part)
+
+
 def by_table(dump: str) -> str:
     """The dump with each table's objects gathered under it, in pg_dump's order of tables.
 
@@ -105,6 +131,7 @@ def by_table(dump: str) -> str:
             out.append(f"{item.comment}\n\n{item.sql}")
             continue
         key = (item.entry.schema, item.entry.name)
+        _fold_serials(item)
         for constraint in item.parts.pop("CONSTRAINT", []) + item.parts.pop("FK CONSTRAINT", []):
             ref = _REFERENCES.search(constraint.sql)
             target = (ref["schema"], ref["table"]) if ref else None
