@@ -9,6 +9,7 @@ unless --no-wait. Every action is recorded as an `operator.*` event naming $CHRO
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -130,6 +131,25 @@ def _follow(pool: Any, job_id: int, label: str, timeout: float) -> dict[str, Any
             time.sleep(0.2)
 
 
+def _queued(kind: str, name: str, options: dict[str, Any], wait: bool) -> Iterator[tuple[Any, str, int]]:
+    """Queue a `kind` job for each projection `name` names (or all); with `wait`, yield each
+    (pool, projection, job id) in turn for the command to follow, before queuing the next."""
+    with cli_pool() as pool:
+        for projection in _names(name):
+            job_id = _request(pool, kind, projection, options)
+            if wait:
+                yield pool, projection, job_id
+
+
+def _follow_to_done(pool: Any, job_id: int, kind: str, projection: str, timeout: float) -> dict[str, Any]:
+    """Follow the job as _follow does; its final view if it is done, else exit 1 saying how it ended."""
+    view = _follow(pool, job_id, f"{kind} {projection}", timeout)
+    if view.get("state") != "done":
+        typer.echo(f"error: {kind} of {projection} {view.get('state')}: {view.get('error')}", err=True)
+        raise typer.Exit(1)
+    return view
+
+
 @projections_app.command("rebuild")
 def projections_rebuild(
     name: str = typer.Argument(..., help="A projection name, or all."),
@@ -138,16 +158,9 @@ def projections_rebuild(
     timeout: float = typer.Option(0, min=0, help="Stop waiting after this many seconds (exit 3; 0: wait on)."),
 ) -> None:
     """Queue a rebuild for a worker (shadow tables while reads go on, then swap); shows its progress."""
-    with cli_pool() as pool:
-        for projection in _names(name):
-            job_id = _request(pool, "rebuild", projection, {"partitions": partitions})
-            if not wait:
-                continue
-            view = _follow(pool, job_id, f"rebuild {projection}", timeout)
-            if view.get("state") != "done":
-                typer.echo(f"error: rebuild of {projection} {view.get('state')}: {view.get('error')}", err=True)
-                raise typer.Exit(1)
-            typer.echo(f"rebuilt {projection}: {view['done']} events up to position {view['position']} (job {job_id})")
+    for pool, projection, job_id in _queued("rebuild", name, {"partitions": partitions}, wait):
+        view = _follow_to_done(pool, job_id, "rebuild", projection, timeout)
+        typer.echo(f"rebuilt {projection}: {view['done']} events up to position {view['position']} (job {job_id})")
 
 
 @projections_app.command("replay")
@@ -158,19 +171,12 @@ def projections_replay(
     timeout: float = typer.Option(0, min=0, help="Stop waiting after this many seconds (exit 3; 0: wait on)."),
 ) -> None:
     """Queue a replay: a worker moves the checkpoints back and the workers re-apply the log; shows progress."""
-    with cli_pool() as pool:
-        for projection in _names(name):
-            job_id = _request(pool, "replay", projection, {"from_position": from_position})
-            if not wait:
-                continue
-            started = time.monotonic()
-            view = _follow(pool, job_id, f"replay {projection}", timeout)
-            if view.get("state") != "done":
-                typer.echo(f"error: replay of {projection} {view.get('state')}: {view.get('error')}", err=True)
-                raise typer.Exit(1)
-            total = view["job"]["events_done"] or 0
-            _follow_lag(pool, projection, total, started, timeout)
-            typer.echo(f"replayed {projection} from position {from_position}: {total} events (job {job_id})")
+    for pool, projection, job_id in _queued("replay", name, {"from_position": from_position}, wait):
+        started = time.monotonic()
+        view = _follow_to_done(pool, job_id, "replay", projection, timeout)
+        total = view["job"]["events_done"] or 0
+        _follow_lag(pool, projection, total, started, timeout)
+        typer.echo(f"replayed {projection} from position {from_position}: {total} events (job {job_id})")
 
 
 def _follow_lag(pool: Any, projection: str, total: int, started: float, timeout: float) -> None:

@@ -7,7 +7,7 @@ import json
 import typer
 
 from cli.common import cli_pool, operator_actor, store
-from cli.operations import _follow
+from cli.operations import _follow_to_done
 from infrastructure.config import get_settings
 
 
@@ -48,10 +48,7 @@ def forget(
             f"{done.responses_deleted} stored responses deleted (position {done.position})", err=True)
         for name, job_id in done.rebuilds.items():
             if wait and job_id is not None:
-                view = _follow(pool, job_id, f"rebuild {name}", timeout)
-                if view.get("state") != "done":
-                    typer.echo(f"error: rebuild of {name} {view.get('state')}: {view.get('error')}", err=True)
-                    raise typer.Exit(1)
+                _follow_to_done(pool, job_id, "rebuild", name, timeout)
     if as_json:
         typer.echo(json.dumps(done.__dict__, indent=2))
     else:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
 from domain import bounds as b
@@ -20,6 +21,8 @@ from domain import commands as c
 
 # The red team's input: a 320-digit integer.
 HUGE = 10**319
+# A few examples per case: the cases, not the examples, cover the bounds.
+EXAMPLES = settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,16 @@ class Streams:
 
     def fresh(self, prefix: str) -> str:
         return f"{prefix}{next(self.counter)}"
+
+
+def inside_value(data: st.DataObject, case: Case, seen: set[tuple[str, Any]]) -> Any:
+    """A value just inside the case's bound, drawn from `data`; for an element field (a key
+    that must be new in its stream) never one already in `seen`, which records it."""
+    value = data.draw(values(case, inside=True), label="value")
+    if (case.command, case.field) in ELEMENT_FIELDS:
+        assume((case.id, value) not in seen)
+        seen.add((case.id, value))
+    return value
 
 
 def request(s: Streams, case: Case, value: Any) -> tuple[str, str, dict[str, Any], str | None, str]:

@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -148,18 +149,20 @@ def migrated_database(admin_url: str, template: str) -> Iterator[str]:
         _drop(admin_url, name)
 
 
-@pytest.fixture(scope="session")
-def database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """One migrated database shared by the whole test run, as the application login; dropped at the end."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+def migrated_database_fixture(scope: str, doc: str) -> Any:
+    """A fixture, at `scope`, giving a migrated database of its own (URL as the application login),
+    dropped when the scope ends: how a suite gets an event log to itself. `doc` says whose it is."""
+
+    def fixture(admin_url: str, template_dbname: str) -> Iterator[str]:
+        with migrated_database(admin_url, template_dbname) as url:
+            yield url
+
+    fixture.__doc__ = doc
+    return pytest.fixture(scope=scope)(fixture)
 
 
-@pytest.fixture
-def fresh_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated, empty database of this test's own, as the application login; dropped after it."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+database_url = migrated_database_fixture("session", "One migrated database shared by the whole test run.")
+fresh_database_url = migrated_database_fixture("function", "A migrated, empty database of this test's own.")
 
 
 @pytest.fixture(scope="session")

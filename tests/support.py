@@ -1,14 +1,18 @@
-"""Small helpers the tests share: threads started together, and server processes started and stopped."""
+"""Small helpers the tests share: threads started together, server processes started and stopped,
+and other clients' sessions holding the database (advisory locks, an append left open)."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import psycopg
 import redis
 
 
@@ -58,13 +62,70 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60, output: C
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if it lingers."""
+    """Stop a server we started, by its own process id: SIGTERM, then SIGKILL if it lingers.
+
+    One that has already exited is only reaped.
+    """
     proc.terminate()
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def foreign_locks_on_the_next_position(url: str) -> Iterator[int]:
+    """Hold, as another client of the database would (a psql prompt, a job queue), advisory locks
+    on a small key, on the next position's old key and on Chronicle's own next key; yields that position.
+
+    What appends must neither wait for nor be hidden by; released when the block ends.
+    """
+    with psycopg.connect(url, autocommit=True) as psql:
+        nxt = psql.execute(
+            "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_position_seq"
+        ).fetchone()[0]
+        psql.execute("SELECT pg_advisory_lock(1), pg_advisory_lock(%s), pg_advisory_lock(log_lock_key(%s))",
+                     (nxt, nxt))
+        yield nxt
+
+
+class HeldAppend:
+    """An append whose transaction stays open, on a thread of its own, until release():
+    another client holding the log back at its position (`pid` is its backend)."""
+
+    def __init__(self, pool: Any, actor_id: str) -> None:
+        self.pool, self.actor_id = pool, actor_id
+        self.pid: int | None = None
+        self.position: int | None = None
+        self._holding, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, daemon=True)
+
+    def start(self) -> "HeldAppend":
+        """Append and wait until the transaction holds its position (at most 10 s)."""
+        self._thread.start()
+        assert self._holding.wait(10), "the held append did not start"
+        return self
+
+    def _hold(self) -> None:
+        import service_layer.operator_events  # noqa: F401 - registers the operator.* type appended
+        from infrastructure.event_store import ANY, EventStore, NewEvent
+
+        store = EventStore(self.pool)
+        with store.transaction() as conn:
+            result = store.append_on(conn, f"operator-hold-{uuid.uuid4().hex[:8]}", ANY,
+                                     [NewEvent("operator.key_created", {"target": "hold", "details": {}})],
+                                     {"actor_id": self.actor_id}, stream_type="operator")
+            self.pid, self.position = conn.info.backend_pid, result.position
+            self._holding.set()
+            self._release.wait(60)
+
+    def release(self) -> bool:
+        """Commit the held append; whether its thread has finished (it is given 10 s)."""
+        self._release.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        return not self._thread.is_alive()
 
 
 def forget_redis_keys(url: str, prefix: str) -> None:

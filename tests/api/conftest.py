@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database_fixture
 from tests.support import stop, wait_ready  # noqa: F401 - wait_ready is shared with other test packages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,11 +38,8 @@ def chronicle_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="package")
-def api_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated database for the API tests alone (its event log is ours to assert on)."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+api_database_url = migrated_database_fixture(
+    "package", "A migrated database for the API tests alone (its event log is ours to assert on).")
 
 
 @pytest.fixture(scope="package")

@@ -12,15 +12,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from domain.bounds import MAX_CONTEXT_ID_CHARS
 from tests.api.conftest import assert_problem
-from tests.bounds_cases import CASES, ELEMENT_FIELDS, HUGE, INSIDE, Case, Streams, request, values
+from tests.bounds_cases import CASES, EXAMPLES, HUGE, INSIDE, Case, Streams, inside_value, request, values
 
-EXAMPLES = settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +71,7 @@ SEEN: set[tuple[str, Any]] = set()
 @EXAMPLES
 @given(data=st.data())
 def test_values_just_inside_a_bound_are_accepted_and_projected(clients, streams, db, case: Case, data) -> None:
-    value = data.draw(values(case, inside=True), label="value")
-    if (case.command, case.field) in ELEMENT_FIELDS:
-        assume((case.id, value) not in SEEN)
-        SEEN.add((case.id, value))
+    value = inside_value(data, case, SEEN)
     method, path, body, key, stream = request(streams, case, value)
     response = clients["writer"].request(method, path, json=body)
     if case.stored is None:  # a rule answers (the tagged version must exist), never the bound

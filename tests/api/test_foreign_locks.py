@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import time
 
-import psycopg
+from tests.support import foreign_locks_on_the_next_position
 
 DOC = {"namespace": "locks", "type": "session_context", "title": "Locked out?", "content": "no"}
 
 
 def test_foreign_advisory_locks_neither_hold_reads_back_nor_block_writes(clients, api_database_url):
     writer, auditor, reader = clients["writer"], clients["auditor"], clients["reader"]
-    with psycopg.connect(api_database_url, autocommit=True) as psql:
-        nxt = psql.execute(
-            "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_position_seq"
-        ).fetchone()[0]
-        # Idle in psql: a small key, the old key of the next position, and Chronicle's own next key.
-        psql.execute("SELECT pg_advisory_lock(1), pg_advisory_lock(%s), pg_advisory_lock(log_lock_key(%s))",
-                      (nxt, nxt))
+    # Idle in psql: a small key, the old key of the next position, and Chronicle's own next key.
+    with foreign_locks_on_the_next_position(api_database_url):
         started = time.monotonic()
         created = writer.post("/v1/documents", json=DOC)
         assert created.status_code == 201, created.text

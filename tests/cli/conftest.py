@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.api.conftest import chronicle_env
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 CHRONICLE = str(Path(sys.executable).parent / "chronicle")
 
 
-@pytest.fixture(scope="module")
-def cli_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated database for one CLI test module."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+cli_database_url = migrated_database_fixture("module", "A migrated database for one CLI test module.")
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ Hypothesis sends arbitrary query strings to every page; each answer is an HTML p
 from __future__ import annotations
 
 import re
-import threading
-import uuid
 from urllib.parse import quote
 
 import httpx
@@ -16,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.console.conftest import XSS, csrf_of
+from tests.support import HeldAppend
 
 PAGES = ("/console/", "/console/overview/live", "/console/events", "/console/documents", "/console/projections",
          "/console/projections/live", "/console/dead-letters", "/console/keys", "/console/integrity",
@@ -123,32 +122,14 @@ def test_payloads_are_escaped(admin, seeded):
 
 
 def test_the_overview_names_what_holds_the_log_back(admin, console_pool, role_tokens, console_server):
-    import service_layer.operator_events  # noqa: F401 - registers the operator.* type appended below
-    from infrastructure.event_store import ANY, EventStore, NewEvent
-
-    store = EventStore(console_pool)
-    holding, release, held = threading.Event(), threading.Event(), {}
-
-    def hold() -> None:
-        with store.transaction() as conn:
-            result = store.append_on(conn, f"operator-hold-{uuid.uuid4().hex[:8]}", ANY,
-                                     [NewEvent("operator.key_created", {"target": "hold", "details": {}})],
-                                     {"actor_id": "console-test"}, stream_type="operator")
-            held.update(pid=conn.info.backend_pid, position=result.position)
-            holding.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
+    held = HeldAppend(console_pool, "console-test").start()
     try:
-        assert holding.wait(10)
         with httpx.Client(base_url=console_server, headers={"Authorization": f"Bearer {role_tokens['writer']}"}) as w:
             assert w.post("/v1/documents", json={"namespace": "hold", "type": "note", "title": "during",
                                                  "content": "x"}).status_code == 201
         live = admin.get("/console/overview/live")
         assert_page(live, 200)
-        assert "is held back at" in live.text and f"<td>{held['pid']}</td><td>{held['position']}</td>" in live.text
+        assert "is held back at" in live.text and f"<td>{held.pid}</td><td>{held.position}</td>" in live.text
     finally:
-        release.set()
-        holder.join(10)
+        held.release()
     assert "nothing holds it back" in admin.get("/console/overview/live").text

@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 
 from tests.conftest import TEST_LOGIN
+from tests.support import stop
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -64,17 +65,6 @@ def wait_accepting(url: str, process: subprocess.Popen | None = None, timeout: f
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop a server we started, by its own process id."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextmanager

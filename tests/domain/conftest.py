@@ -13,18 +13,15 @@ import psycopg
 import pytest
 
 from service_layer.workspace import Workspace
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database_fixture
 from tests.support import workspace_on
 
 # Small, so that laws and time travel cross several snapshots.
 SNAPSHOT_INTERVAL = 3
 
 
-@pytest.fixture(scope="session")
-def domain_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated database for the domain tests, shared by them, dropped after the run."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+domain_database_url = migrated_database_fixture(
+    "session", "A migrated database for the domain tests, shared by them, dropped after the run.")
 
 
 @pytest.fixture(scope="session")

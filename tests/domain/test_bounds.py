@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import commands as c
@@ -26,10 +26,9 @@ from infrastructure.event_store import EventStore, NewEvent
 from projections.catalog import PROJECTORS
 from projections.engine import catch_up
 from tests.contract import OUT_OF_CONTRACT
-from tests.bounds_cases import CASES, ELEMENT_FIELDS, HUGE, INSIDE, Case, Streams, command, values
+from tests.bounds_cases import CASES, EXAMPLES, HUGE, INSIDE, Case, Streams, command, inside_value, values
 from tests.projections.conftest import REGISTRY as PERMISSIVE
 
-EXAMPLES = settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 PARTITIONS = 4
 
 
@@ -90,10 +89,7 @@ def test_values_just_outside_a_bound_are_refused_by_the_service(workspace, strea
 @given(data=st.data())
 def test_values_just_inside_a_bound_are_accepted_and_projected(workspace, streams, read_pool, case: Case,
                                                                data) -> None:
-    value = data.draw(values(case, inside=True), label="value")
-    if (case.command, case.field) in ELEMENT_FIELDS:
-        assume((case.id, value) not in SEEN)
-        SEEN.add((case.id, value))
+    value = inside_value(data, case, SEEN)
     built = command(streams, case, value)
     if case.stored is None:  # the tagged version must exist: a rule may answer, never a bound
         try:

@@ -224,23 +224,17 @@ def test_projection_with_tracking(school: DogSchool, es_env: dict[str, str]) -> 
         conn.execute("CREATE TABLE trick_counts (dog_id text PRIMARY KEY, tricks int)")
     dog_id = school.register_dog("Fido")
     school.add_trick(dog_id, "roll")
-    runner = ProjectionRunner(
-        application_class=DogSchool, projection_class=TrickCounting, view_class=TrickCounts, env=es_env
-    )
-    with runner:
-        last = school.add_trick(dog_id, "sit")[-1].notification.id
-        runner.wait(last, timeout=10)
-        assert runner.view.tricks(str(dog_id)) == 2
-        assert runner.view.max_tracking_id("DogSchool") == last
-        assert runner.view.tracker == "TrickCounting"
-    # A restarted projection resumes after its tracking position: nothing is counted twice.
-    again = ProjectionRunner(
-        application_class=DogSchool, projection_class=TrickCounting, view_class=TrickCounts, env=es_env
-    )
-    with again:
-        last = school.add_trick(dog_id, "beg")[-1].notification.id
-        again.wait(last, timeout=10)
-        assert again.view.tricks(str(dog_id)) == 3
+    # The second run is a restart: it resumes after its tracking position, so nothing is counted twice.
+    for trick, count in (("sit", 2), ("beg", 3)):
+        runner = ProjectionRunner(
+            application_class=DogSchool, projection_class=TrickCounting, view_class=TrickCounts, env=es_env
+        )
+        with runner:
+            last = school.add_trick(dog_id, trick)[-1].notification.id
+            runner.wait(last, timeout=10)
+            assert runner.view.tricks(str(dog_id)) == count
+            assert runner.view.max_tracking_id("DogSchool") == last
+            assert runner.view.tracker == "TrickCounting"
 
 
 # -- the log under concurrency ----------------------------------------------------------------

@@ -7,9 +7,9 @@ is overridden here with the reason in a comment.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
 
 from eventsourcing.cipher import AESCipher
@@ -31,6 +31,7 @@ from infrastructure.persistence import (
     ChronicleTrackingRecorder,
     UnreadablePayloadSettings,
 )
+from tests.support import foreign_locks_on_the_next_position
 
 
 class _OnFreshDatabase:
@@ -90,12 +91,7 @@ class TestApplicationRecorder(_OnFreshDatabase, ApplicationRecorderTestCase):
     def test_foreign_locks_on_the_next_key_neither_block_nor_hide_a_save(self) -> None:
         """The library's path appends with the store's statement: no foreign lock stops it."""
         recorder = self.create_recorder()
-        with psycopg.connect(self.es_env["DATABASE_URL"], autocommit=True) as psql:
-            nxt = psql.execute(
-                "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM events_position_seq"
-            ).fetchone()[0]
-            psql.execute("SELECT pg_advisory_lock(1), pg_advisory_lock(%s), pg_advisory_lock(log_lock_key(%s))",
-                         (nxt, nxt))
+        with foreign_locks_on_the_next_position(self.es_env["DATABASE_URL"]) as nxt:
             started = time.monotonic()
             # Two aggregates: two appends in one transaction, the second's key past the first's.
             ids = recorder.insert_events([StoredEvent(self.new_originator_id(), 1, "topic1", b"state1"),
@@ -131,43 +127,40 @@ class MyTrackingRecorder(ChronicleTrackingRecorder):
     pass
 
 
+def _answers(cls: type[Any]) -> Callable[[Any], type[Any]]:
+    """A hook of the library's factory test case that answers `cls`: which class it should find."""
+    return lambda self: cls
+
+
 class TestFactory(_OnFreshDatabase, InfrastructureFactoryTestCase[ChronicleFactory]):
-    def expected_factory_class(self) -> type[ChronicleFactory]:
-        return ChronicleFactory
-
-    def expected_aggregate_recorder_class(self) -> type[Any]:
-        return ChronicleSnapshotRecorder
-
-    def expected_application_recorder_class(self) -> type[Any]:
-        return ChronicleApplicationRecorder
-
-    def expected_tracking_recorder_class(self) -> type[Any]:
-        return ChronicleTrackingRecorder
-
-    def tracking_recorder_subclass(self) -> type[Any]:
-        return MyTrackingRecorder
-
-    def expected_process_recorder_class(self) -> type[Any]:
-        return ChronicleProcessRecorder
+    # The library's hooks: the class of Chronicle's that the factory should build for each part.
+    expected_factory_class = _answers(ChronicleFactory)
+    expected_aggregate_recorder_class = _answers(ChronicleSnapshotRecorder)
+    expected_application_recorder_class = _answers(ChronicleApplicationRecorder)
+    expected_tracking_recorder_class = _answers(ChronicleTrackingRecorder)
+    tracking_recorder_subclass = _answers(MyTrackingRecorder)
+    expected_process_recorder_class = _answers(ChronicleProcessRecorder)
 
     # Overridden: Chronicle stores payloads as readable jsonb for auditors, so a cipher
     # or a compressor (which turn payloads into opaque bytes) is refused, clearly.
-    def test_mapper_with_compressor(self) -> None:
-        self.env[self.factory.COMPRESSOR_TOPIC] = get_topic(ZlibCompressor)
-        with pytest.raises(UnreadablePayloadSettings, match="a compressor cannot be used"):
+    def _assert_mapper_refused(self, reason: str, **settings: str) -> None:
+        """With these settings the factory refuses to build a mapper, saying why."""
+        self.env.update(settings)
+        with pytest.raises(UnreadablePayloadSettings, match=reason):
             self.factory.mapper(transcoder=self.transcoder)
+
+    def test_mapper_with_compressor(self) -> None:
+        self._assert_mapper_refused("a compressor cannot be used",
+                                    **{self.factory.COMPRESSOR_TOPIC: get_topic(ZlibCompressor)})
 
     def test_mapper_with_cipher(self) -> None:
-        self.env[AESCipher.CIPHER_KEY] = AESCipher.create_key(16)
-        with pytest.raises(UnreadablePayloadSettings, match="a cipher cannot be used"):
-            self.factory.mapper(transcoder=self.transcoder)
+        self._assert_mapper_refused("a cipher cannot be used", **{AESCipher.CIPHER_KEY: AESCipher.create_key(16)})
 
     def test_mapper_with_cipher_and_compressor(self) -> None:
-        self.env[self.factory.COMPRESSOR_TOPIC] = get_topic(ZlibCompressor)
-        self.env[self.factory.CIPHER_TOPIC] = get_topic(AESCipher)
-        self.env[AESCipher.CIPHER_KEY] = AESCipher.create_key(16)
-        with pytest.raises(UnreadablePayloadSettings, match="a cipher and a compressor"):
-            self.factory.mapper(transcoder=self.transcoder)
+        self._assert_mapper_refused("a cipher and a compressor", **{
+            self.factory.COMPRESSOR_TOPIC: get_topic(ZlibCompressor), self.factory.CIPHER_TOPIC: get_topic(AESCipher),
+            AESCipher.CIPHER_KEY: AESCipher.create_key(16),
+        })
 
     def test_mapper_with_wrong_cipher_key(self) -> None:
         pytest.skip("ciphers are refused (test_mapper_with_cipher)")

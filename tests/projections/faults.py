@@ -9,9 +9,12 @@ logic under test, so a fake is in order) to raise, or to mark or overflow the ro
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
 from projections import documents
 from projections.catalog import PROJECTORS
 from projections.model import StreamRows
@@ -167,3 +170,19 @@ def poison_document_titles(monkeypatch) -> None:
         original(s, e, out)
 
     monkeypatch.setitem(documents.projector.handlers, "document.updated", poisoned)
+
+
+def append_good_and_poisoned(store: EventStore, metadata: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Two documents; the second is updated with a "poison" title, then once more.
+
+    With poison_document_titles, the second stream parks and the first projects: (good, bad) ids.
+    """
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    for sid in (good, bad):
+        store.append(sid, NO_STREAM, [NewEvent("document.created", {
+            "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None,
+            "metadata": {}, "version": 1})], metadata)
+    store.append(bad, 1, [NewEvent("document.updated", {"title": "poison", "change_description": "", "version": 2}),
+                          NewEvent("document.updated", {"title": "after", "change_description": "", "version": 3})],
+                 metadata)
+    return good, bad

@@ -61,14 +61,8 @@ def test_documents_versions_tags_and_delete(store, proj_pool):
 
 
 def test_poison_event_parks_its_stream_only(store, proj_pool, monkeypatch):
-    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
     faults.poison_document_titles(monkeypatch)
-    for sid in (good, bad):
-        store.append(sid, NO_STREAM, [NewEvent("document.created", {
-            "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None,
-            "metadata": {}, "version": 1})])
-    store.append(bad, 1, [NewEvent("document.updated", {"title": "poison", "change_description": "", "version": 2}),
-                          NewEvent("document.updated", {"title": "after", "change_description": "", "version": 3})])
+    good, bad = faults.append_good_and_poisoned(store)
     store.append(good, 1, [NewEvent("document.updated", {"title": "fine", "change_description": "", "version": 2})])
     project_all(proj_pool, retry=RetryPolicy(attempts=2, first_delay=0.01))
     snap = {r["document_id"]: r for r in dump_tables(proj_pool)["document"]}

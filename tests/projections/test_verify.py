@@ -107,15 +107,8 @@ def test_corrupted_rows_are_reported_with_their_kind(store, proj_pool):
 
 
 def test_parked_streams_are_left_out_and_skipped_events_skipped(store, proj_pool, monkeypatch):
-    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
     faults.poison_document_titles(monkeypatch)
-    for sid in (good, bad):
-        store.append(sid, NO_STREAM, [NewEvent("document.created", {
-            "namespace": "ns", "document_type": "t", "title": "a", "content": "x", "body": None,
-            "metadata": {}, "version": 1})], META)
-    store.append(bad, 1, [NewEvent("document.updated", {"title": "poison", "change_description": "", "version": 2}),
-                          NewEvent("document.updated", {"title": "after", "change_description": "", "version": 3})],
-                 META)
+    good, bad = faults.append_good_and_poisoned(store, META)
     project_all(proj_pool, retry=RetryPolicy(attempts=1, first_delay=0.01))
     parked = list_dead_letters(proj_pool, "documents")
     assert {d.stream_id for d in parked} == {bad} and len(parked) == 2

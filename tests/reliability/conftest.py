@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ import psycopg
 import pytest
 
 from tests.api.conftest import CHRONICLE, ROLES, chronicle_env, free_port, wait_ready
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOAK_SECONDS = 20.0
@@ -49,11 +50,7 @@ def soak_seconds(request: pytest.FixtureRequest) -> float:
 
 # -- databases -------------------------------------------------------------------------------
 
-@pytest.fixture
-def rel_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    """A migrated database of this test's own, dropped after it."""
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+rel_database_url = migrated_database_fixture("function", "A migrated database of this test's own, dropped after it.")
 
 
 def make_pool(url: str, size: int = 4, name: str = "reliability-tests"):
@@ -81,12 +78,36 @@ def count_events(url: str) -> int:
 
 # -- processes -------------------------------------------------------------------------------
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group, read from /proc.
+
+    A group outlives its leader when the leader's children do; zombies left to an init
+    that does not reap them hold no resources, so they do not count.
+    """
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 class Process:
-    """A subprocess in its own process group, logged to a file, stopped for sure."""
+    """A subprocess in its own process group, logged to a file, stopped for sure.
+
+    Every one started is remembered in `Process.started`, so that the suite's fixtures stop
+    the ones a test left running, whether the test failed, timed out or was interrupted.
+    """
+
+    started: list["Process"] = []
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.argv, self.env, self.log = argv, env, log
         self.proc: subprocess.Popen | None = None
+        self._group_gone = False  # seen empty after the leader exited: its id may belong to others now
 
     def start(self) -> "Process":
         out = open(self.log, "ab")
@@ -95,7 +116,22 @@ class Process:
                                          stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             out.close()
+        self._group_gone = False
+        Process.started.append(self)
         return self
+
+    @property
+    def group_left(self) -> list[int]:
+        """The live processes left in its group (the leader's children included); [] once stopped.
+
+        Once the leader has exited and the group is empty, it is never looked up again: the
+        system may give the same id to someone else's process group.
+        """
+        if self.proc is None or self._group_gone:
+            return []
+        left = group_members(self.proc.pid)
+        self._group_gone = not left and self.proc.poll() is not None
+        return left
 
     @property
     def alive(self) -> bool:
@@ -105,16 +141,21 @@ class Process:
         """SIGKILL the whole group: a crash, with no chance to clean up."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.alive or self.group_left:  # not a group that is gone: its id may be someone else's
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
+        deadline = time.monotonic() + 5  # the group's other members die as the kernel gets to them
+        while self.group_left and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 15) -> None:
+        """SIGTERM the group, give it `timeout` seconds to shut down, then SIGKILL what is left."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
+        if self.proc.poll() is None or self.group_left:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -130,6 +171,56 @@ class Process:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
         except FileNotFoundError:
             return ""
+
+
+def stop_all(processes: list[Process]) -> list[str]:
+    """Stop each process (its whole group); the command lines of any whose group is still alive."""
+    for process in processes:
+        if process.alive or process.group_left:
+            process.stop(5)
+    return [" ".join(p.argv) for p in processes if p.group_left]
+
+
+@contextmanager
+def stopped_afterwards() -> Iterator[None]:
+    """Stop every process started inside the block and left running, even when the block fails.
+
+    Raises if a process group survives its stop, so that no server outlives a test unseen.
+    """
+    first = len(Process.started)
+    try:
+        yield
+    finally:
+        survivors = stop_all(Process.started[first:])
+    assert not survivors, f"still running after the test: {survivors}"
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test() -> Iterator[None]:
+    """Every test here runs inside stopped_afterwards: its servers stop whether it passes, fails or times out.
+
+    Processes started by wider fixtures (a module's server) are theirs to stop: they start
+    before this fixture's setup, so they do not count.
+    """
+    with stopped_afterwards():
+        yield
+
+
+def _interrupt_on_sigterm(number: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {number}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A CI runner that stops the run with SIGTERM gets the same teardown as Ctrl-C: the servers stop."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Last sweep when the run ends, however it ends: nothing started here outlives pytest."""
+    stop_all(Process.started)
+    if signal.getsignal(signal.SIGTERM) is _interrupt_on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def start_api(database_url: str, log_dir: Path, *, command: str = "up", **env: str) -> tuple[str, Process]:

@@ -9,17 +9,15 @@ when the log is held back, and /readyz answers 503 once that is longer than the 
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from infrastructure.event_store import ANY, EventStore, NewEvent
 from tests.api.conftest import assert_problem
 from tests.reliability.conftest import clients_for, create_keys, make_pool, start_api, wait_projected
+from tests.support import HeldAppend
 
 
 HELD_LIMIT = 1.0  # seconds the log may be held back before /readyz degrades
@@ -34,52 +32,36 @@ def _lag(status: dict) -> tuple[int, float]:
 @pytest.mark.timeout(180)
 def test_an_open_transaction_is_reported_holds_readers_back_and_they_resume(rel_database_url: str,
                                                                            tmp_path: Path) -> None:
-    import service_layer.operator_events  # noqa: F401 - registers the operator.* types we append below
-
     tokens = create_keys(rel_database_url, ("writer", "operator", "reader", "auditor"))
     base, server = start_api(rel_database_url, tmp_path, CHRONICLE_LOG_HELD_BACK_LIMIT_SECONDS=str(HELD_LIMIT))
     clients = clients_for(base, tokens)
     writer, operator = clients["writer"], clients["operator"]
     pool = make_pool(rel_database_url, 2, "reliability-holder")
-    store = EventStore(pool)
-    holding, release = threading.Event(), threading.Event()
-    held: dict = {}
-
-    def hold() -> None:
-        with store.transaction() as conn:
-            result = store.append_on(conn, f"operator-hold-{uuid.uuid4().hex[:8]}", ANY,
-                                     [NewEvent("operator.key_created", {"target": "hold", "details": {}})],
-                                     {"actor_id": "long-transaction-test"}, stream_type="operator")
-            held.update(pid=conn.info.backend_pid, position=result.position)
-            holding.set()
-            release.wait(60)
-
-    holder = threading.Thread(target=hold, daemon=True)
+    held = HeldAppend(pool, "long-transaction-test")
     try:
         body = {"namespace": "hold", "type": "session_context", "title": "before", "content": "x"}
         assert writer.post("/v1/documents", json=body).status_code == 201
         wait_projected(operator)
 
-        holder.start()
-        assert holding.wait(10)
+        held.start()
         created = writer.post("/v1/documents", json={**body, "title": "during"})
         assert created.status_code == 201, created.text  # writers are not blocked
         doc, position = created.json()["stream_id"], created.json()["position"]
-        assert position > held["position"]
+        assert position > held.position
 
         # The API names the transaction holding the log back.
         report = operator.get("/v1/log/blockers").json()
-        assert report["safe_position"] == held["position"] - 1, report
+        assert report["safe_position"] == held.position - 1, report
         [blocker] = report["blockers"]
-        assert blocker["pid"] == held["pid"] and blocker["held_position"] == held["position"]
+        assert blocker["pid"] == held.pid and blocker["held_position"] == held.position
         assert blocker["state"] == "idle in transaction" and blocker["held_for_seconds"] >= 0
         status = operator.get("/v1/projections").json()
-        assert [b["pid"] for b in status["log"]["blockers"]] == [held["pid"]]
+        assert [b["pid"] for b in status["log"]["blockers"]] == [held.pid]
 
         # Nothing past the held position is applied, so nothing can be skipped over.
         for projection in status["projections"]:
             for partition in projection["partitions"]:
-                assert partition["checkpoint"] < held["position"], partition
+                assert partition["checkpoint"] < held.position, partition
         waited = clients["reader"].get(f"/v1/documents/{doc}", params={"min_position": position})
         problem = assert_problem(waited, 503, "projection_behind", "min_position")
         assert waited.headers["retry-after"] and problem["projected_position"] < position
@@ -96,16 +78,14 @@ def test_an_open_transaction_is_reported_holds_readers_back_and_they_resume(rel_
         listed = clients["auditor"].get("/v1/events", params={"limit": 1})
         since = datetime.fromisoformat(listed.headers["x-chronicle-log-held-back"])
         assert since.isoformat() == status["log"]["held_back_since"] == blocker["xact_start"]
-        assert int(listed.headers["x-chronicle-safe-position"]) == held["position"] - 1
+        assert int(listed.headers["x-chronicle-safe-position"]) == held.position - 1
         assert int(listed.headers["x-chronicle-log-head"]) >= position
         # ... and readiness degrades, saying why.
         not_ready = assert_problem(clients["anonymous"].get("/readyz"), 503, "not_ready")
         assert "held back" in not_ready["detail"] and not not_ready["checks"]["log"]["ok"], not_ready
         assert not_ready["checks"]["log"]["held_back_seconds"] > HELD_LIMIT
 
-        release.set()
-        holder.join(10)
-        assert not holder.is_alive()
+        assert held.release()
         got = clients["reader"].get(f"/v1/documents/{doc}", params={"min_position": position})
         assert got.status_code == 200 and got.json()["title"] == "during", got.text
         assert operator.get("/v1/log/blockers").json()["blockers"] == []
@@ -117,10 +97,9 @@ def test_an_open_transaction_is_reported_holds_readers_back_and_they_resume(rel_
                 assert partition["checkpoint"] >= position or partition["lag_events"] == 0, partition
         # The held event itself is in the log, at the position it was given.
         events = clients["auditor"].get("/v1/events", params={"stream_type": "operator", "limit": 200}).json()
-        assert held["position"] in [e["position"] for e in events["events"]]
+        assert held.position in [e["position"] for e in events["events"]]
     finally:
-        release.set()
-        holder.join(10) if holder.is_alive() else None
+        held.release()
         pool.close()
         for client in clients.values():
             client.close()

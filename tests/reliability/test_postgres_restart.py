@@ -39,40 +39,40 @@ def test_commands_fail_cleanly_and_nothing_is_lost_across_a_postgres_restart(
     base, server = start_api(url, tmp_path, CHRONICLE_POOL_TIMEOUT_SECONDS="2")
     clients = clients_for(base, tokens)
     load = Load(base, tokens["writer"], clients=6, seed=5)
-    try:
-        load.start()
-        time.sleep(3)
-        wait_projected(clients["operator"], timeout=30, moving_only=True)  # workers run and checkpoint
-        before = checkpoints(url)
-        assert before and max(before.values()) > 0
+    try:  # whatever fails, the server stops (the outer finally)
+        try:
+            load.start()
+            time.sleep(3)
+            wait_projected(clients["operator"], timeout=30, moving_only=True)  # workers run and checkpoint
+            before = checkpoints(url)
+            assert before and max(before.values()) > 0
 
-        # The crash: no shutdown checkpoint, every connection cut.
-        pg.stop("immediate")
-        down_started = time.monotonic()
-        outage = clients["reader"].get("/v1/documents")
-        assert outage.status_code == 503, outage.text
-        assert outage.headers["content-type"].startswith("application/problem+json")
-        assert outage.headers["retry-after"] and outage.json()["code"] == "database_unavailable"
-        assert time.monotonic() - down_started < 10, "a request waited too long for a dead database"
-        time.sleep(3)
-        pg.start()
+            # The crash: no shutdown checkpoint, every connection cut.
+            pg.stop("immediate")
+            down_started = time.monotonic()
+            outage = clients["reader"].get("/v1/documents")
+            assert outage.status_code == 503, outage.text
+            assert outage.headers["content-type"].startswith("application/problem+json")
+            assert outage.headers["retry-after"] and outage.json()["code"] == "database_unavailable"
+            assert time.monotonic() - down_started < 10, "a request waited too long for a dead database"
+            time.sleep(3)
+            pg.start()
 
-        # The same process recovers without being restarted; writes resume.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if clients["reader"].get("/v1/documents").status_code == 200:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"the API did not recover after PostgreSQL came back:\n{server.tail()}")
-        acked_before = len(load.report.acks)
-        time.sleep(4)
-        report = load.stop()
-        assert len(report.acks) > acked_before, "no command was acknowledged after the restart"
-    finally:
-        load.stop_event.set()
+            # The same process recovers without being restarted; writes resume.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if clients["reader"].get("/v1/documents").status_code == 200:
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"the API did not recover after PostgreSQL came back:\n{server.tail()}")
+            acked_before = len(load.report.acks)
+            time.sleep(4)
+            report = load.stop()
+            assert len(report.acks) > acked_before, "no command was acknowledged after the restart"
+        finally:
+            load.stop_event.set()
 
-    try:
         assert server.alive, server.tail()
         assert not report.server_errors, report.server_errors[:5]
         assert report.unavailable, "the outage produced no 503"

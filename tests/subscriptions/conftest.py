@@ -21,15 +21,12 @@ from infrastructure.db import create_pool
 from infrastructure.event_store import ANY, AppendResult, EventStore, NewEvent
 from service_layer.keys import create_key
 from tests.api.conftest import chronicle_env, free_port, running_chronicle
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database_fixture
 
 HEARTBEAT_SECONDS = 1
 
 
-@pytest.fixture(scope="package")
-def feed_database_url(admin_url: str, template_dbname: str) -> Iterator[str]:
-    with migrated_database(admin_url, template_dbname) as url:
-        yield url
+feed_database_url = migrated_database_fixture("package", "A migrated database for the feed and group tests.")
 
 
 @pytest.fixture(scope="package")
