@@ -27,7 +27,7 @@ BARE_PREFIX = "/bare/"
 
 def build(url: str) -> ASGIApp:
     """Chronicle's app, with requests under /bare/ sent to a bare app that shares its pool."""
-    app = create_app(url, broker="absent")
+    app = create_app(url, broker="absent", serving=True)
     bare = FastAPI()
 
     @bare.get("/bare/documents/{document_id}")
