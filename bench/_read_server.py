@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.app import create_app
-from service_layer.document_reads import DOC_COLUMNS
+from service_layer.read_queries import DOC_COLUMNS
 from cli.commands import server_options
 from infrastructure.config import get_settings
 from infrastructure.logs import configure_logging
@@ -27,7 +27,7 @@ BARE_PREFIX = "/bare/"
 
 def build(url: str) -> ASGIApp:
     """Chronicle's app, with requests under /bare/ sent to a bare app that shares its pool."""
-    app = create_app(url, broker="absent")
+    app = create_app(url, broker="absent", serving=True)
     bare = FastAPI()
 
     @bare.get("/bare/documents/{document_id}")

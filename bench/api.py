@@ -37,6 +37,8 @@ from psycopg import conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Documents carry personal fields: commands encrypt them under this key (the server inherits it).
+os.environ.setdefault("CHRONICLE_MASTER_KEY", "YmVuY2gtbWFzdGVyLWtleS0zMi1ieXRlcy1sb25nISE=")
 
 
 def _with_dbname(url: str, name: str) -> str:
@@ -59,10 +61,15 @@ def run_clients(clients: int, commands: int, make_client: Callable[[int], Callab
     errors: list[BaseException] = []
 
     def worker(index: int) -> None:
-        send = make_client(index)
-        mine = []
-        barrier.wait()
         try:
+            send = make_client(index)
+        except BaseException as exc:  # noqa: BLE001 - reported after the run, never a hang
+            errors.append(exc)
+            barrier.abort()
+            return
+        mine = []
+        try:
+            barrier.wait()
             for i in range(commands):
                 start = time.perf_counter()
                 send(i)
@@ -75,7 +82,12 @@ def run_clients(clients: int, commands: int, make_client: Callable[[int], Callab
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    barrier.wait()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        for t in threads:
+            t.join()
+        raise errors[0] from None
     started = time.perf_counter()
     for t in threads:
         t.join()

@@ -48,7 +48,7 @@ def _serve(url: str, host: str, port: int, broker: str, log_level: str, processe
     # with this one in place that ends the wait, and the caller stops the rest and exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda number, frame: logger.info("stopping on signal %s", number))
-    uvicorn.Server(uvicorn.Config(create_app(url, broker=broker), **options)).run()
+    uvicorn.Server(uvicorn.Config(create_app(url, broker=broker, serving=True), **options)).run()
 
 
 def server_options(host: str, port: int, log_level: str) -> dict[str, Any]:
