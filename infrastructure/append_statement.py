@@ -7,9 +7,10 @@ psycopg prepares the call on each connection after a few uses, and plpgsql keeps
 of the function's statements for the session.
 A call returns one (position, version) row per event, or no row when the stream was not at the
 expected version or is of another stream type; nothing is then written and no position is taken.
-Parameters are named: kind (ExpectedKind), stream_id, stream_type, expected, metadata,
-log_name, and the events' fields: event_id, type, schema_version, payload for one event, or
-the array literals event_ids, types, schema_versions, payloads for several.
+Parameters are positional (cheaper for the client to bind than named ones), in this order:
+kind (ExpectedKind), stream_id, stream_type, expected, metadata, log_name, and the events'
+fields: event_id, type, schema_version, payload for one event, or the array literals of
+event ids, types, schema versions and payloads for several.
 """
 
 from __future__ import annotations
@@ -21,15 +22,12 @@ ExpectedKind = Literal["version", "no_stream", "any"]
 
 # One event, as plain parameters: the common case, and cheaper for both sides than arrays.
 _APPEND_ONE = """
-    SELECT * FROM append_event(%(kind)s, %(stream_id)s, %(stream_type)s, %(expected)s,
-                               %(metadata)s::jsonb, %(log_name)s, %(event_id)s, %(type)s,
-                               %(schema_version)s, %(payload)s::jsonb)"""
+    SELECT * FROM append_event(%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s::jsonb)"""
 
 # Several events, as arrays: their versions follow on from the claimed ones, in the order given.
 _APPEND_MANY = """
-    SELECT * FROM append_events(%(kind)s, %(stream_id)s, %(stream_type)s, %(expected)s,
-                                %(metadata)s::jsonb, %(log_name)s, %(event_ids)s::uuid[], %(types)s::text[],
-                                %(schema_versions)s::int[], %(payloads)s::text[]::jsonb[])"""
+    SELECT * FROM append_events(%s, %s, %s, %s, %s::jsonb, %s, %s::uuid[], %s::text[], %s::int[],
+                                %s::text[]::jsonb[])"""
 
 # The statement for whether the append holds one event.
 APPEND_SQL: dict[bool, str] = {True: _APPEND_ONE, False: _APPEND_MANY}

@@ -15,35 +15,15 @@ from psycopg_pool import ConnectionPool
 
 from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
+from infrastructure import store_types
 from infrastructure.config import Settings, get_settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
 from infrastructure.notifier import CommitNotifier
 from infrastructure.store_appends import StoreAppends
 from infrastructure.store_reads import StoreReads
-from infrastructure.store_types import (
-    ANY,
-    DEFAULT_LOG,
-    IDLE,
-    JSON_NUL,
-    LOG_NAME,
-    MAX_METADATA_BYTES,
-    NO_STREAM,
-    NOTIFY_CHANNEL,
-    STREAM_ID,
-    AppendResult,
-    EventMetadata,
-    ExpectedVersion,
-    LogBlocker,
-    NewEvent,
-    RecordedEvent,
-    StreamExistence,
-)
+from infrastructure.store_types import *  # the store's vocabulary, re-exported
 
-__all__ = [
-    "ANY", "DEFAULT_LOG", "IDLE", "JSON_NUL", "LOG_NAME", "MAX_METADATA_BYTES", "NO_STREAM", "NOTIFY_CHANNEL",
-    "STREAM_ID", "AppendResult", "ConcurrencyConflict", "EventIdReused", "EventMetadata", "EventStore",
-    "ExpectedVersion", "InvalidAppend", "LogBlocker", "NewEvent", "RecordedEvent", "StreamExistence",
-]
+__all__ = ["ConcurrencyConflict", "EventIdReused", "EventStore", "InvalidAppend"] + store_types.__all__
 
 
 class EventStore(StoreAppends, StoreReads):

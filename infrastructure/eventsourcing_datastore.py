@@ -67,6 +67,19 @@ def id_value(stream_id: str) -> UUID | str:
 # -- errors -----------------------------------------------------------------------------------
 
 
+# Each database error as the library's, the first class that matches (subclasses first).
+_LIBRARY_ERRORS: tuple[tuple[type[Exception], type[PersistenceError]], ...] = (
+    (psycopg_pool.PoolTimeout, OperationalError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.DataError, DataError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.DatabaseError, DatabaseError),
+    (psycopg.Error, PersistenceError),
+)
+
+
 @contextmanager
 def library_errors() -> Iterator[None]:
     """Raise the library's persistence errors for database and store errors.
@@ -78,22 +91,9 @@ def library_errors() -> Iterator[None]:
         yield
     except (ConcurrencyConflict, EventIdReused) as exc:
         raise IntegrityError(str(exc)) from exc
-    except psycopg_pool.PoolTimeout as exc:
-        raise OperationalError(str(exc)) from exc
-    except psycopg.IntegrityError as exc:
-        raise IntegrityError(str(exc)) from exc
-    except psycopg.OperationalError as exc:
-        raise OperationalError(str(exc)) from exc
-    except psycopg.InterfaceError as exc:
-        raise InterfaceError(str(exc)) from exc
-    except psycopg.DataError as exc:
-        raise DataError(str(exc)) from exc
-    except psycopg.ProgrammingError as exc:
-        raise ProgrammingError(str(exc)) from exc
-    except psycopg.DatabaseError as exc:
-        raise DatabaseError(str(exc)) from exc
-    except psycopg.Error as exc:
-        raise PersistenceError(str(exc)) from exc
+    except (psycopg_pool.PoolTimeout, psycopg.Error) as exc:
+        library_error = next(ours for theirs, ours in _LIBRARY_ERRORS if isinstance(exc, theirs))
+        raise library_error(str(exc)) from exc
 
 
 # -- the datastore ----------------------------------------------------------------------------

@@ -55,7 +55,38 @@ __all__ = [
 # -- snapshots --------------------------------------------------------------------------------
 
 
-class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
+class _StreamRecorder(_ChronicleRecorder):
+    """A recorder whose rows are one aggregate's, in version order: snapshots or events."""
+
+    _STREAM_QUERY: str  # selects version, type and the state's columns of one log's stream
+
+    def _states(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[bytes]:
+        """Each row's state as the library's bytes, its personal fields revealed."""
+        raise NotImplementedError
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """One aggregate's rows in (gt, lte], in version order (newest first with desc=True)."""
+        order = "DESC" if desc else "ASC"
+        with library_errors(), self.datastore.pool.connection() as conn:
+            rows = conn.execute(
+                f"{self._STREAM_QUERY} AND version > %s AND version <= %s ORDER BY version {order} LIMIT %s",
+                (self.log_name, _id_text(originator_id), *version_bounds(gt, lte), limit),
+            ).fetchall()
+            states = self._states(conn, rows)
+        return [
+            StoredEvent(originator_id, row["version"], row["type"], state) for row, state in zip(rows, states)
+        ]
+
+
+class ChronicleSnapshotRecorder(_StreamRecorder, AggregateRecorder):
     """Aggregate snapshots in the `snapshots` table: a cache of state at a version, as jsonb."""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -76,37 +107,18 @@ class ChronicleSnapshotRecorder(_ChronicleRecorder, AggregateRecorder):
             )
         return None
 
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        """Snapshots of one aggregate between versions; the newest first with desc=True."""
-        order = "DESC" if desc else "ASC"
-        with library_errors(), self.datastore.pool.connection() as conn:
-            rows = conn.execute(
-                # One aggregate's snapshots in (gt, lte], in version order.
-                "SELECT version, type, state FROM snapshots"
-                " WHERE log_name = %s AND stream_id = %s"
-                " AND version > %s AND version <= %s"
-                f" ORDER BY version {order} LIMIT %s",
-                (self.log_name, _id_text(originator_id), *version_bounds(gt, lte), limit),
-            ).fetchall()
-            reveal_snapshots(conn, [row["state"] for row in rows])
-        return [
-            StoredEvent(originator_id, row["version"], row["type"], state_from_payload(row["state"]))
-            for row in rows
-        ]
+    # One aggregate's snapshots, by the (log_name, stream_id, version) key.
+    _STREAM_QUERY = "SELECT version, type, state FROM snapshots WHERE log_name = %s AND stream_id = %s"
+
+    def _states(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[bytes]:
+        reveal_snapshots(conn, [row["state"] for row in rows])
+        return [state_from_payload(row["state"]) for row in rows]
 
 
 # -- the application recorder -----------------------------------------------------------------
 
 
-class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
+class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
     """An application's events in Chronicle's `events` table, its notification log = `log_name`."""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -192,30 +204,11 @@ class ChronicleApplicationRecorder(_ChronicleRecorder, ApplicationRecorder):
             appends.append((stream_id, first - 1, new_events, stream_type or LIBRARY_STREAM_TYPE))
         return appends
 
-    def select_events(
-        self,
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> Sequence[StoredEvent]:
-        """One aggregate's events in (gt, lte], in version order (newest first with desc=True)."""
-        order = "DESC" if desc else "ASC"
-        with library_errors(), self.datastore.pool.connection() as conn:
-            rows = conn.execute(
-                # A stream of this application's log, by the (stream_id, version) key.
-                "SELECT version, type, schema_version, payload FROM events"
-                " WHERE stream_id = %s AND log_name = %s"
-                " AND version > %s AND version <= %s"
-                f" ORDER BY version {order} LIMIT %s",
-                (_id_text(originator_id), self.log_name, *version_bounds(gt, lte), limit),
-            ).fetchall()
-            states = self.datastore.payload_states(conn, rows)
-        return [
-            StoredEvent(originator_id, row["version"], row["type"], state) for row, state in zip(rows, states)
-        ]
+    # A stream of this application's log, by the (stream_id, version) key.
+    _STREAM_QUERY = "SELECT version, type, schema_version, payload FROM events WHERE log_name = %s AND stream_id = %s"
+
+    def _states(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[bytes]:
+        return self.datastore.payload_states(conn, rows)
 
     def select_notifications(
         self,

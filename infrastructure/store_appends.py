@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, Concatenate, NamedTuple, ParamSpec
 from uuid import UUID
 
 import psycopg
@@ -45,6 +45,31 @@ from infrastructure.store_types import (
 )
 
 logger = logging.getLogger("infrastructure.event_store")
+_Args = ParamSpec("_Args")
+
+
+def _on_own_connection(
+    append_on: Callable[Concatenate[Any, psycopg.Connection, _Args], AppendResult],
+) -> Callable[Concatenate[Any, _Args], AppendResult]:
+    """The store's `append`: `append_on` on a pooled connection, as its own transaction.
+
+    One signature serves both: append's parameters are append_on's after the connection.
+    """
+
+    def append(self: StoreAppends, *args: _Args.args, **kwargs: _Args.kwargs) -> AppendResult:
+        """Append events to one stream, all or nothing, if it is at `expected_version`.
+
+        Raises ConcurrencyConflict on a version mismatch; a retry of stored event ids
+        returns the first append's result and writes nothing.
+        """
+        started = time.perf_counter()
+        with self.pool.connection() as conn:
+            result = append_on(self, conn, *args, **kwargs)
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+        self.committed([result], kwargs.get("log_name", DEFAULT_LOG))  # type: ignore[arg-type]
+        return result
+
+    return append
 
 
 class StoreAppends:
@@ -58,30 +83,6 @@ class StoreAppends:
     notifier: CommitNotifier
 
     # -- writing ---------------------------------------------------------------------------
-
-    def append(
-        self,
-        stream_id: str,
-        expected_version: ExpectedVersion,
-        events: Sequence[NewEvent],
-        metadata: EventMetadata | Mapping[str, Any] | None = None,
-        *,
-        stream_type: str | None = None,
-        log_name: str = DEFAULT_LOG,
-    ) -> AppendResult:
-        """Append events to one stream, all or nothing, if it is at `expected_version`.
-
-        Raises ConcurrencyConflict on a version mismatch; a retry of stored event ids
-        returns the first append's result and writes nothing.
-        """
-        started = time.perf_counter()
-        with self.pool.connection() as conn:
-            result = self.append_on(
-                conn, stream_id, expected_version, events, metadata, stream_type=stream_type, log_name=log_name
-            )
-        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
-        self.committed([result], log_name)
-        return result
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
@@ -148,6 +149,8 @@ class StoreAppends:
                 stream_id, rows[-1][1], tuple(position for position, _ in rows), stream_type=prepared.stream_type
             )
         return self._refusal(conn, prepared, expected_version)
+
+    append = _on_own_connection(append_on)  # on a pooled connection, waking readers after commit
 
     def _refusal(
         self, conn: psycopg.Connection, prepared: _PreparedAppend, expected_version: ExpectedVersion
@@ -235,18 +238,15 @@ class StoreAppends:
         meta_text = _metadata_json(metadata)
         _check_json(meta_text, MAX_METADATA_BYTES)
 
-        params = {
-            "kind": kind, "stream_id": stream_id, "stream_type": stream_type, "expected": expected,
-            "metadata": meta_text, "log_name": log_name,
-        }
         if len(ids) == 1:
-            params.update(event_id=ids[0], type=types[0], schema_version=versions[0], payload=payloads[0])
+            events_params: tuple[Any, ...] = (ids[0], types[0], versions[0], payloads[0])
         else:
             # Array literals built here: psycopg's generic list adaptation costs more client CPU.
-            params.update(
-                event_ids=_array_literal(map(str, ids)), types=_array_literal(types),
-                schema_versions=_array_literal(map(str, versions)), payloads=_array_literal(payloads),
+            events_params = (
+                _array_literal(map(str, ids)), _array_literal(types),
+                _array_literal(map(str, versions)), _array_literal(payloads),
             )
+        params = (kind, stream_id, stream_type, expected, meta_text, log_name, *events_params)
         return _PreparedAppend(stream_id, stream_type, ids, types, payloads, APPEND_SQL[len(ids) == 1], params)
 
     def _original_result(self, conn: psycopg.Connection, prepared: _PreparedAppend) -> AppendResult:
@@ -285,7 +285,7 @@ class _PreparedAppend(NamedTuple):
     types: list[str]
     payloads: list[str]
     statement: str
-    params: dict[str, Any]
+    params: tuple[Any, ...]
 
 
 def _concealed(conn: psycopg.Connection, text: str, model: type[BaseModel], stream_id: str,

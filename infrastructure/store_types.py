@@ -20,6 +20,13 @@ from pydantic import BaseModel, ConfigDict
 from domain.bounds import ContextId
 from domain.ids import uuid7
 
+# Every name here, re-exported by infrastructure.event_store.
+__all__ = [
+    "ANY", "DEFAULT_LOG", "IDLE", "JSON_NUL", "LOG_NAME", "MAX_METADATA_BYTES", "NO_STREAM", "NOTIFY_CHANNEL",
+    "STREAM_ID", "AppendResult", "EventMetadata", "ExpectedVersion", "LogBlocker", "NewEvent", "RecordedEvent",
+    "StreamExistence",
+]
+
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
 LOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 # A JSON-escaped NUL (\u0000 not itself escaped): jsonb refuses it, so refuse it up front.

@@ -39,15 +39,15 @@ BEGIN
         WHERE s.stream_type = EXCLUDED.stream_type
         RETURNING s.version, s.head_hash INTO new_version, new_hash;
     END IF;
-    IF new_version IS NULL THEN
-        RETURN;
-    END IF;
-    PERFORM hold_next_position();
+    -- No claim (not at the expected version, or another type): no row, no position, no hold.
     RETURN QUERY
     INSERT INTO events AS e (event_id, stream_id, stream_type, version, type, schema_version,
                              payload, metadata, log_name, recorded_at, hash)
-    VALUES (p_event_id, p_stream_id, p_stream_type, new_version, p_type, p_schema_version,
-            p_payload, p_metadata, p_log_name, at, new_hash)
+    SELECT p_event_id, p_stream_id, p_stream_type, new_version, p_type, p_schema_version,
+           p_payload, p_metadata, p_log_name, at, new_hash
+    WHERE new_version IS NOT NULL
+      AND (pg_try_advisory_xact_lock_shared(log_lock_key(coalesce(pg_sequence_last_value('events_position_seq') + 1, 1)))
+           OR hold_log_position())
     RETURNING e.position, e.version;
 END;
 $$;
