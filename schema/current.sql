@@ -1224,15 +1224,15 @@ CREATE INDEX events_command_idx ON public.events USING hash (((metadata ->> 'com
 
 -- Name: events_correlation_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
+CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
 
 -- Name: events_session_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_session_idx ON public.events USING btree (((metadata ->> 'session_id'::text)), "position") WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_session_idx ON public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
 
 -- Name: events_type_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_type_idx ON public.events USING btree (type, "position");
+CREATE INDEX events_type_idx ON public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
 -- Name: idempotency_keys_created_idx; Type: INDEX; Schema: public; Owner: -
 
@@ -1265,6 +1265,14 @@ CREATE INDEX subject_streams_stream_idx ON public.subject_streams USING btree (s
 -- Name: tag_event_document_tag_idx; Type: INDEX; Schema: public; Owner: -
 
 CREATE INDEX tag_event_document_tag_idx ON public.tag_event USING btree (document_id, tag, last_position);
+
+-- Name: events_session_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_session_stats (dependencies) ON (metadata ->> 'session_id'::text), hashtext(metadata ->> 'session_id'::text) FROM public.events;
+
+-- Name: events_type_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_type_stats (dependencies) ON type, hashtext(type) FROM public.events;
 
 -- Name: events events_no_truncate; Type: TRIGGER; Schema: public; Owner: -
 
