@@ -1212,7 +1212,7 @@ CREATE INDEX document_version_body_idx ON public.document_version USING btree (b
 
 -- Name: events_actor_idx; Type: INDEX; Schema: public; Owner: -
 
-CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor_id'::text)), "position");
+CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
 
 -- Name: events_causation_idx; Type: INDEX; Schema: public; Owner: -
 
