@@ -136,7 +136,7 @@ def _retry_or_park(conn: psycopg.Connection, job: Job, event: Event, error: Base
     while attempts < retry.attempts:
         time.sleep(retry.delay(attempts))
         try:
-            with conn.transaction():
+            with collector_paused(), conn.transaction():
                 if job.locking and not job.relocked_for(conn, event):
                     return 0  # another worker holds its partition, or applied it meanwhile
                 parked = apply_batch(conn, job, [event])
