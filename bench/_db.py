@@ -40,6 +40,22 @@ def scratch_database(prefix: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def copy_of(url: str):
+    """A copy of the database at `url` (CREATE DATABASE ... TEMPLATE: nobody may be connected to
+    it meanwhile); yield the copy's URL, drop it afterwards."""
+    params = conninfo.conninfo_to_dict(url)
+    source, name = params["dbname"], f"{params['dbname']}_copy"
+    with psycopg.connect(SERVER, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    params["dbname"] = name
+    try:
+        yield conninfo.make_conninfo(**params)
+    finally:
+        with psycopg.connect(SERVER, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 # Staged events into `events` in staging order, each hashed onto its stream's chain (schema/0016).
 _CHAIN_STAGED = """
 DO $$

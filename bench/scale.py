@@ -1,11 +1,13 @@
 """Scale: every read, audit query and operations route at 100k events and at N, and their ratio.
 
 Builds a log of the domain's own events (bench/workload.py, written with COPY as bench/_db.py
-does), projects it, and times each route of a `chronicle serve` process (one API process) with
-medians and p95 at 100k events and again at N (default 1M). Prints large/small ratios against
-the target of 1.5, /metrics and /v1/projections with the whole growth as a backlog (target
-under 100 ms), catch-up and agents-rebuild rates at both sizes, and bytes per event of the
-events table (heap plus indexes; target at most 800).
+does), projects it, keeps a copy of the database at 100k events, grows the log to N (default
+1M) and projects the growth. Then one `chronicle serve` process (one API process) on each
+database answers each route in turn, the two sizes alternating call by call (so a slow moment
+of the machine falls on both), and the medians and p95 at both sizes give the large/small
+ratios against the target of 1.5. Also prints /metrics and /v1/projections with the whole growth
+as a backlog (target under 100 ms), catch-up (the workers' batch size) and agents-rebuild rates
+at both sizes, and bytes per event of the events table (heap plus indexes; target at most 800).
 
     DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/scale.py [--events 1000000]
 
@@ -28,6 +30,7 @@ from catch_up import project
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from infrastructure.read_indexes import add_index
+from projections.engine import DEFAULT_BATCH
 from projections.rebuild import rebuild
 from service_layer.keys import create_key
 
@@ -104,38 +107,56 @@ def _cursor(value: int) -> str:
     return encode_cursor(value)
 
 
-def time_routes(base: str, key: str, routes: dict[str, tuple[str, dict[str, Any]]], repeat: int
-                ) -> dict[str, tuple[float, float]]:
-    """Median and p95 (ms) of each route, after one warm-up call; every answer must be 200."""
-    out = {}
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+def _summary(samples: list[float]) -> tuple[float, float]:
+    """Median and p95 of some timings."""
+    samples = sorted(samples)
+    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+
+
+def time_routes(bases: list[str], key: str, routes: dict[str, tuple[str, dict[str, Any]]], repeat: int
+                ) -> list[dict[str, tuple[float, float]]]:
+    """Median and p95 (ms) of each route on each server, after one warm-up call on each.
+
+    The servers answer in turn, call by call, the first one changing each round: what the
+    machine does meanwhile (other work, a checkpoint) falls on every size alike. Every answer
+    must be 200.
+    """
+    out: list[dict[str, tuple[float, float]]] = [{} for _ in bases]
+    clients = [httpx.Client(base_url=b, headers={"Authorization": f"Bearer {key}"}, timeout=60) for b in bases]
+    try:
         for name, (path, params) in routes.items():
             params = dict(params)
             if "_deep" in params:
                 params["cursor"] = _cursor(params.pop("_deep"))
-            client.get(path, params=params)
-            samples = []
-            for _ in range(repeat):
-                start = time.perf_counter()
-                response = client.get(path, params=params)
-                samples.append((time.perf_counter() - start) * 1000)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{name}: {response.status_code} {response.text[:300]}")
-            samples.sort()
-            out[name] = (statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
+            for client in clients:
+                client.get(path, params=params)
+            samples: list[list[float]] = [[] for _ in bases]
+            for round_ in range(repeat):
+                for i in (range(len(clients)) if round_ % 2 == 0 else reversed(range(len(clients)))):
+                    start = time.perf_counter()
+                    response = clients[i].get(path, params=params)
+                    samples[i].append((time.perf_counter() - start) * 1000)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{name}: {response.status_code} {response.text[:300]}")
+            for i, taken in enumerate(samples):
+                out[i][name] = _summary(taken)
+    finally:
+        for client in clients:
+            client.close()
     return out
 
 
-def status_sql_ms(url: str, repeat: int) -> float:
-    """Median ms of `chronicle status`'s report."""
+def status_sql_ms(urls: list[str], repeat: int) -> list[float]:
+    """Median ms of `chronicle status`'s report on each database, the databases in turn."""
     from cli.main import store_report
 
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        store_report(url)
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+    samples: list[list[float]] = [[] for _ in urls]
+    for round_ in range(repeat):
+        for i in (range(len(urls)) if round_ % 2 == 0 else reversed(range(len(urls)))):
+            start = time.perf_counter()
+            store_report(urls[i])
+            samples[i].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(taken) for taken in samples]
 
 
 def bytes_per_event(url: str) -> dict[str, float]:
@@ -152,9 +173,10 @@ def bytes_per_event(url: str) -> dict[str, float]:
 
 
 def catch_up(url: str) -> float:
-    """Events/s of projecting everything not yet projected (every projection, one process)."""
+    """Events/s of projecting everything not yet projected (every projection, one process, in
+    the batches a worker reads)."""
     start = time.perf_counter()
-    done = project(url, "threads", 4, 1000)
+    done = project(url, "threads", 4, DEFAULT_BATCH)
     return done / (time.perf_counter() - start) if done else 0.0
 
 
@@ -171,13 +193,17 @@ def rebuild_rate(url: str) -> float:
         pool.close()
 
 
-def measure(url: str, key: str, routes: dict, repeat: int) -> dict[str, Any]:
-    proc, base = _db.serve_api(url, CHRONICLE_API_MAX_PAGE_SIZE="200")
+def measure(urls: list[str], key: str, routes: dict, repeat: int) -> list[dict[str, Any]]:
+    """Each route's timings and the status report's on each database, one API process each."""
+    served = [_db.serve_api(url, CHRONICLE_API_MAX_PAGE_SIZE="200") for url in urls]
     try:
-        return {"routes": time_routes(base, key, routes, repeat), "status": status_sql_ms(url, repeat)}
+        timed = time_routes([base for _, base in served], key, routes, repeat)
+        status = status_sql_ms(urls, repeat)
+        return [{"routes": t, "status": s} for t, s in zip(timed, status)]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc, _ in served:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> None:
@@ -197,35 +223,35 @@ def main() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
         routes = _routes(_sample(url))
-        small = measure(url, key, routes, args.repeat)
         small_bytes = bytes_per_event(url)
         small_rebuild = rebuild_rate(url)
-        t = time.perf_counter()
-        _db.write_log(url, args.events - SMALL, seed=2)
-        print(f"wrote {args.events - SMALL} more events in {time.perf_counter() - t:.0f} s", flush=True)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE events")
-        backlog = measure(url, key, {k: routes[k] for k in ("/metrics", "/v1/projections")}, args.repeat)
-        large_catch_up = catch_up(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
-        large = measure(url, key, routes, args.repeat)
-        large_bytes = bytes_per_event(url)
-        large_rebuild = rebuild_rate(url)
+        with _db.copy_of(url) as small_url:
+            t = time.perf_counter()
+            _db.write_log(url, args.events - SMALL, seed=2)
+            print(f"wrote {args.events - SMALL} more events in {time.perf_counter() - t:.0f} s", flush=True)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE events")
+            backlog = measure([url], key, {k: routes[k] for k in ("/metrics", "/v1/projections")}, args.repeat)[0]
+            large_catch_up = catch_up(url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+            small, large = measure([small_url, url], key, routes, args.repeat)
+            large_bytes = bytes_per_event(url)
+            large_rebuild = rebuild_rate(url)
     report(args.events, small, large, backlog, (small_catch_up, large_catch_up), (small_rebuild, large_rebuild),
            small_bytes, large_bytes)
 
 
 def report(n: int, small: dict, large: dict, backlog: dict, catch: tuple, rebuilt: tuple, small_bytes: dict,
            large_bytes: dict) -> None:
-    print(f"\n{'route':45} {'100k med':>9} {'p95':>7} {n // 1000:>6}k med {'p95':>7} {'ratio':>6}")
+    print(f"\n{'route':45} {'100k med':>9} {'p95':>7} {n // 1000:>6}k med {'p95':>7} {'ratio':>6} {'p95 ratio':>9}")
     worst = 0.0
     for name, (s_med, s_p95) in small["routes"].items():
         l_med, l_p95 = large["routes"][name]
         ratio = l_med / s_med
         worst = max(worst, ratio)
         flag = "" if ratio <= TARGET_RATIO else "  over target"
-        print(f"{name:45} {s_med:9.2f} {s_p95:7.2f} {l_med:10.2f} {l_p95:7.2f} {ratio:6.2f}{flag}")
+        print(f"{name:45} {s_med:9.2f} {s_p95:7.2f} {l_med:10.2f} {l_p95:7.2f} {ratio:6.2f} {l_p95 / s_p95:9.2f}{flag}")
     ratio = large["status"] / small["status"]
     print(f"{'chronicle status (report)':45} {small['status']:9.2f} {'':7} {large['status']:10.2f} {'':7} {ratio:6.2f}")
     print(f"worst read ratio {worst:.2f} (target <= {TARGET_RATIO})")

@@ -7,6 +7,7 @@ writes back the rows they changed in a few set-based statements.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,10 +123,15 @@ def actor(event: Event) -> tuple[str | None, str | None, str | None]:
 
 
 def content_hash(content: Any, body: Any) -> str:
-    """The key a body is stored under: sha256 of its canonical JSON."""
-    import json
+    """The key a body is stored under: sha256 of its canonical JSON.
 
-    text = json.dumps({"content": content, "body": body}, sort_keys=True, separators=(",", ":"))
+    A text body without a JSON one (most documents) spells that JSON directly, as the general
+    form would: ten times cheaper for a catch-up, which hashes every version it projects.
+    """
+    if body is None and (content is None or isinstance(content, str)):
+        text = '{"body":null,"content":' + json.dumps(content) + "}"
+    else:
+        text = json.dumps({"content": content, "body": body}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

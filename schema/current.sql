@@ -310,12 +310,12 @@ CREATE TABLE public.events (
     CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
 );
 
-CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor_id'::text)), "position");
+CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
 CREATE INDEX events_causation_idx ON public.events USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
 CREATE INDEX events_command_idx ON public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
-CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
-CREATE INDEX events_session_idx ON public.events USING btree (((metadata ->> 'session_id'::text)), "position") WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
-CREATE INDEX events_type_idx ON public.events USING btree (type, "position");
+CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
+CREATE INDEX events_session_idx ON public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_type_idx ON public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
 CREATE TRIGGER events_no_update_or_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_are_immutable();
@@ -953,3 +953,11 @@ CREATE TABLE public.tracking (
     CONSTRAINT tracking_notification_id_check CHECK ((notification_id >= 0)),
     CONSTRAINT tracking_pkey PRIMARY KEY (tracker, application_name)
 );
+
+-- Name: events_session_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_session_stats (dependencies) ON (metadata ->> 'session_id'::text), hashtext(metadata ->> 'session_id'::text) FROM public.events;
+
+-- Name: events_type_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_type_stats (dependencies) ON type, hashtext(type) FROM public.events;

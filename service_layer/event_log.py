@@ -79,6 +79,27 @@ def any_of(column: str, values: list[str], clauses: list[str], params: list[Any]
         params.append(values)
 
 
+# Filters whose index is keyed by hashtext(value) (schema/0023): the query matches the hash,
+# which the index serves in position order, then the value itself.
+HASHED = ("type", "metadata->>'session_id'")
+
+
+def hashed_any_of(column: str, values: list[str], clauses: list[str], params: list[Any]) -> None:
+    """As `any_of`, for a column whose index is keyed by hashtext(column) and then position.
+
+    One value is `hashtext(column) = hashtext(%s)`, which that index serves in order; several
+    match any of their hashes (computed once, in an init plan) and then any of the values.
+    """
+    values = list(dict.fromkeys(values))
+    if len(values) == 1:
+        clauses.append(f"hashtext({column}) = hashtext(%s) AND {column} = %s")
+        params.extend([values[0], values[0]])
+    elif values:
+        clauses.append(f"hashtext({column}) = ANY(ARRAY(SELECT hashtext(v) FROM unnest(%s::text[]) v))"
+                       f" AND {column} = ANY(%s)")
+        params.extend([values, values])
+
+
 def position_bounds(conn: Any, since: datetime | None, until: datetime | None) -> tuple[int, int]:
     """The positions a time window can hold: [first recorded at `since`, last before `until`].
 
@@ -97,16 +118,22 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
                since: datetime | None, until: datetime | None, size: int) -> tuple[str, list[Any]]:
     """The audit log query: events in (after, upto] matching every filter, in position order.
 
-    Each filter is an equality an index on (filter, position) serves in order.
+    Each filter is an equality an index on (filter, position) serves in order (type and
+    session: on (hashtext(filter), position)); a correlation id's few events come from its hash index.
     """
+    correlation = equal.get("metadata->>'correlation_id'")
     clauses = ["position > %s", "position <= %s"]
     params: list[Any] = [after, upto]
     for column, value in equal.items():
-        if value is not None:
+        if value is None or column == "metadata->>'correlation_id'":
+            continue
+        if column in HASHED:
+            hashed_any_of(column, [value], clauses, params)
+        else:
             clauses.append(f"{column} = %s")
             params.append(value)
     any_of("stream_type", stream_types, clauses, params)
-    any_of("type", types, clauses, params)
+    hashed_any_of("type", types, clauses, params)
     if since is not None:
         clauses.append("recorded_at >= %s")
         params.append(since)
@@ -114,11 +141,12 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
         clauses.append("recorded_at < %s")
         params.append(until)
     where = " AND ".join(clauses)
-    if equal.get("metadata->>'correlation_id'") is not None:
-        # A correlation id names a handful of events, found by its hash index and then ordered:
-        # never a walk of the log in position order waiting for them to turn up.
-        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE {where})"
-                " SELECT * FROM found ORDER BY position LIMIT %s", [*params, size])
+    if correlation is not None:
+        # A correlation id names a handful of events, found by its hash index alone, then
+        # filtered and ordered: never a walk of the log in position order waiting for them to
+        # turn up, nor (in a generic plan) a bitmap of every position in the range.
+        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE metadata->>'correlation_id' = %s)"
+                f" SELECT * FROM found WHERE {where} ORDER BY position LIMIT %s", [correlation, *params, size])
     return f"SELECT * FROM events WHERE {where} ORDER BY position LIMIT %s", [*params, size]
 
 

@@ -153,3 +153,30 @@ def test_projections_upcast_payloads_stored_under_an_older_schema_version(store,
         catch_up(proj_pool, PROJECTORS["agents"], k, partitions=PARTITIONS)
     (row,) = dump_tables(proj_pool)["agent"]
     assert row["name"] == "old shape"
+
+
+def test_the_cyclic_collector_waits_during_a_batch_and_comes_back_after_one_that_failed(
+        store, proj_pool, monkeypatch):
+    """While a batch runs the cyclic collector is off (it would walk every stream state the run
+    keeps); after the run, also one whose batches failed and were parked, it is on again."""
+    import gc
+
+    agent_id = _ids_in_partition(3, 1)[0]
+    _agent(store, agent_id)
+    _execution(store, agent_id, 1)
+    _execution(store, agent_id, 2)
+    original = PROJECTORS["agents"].handlers["agent.executed"]
+    seen: list[bool] = []
+
+    def watching(s, e, out):
+        seen.append(gc.isenabled())
+        if e.payload["execution_id"] == "x2":
+            raise RuntimeError("a handler bug")
+        original(s, e, out)
+
+    monkeypatch.setitem(PROJECTORS["agents"].handlers, "agent.executed", watching)
+    assert gc.isenabled()
+    result = catch_up(proj_pool, PROJECTORS["agents"], 3, partitions=PARTITIONS, retry=FAST_RETRY)
+    assert seen and not any(seen), "the collector was on inside a batch"
+    assert gc.isenabled(), "the collector stayed off after the run"
+    assert result.parked == 1 and _parked(proj_pool, "agents") == [(agent_id, _head(proj_pool))]

@@ -209,6 +209,57 @@ def test_a_correlation_is_found_by_its_index_then_ordered(seeded):
     assert [r["position"] for r in conn.execute(*query).fetchall()] == [27000, 27001, 27002]
 
 
+def generic_plan(conn: psycopg.Connection, query: str, params: list[Any]) -> dict:
+    """The plan a prepared statement gets once the server settles on a generic plan (as the
+    API's connections prepare what they run often)."""
+    numbered = query
+    for i in range(1, len(params) + 1):
+        numbered = numbered.replace("%s", f"${i}", 1)
+    conn.execute("DEALLOCATE ALL")
+    conn.execute(f"PREPARE generic AS {numbered}")
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        values = sql.SQL(", ").join(map(sql.Literal, params))
+        explain = sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE generic({})").format(values)
+        return conn.execute(explain).fetchone()["QUERY PLAN"][0]["Plan"]
+    finally:
+        conn.execute("RESET plan_cache_mode")
+        conn.execute("DEALLOCATE generic")
+
+
+def test_a_correlation_never_reads_the_position_range(seeded):
+    """Even a generic plan, which cannot see how wide (after, upto] is, finds a correlation's
+    events by its hash index alone (no bitmap of every position in the range)."""
+    _, conn = seeded
+    query = events_sql(0, EVENTS, {"metadata->>'correlation_id'": "c9000", "metadata->>'actor_id'": None},
+                       [], [], None, None, 51)
+    p = generic_plan(conn, *query)
+    assert "events_correlation_idx" in indexes(p)
+    assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan" or n.get("Index Name") == "events_pkey"], p
+    narrowed = events_sql(27000, EVENTS, {"metadata->>'correlation_id'": "c9000"}, [], [], None, None, 51)
+    assert [r["position"] for r in conn.execute(*narrowed).fetchall()] == [27001, 27002]
+
+
+@pytest.mark.parametrize("make_plan", [plan, generic_plan])
+def test_a_session_is_read_in_order_from_its_hashed_index(seeded, make_plan):
+    """Audit ?session=: events_session_idx on (hashtext(session), position) gives the order."""
+    _, conn = seeded
+    query = events_sql(100, EVENTS, {"metadata->>'session_id'": "session-7"}, [], [], None, None, 5)
+    assert_ordered_by(make_plan(conn, *query), "events_session_idx")
+    assert [r["position"] for r in conn.execute(*query).fetchall()] == [107, 157, 207, 257, 307]
+
+
+def test_a_type_is_read_in_order_from_its_hashed_index(seeded):
+    """Audit ?type=: events_type_idx on (hashtext(type), position) gives the order; several
+    types match any of their hashes, then the names."""
+    _, conn = seeded
+    query = events_sql(0, EVENTS, {}, [], ["document.tagged"], None, None, 5)
+    assert_ordered_by(plan(conn, *query), "events_type_idx")
+    assert conn.execute(*query).fetchall() == []
+    both = events_sql(10, EVENTS, {}, [], ["document.tagged", "document.updated"], None, None, 3)
+    assert [r["position"] for r in conn.execute(*both).fetchall()] == [11, 12, 13]
+
+
 def test_log_position_at_past_the_ends(seeded):
     _, conn = seeded
     at = conn.execute("SELECT log_position_at(%s) AS a, log_position_at(%s) AS b",
