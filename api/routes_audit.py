@@ -9,8 +9,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import Auditor, ChronicleState, decode_cursor, etag, min_position_param, page_of, page_size, read_log_bound, read_state
+from api.deps import (Auditor, ChronicleState, decode_cursor, encode_cursor, etag, min_position_param, page_of,
+                      page_size, read_log_bound, read_state)
 from api.problems import Problem
+from api.routes_log import log_page_bound, missing_event_problem
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from service_layer import event_log
 from service_layer.event_log import EventFilter
@@ -48,10 +50,14 @@ def list_events(
     after = (decode_cursor(cursor, (int,)) or (0,))[0]
     filters = EventFilter(stream=stream, stream_types=stream_type or [], types=type or [], actor=actor,
                           session=session, correlation_id=correlation_id, since=since, until=until)
+    with state.pool.connection() as conn:
+        below = log_page_bound(conn, after)  # 410 in an archived range; a page stops before one
     log = read_log_bound(state)
     response.headers.update(log.headers())
     events = event_log.event_page(state.pool, log, filters, after, limit)
     events, next_cursor = page_of(events, limit, "position")
+    if below is not None and events and events[-1]["position"] >= below:
+        events, next_cursor = [e for e in events if e["position"] < below], encode_cursor(below - 1)
     return {"events": events, "next_cursor": next_cursor}
 
 
@@ -93,7 +99,8 @@ def get_event(event_id: UUID, state: ChronicleState = Depends(read_state), _: An
     """One event by its id; 404 if there is none."""
     event = event_log.get_event(state.pool, event_id)
     if event is None:
-        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        with state.pool.connection() as conn:
+            raise missing_event_problem(conn, event_id)  # 410 naming its archive, else 404
     return event
 
 

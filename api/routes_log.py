@@ -15,6 +15,7 @@ from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, page_of,
 from api.problems import Problem
 from api.schemas import ExactRoute, Out
 from infrastructure.log_proofs import NotSealedYet, inclusion_proof, seal_json
+from infrastructure.log_segments import ArchivedRange, archived_at, archived_segments, check_not_archived
 from infrastructure.seals import SEAL_COLUMNS, seal_of
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
@@ -39,6 +40,48 @@ class SealOut(Out):
 class SealPage(Out):
     seals: list[SealOut]
     next_cursor: str | None = None
+
+
+class ArchiveOut(Out):
+    """An archived range of the log: a segment that lives in files (docs/log-segments.md)."""
+
+    segment: str
+    first_position: int
+    last_position: int
+    archived_at: str
+    archive: str = Field(description="the archive's manifest file name")
+    event_count: int
+    data_sha256: str = Field(description="sha256 of the archive's data file (gzip NDJSON), hex")
+    first_hash: str | None = None
+    last_hash: str | None = None
+
+
+class ArchivePage(Out):
+    archives: list[ArchiveOut]
+
+
+def archived_problem(exc: ArchivedRange, field: str) -> Problem:
+    """410 naming the archive that holds what was asked for."""
+    return Problem(410, "log_archived", str(exc), field=field, archive=exc.segment.as_json())
+
+
+def log_page_bound(conn: Any, after: int) -> int | None:
+    """For a page of the log after `after`: 410 if position after + 1 is archived, else the
+    position the page must stay below (the next archived range's first; None if none)."""
+    try:
+        return check_not_archived(conn, after)
+    except ArchivedRange as exc:
+        raise archived_problem(exc, "cursor") from None
+
+
+def missing_event_problem(conn: Any, event_id: UUID) -> Problem:
+    """An event not in the log: 410 naming its archive if it was archived, else 404."""
+    claimed = conn.execute("SELECT position FROM log_event_ids WHERE event_id = %s", (event_id,)).fetchone()
+    if claimed is not None:
+        segment, _ = archived_at(conn, claimed["position"] - 1)
+        if segment is not None:
+            return archived_problem(ArchivedRange(segment), "event_id")
+    return Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
 
 
 class ProvenEvent(Out):
@@ -69,6 +112,7 @@ class ProofOut(Out):
 
 @router.get("/events/{event_id}/proof", summary="An event's inclusion proof in a signed seal",
             responses={404: {"description": "no such event"},
+                       410: {"description": "the event's segment of the log is archived; the problem names the archive"},
                        409: {"description": "the event is not sealed yet; try again after the next seal"}})
 def event_proof(
     event_id: UUID = Path(..., description="the event's id"),
@@ -84,8 +128,8 @@ def event_proof(
             proof = inclusion_proof(conn, event_id)
         except NotSealedYet as exc:
             raise Problem(409, "not_sealed_yet", str(exc), field="event_id") from None
-    if proof is None:
-        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        if proof is None:
+            raise missing_event_problem(conn, event_id)
     return proof
 
 
@@ -103,3 +147,11 @@ def list_seals(
                             (after, limit + 1)).fetchall()
     rows, next_cursor = page_of(rows, limit, "seal_number")
     return {"seals": [seal_json(seal_of(row)) for row in rows], "next_cursor": next_cursor}
+
+
+@router.get("/log/archives", summary="The log's archived ranges")
+def list_archives(state: ChronicleState = Depends(chronicle), _: Any = Auditor) -> ArchivePage:
+    """Every archived segment: its positions, when, its files' names, count, sha256 and first and
+    last hashes. Reads of those positions answer 410 naming the archive (docs/log-segments.md)."""
+    with state.pool.connection() as conn:
+        return {"archives": [s.as_json() for s in archived_segments(conn)]}
