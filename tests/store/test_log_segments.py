@@ -5,6 +5,7 @@ immutability hold on every segment."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import psycopg
@@ -132,3 +133,34 @@ def test_every_segment_refuses_rewrites_even_to_the_owner(store: EventStore, fre
                     conn.execute(sql)
         with pytest.raises(errors.InsufficientPrivilege, match="events are immutable"):
             conn.execute("DELETE FROM log_event_ids")
+
+
+def test_the_workers_tick_keeps_segments_ahead_of_the_appends(store: EventStore, fresh_pool: ConnectionPool,
+                                                              fresh_database_url: str) -> None:
+    """With the tick running, appends well past the first segments never run out of segments."""
+    from workers.tick import Ticker
+
+    use_small_segments(fresh_database_url, size=3, ahead=2)
+
+    def segments() -> int:
+        with fresh_pool.connection() as conn:
+            return ensure_segments(conn)
+
+    ticker = Ticker(lambda: 0, lambda: 0, segments=segments)
+    thread = threading.Thread(target=ticker._loop, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        for i in range(12):  # 24 positions: eight segments of 3
+            store.append("note-tick", ANY, _notes(2, f"t{i}"))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with fresh_pool.connection() as conn:
+                    if ready_positions(conn) > 3:
+                        break
+                time.sleep(0.02)
+    finally:
+        ticker.stop.set()
+        thread.join(timeout=5)
+    with fresh_pool.connection() as conn:
+        assert misplaced_events(conn) == [] and verify_log(conn).ok
+        assert len(list_segments(conn)) >= 9
