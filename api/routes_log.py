@@ -74,6 +74,15 @@ def log_page_bound(conn: Any, after: int) -> int | None:
         raise archived_problem(exc, "cursor") from None
 
 
+def check_feed_start(pool: Any, start: int) -> None:
+    """410 when a feed from `start` would pass through an archived range it cannot deliver: the
+    problem names the archive; a feed may start after its last position."""
+    with pool.connection() as conn:
+        for segment in archived_segments(conn):
+            if segment.end_position - 1 > start:
+                raise archived_problem(ArchivedRange(segment), "after")
+
+
 def missing_event_problem(conn: Any, event_id: UUID) -> Problem:
     """An event not in the log: 410 naming its archive if it was archived, else 404."""
     claimed = conn.execute("SELECT position FROM log_event_ids WHERE event_id = %s", (event_id,)).fetchone()

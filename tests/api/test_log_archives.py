@@ -29,7 +29,8 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
     pool = create_pool(fresh_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="arch")
     try:
         fill_segments(EventStore(pool, note_registry()), fresh_database_url)
-        tokens = {role: create_key(pool, f"t-{role}", role, actor_id=f"svc-{role}")[1] for role in ("auditor", "reader")}
+        roles = ("auditor", "reader", "subscriber")
+        tokens = {role: create_key(pool, f"t-{role}", role, actor_id=f"svc-{role}")[1] for role in roles}
         with pool.connection() as conn:
             archived_id = str(conn.execute("SELECT event_id FROM events WHERE position = 6").fetchone()["event_id"])
     finally:
@@ -58,6 +59,9 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
         assert "events_segment_2.manifest.json" in gone["detail"] and gone["archive"]["first_position"] == 5
         assert_problem(auditor.get(f"/v1/events/{archived_id}"), 410, "log_archived", "event_id")
         assert_problem(auditor.get(f"/v1/events/{archived_id}/proof"), 410, "log_archived")
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['subscriber']}"}) as follower:
+            feed = assert_problem(follower.get("/v1/subscribe", params={"after": 2}), 410, "log_archived", "after")
+            assert feed["archive"]["last_position"] == 8
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['reader']}"}) as reader:
             assert_problem(reader.get("/v1/log/archives"), 403, "forbidden")
 
