@@ -61,7 +61,8 @@ class ArchivePage(Out):
 
 
 def archived_problem(exc: ArchivedRange, field: str) -> Problem:
-    """410 naming the archive that holds what was asked for."""
+    """410 naming the archive that holds what was asked for: the positions are not lost, they are
+    in those files (or back after `chronicle archive restore`)."""
     return Problem(410, "log_archived", str(exc), field=field, archive=exc.segment.as_json())
 
 
@@ -84,7 +85,8 @@ def check_feed_start(pool: Any, start: int) -> None:
 
 
 def missing_event_problem(conn: Any, event_id: UUID) -> Problem:
-    """An event not in the log: 410 naming its archive if it was archived, else 404."""
+    """An event not in the log: 410 naming its archive if it was archived, else 404; its id stays
+    in log_event_ids, which says where it was."""
     claimed = conn.execute("SELECT position FROM log_event_ids WHERE event_id = %s", (event_id,)).fetchone()
     if claimed is not None:
         segment, _ = archived_at(conn, claimed["position"] - 1)

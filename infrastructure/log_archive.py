@@ -35,26 +35,30 @@ class ArchiveError(Exception):
 
 
 def event_line(row: dict[str, Any]) -> dict[str, Any]:
-    """An event as one archive line: payload and metadata as the exact text that was hashed."""
+    """An event as one archive line: payload and metadata as the exact text that was hashed,
+    so that the line alone recomputes the event's hash."""
     return {**row, "event_id": str(row["event_id"]), "recorded_at": row["recorded_at"].isoformat(),
             "hash": bytes(row["hash"]).hex()}
 
 
 def event_of_line(line: dict[str, Any]) -> dict[str, Any]:
-    """An archive line back as the row it was (the inverse of event_line)."""
+    """An archive line back as the row it was (the inverse of event_line), for checks, `verify`
+    and the restore's COPY."""
     return {**line, "event_id": UUID(line["event_id"]), "recorded_at": datetime.fromisoformat(line["recorded_at"]),
             "hash": bytes.fromhex(line["hash"])}
 
 
 def read_events(data_file: Path) -> Iterator[dict[str, Any]]:
-    """The events of an archive's data file, in the order written."""
+    """The events of an archive's data file, in the order written; streamed, so a segment of
+    any size is read in constant memory."""
     with gzip.open(data_file, "rt", encoding="utf-8") as lines:
         for line in lines:
             yield event_of_line(json.loads(line))
 
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file, hex: what a manifest records of its data file."""
+    """The sha256 of a file, hex: what a manifest and the log record of an archive's data file,
+    so a changed file is found before it is read."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -76,6 +80,14 @@ def verified_data_file(directory: Path, segment: Segment) -> Path:
     return data_file
 
 
+def _check_owner(conn: psycopg.Connection) -> None:
+    """Only the owner of `events` may detach or attach a segment: say so before anything is written."""
+    if not conn.execute("SELECT pg_has_role(current_user, relowner, 'USAGE') AS owns FROM pg_class"
+                        " WHERE oid = 'events'::regclass").fetchone()["owns"]:
+        raise ArchiveError("only the owner of the log (events) may archive or restore a segment:"
+                           " connect with the URL migrations use (DATABASE_MIGRATION_URL)")
+
+
 def _segment(conn: psycopg.Connection, name: str) -> Segment:
     """The segment named by table name or number."""
     for segment in list_segments(conn):
@@ -87,8 +99,8 @@ def _segment(conn: psycopg.Connection, name: str) -> Segment:
 def export_segment(owner_url: str, name: str, directory: Path) -> dict[str, Any]:
     """Write a cold segment to `directory`, check the files against the database, then detach and
     drop the segment and record its archive. Returns the manifest."""
-    directory.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(owner_url, row_factory=dict_row) as conn:
+        _check_owner(conn)
         segment = _segment(conn, name)
         if segment.archived:
             raise ArchiveError(f"{segment.table_name} is already archived in {segment.archive_name}")
@@ -96,6 +108,7 @@ def export_segment(owner_url: str, name: str, directory: Path) -> dict[str, Any]
         if segment.end_position - 1 > safe:
             raise ArchiveError(f"{segment.table_name} holds positions up to {segment.end_position - 1}, past the"
                                f" safe position {safe}: only a segment the log has moved past may be archived")
+        directory.mkdir(parents=True, exist_ok=True)
         data_file = directory / f"{segment.table_name}.ndjson.gz"
         count, first, last = _write(conn, segment, data_file)
         manifest = {
@@ -160,6 +173,7 @@ def restore_segment(owner_url: str, manifest_file: Path) -> dict[str, Any]:
     if file_sha256(data_file) != manifest["data_sha256"]:
         raise ArchiveError(f"{data_file.name}'s sha256 is not the manifest's: the file was changed")
     with psycopg.connect(owner_url, row_factory=dict_row) as conn:
+        _check_owner(conn)
         segment = _segment(conn, manifest["segment"])
         if not segment.archived:
             raise ArchiveError(f"{segment.table_name} is attached: there is nothing to restore")

@@ -74,7 +74,10 @@ def ensure_segments(conn: psycopg.Connection) -> int:
 
 
 def list_segments(conn: psycopg.Connection, archived_only: bool = False) -> list[Segment]:
-    """Every segment, oldest first (or only the archived ones): the log's layout."""
+    """Every segment, oldest first (or only the archived ones): the log's layout.
+
+    What `chronicle archive list` prints and where archived ranges are looked up.
+    """
     where = " WHERE archived_at IS NOT NULL" if archived_only else ""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(f"SELECT {_COLUMNS} FROM log_segment{where} ORDER BY segment_number").fetchall()
@@ -82,7 +85,10 @@ def list_segments(conn: psycopg.Connection, archived_only: bool = False) -> list
 
 
 def archived_segments(conn: psycopg.Connection) -> list[Segment]:
-    """The archived segments, oldest first; none on a store not migrated to segments."""
+    """The archived segments, oldest first; none on a store not migrated to segments.
+
+    Reads and `verify` consult it so that no archived range is passed over silently.
+    """
     with conn.cursor(row_factory=tuple_row) as cur:
         if cur.execute("SELECT to_regclass('log_segment') IS NULL").fetchone()[0]:
             return []

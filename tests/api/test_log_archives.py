@@ -38,7 +38,7 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
     owner, files = as_owner(fresh_database_url), tmp_path / "archive"
 
     refused = _run(fresh_database_url, "archive", "export", "events_segment_2", "--to", str(files))
-    assert refused.returncode == 1 and "must be owner" in refused.stderr, refused.stderr  # the application login
+    assert refused.returncode == 1 and "only the owner of the log" in refused.stderr, refused.stderr  # the app login
     exported = _run(owner, "archive", "export", "events_segment_2", "--to", str(files))
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.startswith("archived events_segment_2: 4 events, positions 5-8")
