@@ -109,7 +109,8 @@ $$;
 
 -- Every event id the log has recorded, archived segments' too: an event id is unique across the
 -- whole log (a unique index on `events` must include the position). The constraint keeps the
--- name the store's idempotent retry looks for (infrastructure/store_appends.py).
+-- name the store's idempotent retry looks for (infrastructure/store_appends.py); its index also
+-- serves "where was this event" for an archived one (410 naming the archive, api/routes_log.py).
 CREATE TABLE log_event_ids (
     event_id   uuid NOT NULL,
     "position" bigint NOT NULL,
