@@ -9,9 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import Auditor, ChronicleState, decode_cursor, etag, min_position_param, page_of, read_log_bound
+from api.deps import (Auditor, ChronicleState, decode_cursor, encode_cursor, etag, min_position_param, page_of,
+                      read_log_bound)
 from api.problems import Problem
 from api.read_support import PageAsked, Paging, reading
+from api.routes_log import check_stream_page, log_page_bound, missing_event_problem
 from api.schemas import ExactRoute, CausationOut, EventOut, EventPage, StreamEventsOut
 from service_layer import event_log
 from service_layer.event_log import EventFilter
@@ -48,10 +50,14 @@ def list_events(
     after = (decode_cursor(page.cursor, (int,)) or (0,))[0]
     filters = EventFilter(stream=stream, stream_types=stream_type or [], types=type or [], actor=actor,
                           session=session, correlation_id=correlation_id, since=since, until=until)
+    with state.pool.connection() as conn:
+        below = log_page_bound(conn, after)  # 410 in an archived range; a page stops before one
     log = read_log_bound(state)
     response.headers.update(log.headers())
     events = event_log.event_page(state.pool, log, filters, after, page.limit)
     events, next_cursor = page_of(events, page.limit, "position")
+    if below is not None and events and events[-1]["position"] >= below:
+        events, next_cursor = [e for e in events if e["position"] < below], encode_cursor(below - 1)
     return {"events": events, "next_cursor": next_cursor}
 
 
@@ -74,6 +80,9 @@ def stream_events(
         raise Problem(404, "stream_not_found", f"no stream {stream_id!r}", field="stream_id")
     events = event_log.stream_events(state.pool, stream_id, after, to_version, page.limit)
     events, next_cursor = page_of(events, page.limit, "stream_version")
+    with state.pool.connection() as conn:  # versions in an archived segment: 410 naming it
+        check_stream_page(conn, after, events, min(stream["version"], to_version or stream["version"],
+                                                   after + page.limit))
     response.headers["ETag"] = etag(stream["version"])
     return {
         "stream_id": stream_id,
@@ -89,7 +98,8 @@ def get_event(event_id: UUID, state: ChronicleState = AUDIT) -> EventOut:
     """One event by its id; 404 if there is none."""
     event = event_log.get_event(state.pool, event_id)
     if event is None:
-        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        with state.pool.connection() as conn:
+            raise missing_event_problem(conn, event_id)  # 410 naming its archive, else 404
     return event
 
 

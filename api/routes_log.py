@@ -15,6 +15,7 @@ from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, page_of,
 from api.problems import Problem
 from api.schemas import ExactRoute, Out
 from infrastructure.log_proofs import NotSealedYet, inclusion_proof, seal_json
+from infrastructure.log_segments import ArchivedRange, archived_at, archived_segments, check_not_archived
 from infrastructure.seals import SEAL_COLUMNS, seal_of
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
@@ -39,6 +40,76 @@ class SealOut(Out):
 class SealPage(Out):
     seals: list[SealOut]
     next_cursor: str | None = None
+
+
+class ArchiveOut(Out):
+    """An archived range of the log: a segment that lives in files (docs/log-segments.md)."""
+
+    segment: str
+    first_position: int
+    last_position: int
+    archived_at: str
+    archive: str = Field(description="the archive's manifest file name")
+    event_count: int
+    data_sha256: str = Field(description="sha256 of the archive's data file (gzip NDJSON), hex")
+    first_hash: str | None = None
+    last_hash: str | None = None
+
+
+class ArchivePage(Out):
+    archives: list[ArchiveOut]
+
+
+def archived_problem(exc: ArchivedRange, field: str) -> Problem:
+    """410 naming the archive that holds what was asked for: the positions are not lost, they are
+    in those files (or back after `chronicle archive restore`)."""
+    return Problem(410, "log_archived", str(exc), field=field, archive=exc.segment.as_json())
+
+
+def log_page_bound(conn: Any, after: int) -> int | None:
+    """For a page of the log after `after`: 410 if position after + 1 is archived, else the
+    position the page must stay below (the next archived range's first; None if none)."""
+    try:
+        return check_not_archived(conn, after)
+    except ArchivedRange as exc:
+        raise archived_problem(exc, "cursor") from None
+
+
+def check_feed_start(pool: Any, start: int) -> None:
+    """410 when a feed from `start` would pass through an archived range it cannot deliver: the
+    problem names the archive; a feed may start after its last position."""
+    with pool.connection() as conn:
+        for segment in archived_segments(conn):
+            if segment.end_position - 1 > start:
+                raise archived_problem(ArchivedRange(segment), "after")
+
+
+def check_stream_page(conn: Any, after: int, events: list[dict[str, Any]], last: int) -> None:
+    """410 when a stream's page read after version `after` misses versions up to `last` (at most
+    the page) that an archived segment holds: a stream's history never silently skips them."""
+    expected, before = after + 1, 0
+    for event in [*events, None]:
+        version = last + 1 if event is None else min(event["stream_version"], last + 1)
+        if version > expected:  # versions expected..version-1 are not in the log's attached segments
+            beyond = None if event is None else event["position"]
+            for segment in archived_segments(conn):
+                if segment.end_position > before and (beyond is None or segment.first_position < beyond):
+                    raise archived_problem(ArchivedRange(segment), "from_version")
+            return
+        if event is None or version > last:
+            return
+        expected, before = version + 1, event["position"]
+
+
+def missing_event_problem(conn: Any, event_id: UUID) -> Problem:
+    """An event not in the log: 410 naming its archive if it was archived, else 404; its id stays
+    in log_event_ids, which says where it was."""
+    claimed = conn.execute("SELECT position FROM log_event_ids WHERE event_id = %s", (event_id,)).fetchone()
+    if claimed is not None:
+        segment, _ = archived_at(conn, claimed["position"] - 1)
+        if segment is not None:
+            return archived_problem(ArchivedRange(segment), "event_id")
+    return Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
 
 
 class ProvenEvent(Out):
@@ -69,6 +140,7 @@ class ProofOut(Out):
 
 @router.get("/events/{event_id}/proof", summary="An event's inclusion proof in a signed seal",
             responses={404: {"description": "no such event"},
+                       410: {"description": "the event's segment of the log is archived; the problem names the archive"},
                        409: {"description": "the event is not sealed yet; try again after the next seal"}})
 def event_proof(
     event_id: UUID = Path(..., description="the event's id"),
@@ -84,8 +156,8 @@ def event_proof(
             proof = inclusion_proof(conn, event_id)
         except NotSealedYet as exc:
             raise Problem(409, "not_sealed_yet", str(exc), field="event_id") from None
-    if proof is None:
-        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        if proof is None:
+            raise missing_event_problem(conn, event_id)
     return proof
 
 
@@ -103,3 +175,11 @@ def list_seals(
                             (after, limit + 1)).fetchall()
     rows, next_cursor = page_of(rows, limit, "seal_number")
     return {"seals": [seal_json(seal_of(row)) for row in rows], "next_cursor": next_cursor}
+
+
+@router.get("/log/archives", summary="The log's archived ranges")
+def list_archives(state: ChronicleState = Depends(chronicle), _: Any = Auditor) -> ArchivePage:
+    """Every archived segment: its positions, when, its files' names, count, sha256 and first and
+    last hashes. Reads of those positions answer 410 naming the archive (docs/log-segments.md)."""
+    with state.pool.connection() as conn:
+        return {"archives": [s.as_json() for s in archived_segments(conn)]}

@@ -22,6 +22,7 @@ from pydantic import StringConstraints
 
 from api.deps import MAX_POSITION, ChronicleState, Operator, Subscriber, chronicle
 from api.problems import Problem
+from api.routes_log import check_feed_start
 from api.schemas import ExactRoute
 from api.schemas_feed import SubscriptionList
 from domain.event_types import registry
@@ -152,7 +153,8 @@ async def follow(state: ChronicleState, subscription_id: str, after: int, feed: 
 
 @router.get("/subscribe", summary="Follow the log: history, then live events (SSE or NDJSON)",
             response_class=StreamingResponse,
-            responses={200: STREAM_DOC, 406: {"description": "Not Acceptable: `not_acceptable`"}})
+            responses={200: STREAM_DOC, 406: {"description": "Not Acceptable: `not_acceptable`"},
+                       410: {"description": "an archived range of the log lies after the start: `log_archived`"}})
 async def subscribe(
     request: Request,
     state: ChronicleState = Depends(chronicle),
@@ -176,6 +178,7 @@ async def subscribe(
     """
     fmt = feed_format(accept)
     start = start_position(after, last_event_id)
+    await anyio.to_thread.run_sync(check_feed_start, state.pool, start)  # 410 before an archived range
     feed = feed_filter(type, stream_type, stream_id)
     principal = request.state.principal
     subscription_id = await anyio.to_thread.run_sync(open_subscription, state.pool, principal.key_id, fmt, feed,

@@ -60,10 +60,13 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 def create_plain_table(url: str) -> None:
-    """A table shaped like `events` (same columns, keys and indexes, no triggers), for plain INSERTs."""
+    """A table shaped like `events` (same columns, keys and indexes, no triggers), for plain INSERTs:
+    like the segment being written (docs/log-segments.md), one table with every key of the log."""
     with psycopg.connect(url, autocommit=True) as conn:
+        segment = conn.execute("SELECT table_name FROM log_segment WHERE archived_at IS NULL"
+                               " ORDER BY segment_number DESC LIMIT 1").fetchone()[0]
         conn.execute(
-            "CREATE TABLE plain_events (LIKE events INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+            f"CREATE TABLE plain_events (LIKE {segment} INCLUDING CONSTRAINTS INCLUDING INDEXES)"
         )
         conn.execute("ALTER TABLE plain_events ALTER position ADD GENERATED ALWAYS AS IDENTITY")
         conn.execute("ALTER TABLE plain_events ALTER recorded_at SET DEFAULT clock_timestamp()")

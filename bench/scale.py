@@ -159,14 +159,21 @@ def status_sql_ms(urls: list[str], repeat: int) -> list[float]:
     return [statistics.median(taken) for taken in samples]
 
 
+# The log's tables: its segments (docs/log-segments.md) and the event ids it claims across them.
+LOG_TABLES = ("SELECT relid FROM pg_partition_tree('events') WHERE isleaf"
+              " UNION ALL SELECT 'log_event_ids'::regclass")
+
+
 def bytes_per_event(url: str) -> dict[str, float]:
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
-        conn.execute("VACUUM ANALYZE events")
-        r = conn.execute("SELECT pg_relation_size('events') AS heap, pg_indexes_size('events') AS idx,"
-                         " pg_total_relation_size('events') AS total, (SELECT max(position) FROM events) AS n"
-                         ).fetchone()
-        per_index = conn.execute("SELECT indexrelid::regclass::text AS name, pg_relation_size(indexrelid) AS size"
-                                 " FROM pg_index WHERE indrelid = 'events'::regclass ORDER BY 2 DESC").fetchall()
+        conn.execute("VACUUM ANALYZE events, log_event_ids")
+        r = conn.execute(f"SELECT sum(pg_relation_size(relid)) AS heap, sum(pg_indexes_size(relid)) AS idx,"
+                         f" sum(pg_total_relation_size(relid)) AS total, (SELECT max(position) FROM events) AS n"
+                         f" FROM ({LOG_TABLES}) t").fetchone()
+        per_index = conn.execute(
+            "SELECT regexp_replace(indexrelid::regclass::text, '^events_segment_[0-9]+_', 'events_') AS name,"
+            f" sum(pg_relation_size(indexrelid)) AS size FROM pg_index WHERE indrelid IN ({LOG_TABLES})"
+            " GROUP BY 1 ORDER BY 2 DESC").fetchall()
     n = r["n"]
     return {"heap": r["heap"] / n, "indexes": r["idx"] / n, "heap+indexes": (r["heap"] + r["idx"]) / n,
             "with toast": r["total"] / n, **{f"  {i['name']}": i["size"] / n for i in per_index}}

@@ -341,3 +341,6 @@ def register_commands(app: typer.Typer) -> None:
 
     app.add_typer(indexes_app, name="indexes")
     app.command()(prune)
+    from cli.archive_commands import archive_app
+
+    app.add_typer(archive_app, name="archive")

@@ -19,6 +19,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from cli.common import cli_pool, echo_json
 from cli.output import err_console
 from infrastructure.config import Settings, get_settings
+from infrastructure.log_archive import ArchiveError
+from infrastructure.log_verify import VerifyReport
 from infrastructure.seals import SealKeyError, ensure_key_file, load_seal_key, new_key_text, public_bytes
 
 # The file `chronicle up` keeps its seal key in, in the data folder, when none is configured.
@@ -71,28 +73,31 @@ def verify(
     to_position: int | None = typer.Option(None, "--to", min=0, help="Verify events up to this position (default: the head)."),
     public_key: list[str] = typer.Option([], "--public-key", help="A trusted seal public key (base64 or hex); repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    archives: Path | None = typer.Option(None, "--archives", exists=True, file_okay=False,
+                                         help="The folder of archived segments' files: verify their ranges too."),
 ) -> None:
-    """Recompute every event hash, stream chain and seal; exit 1 at the first mismatch, naming its position."""
-    from infrastructure.log_verify import log_head, verify_log
+    """Recompute every event hash, stream chain and seal; exit 1 at the first mismatch, naming its position.
 
+    Archived ranges are skipped and named, or verified from their files with --archives."""
     settings = get_settings()
     trusted = _trusted_keys(settings, public_key)
     if trusted is None and not as_json:
         err_console.print("[yellow]No trusted seal key (--public-key or CHRONICLE_SEAL_KEY): each seal's"
                           " signature is checked against the key it names.[/yellow]")
-    with cli_pool() as pool, pool.connection() as conn:
-        total = max(0, (to_position if to_position is not None else log_head(conn)) - from_position)
-        if total < PROGRESS_FROM or as_json:
-            report = verify_log(conn, from_position, to_position, trusted_keys=trusted)
-        else:
-            columns = (TextColumn("verifying"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=err_console, transient=True) as bar:
-                task = bar.add_task("verify", total=total)
-                report = verify_log(conn, from_position, to_position, trusted_keys=trusted,
-                                    progress=lambda at: bar.update(task, completed=at - from_position))
+    try:
+        report = _verify(from_position, to_position, trusted, archives, as_json)
+    except ArchiveError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         echo_json({**asdict(report), "ok": report.ok})
-    elif report.ok:
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    for skipped in report.skipped_archives:
+        typer.echo(f"skipped: positions {skipped['first_position']}-{skipped['last_position']} are archived in"
+                   f" {skipped['archive']} ({skipped['segment']}); --archives DIR verifies them from the files")
+    if report.ok:
         typer.echo(f"ok: {report.events} events in positions {report.from_position + 1}-{report.to_position}"
                    f" and {report.seals} seals verify")
     else:
@@ -102,6 +107,24 @@ def verify(
             typer.echo(f"({len(report.mismatches) - 1} more mismatches after it; --json lists them all)")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _verify(from_position: int, to_position: int | None, trusted: frozenset[bytes] | None, archives: Path | None,
+            quiet: bool) -> VerifyReport:
+    """verify_log over the application's pool, with a progress bar for a long log unless quiet."""
+    from infrastructure.log_verify import log_head, verify_log
+
+    with cli_pool() as pool, pool.connection() as conn:
+        total = max(0, (to_position if to_position is not None else log_head(conn)) - from_position)
+        if total < PROGRESS_FROM or quiet:
+            report = verify_log(conn, from_position, to_position, trusted_keys=trusted, archive_dir=archives)
+        else:
+            columns = (TextColumn("verifying"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=err_console, transient=True) as bar:
+                task = bar.add_task("verify", total=total)
+                report = verify_log(conn, from_position, to_position, trusted_keys=trusted, archive_dir=archives,
+                                    progress=lambda at: bar.update(task, completed=at - from_position))
+    return report
 
 
 def _configured_key() -> Ed25519PrivateKey:

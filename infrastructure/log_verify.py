@@ -4,6 +4,8 @@ One pass in position order. Each event's hash is recomputed from its stored cont
 stored hash of the previous event of its stream; versions must follow on; each seal inside the
 range must hold the events its Merkle root says, chain to the previous seal, and carry a valid
 signature (by a trusted key, when one is given). Every mismatch names a position.
+An archived segment's range (docs/log-segments.md) is read from its archive's files when their
+folder is given, else skipped and reported, with the seals and chain links that reach into it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
 from infrastructure.log_hashes import ZERO_HASH, event_hash, leaf_hash, merkle_root
+from infrastructure.log_segments import Segment, archived_segments
 from infrastructure.seals import SEAL_COLUMNS, Seal, seal_of, signature_holds
 
 # Rows fetched per round trip of the pass over the log.
@@ -39,6 +43,9 @@ class VerifyReport:
     events: int = 0
     seals: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    skipped_archives: list[dict] = field(default_factory=list)  # archived ranges not verified
+    archives_read: list[str] = field(default_factory=list)  # archived segments verified from files
+    seals_skipped: int = 0  # seals reaching into a skipped range
 
     @property
     def ok(self) -> bool:
@@ -60,20 +67,27 @@ def log_head(conn: psycopg.Connection) -> int:
 def verify_log(
     conn: psycopg.Connection, from_position: int = 0, to_position: int | None = None, *,
     trusted_keys: frozenset[bytes] | None = None, progress: Callable[[int], None] | None = None,
+    archive_dir: Path | None = None,
 ) -> VerifyReport:
     """Verify events in (from_position, to_position] and the seals wholly inside that range.
 
     trusted_keys: public keys a seal must be signed by (None: any key, signature still checked).
     progress: called with the position reached, every few thousand events.
+    archive_dir: the folder of the archived segments' files, to verify their ranges too.
     """
     conn.row_factory = dict_row
     head = log_head(conn)
     to = head if to_position is None else min(to_position, head)
     report = VerifyReport(from_position, to)
-    seals = _seals_in(conn, from_position, to)
+    archived = [s for s in archived_segments(conn) if s.end_position - 1 > from_position and s.first_position <= to]
+    skipped = [] if archive_dir is not None else archived
+    report.skipped_archives = [s.as_json() for s in skipped]
+    seals = [s for s in _seals_in(conn, from_position, to)
+             if not any(s.from_position < k.end_position - 1 and s.to_position >= k.first_position for k in skipped)]
+    report.seals_skipped = len(_seals_in(conn, from_position, to)) - len(seals)
     seal_index, leaves = 0, []
     heads: dict[str, tuple[int, bytes]] = {}  # stream -> (version, hash) of its last event seen
-    for row in _rows(conn, from_position, to):
+    for row in _rows_around(conn, from_position, to, archived, archive_dir, report):
         report.events += 1
         position = row["position"]
         while seal_index < len(seals) and seals[seal_index].to_position < position:
@@ -98,12 +112,28 @@ def verify_log(
         _check_seal(conn, seal, leaves, trusted_keys, report)
         leaves = []
     if to_position is None or to_position >= head:
-        _check_stream_heads(conn, heads, report, every_stream=from_position == 0)
+        _check_stream_heads(conn, heads, report, every_stream=from_position == 0 and not skipped)
     report.seals = len(seals)
     report.mismatches.sort(key=lambda m: m.position)
     if progress:
         progress(to)
     return report
+
+
+def _rows_around(conn: psycopg.Connection, after: int, upto: int, archived: list[Segment], archive_dir: Path | None,
+                 report: VerifyReport) -> Iterator[dict]:
+    """The events in (after, upto] in position order: from the log, and an archived range from its
+    files (checked against the log's record of them) or not at all."""
+    for segment in archived:
+        yield from _rows(conn, after, min(segment.first_position - 1, upto))
+        if archive_dir is not None:
+            from infrastructure.log_archive import read_events, verified_data_file
+
+            data_file = verified_data_file(archive_dir, segment)
+            yield from (e for e in read_events(data_file) if after < e["position"] <= upto)
+            report.archives_read.append(segment.table_name)
+        after = max(after, segment.end_position - 1)
+    yield from _rows(conn, after, upto)
 
 
 def _rows(conn: psycopg.Connection, after: int, upto: int) -> Iterator[dict]:
@@ -125,6 +155,8 @@ def _previous(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]], row
     version = row["version"]
     seen = heads.get(row["stream_id"])
     if seen is not None:
+        if seen[0] + 1 != version and report.skipped_archives:
+            return None  # the versions between may lie in a skipped archived range: not checked
         if seen[0] + 1 != version:
             report.mismatches.append(Mismatch(row["position"], (
                 f"stream {row['stream_id']} goes from version {seen[0]} to {version}: an event is missing")))
@@ -134,6 +166,8 @@ def _previous(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]], row
         return None
     found = conn.execute("SELECT hash FROM events WHERE stream_id = %s AND version = %s",
                          (row["stream_id"], version - 1)).fetchone()
+    if found is None and report.skipped_archives:
+        return None  # the previous event may lie in a skipped archived range: this link is not checked
     if found is None:
         report.mismatches.append(Mismatch(row["position"], (
             f"stream {row['stream_id']} has no version {version - 1} before version {version}: an event is missing")))

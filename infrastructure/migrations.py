@@ -38,6 +38,7 @@ def migrate(url: str) -> list[str]:
     """Apply every migration not yet applied; return the names applied now.
 
     Safe to run twice, or twice at once: the second waits for the lock, then finds nothing to do.
+    Each run also makes the log's segments the plan asks for (docs/log-segments.md).
     """
     applied_now: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
@@ -59,6 +60,8 @@ def migrate(url: str) -> list[str]:
                         (migration.number, migration.name),
                     )
                 applied_now.append(migration.name)
+            if conn.execute("SELECT to_regproc('ensure_log_segments') IS NOT NULL").fetchone()[0]:
+                conn.execute("SELECT ensure_log_segments()")  # the log's segments ahead of need (0022)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATION_LOCK)
     return applied_now

@@ -269,7 +269,7 @@ class StoreAppends:
                 raise EventIdReused(
                     f"event id {event_id} is already stored with different content"
                     if row is not None
-                    else f"some of these event ids are already stored, {event_id} is not"
+                    else f"some of these event ids are already stored, {event_id} is not (or only in an archived segment)"
                 )
         return AppendResult(
             prepared.stream_id, rows[-1]["version"], tuple(row["position"] for row in rows), duplicate=True

@@ -2,8 +2,10 @@
 -- The numbered migrations in this folder are the truth; this is their sum.
 -- pg_dump's statements, table by table: each CREATE TABLE with its constraints, then the
 -- table's sequences, defaults, indexes and triggers. A bigserial column's sequence is named
--- <table>_<column>_seq (events_position_seq). It loads as it is (psql -f) into an empty
--- database; function bodies name tables defined further down, so, as in pg_dump's own output:
+-- <table>_<column>_seq (events_position_seq). The log's segments past events_segment_0 are
+-- made at run time by ensure_log_segments() and are not shown; each has segment 0's shape.
+-- It loads as it is (psql -f) into an empty database; function bodies name tables defined
+-- further down, so, as in pg_dump's own output:
 SET check_function_bodies = false;
 
 -- Name: append_event(text, text, text, bigint, jsonb, text, uuid, text, integer, jsonb); Type: FUNCTION; Schema: public; Owner: -
@@ -92,6 +94,17 @@ BEGIN
 END;
 $$;
 
+-- Name: claim_event_id(); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.claim_event_id() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO log_event_ids (event_id, position) VALUES (NEW.event_id, NEW.position);
+    RETURN NEW;
+END;
+$$;
+
 -- Name: claim_versions(text, text, text, bigint, bigint); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.claim_versions(p_kind text, p_stream_id text, p_stream_type text, p_expected bigint, p_n bigint, OUT new_version bigint, OUT previous bytea) RETURNS record
@@ -112,6 +125,46 @@ BEGIN
         WHERE s.stream_type = EXCLUDED.stream_type
         RETURNING s.version, s.head_hash INTO new_version, previous;
     END IF;
+END;
+$$;
+
+-- Name: ensure_log_segments(); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.ensure_log_segments() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    plan          log_segment_plan;
+    last          log_segment;
+    next_position bigint;
+    made          integer := 0;
+    segment       text;
+    segment_end   bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1128813134, 22);  -- "CHRN", 22: one maker at a time
+    SELECT * INTO plan FROM log_segment_plan;
+    SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END INTO next_position
+    FROM events_position_seq;
+    LOOP
+        SELECT * INTO last FROM log_segment ORDER BY segment_number DESC LIMIT 1;
+        EXIT WHEN last.end_position > next_position + plan.segments_ahead * plan.segment_size;
+        -- A segment holds segment_size positions; after a jump of the sequence past every
+        -- segment (setval), the next one also spans the gap, rather than one per size.
+        segment_end := greatest(last.end_position, next_position) + plan.segment_size;
+        segment := 'events_segment_' || (last.segment_number + 1);
+        EXECUTE format('CREATE TABLE %I (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', segment);
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN "position" DROP DEFAULT', segment);
+        PERFORM prepare_log_segment(segment);
+        -- ATTACH takes SHARE UPDATE EXCLUSIVE on events: appends go on meanwhile.
+        EXECUTE format('ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
+                       segment, last.end_position, segment_end);
+        PERFORM name_log_segment_indexes(segment);
+        INSERT INTO log_segment (segment_number, table_name, first_position, end_position)
+        VALUES (last.segment_number + 1, segment, last.end_position, segment_end);
+        made := made + 1;
+    END LOOP;
+    RETURN made;
 END;
 $$;
 
@@ -288,6 +341,26 @@ BEGIN
 END;
 $$;
 
+-- Name: name_log_segment_indexes(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.name_log_segment_indexes(p_table text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    part record;
+BEGIN
+    FOR part IN SELECT c.relname AS child, p.relname AS parent
+                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                JOIN pg_inherits h ON h.inhrelid = i.indexrelid JOIN pg_class p ON p.oid = h.inhparent
+                WHERE i.indrelid = p_table::regclass LOOP
+        IF part.child <> p_table || substr(part.parent, length('events') + 1) THEN
+            EXECUTE format('ALTER INDEX %I RENAME TO %I', part.child, p_table || substr(part.parent, length('events') + 1));
+        END IF;
+    END LOOP;
+END;
+$$;
+
 -- Name: events; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.events (
@@ -305,18 +378,18 @@ CREATE TABLE public.events (
     hash bytea NOT NULL,
     CONSTRAINT events_schema_version_check CHECK ((schema_version >= 1)),
     CONSTRAINT events_version_check CHECK ((version >= 1)),
-    CONSTRAINT events_event_id_key UNIQUE (event_id) WITH (fillfactor='100'),
-    CONSTRAINT events_pkey PRIMARY KEY ("position") WITH (fillfactor='100'),
-    CONSTRAINT events_stream_version_key UNIQUE (stream_id, version)
-);
+    CONSTRAINT events_pkey PRIMARY KEY ("position") WITH (fillfactor='100')
+)
+PARTITION BY RANGE ("position");
 
-CREATE INDEX events_actor_idx ON public.events USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
-CREATE INDEX events_causation_idx ON public.events USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
-CREATE INDEX events_command_idx ON public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
-CREATE INDEX events_correlation_idx ON public.events USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
-CREATE INDEX events_session_idx ON public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
-CREATE INDEX events_type_idx ON public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
+CREATE INDEX events_actor_idx ON ONLY public.events USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
+CREATE INDEX events_causation_idx ON ONLY public.events USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
+CREATE INDEX events_command_idx ON ONLY public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
+CREATE INDEX events_correlation_idx ON ONLY public.events USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
+CREATE INDEX events_type_idx ON ONLY public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
+CREATE INDEX events_session_idx ON ONLY public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
 
+CREATE TRIGGER events_claim_event_id BEFORE INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION public.claim_event_id();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
 CREATE TRIGGER events_no_update_or_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_are_immutable();
 
@@ -340,6 +413,30 @@ CREATE FUNCTION public.partition_floors(p_partitions integer, p_partition intege
     AS $$
     SELECT array_agg(CASE WHEN g = p_partition THEN p_floor ELSE p_others END ORDER BY g)
     FROM generate_series(0, p_partitions - 1) g
+$$;
+
+-- Name: prepare_log_segment(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.prepare_log_segment(p_table text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I UNIQUE (event_id) WITH (fillfactor = 100)',
+                   p_table, p_table || '_event_id_key');
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I UNIQUE (stream_id, version)',
+                   p_table, p_table || '_stream_version_key');
+    EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %I '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION events_are_immutable()', p_table);
+    EXECUTE format('REVOKE ALL ON %I FROM PUBLIC', p_table);
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'chronicle_app') THEN
+        EXECUTE format('REVOKE ALL ON %I FROM chronicle_app', p_table);
+        EXECUTE format('GRANT SELECT ON %I TO chronicle_app', p_table);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'chronicle_writer') THEN
+        EXECUTE format('REVOKE ALL ON %I FROM chronicle_writer', p_table);  -- appends go through `events`
+    END IF;
+END;
 $$;
 
 -- Name: projection_partition(text, integer); Type: FUNCTION; Schema: public; Owner: -
@@ -725,6 +822,37 @@ CREATE TABLE public.event_definitions (
     CONSTRAINT event_definitions_pkey PRIMARY KEY (type, schema_version)
 );
 
+-- Name: events_segment_0; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.events_segment_0 (
+    "position" bigint DEFAULT NULL NOT NULL,
+    event_id uuid NOT NULL,
+    stream_id text NOT NULL,
+    stream_type text NOT NULL,
+    version bigint NOT NULL,
+    type text NOT NULL,
+    schema_version integer DEFAULT 1 NOT NULL,
+    payload jsonb NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    log_name text DEFAULT 'chronicle'::text NOT NULL,
+    recorded_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT events_schema_version_check CHECK ((schema_version >= 1)),
+    CONSTRAINT events_version_check CHECK ((version >= 1)),
+    CONSTRAINT events_segment_0_event_id_key UNIQUE (event_id) WITH (fillfactor='100'),
+    CONSTRAINT events_segment_0_pkey PRIMARY KEY ("position") WITH (fillfactor='100'),
+    CONSTRAINT events_segment_0_stream_version_key UNIQUE (stream_id, version)
+);
+
+CREATE INDEX events_segment_0_causation_idx ON public.events_segment_0 USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_command_idx ON public.events_segment_0 USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_expr_idx ON public.events_segment_0 USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_expr_position_idx ON public.events_segment_0 USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
+CREATE INDEX events_segment_0_hashtext_position_idx ON public.events_segment_0 USING btree (hashtext(type), "position") WITH (fillfactor='100');
+CREATE INDEX events_segment_0_hashtext_position_idx1 ON public.events_segment_0 USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events_segment_0 FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
+
 -- Name: idempotency_keys; Type: TABLE; Schema: public; Owner: -
 
 CREATE TABLE public.idempotency_keys (
@@ -742,6 +870,50 @@ CREATE TABLE public.idempotency_keys (
 );
 
 CREATE INDEX idempotency_keys_created_idx ON public.idempotency_keys USING btree (created_at);
+
+-- Name: log_event_ids; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.log_event_ids (
+    event_id uuid NOT NULL,
+    "position" bigint NOT NULL,
+    CONSTRAINT events_event_id_key PRIMARY KEY (event_id) WITH (fillfactor='100')
+);
+
+CREATE TRIGGER log_event_ids_no_truncate BEFORE TRUNCATE ON public.log_event_ids FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
+CREATE TRIGGER log_event_ids_no_update_or_delete BEFORE DELETE OR UPDATE ON public.log_event_ids FOR EACH ROW EXECUTE FUNCTION public.events_are_immutable();
+
+-- Name: log_segment; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.log_segment (
+    segment_number integer NOT NULL,
+    table_name text NOT NULL,
+    first_position bigint NOT NULL,
+    end_position bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    archived_at timestamp with time zone,
+    archive_name text,
+    event_count bigint,
+    data_sha256 text,
+    first_hash bytea,
+    last_hash bytea,
+    CONSTRAINT log_segment_check CHECK ((end_position >= first_position)),
+    CONSTRAINT log_segment_check1 CHECK (((archived_at IS NULL) = (archive_name IS NULL))),
+    CONSTRAINT log_segment_segment_number_check CHECK ((segment_number >= 0)),
+    CONSTRAINT log_segment_pkey PRIMARY KEY (segment_number),
+    CONSTRAINT log_segment_table_name_key UNIQUE (table_name)
+);
+
+-- Name: log_segment_plan; Type: TABLE; Schema: public; Owner: -
+
+CREATE TABLE public.log_segment_plan (
+    only_row boolean DEFAULT true NOT NULL,
+    segment_size bigint DEFAULT 1000000 NOT NULL,
+    segments_ahead integer DEFAULT 2 NOT NULL,
+    CONSTRAINT log_segment_plan_only_row_check CHECK (only_row),
+    CONSTRAINT log_segment_plan_segment_size_check CHECK ((segment_size >= 1)),
+    CONSTRAINT log_segment_plan_segments_ahead_check CHECK (((segments_ahead >= 1) AND (segments_ahead <= 100))),
+    CONSTRAINT log_segment_plan_pkey PRIMARY KEY (only_row)
+);
 
 -- Name: projection; Type: TABLE; Schema: public; Owner: -
 
@@ -953,6 +1125,38 @@ CREATE TABLE public.tracking (
     CONSTRAINT tracking_notification_id_check CHECK ((notification_id >= 0)),
     CONSTRAINT tracking_pkey PRIMARY KEY (tracker, application_name)
 );
+
+-- Name: events_segment_0; Type: TABLE ATTACH; Schema: public; Owner: -
+
+ALTER TABLE ONLY public.events ATTACH PARTITION public.events_segment_0 FOR VALUES FROM (MINVALUE) TO ('1');
+
+-- Name: events_segment_0_causation_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_causation_idx ATTACH PARTITION public.events_segment_0_causation_idx;
+
+-- Name: events_segment_0_command_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_command_idx ATTACH PARTITION public.events_segment_0_command_idx;
+
+-- Name: events_segment_0_expr_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_correlation_idx ATTACH PARTITION public.events_segment_0_expr_idx;
+
+-- Name: events_segment_0_expr_position_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_actor_idx ATTACH PARTITION public.events_segment_0_expr_position_idx;
+
+-- Name: events_segment_0_hashtext_position_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_type_idx ATTACH PARTITION public.events_segment_0_hashtext_position_idx;
+
+-- Name: events_segment_0_hashtext_position_idx1; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_session_idx ATTACH PARTITION public.events_segment_0_hashtext_position_idx1;
+
+-- Name: events_segment_0_pkey; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_pkey ATTACH PARTITION public.events_segment_0_pkey;
 
 -- Name: events_session_stats; Type: STATISTICS; Schema: public; Owner: -
 

@@ -32,10 +32,15 @@ HEADER = (
     "-- The numbered migrations in this folder are the truth; this is their sum.\n"
     "-- pg_dump's statements, table by table: each CREATE TABLE with its constraints, then the\n"
     "-- table's sequences, defaults, indexes and triggers. A bigserial column's sequence is named\n"
-    "-- <table>_<column>_seq (events_position_seq). It loads as it is (psql -f) into an empty\n"
-    "-- database; function bodies name tables defined further down, so, as in pg_dump's own output:\n"
+    "-- <table>_<column>_seq (events_position_seq). The log's segments past events_segment_0 are\n"
+    "-- made at run time by ensure_log_segments() and are not shown; each has segment 0's shape.\n"
+    "-- It loads as it is (psql -f) into an empty database; function bodies name tables defined\n"
+    "-- further down, so, as in pg_dump's own output:\n"
     "SET check_function_bodies = false;\n"
 )
+# The log's segments past the first are made at run time by ensure_log_segments() (as many as the
+# log has reached), like rows; events_segment_0, made by 0022, shows the shape every segment has.
+MADE_SEGMENTS = "public.events_segment_[1-9]*"
 # pg_dump noise that changes between versions or runs: SET lines, the search_path reset,
 # \restrict keys (random per dump), and the dump's banner comments.
 _NOISE = re.compile(r"^(SET |SELECT pg_catalog\.set_config\(|\\restrict |\\unrestrict |--\s*$|-- (PostgreSQL database dump|Dumped (from|by) ))")
@@ -67,7 +72,8 @@ def clean(dump: str) -> str:
 def pg_dump_schema(url: str) -> str:
     """The cleaned schema-only dump of the database at `url` (no owners, no grants), in pg_dump's order."""
     result = subprocess.run(
-        [pg_dump_path(url), "--schema-only", "--no-owner", "--no-privileges", "--dbname", url],
+        [pg_dump_path(url), "--schema-only", "--no-owner", "--no-privileges", "--dbname", url,
+         f"--exclude-table={MADE_SEGMENTS}"],
         capture_output=True, text=True, check=True,
     )
     return clean(result.stdout)

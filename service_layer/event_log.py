@@ -217,13 +217,15 @@ WHERE up.depth > 0 ORDER BY up.depth
 """.format(cause_e=CAUSATION_UUID.format("e.metadata->>'causation_id'"),
            cause_p=CAUSATION_UUID.format("p.metadata->>'causation_id'"))
 
-# Its effects, generation by generation: events_causation_idx finds the events naming each one.
+# Its effects, generation by generation: events_causation_idx finds the events naming each one
+# (a lookup per event, OFFSET 0: each segment's part of the index, never a hash over the log).
 EFFECTS_SQL = """
 WITH RECURSIVE down(event_id, position, depth) AS (
     SELECT e.event_id, e.position, 0 FROM events e WHERE e.event_id = %s
     UNION
     SELECT c.event_id, c.position, down.depth + 1
-    FROM down JOIN events c ON c.metadata->>'causation_id' = down.event_id::text
+    FROM down CROSS JOIN LATERAL (SELECT c.event_id, c.position FROM events c
+                                  WHERE c.metadata->>'causation_id' = down.event_id::text OFFSET 0) c
     WHERE down.depth < %s
 ), found AS (
     SELECT position, min(depth) AS depth FROM down WHERE depth > 0

@@ -25,7 +25,7 @@ from workers.wakeups import take_pending
 logger = logging.getLogger(__name__)
 broker = process_broker()
 broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs(), seal=lambda: seal_now(),
-                             prune=lambda: prune_versions()))
+                             prune=lambda: prune_versions(), segments=lambda: ensure_segments_now()))
 broker.add_middleware(PromptPolling())
 install_observability(broker)
 QUEUE = "chronicle-projections"
@@ -216,3 +216,11 @@ def seal_now() -> int:
 
     key = load_seal_key(get_settings())
     return len(seal_log(worker_pool(), key)) if key is not None else 0
+
+
+def ensure_segments_now() -> int:
+    """Make the log's segments ahead of need (docs/log-segments.md). Returns how many were made."""
+    from infrastructure.log_segments import ensure_segments
+
+    with worker_pool().connection() as conn:
+        return ensure_segments(conn)

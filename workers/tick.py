@@ -2,8 +2,9 @@
 
 It covers lost wake-ups (a killed worker, Redis down at append time); duplicates cost one check.
 It also wakes requested rebuild and replay jobs, marks a dead worker's job failed, appends
-any missing completion event (workers/jobs.py), and seals the log up to the safe position
-(infrastructure/seals.py) when a seal key is configured.
+any missing completion event (workers/jobs.py), seals the log up to the safe position
+(infrastructure/seals.py) when a seal key is configured, and makes the log's segments ahead of
+need (docs/log-segments.md).
 """
 
 from __future__ import annotations
@@ -32,14 +33,16 @@ class Ticker(Middleware):
     """Starts the tick thread when a worker boots, stops it at shutdown.
 
     Each tick calls `wake_all` (wake every projection), `wake_jobs` (requested rebuilds and
-    replays) and `seal` (seal the log's new events); every PRUNE_EVERY_SECONDS, `prune`
-    (retention, when it is configured).
+    replays), `seal` (seal the log's new events) and `segments` (the log's segments ahead of
+    need); every PRUNE_EVERY_SECONDS, `prune` (retention, when it is configured).
     """
 
     def __init__(self, wake_all: Callable[[], int], wake_jobs: Callable[[], int],
-                 seal: Callable[[], int] | None = None, prune: Callable[[], object] | None = None) -> None:
+                 seal: Callable[[], int] | None = None, prune: Callable[[], object] | None = None,
+                 segments: Callable[[], int] | None = None) -> None:
         self.stop = threading.Event()
         self.wake_all, self.wake_jobs, self.seal, self.prune = wake_all, wake_jobs, seal, prune
+        self.segments = segments
         self.pruned_at = 0.0
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -65,6 +68,11 @@ class Ticker(Middleware):
                     self.seal()
                 except Exception as exc:  # noqa: BLE001 - database down or no key: try again next tick
                     logger.warning("tick could not seal the log: %s", exc)
+            if self.segments is not None:
+                try:
+                    self.segments()
+                except Exception as exc:  # noqa: BLE001 - database down: try again next tick
+                    logger.warning("tick could not make the log's next segments: %s", exc)
             if self.prune is not None and time.monotonic() - self.pruned_at >= PRUNE_EVERY_SECONDS:
                 self.pruned_at = time.monotonic()
                 try:

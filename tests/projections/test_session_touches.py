@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg
@@ -120,4 +121,5 @@ def test_repeated_filters_are_served_by_their_indexes(proj_pool, query, indexes)
         conn.execute("SET enable_seqscan = off")
         conn.execute("SET enable_bitmapscan = off")
         plan = "\n".join(r["QUERY PLAN"] for r in conn.execute("EXPLAIN " + query, args).fetchall())
+    plan = re.sub(r"events_segment_\d+_", "events_", plan)  # a segment's part of a log index: that index
     assert any(f"Index Scan using {index}" in plan for index in indexes) and "Seq Scan" not in plan, plan

@@ -86,6 +86,24 @@ HOSTILE = {
     "disable the seals' trigger": "ALTER TABLE seals DISABLE TRIGGER ALL",
     "claim versions directly": "SELECT * FROM claim_versions('any', 'forged', 'operator', NULL, 1)",
     "burn a position": "SELECT hold_log_position()",
+    # The log's segments (docs/log-segments.md): each is a table of its own.
+    "update a segment": "UPDATE events_segment_1 SET payload = '{}'::jsonb",
+    "delete from a segment": "DELETE FROM events_segment_1",
+    "truncate a segment": "TRUNCATE events_segment_0",
+    "insert into a segment": "INSERT INTO events_segment_2 (position, event_id, stream_id, stream_type, version,"
+                             " type, payload, hash) VALUES (1000001, gen_random_uuid(), 'forged', 'operator', 1,"
+                             " 'operator.key_created', '{}', '')",
+    "disable a segment's triggers": "ALTER TABLE events_segment_1 DISABLE TRIGGER ALL",
+    "detach a segment": "ALTER TABLE events DETACH PARTITION events_segment_1",
+    "drop a segment": "DROP TABLE events_segment_2",
+    "create a segment": "CREATE TABLE forged_segment PARTITION OF events FOR VALUES FROM (9000000001) TO (9000000002)",
+    "attach a forged table": "CREATE TABLE forged_table (LIKE events);"
+                             " ALTER TABLE events ATTACH PARTITION forged_table FOR VALUES FROM (9000000001) TO (9000000002)",
+    "prepare a segment by hand": "SELECT prepare_log_segment('events_segment_3')",
+    "free an event id": "DELETE FROM log_event_ids",
+    "claim an event id": "INSERT INTO log_event_ids VALUES (gen_random_uuid(), 1)",
+    "change the segment plan": "UPDATE log_segment_plan SET segment_size = 1",
+    "forge an archive record": "UPDATE log_segment SET archived_at = now(), archive_name = 'x'",
 }
 
 

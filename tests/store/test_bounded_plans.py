@@ -7,6 +7,8 @@ through the domain, then ANALYZEd, and each query the routes build is EXPLAINed.
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -83,8 +85,23 @@ def nodes(node: dict) -> list[dict]:
     return [node, *(n for child in node.get("Plans", []) for n in nodes(child))]
 
 
+def log_index(name: str) -> str:
+    """An index by the name of the log's index it is part of: a segment's part of events_pkey
+    (events_segment_3_pkey) is events_pkey (docs/log-segments.md)."""
+    return re.sub(r"^events_segment_\d+_", "events_", name)
+
+
+def scans_of_rows(conn: psycopg.Connection, node: dict) -> list[dict]:
+    """The plan's sequential scans, but for those of segments that hold no event yet (made ahead of
+    need, a scan of them reads nothing)."""
+    empty = {r["table_name"] for r in conn.execute(
+        "SELECT table_name FROM log_segment s WHERE archived_at IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.position >= s.first_position AND e.position < s.end_position)")}
+    return [n for n in nodes(node) if n["Node Type"] == "Seq Scan" and n.get("Relation Name") not in empty]
+
+
 def indexes(node: dict) -> set[str]:
-    return {n["Index Name"] for n in nodes(node) if "Index Name" in n}
+    return {log_index(n["Index Name"]) for n in nodes(node) if "Index Name" in n}
 
 
 def assert_ordered_by(node: dict, index: str | set[str]) -> None:
@@ -171,12 +188,12 @@ def test_causes_are_found_by_event_id(seeded):
     event = conn.execute("SELECT md5('e' || 40005)::uuid AS id").fetchone()["id"]
     p = plan(conn, CAUSES_SQL, (event,))
     assert "events_event_id_key" in indexes(p)
-    assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan"], p
+    assert not scans_of_rows(conn, p), p
     causes = conn.execute(CAUSES_SQL, (event,)).fetchall()
     assert [c["position"] for c in causes] == [40004, 40003, 40002, 40001]
     effects = plan(conn, EFFECTS_SQL, (event, 10))
     assert "events_causation_idx" in indexes(effects)
-    assert not [n for n in nodes(effects) if n["Node Type"] == "Seq Scan"], effects
+    assert not scans_of_rows(conn, effects), effects
 
 
 @pytest.mark.parametrize("since_at, until_at", [(20_000, None), (20_000, 20_500), (None, 30_000), (1, 2)])
@@ -205,7 +222,8 @@ def test_a_correlation_is_found_by_its_index_then_ordered(seeded):
     query = events_sql(0, EVENTS, {"metadata->>'correlation_id'": "c9000"}, [], [], None, None, 51)
     p = plan(conn, *query)
     assert "events_correlation_idx" in indexes(p)
-    assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan" or n.get("Index Name") == "events_pkey"], p
+    assert not scans_of_rows(conn, p), p
+    assert "events_pkey" not in indexes(p), p
     assert [r["position"] for r in conn.execute(*query).fetchall()] == [27000, 27001, 27002]
 
 

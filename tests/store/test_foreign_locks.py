@@ -149,6 +149,7 @@ def test_positions_past_32_bits_are_held_and_reported(store: EventStore, fresh_d
     """The key carries 48 bits of position; pg_locks shows it split in two 32-bit halves."""
     with connect(as_owner(fresh_database_url), store_settings) as owner:  # the app login may not setval
         owner.execute("SELECT setval('events_position_seq', %s)", (start,))
+        owner.execute("SELECT ensure_log_segments()")  # as the workers' tick would: a segment for them
     with connect(fresh_database_url, store_settings, autocommit=False) as held:
         open_append = store.append_on(held, "note-1", NO_STREAM, [note("held"), note("held too")])
         later = store.append("note-2", NO_STREAM, [note("after")])

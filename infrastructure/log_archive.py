@@ -1,0 +1,261 @@
+"""Archive a cold segment of the log to files, and restore it (docs/log-segments.md, "Archive").
+
+A segment's archive is two files: `<segment>.ndjson.gz` (one event a line, every column as
+stored and hashed) and `<segment>.manifest.json` (range, count, sha256 of the data file, first
+and last hash). Both operations detach or attach a segment: they need the owner of `events`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+from infrastructure.log_hashes import event_hash
+from infrastructure.log_segments import Segment, list_segments
+
+FORMAT = "chronicle-log-segment/1"
+_COLUMNS = ("position", "event_id", "stream_id", "stream_type", "version", "type", "schema_version", "payload",
+            "metadata", "log_name", "recorded_at", "hash")
+_SELECT = ("SELECT position, event_id, stream_id, stream_type, version, type, schema_version,"
+           " payload::text AS payload, metadata::text AS metadata, log_name, recorded_at, hash FROM events"
+           " WHERE position >= %s AND position < %s ORDER BY position")
+
+
+class ArchiveError(Exception):
+    """An archive cannot be written or restored: the message says what is wrong."""
+
+
+def event_line(row: dict[str, Any]) -> dict[str, Any]:
+    """An event as one archive line: payload and metadata as the exact text that was hashed,
+    so that the line alone recomputes the event's hash."""
+    return {**row, "event_id": str(row["event_id"]), "recorded_at": row["recorded_at"].isoformat(),
+            "hash": bytes(row["hash"]).hex()}
+
+
+def event_of_line(line: dict[str, Any]) -> dict[str, Any]:
+    """An archive line back as the row it was (the inverse of event_line), for checks, `verify`
+    and the restore's COPY."""
+    return {**line, "event_id": UUID(line["event_id"]), "recorded_at": datetime.fromisoformat(line["recorded_at"]),
+            "hash": bytes.fromhex(line["hash"])}
+
+
+def read_events(data_file: Path) -> Iterator[dict[str, Any]]:
+    """The events of an archive's data file, in the order written; streamed, so a segment of
+    any size is read in constant memory."""
+    with gzip.open(data_file, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            yield event_of_line(json.loads(line))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, hex: what a manifest and the log record of an archive's data file,
+    so a changed file is found before it is read."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified_data_file(directory: Path, segment: Segment) -> Path:
+    """An archived segment's data file in `directory`, once its sha256 is the one the log recorded
+    when it was archived (and its manifest's)."""
+    manifest_file = directory / (segment.archive_name or "")
+    if not manifest_file.is_file():
+        raise ArchiveError(f"{segment.table_name} is archived in {segment.archive_name}, which is not in {directory}")
+    manifest = json.loads(manifest_file.read_text())
+    data_file = directory / manifest["data_file"]
+    if not data_file.is_file() or {file_sha256(data_file), manifest["data_sha256"]} != {segment.data_sha256}:
+        raise ArchiveError(f"{data_file} is not the file the log recorded for {segment.table_name}"
+                           f" (sha256 {segment.data_sha256})")
+    return data_file
+
+
+def _check_owner(conn: psycopg.Connection) -> None:
+    """Only the owner of `events` may detach or attach a segment: say so before anything is written."""
+    if not conn.execute("SELECT pg_has_role(current_user, relowner, 'USAGE') AS owns FROM pg_class"
+                        " WHERE oid = 'events'::regclass").fetchone()["owns"]:
+        raise ArchiveError("only the owner of the log (events) may archive or restore a segment:"
+                           " connect with the URL migrations use (DATABASE_MIGRATION_URL)")
+
+
+def _segment(conn: psycopg.Connection, name: str) -> Segment:
+    """The segment named by table name or number."""
+    for segment in list_segments(conn):
+        if name in (segment.table_name, str(segment.segment_number)):
+            return segment
+    raise ArchiveError(f"no segment {name!r}: `chronicle archive list` shows them")
+
+
+def export_segment(owner_url: str, name: str, directory: Path) -> dict[str, Any]:
+    """Write a cold segment to `directory`, check the files against the database, then detach and
+    drop the segment and record its archive. Returns the manifest."""
+    with psycopg.connect(owner_url, row_factory=dict_row) as conn:
+        _check_owner(conn)
+        segment = _segment(conn, name)
+        if segment.archived:
+            raise ArchiveError(f"{segment.table_name} is already archived in {segment.archive_name}")
+        safe = conn.execute("SELECT safe_position() AS safe").fetchone()["safe"]
+        if segment.end_position - 1 > safe:
+            raise ArchiveError(f"{segment.table_name} holds positions up to {segment.end_position - 1}, past the"
+                               f" safe position {safe}: only a segment the log has moved past may be archived")
+        directory.mkdir(parents=True, exist_ok=True)
+        data_file = directory / f"{segment.table_name}.ndjson.gz"
+        count, first, last = _write(conn, segment, data_file)
+        manifest = {
+            "format": FORMAT, "segment": segment.table_name, "segment_number": segment.segment_number,
+            "first_position": segment.first_position, "last_position": segment.end_position - 1,
+            "event_count": count, "first_event": first, "last_event": last,
+            "data_file": data_file.name, "data_sha256": file_sha256(data_file),
+            "exported_at": datetime.now(timezone.utc).isoformat(),
+        }
+        _check_written(conn, segment, data_file, count)
+        manifest_file = directory / f"{segment.table_name}.manifest.json"
+        manifest_file.write_text(json.dumps(manifest, indent=2) + "\n")
+        conn.execute(f'ALTER TABLE events DETACH PARTITION "{segment.table_name}"')
+        conn.execute(f'DROP TABLE "{segment.table_name}"')
+        conn.execute(
+            "UPDATE log_segment SET archived_at = clock_timestamp(), archive_name = %s, event_count = %s,"
+            " data_sha256 = %s, first_hash = %s, last_hash = %s WHERE segment_number = %s",
+            (manifest_file.name, count, manifest["data_sha256"], bytes.fromhex(first["hash"]) if first else None,
+             bytes.fromhex(last["hash"]) if last else None, segment.segment_number))
+    return manifest
+
+
+def _write(conn: psycopg.Connection, segment: Segment, data_file: Path) -> tuple[int, dict | None, dict | None]:
+    """Write the segment's events to the data file; (count, first event, last event) as position and hash."""
+    count, first, last = 0, None, None
+    with gzip.open(data_file, "wt", encoding="utf-8") as out, conn.cursor(name="archive", row_factory=dict_row) as cur:
+        cur.itersize = 2000
+        cur.execute(_SELECT, (segment.first_position, segment.end_position))
+        for row in cur:
+            line = event_line(row)
+            out.write(json.dumps(line, separators=(",", ":"), ensure_ascii=False) + "\n")
+            count += 1
+            last = {"position": line["position"], "hash": line["hash"]}
+            first = first or last
+    return count, first, last
+
+
+def _check_written(conn: psycopg.Connection, segment: Segment, data_file: Path, count: int) -> None:
+    """The file, read back, holds exactly the segment's events, as stored."""
+    with conn.cursor(name="archive_check", row_factory=dict_row) as cur:
+        cur.itersize = 2000
+        cur.execute(_SELECT, (segment.first_position, segment.end_position))
+        seen = 0
+        for stored, written in zip(cur, read_events(data_file), strict=False):
+            seen += 1
+            if {k: stored[k] for k in _COLUMNS} != {k: written[k] for k in _COLUMNS}:
+                raise ArchiveError(f"the archive's event at position {written['position']} differs from the log;"
+                                   " the segment was not detached")
+    stored_count = conn.execute("SELECT count(*) AS n FROM events WHERE position >= %s AND position < %s",
+                                (segment.first_position, segment.end_position)).fetchone()["n"]
+    if not count == seen == stored_count:
+        raise ArchiveError(f"the archive holds {seen} events, the segment {stored_count}; it was not detached")
+
+
+def restore_segment(owner_url: str, manifest_file: Path) -> dict[str, Any]:
+    """Check an archive against its manifest, the log's record of it and the hash chain, then load
+    it into a new table and attach it over its range. Returns the manifest."""
+    manifest = json.loads(manifest_file.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ArchiveError(f"{manifest_file} is not a Chronicle segment manifest ({FORMAT})")
+    data_file = manifest_file.parent / manifest["data_file"]
+    if file_sha256(data_file) != manifest["data_sha256"]:
+        raise ArchiveError(f"{data_file.name}'s sha256 is not the manifest's: the file was changed")
+    with psycopg.connect(owner_url, row_factory=dict_row) as conn:
+        _check_owner(conn)
+        segment = _segment(conn, manifest["segment"])
+        if not segment.archived:
+            raise ArchiveError(f"{segment.table_name} is attached: there is nothing to restore")
+        if segment.data_sha256 != manifest["data_sha256"] or segment.archive_name != manifest_file.name:
+            raise ArchiveError(f"{manifest_file.name} is not the archive the log recorded for {segment.table_name}"
+                               f" ({segment.archive_name}, sha256 {segment.data_sha256})")
+        check_archive(conn, segment, data_file)
+        _load(conn, segment, data_file)
+        conn.execute("UPDATE log_segment SET archived_at = NULL, archive_name = NULL WHERE segment_number = %s",
+                     (segment.segment_number,))
+    return manifest
+
+
+def check_archive(conn: psycopg.Connection, segment: Segment, data_file: Path) -> int:
+    """Each event of the file: inside the range, in order, its hash recomputed from its content and its
+    stream's previous hash (from the file, or the log), its id recorded at its position; the count and
+    first and last hashes as recorded; the streams' next events in the log chain to it. Returns the count."""
+    heads: dict[str, tuple[int, bytes]] = {}
+    count, first, last, previous_position = 0, None, None, segment.first_position - 1
+    for event in read_events(data_file):
+        position = event["position"]
+        if not previous_position < position < segment.end_position:
+            raise ArchiveError(f"position {position} is out of order or outside {segment.table_name}'s range")
+        previous = _previous_hash(conn, heads, event)
+        if event_hash(previous, event["event_id"], event["stream_id"], event["stream_type"], event["version"],
+                      event["type"], event["schema_version"], event["payload"], event["metadata"],
+                      event["recorded_at"]) != event["hash"]:
+            raise ArchiveError(f"the event at position {position} does not hash to its stored hash")
+        claimed = conn.execute("SELECT position FROM log_event_ids WHERE event_id = %s", (event["event_id"],)).fetchone()
+        if claimed is None or claimed["position"] != position:
+            raise ArchiveError(f"event {event['event_id']} is not the log's event at position {position}")
+        heads[event["stream_id"]] = (event["version"], event["hash"])
+        count, last, previous_position = count + 1, event["hash"], position
+        first = first or event["hash"]
+    if count != segment.event_count or first != segment.first_hash or last != segment.last_hash:
+        raise ArchiveError(f"the archive holds {count} events; the log recorded {segment.event_count} and other"
+                           " first or last hashes")
+    _check_next_events(conn, heads)
+    return count
+
+
+def _previous_hash(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]], event: dict) -> bytes | None:
+    """The hash of the event before this one in its stream: from the file, else from the log."""
+    version, stream = event["version"], event["stream_id"]
+    if version == 1:
+        return None
+    if stream in heads:
+        if heads[stream][0] != version - 1:
+            raise ArchiveError(f"stream {stream} goes from version {heads[stream][0]} to {version} in the archive")
+        return heads[stream][1]
+    found = conn.execute("SELECT hash FROM events WHERE stream_id = %s AND version = %s",
+                         (stream, version - 1)).fetchone()
+    if found is None:  # in another archived segment: its archive must be restored first
+        raise ArchiveError(f"stream {stream} version {version - 1} is not in the log: restore the older"
+                           " archives first")
+    return bytes(found["hash"])
+
+
+def _check_next_events(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]]) -> None:
+    """Each stream's next event in the log must hash with the archive's last hash of that stream."""
+    for stream, (version, head) in heads.items():
+        row = conn.execute("SELECT event_id, stream_type, type, schema_version, payload::text AS payload,"
+                           " metadata::text AS metadata, recorded_at, hash FROM events"
+                           " WHERE stream_id = %s AND version = %s", (stream, version + 1)).fetchone()
+        if row and event_hash(head, row["event_id"], stream, row["stream_type"], version + 1, row["type"],
+                              row["schema_version"], row["payload"], row["metadata"],
+                              row["recorded_at"]) != bytes(row["hash"]):
+            raise ArchiveError(f"stream {stream} version {version + 1} in the log does not chain to the archive")
+
+
+def _load(conn: psycopg.Connection, segment: Segment, data_file: Path) -> None:
+    """Load the file into a new table shaped as a segment and attach it over the segment's range."""
+    table = segment.table_name
+    conn.execute(f'CREATE TABLE "{table}" (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
+    conn.execute(f'ALTER TABLE "{table}" ALTER COLUMN "position" DROP DEFAULT')
+    with conn.cursor().copy(f'COPY "{table}" ({", ".join(_COLUMNS)}) FROM STDIN') as copy:
+        for event in read_events(data_file):
+            copy.write_row([event[c] for c in _COLUMNS])
+    conn.execute("SELECT prepare_log_segment(%s)", (table,))
+    conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_range"'
+                 f' CHECK (position >= {segment.first_position} AND position < {segment.end_position})')
+    bound = "MINVALUE" if segment.segment_number == 0 else str(segment.first_position)
+    conn.execute(f'ALTER TABLE events ATTACH PARTITION "{table}" FOR VALUES FROM ({bound}) TO ({segment.end_position})')
+    conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{table}_range"')
+    conn.execute("SELECT name_log_segment_indexes(%s)", (table,))

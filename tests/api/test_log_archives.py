@@ -1,0 +1,90 @@
+"""An archived segment through the commands and the API: `chronicle archive export|list|restore`,
+GET /v1/log/archives, 410 for reads of archived positions, and `chronicle verify` naming what it
+skipped (docs/log-segments.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from infrastructure.config import Settings
+from infrastructure.db import create_pool
+from infrastructure.event_store import EventStore
+from service_layer.keys import create_key
+from tests.api.conftest import CHRONICLE, ROOT, assert_problem, chronicle_env, free_port, running_chronicle
+from tests.conftest import as_owner
+from tests.store.conftest import note_registry
+from tests.store.segments import fill_segments
+
+
+def _run(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHRONICLE, *args], cwd=ROOT, env=chronicle_env(DATABASE_URL=url), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_path: Path) -> None:
+    pool = create_pool(fresh_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="arch")
+    try:
+        fill_segments(EventStore(pool, note_registry()), fresh_database_url)
+        roles = ("auditor", "reader", "subscriber")
+        tokens = {role: create_key(pool, f"t-{role}", role, actor_id=f"svc-{role}")[1] for role in roles}
+        with pool.connection() as conn:
+            archived_id = str(conn.execute("SELECT event_id FROM events WHERE position = 6").fetchone()["event_id"])
+    finally:
+        pool.close()
+    owner, files = as_owner(fresh_database_url), tmp_path / "archive"
+
+    refused = _run(fresh_database_url, "archive", "export", "events_segment_2", "--to", str(files))
+    assert refused.returncode == 1 and "only the owner of the log" in refused.stderr, refused.stderr  # the app login
+    exported = _run(owner, "archive", "export", "events_segment_2", "--to", str(files))
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.startswith("archived events_segment_2: 4 events, positions 5-8")
+    listed = json.loads(_run(owner, "archive", "list", "--json").stdout)
+    assert [(s["segment"], s["archive"]) for s in listed if s["archived_at"]] == \
+        [("events_segment_2", "events_segment_2.manifest.json")]
+
+    env = chronicle_env(DATABASE_URL=fresh_database_url, CHRONICLE_DATA_DIR=str(tmp_path / "data"))
+    with running_chronicle(env, tmp_path / "server.log", free_port()) as base, \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['auditor']}"}) as auditor:
+        archives = auditor.get("/v1/log/archives").json()["archives"]
+        assert [(a["segment"], a["first_position"], a["last_position"], a["event_count"]) for a in archives] == \
+            [("events_segment_2", 5, 8, 4)]
+        page = auditor.get("/v1/events", params={"limit": 10}).json()
+        assert [e["position"] for e in page["events"]] == [1, 2, 3, 4]  # stops before the archive
+        gone = assert_problem(auditor.get("/v1/events", params={"limit": 10, "cursor": page["next_cursor"]}),
+                              410, "log_archived")
+        assert "events_segment_2.manifest.json" in gone["detail"] and gone["archive"]["first_position"] == 5
+        assert_problem(auditor.get(f"/v1/events/{archived_id}"), 410, "log_archived", "event_id")
+        assert_problem(auditor.get(f"/v1/events/{archived_id}/proof"), 410, "log_archived")
+        # A stream's history names the archive holding its missing versions, in the middle or at the start.
+        for stream in ("note-0", "note-2"):
+            held = assert_problem(auditor.get(f"/v1/streams/{stream}/events"), 410, "log_archived", "from_version")
+            assert held["archive"]["segment"] == "events_segment_2"
+        whole = auditor.get("/v1/streams/note-1/events").json()  # all of it attached: read as before
+        assert [e["stream_version"] for e in whole["events"]] == [1, 2, 3, 4]
+        after = auditor.get("/v1/streams/note-0/events", params={"from_version": 5}).json()
+        assert [e["stream_version"] for e in after["events"]] == [5, 6]
+        first = auditor.get("/v1/streams/note-0/events", params={"to_version": 2}).json()
+        assert [e["stream_version"] for e in first["events"]] == [1, 2]
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['subscriber']}"}) as follower:
+            feed = assert_problem(follower.get("/v1/subscribe", params={"after": 2}), 410, "log_archived", "after")
+            assert feed["archive"]["last_position"] == 8
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['reader']}"}) as reader:
+            assert_problem(reader.get("/v1/log/archives"), 403, "forbidden")
+
+    skipped = _run(fresh_database_url, "verify")
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert "skipped: positions 5-8 are archived in events_segment_2.manifest.json" in skipped.stdout
+    from_files = _run(fresh_database_url, "verify", "--archives", str(files), "--json")
+    report = json.loads(from_files.stdout)
+    assert report["ok"] and report["archives_read"] == ["events_segment_2"]
+    assert report["events"] == report["to_position"]  # every position, the archived ones read from the files
+
+    restored = _run(owner, "archive", "restore", str(files / "events_segment_2.manifest.json"))
+    assert restored.returncode == 0 and restored.stdout.startswith("restored events_segment_2: 4 events"), \
+        restored.stderr
+    whole = _run(fresh_database_url, "verify")
+    assert whole.returncode == 0 and "skipped" not in whole.stdout and whole.stdout.startswith("ok: "), whole.stdout

@@ -1,0 +1,109 @@
+"""Archiving a cold segment to files and restoring it (docs/log-segments.md, "Archive")."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from infrastructure.errors import EventIdReused
+from infrastructure.event_store import ANY, EventStore, NewEvent
+from infrastructure.log_archive import ArchiveError, export_segment, file_sha256, restore_segment
+from infrastructure.log_segments import ArchivedRange, check_not_archived, list_segments
+from infrastructure.log_verify import verify_log
+from tests.conftest import as_owner
+
+from .segments import fill_segments
+
+
+def _fill(store: EventStore, url: str) -> list[dict]:
+    """14 events across segments of 4 positions (fill_segments); the log's rows."""
+    fill_segments(store, url)
+    return _rows(url)
+
+
+def _rows(url: str) -> list[dict]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute("SELECT *, tableoid::regclass::text AS segment FROM events ORDER BY position").fetchall()
+
+
+def test_export_then_restore_gives_back_the_same_log(store: EventStore, fresh_database_url: str,
+                                                     tmp_path: Path) -> None:
+    before = _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    manifest = export_segment(owner, "events_segment_2", tmp_path)
+    assert manifest["first_position"] == 5 and manifest["last_position"] == 8 and manifest["event_count"] == 4
+    data = tmp_path / manifest["data_file"]
+    assert manifest["data_sha256"] == file_sha256(data)
+    lines = [json.loads(line) for line in gzip.open(data, "rt")]
+    assert [line["position"] for line in lines] == [5, 6, 7, 8]
+    assert manifest["first_event"]["hash"] == lines[0]["hash"] and manifest["last_event"]["hash"] == lines[-1]["hash"]
+
+    with psycopg.connect(fresh_database_url, row_factory=dict_row) as conn:  # the application's login
+        assert conn.execute("SELECT to_regclass('events_segment_2') AS t").fetchone()["t"] is None
+        assert [r["position"] for r in conn.execute("SELECT position FROM events ORDER BY position")] == \
+            [p for p in range(1, 15) if not 5 <= p <= 8]
+        with pytest.raises(ArchivedRange, match="positions 5..8 are archived in events_segment_2.manifest.json"):
+            check_not_archived(conn, 4)
+        assert check_not_archived(conn, 0) == 5  # a page from the start stops before the archive
+        skipped = verify_log(conn)
+        assert skipped.ok, skipped.mismatches
+        assert [s["segment"] for s in skipped.skipped_archives] == ["events_segment_2"]
+        from_files = verify_log(conn, archive_dir=tmp_path)
+        assert from_files.ok and from_files.archives_read == ["events_segment_2"] and from_files.events == 14
+    # An archived event's id stays taken.
+    with pytest.raises(EventIdReused, match="archived segment"):
+        store.append("note-9", ANY, [NewEvent("note.written", {"text": "x", "n": 0}, event_id=before[5]["event_id"])])
+
+    restore_segment(owner, tmp_path / "events_segment_2.manifest.json")
+    assert _rows(fresh_database_url) == before
+    with psycopg.connect(owner, row_factory=dict_row) as conn:
+        segment = [s for s in list_segments(conn) if s.table_name == "events_segment_2"][0]
+        assert not segment.archived
+        assert verify_log(conn).ok
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="events are immutable"):
+            conn.execute("DELETE FROM events_segment_2")
+
+
+def test_a_changed_archive_is_not_restored(store: EventStore, fresh_database_url: str, tmp_path: Path) -> None:
+    _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    manifest = export_segment(owner, "2", tmp_path)
+    data = tmp_path / manifest["data_file"]
+    lines = gzip.open(data, "rt").read().replace("t2", "T2")  # one payload's text
+    assert "T2" in lines
+    data.write_bytes(gzip.compress(lines.encode()))
+    with pytest.raises(ArchiveError, match="sha256 is not the manifest's"):
+        restore_segment(owner, tmp_path / "events_segment_2.manifest.json")
+    # A manifest rewritten to match the changed file is not the archive the log recorded.
+    manifest_file = tmp_path / "events_segment_2.manifest.json"
+    manifest_file.write_text(json.dumps({**manifest, "data_sha256": file_sha256(data)}))
+    with pytest.raises(ArchiveError, match="is not the archive the log recorded"):
+        restore_segment(owner, manifest_file)
+    # Even with the log's record forged to match, the event no longer hashes to its hash.
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("UPDATE log_segment SET data_sha256 = %s WHERE table_name = 'events_segment_2'",
+                     (file_sha256(data),))
+    with pytest.raises(ArchiveError, match="does not hash to its stored hash"):
+        restore_segment(owner, manifest_file)
+    with psycopg.connect(owner) as conn:
+        assert [s.archived for s in list_segments(conn) if s.table_name == "events_segment_2"] == [True]
+        assert conn.execute("SELECT to_regclass('events_segment_2')").fetchone()[0] is None
+
+
+def test_only_a_cold_segment_and_only_the_owner(store: EventStore, fresh_database_url: str, tmp_path: Path) -> None:
+    _fill(store, fresh_database_url)
+    with psycopg.connect(fresh_database_url) as conn:
+        hot = [s.table_name for s in list_segments(conn) if s.first_position <= 14 < s.end_position][0]
+    with pytest.raises(ArchiveError, match="past the safe position"):
+        export_segment(as_owner(fresh_database_url), hot, tmp_path)
+    with pytest.raises(ArchiveError, match="only the owner of the log"):
+        export_segment(fresh_database_url, "events_segment_1", tmp_path / "app")  # the application's login
+    assert not (tmp_path / "app").exists()
+    with pytest.raises(ArchiveError, match="no segment 'events_segment_99'"):
+        export_segment(as_owner(fresh_database_url), "events_segment_99", tmp_path)
+    assert len(_rows(fresh_database_url)) == 14
