@@ -39,3 +39,34 @@ CREATE INDEX events_correlation_idx ON events USING hash ((metadata->>'correlati
 -- fillfactor on a table with partitions cannot be altered, so it is built again.
 DROP INDEX events_actor_idx;
 CREATE INDEX events_actor_idx ON events ((metadata->>'actor_id'), position) WITH (fillfactor = 100);
+
+-- Each segment's parts of the indexes built again here are named after them (0022), as plans
+-- and operators expect: events_segment_3_type_idx is segment 3's part of events_type_idx.
+SELECT name_log_segment_indexes(table_name) FROM log_segment WHERE archived_at IS NULL;
+
+-- The planner estimates each segment's scan from that segment's own statistics, so every
+-- segment carries the two statistics objects too: made here for the segments there are, and by
+-- prepare_log_segment (which ensure_log_segments and archive restore call) for every later one.
+CREATE FUNCTION log_segment_statistics(p_table text) RETURNS void
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+BEGIN
+    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON type, (hashtext(type)) FROM %I',
+                   p_table || '_type_stats', p_table);
+    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON (metadata->>''session_id''),'
+                   ' (hashtext(metadata->>''session_id'')) FROM %I', p_table || '_session_stats', p_table);
+END;
+$$;
+REVOKE ALL ON FUNCTION log_segment_statistics(text) FROM PUBLIC;
+SELECT log_segment_statistics(table_name) FROM log_segment WHERE archived_at IS NULL;
+
+-- prepare_log_segment (0022) keeps its keys, rights and trigger, now under the name
+-- prepare_log_segment_keys; prepare_log_segment adds the statistics after them.
+ALTER FUNCTION prepare_log_segment(text) RENAME TO prepare_log_segment_keys;
+CREATE FUNCTION prepare_log_segment(p_table text) RETURNS void
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM prepare_log_segment_keys(p_table);
+    PERFORM log_segment_statistics(p_table);
+END;
+$$;
+REVOKE ALL ON FUNCTION prepare_log_segment(text) FROM PUBLIC;

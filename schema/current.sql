@@ -310,6 +310,20 @@ BEGIN
 END;
 $$;
 
+-- Name: log_segment_statistics(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.log_segment_statistics(p_table text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON type, (hashtext(type)) FROM %I',
+                   p_table || '_type_stats', p_table);
+    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON (metadata->>''session_id''),'
+                   ' (hashtext(metadata->>''session_id'')) FROM %I', p_table || '_session_stats', p_table);
+END;
+$$;
+
 -- Name: log_status(); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.log_status() RETURNS TABLE(head bigint, safe bigint, blockers integer, held_back_since timestamp with time zone, held_back_seconds double precision)
@@ -386,8 +400,8 @@ CREATE INDEX events_actor_idx ON ONLY public.events USING btree (((metadata ->> 
 CREATE INDEX events_causation_idx ON ONLY public.events USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
 CREATE INDEX events_command_idx ON ONLY public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
 CREATE INDEX events_correlation_idx ON ONLY public.events USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
-CREATE INDEX events_type_idx ON ONLY public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
 CREATE INDEX events_session_idx ON ONLY public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_type_idx ON ONLY public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
 CREATE TRIGGER events_claim_event_id BEFORE INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION public.claim_event_id();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
@@ -418,6 +432,18 @@ $$;
 -- Name: prepare_log_segment(text); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.prepare_log_segment(p_table text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM prepare_log_segment_keys(p_table);
+    PERFORM log_segment_statistics(p_table);
+END;
+$$;
+
+-- Name: prepare_log_segment_keys(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.prepare_log_segment_keys(p_table text) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -844,12 +870,12 @@ CREATE TABLE public.events_segment_0 (
     CONSTRAINT events_segment_0_stream_version_key UNIQUE (stream_id, version)
 );
 
+CREATE INDEX events_segment_0_actor_idx ON public.events_segment_0 USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
 CREATE INDEX events_segment_0_causation_idx ON public.events_segment_0 USING hash (((metadata ->> 'causation_id'::text))) WHERE ((metadata ->> 'causation_id'::text) IS NOT NULL);
 CREATE INDEX events_segment_0_command_idx ON public.events_segment_0 USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
-CREATE INDEX events_segment_0_expr_idx ON public.events_segment_0 USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
-CREATE INDEX events_segment_0_expr_position_idx ON public.events_segment_0 USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
-CREATE INDEX events_segment_0_hashtext_position_idx ON public.events_segment_0 USING btree (hashtext(type), "position") WITH (fillfactor='100');
-CREATE INDEX events_segment_0_hashtext_position_idx1 ON public.events_segment_0 USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_correlation_idx ON public.events_segment_0 USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_session_idx ON public.events_segment_0 USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_type_idx ON public.events_segment_0 USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events_segment_0 FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
 
@@ -1130,6 +1156,10 @@ CREATE TABLE public.tracking (
 
 ALTER TABLE ONLY public.events ATTACH PARTITION public.events_segment_0 FOR VALUES FROM (MINVALUE) TO ('1');
 
+-- Name: events_segment_0_actor_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_actor_idx ATTACH PARTITION public.events_segment_0_actor_idx;
+
 -- Name: events_segment_0_causation_idx; Type: INDEX ATTACH; Schema: public; Owner: -
 
 ALTER INDEX public.events_causation_idx ATTACH PARTITION public.events_segment_0_causation_idx;
@@ -1138,25 +1168,29 @@ ALTER INDEX public.events_causation_idx ATTACH PARTITION public.events_segment_0
 
 ALTER INDEX public.events_command_idx ATTACH PARTITION public.events_segment_0_command_idx;
 
--- Name: events_segment_0_expr_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+-- Name: events_segment_0_correlation_idx; Type: INDEX ATTACH; Schema: public; Owner: -
 
-ALTER INDEX public.events_correlation_idx ATTACH PARTITION public.events_segment_0_expr_idx;
-
--- Name: events_segment_0_expr_position_idx; Type: INDEX ATTACH; Schema: public; Owner: -
-
-ALTER INDEX public.events_actor_idx ATTACH PARTITION public.events_segment_0_expr_position_idx;
-
--- Name: events_segment_0_hashtext_position_idx; Type: INDEX ATTACH; Schema: public; Owner: -
-
-ALTER INDEX public.events_type_idx ATTACH PARTITION public.events_segment_0_hashtext_position_idx;
-
--- Name: events_segment_0_hashtext_position_idx1; Type: INDEX ATTACH; Schema: public; Owner: -
-
-ALTER INDEX public.events_session_idx ATTACH PARTITION public.events_segment_0_hashtext_position_idx1;
+ALTER INDEX public.events_correlation_idx ATTACH PARTITION public.events_segment_0_correlation_idx;
 
 -- Name: events_segment_0_pkey; Type: INDEX ATTACH; Schema: public; Owner: -
 
 ALTER INDEX public.events_pkey ATTACH PARTITION public.events_segment_0_pkey;
+
+-- Name: events_segment_0_session_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_session_idx ATTACH PARTITION public.events_segment_0_session_idx;
+
+-- Name: events_segment_0_type_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_type_idx ATTACH PARTITION public.events_segment_0_type_idx;
+
+-- Name: events_segment_0_session_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_segment_0_session_stats (dependencies) ON (metadata ->> 'session_id'::text), hashtext(metadata ->> 'session_id'::text) FROM public.events_segment_0;
+
+-- Name: events_segment_0_type_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_segment_0_type_stats (dependencies) ON type, hashtext(type) FROM public.events_segment_0;
 
 -- Name: events_session_stats; Type: STATISTICS; Schema: public; Owner: -
 

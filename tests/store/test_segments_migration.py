@@ -55,7 +55,7 @@ def test_an_existing_log_becomes_segment_0(store_before_segments: str) -> None:
     with psycopg.connect(url, row_factory=dict_row) as conn:
         before = conn.execute("SELECT * FROM events ORDER BY position").fetchall()
         indexes = conn.execute("SELECT count(*) AS n FROM pg_index WHERE indrelid = 'events'::regclass").fetchone()["n"]
-    assert migrate(url) == ["0022_log_segments.sql"]
+    assert migrate(url)[0] == "0022_log_segments.sql"  # then the later migrations
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
         assert conn.execute("SELECT * FROM events ORDER BY position").fetchall() == before
         assert {r["t"] for r in conn.execute("SELECT DISTINCT tableoid::regclass::text AS t FROM events")} == \
