@@ -17,11 +17,13 @@ from pydantic_core import from_json
 
 from api.deps import ChronicleState, Operator, Subscriber, chronicle
 from api.problems import Problem
+from api.routes_log import archived_problem
 from api.schemas import ExactRoute
 from api.schemas_feed import (
     GROUP, AckOut, GroupEventsOut, GroupOut, GroupsOut, JoinIn, MemberOut, NackIn, NackOut, PositionIn,
 )
 from infrastructure.log_listener import listener_of
+from infrastructure.log_segments import ArchivedRange
 from service_layer import group_delivery, groups
 
 router = APIRouter(prefix="/v1/groups", tags=["consumer groups"], route_class=ExactRoute)
@@ -30,6 +32,10 @@ GroupName = Path(..., pattern=GROUP, description="the group's name")
 MemberId = Path(..., pattern=r"^[0-9a-f-]{36}$", description="the member id its join answered")
 GONE = {404: {"description": "Not Found: `group_not_found`, `member_not_found`"},
         410: {"description": "Gone: `member_expired` (the lease ran out; join again)"}}
+# A fetch may also meet an archived range below the group's checkpoints.
+FETCH_GONE = {**GONE, 410: {"description": "Gone: `member_expired` (the lease ran out; join again), or"
+                                           " `log_archived` (the group's checkpoints lie below an archived"
+                                           " range, which the problem names)"}}
 
 
 async def _run(fn: Callable[..., T], *args: Any) -> T:
@@ -69,7 +75,7 @@ async def leave(group: str = GroupName, member_id: str = MemberId, state: Chroni
     return Response(status_code=204)
 
 
-@router.get("/{group}/members/{member_id}/events", summary="Fetch a member's events", responses=GONE)
+@router.get("/{group}/members/{member_id}/events", summary="Fetch a member's events", responses=FETCH_GONE)
 async def events(
     group: str = GroupName, member_id: str = MemberId, state: ChronicleState = Depends(chronicle),
     _: Any = Subscriber,
@@ -85,7 +91,10 @@ async def events(
     deadline = time.monotonic() + wait
     while True:
         seen = listener.generation
-        delivery = await _run(group_delivery.fetch, state.pool, group, member_id, limit)
+        try:
+            delivery = await _run(group_delivery.fetch, state.pool, group, member_id, limit)
+        except ArchivedRange as exc:  # 410 naming the archive the group's checkpoints lie below
+            raise archived_problem(exc, "group") from None
         remaining = deadline - time.monotonic()
         if delivery.events or remaining <= 0:
             break

@@ -15,7 +15,8 @@ from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, page_of,
 from api.problems import Problem
 from api.schemas import ExactRoute, Out
 from infrastructure.log_proofs import NotSealedYet, inclusion_proof, seal_json
-from infrastructure.log_segments import ArchivedRange, archived_at, archived_segments, check_not_archived
+from infrastructure.log_segments import (ArchivedRange, archived_at, archived_segments, check_feed_from,
+                                         check_not_archived)
 from infrastructure.seals import SEAL_COLUMNS, seal_of
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
@@ -79,9 +80,10 @@ def check_feed_start(pool: Any, start: int) -> None:
     """410 when a feed from `start` would pass through an archived range it cannot deliver: the
     problem names the archive; a feed may start after its last position."""
     with pool.connection() as conn:
-        for segment in archived_segments(conn):
-            if segment.end_position - 1 > start:
-                raise archived_problem(ArchivedRange(segment), "after")
+        try:
+            check_feed_from(conn, start)
+        except ArchivedRange as exc:
+            raise archived_problem(exc, "after") from None
 
 
 def check_stream_page(conn: Any, after: int, events: list[dict[str, Any]], last: int) -> None:

@@ -108,6 +108,14 @@ def archived_at(conn: psycopg.Connection, after: int) -> tuple[Segment | None, i
     return here, below
 
 
+def check_feed_from(conn: psycopg.Connection, start: int) -> None:
+    """Raise ArchivedRange when a feed from `start` would pass through an archived range: it cannot
+    deliver those events, so it must not step over them (it may start after the range's end)."""
+    for segment in archived_segments(conn):
+        if segment.end_position - 1 > start:
+            raise ArchivedRange(segment)
+
+
 def check_not_archived(conn: psycopg.Connection, after: int) -> int | None:
     """Raise ArchivedRange when position after + 1 is archived; else the position a page of the
     log read from `after` must stay below (None: no archived range above)."""

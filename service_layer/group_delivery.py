@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from infrastructure.feed_reads import FeedEvent, FeedFilter, read_page, read_positions_json
+from infrastructure.log_segments import check_feed_from
 from infrastructure.partition_reads import NO_POSITION
 from projections.partitioning import partition_of
 from service_layer.groups import GroupError, assignment, dead_letter_owner, renew
@@ -56,6 +57,7 @@ def fetch(pool: ConnectionPool, group: str, member_id: str, limit: int) -> Deliv
             " AND status = 'parked' AND partition = ANY(%s) GROUP BY stream_id", (owner, mine)).fetchall()}
     # Outside the transaction: the page reads the safe position in a statement of its own first.
     with pool.connection() as conn:
+        check_feed_from(conn, min(checkpoints.values()))  # never steps over an archived range
         floors = [checkpoints.get(p, NO_POSITION) for p in range(count)]
         page = read_page(conn, min(checkpoints.values()), limit, FeedFilter(floors=floors))
         # Events parked before (whatever became of them since) go only through their dead letters.

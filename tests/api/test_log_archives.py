@@ -72,6 +72,10 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['subscriber']}"}) as follower:
             feed = assert_problem(follower.get("/v1/subscribe", params={"after": 2}), 410, "log_archived", "after")
             assert feed["archive"]["last_position"] == 8
+            # A consumer group starting at the log's beginning cannot step over the archive either.
+            member = follower.post("/v1/groups/auditing/members", json={}).json()["member_id"]
+            fetched = follower.get(f"/v1/groups/auditing/members/{member}/events")
+            assert assert_problem(fetched, 410, "log_archived", "group")["archive"]["segment"] == "events_segment_2"
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['reader']}"}) as reader:
             assert_problem(reader.get("/v1/log/archives"), 403, "forbidden")
 
