@@ -11,13 +11,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import Field
 
-from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, page_of, page_size
+from api.deps import Auditor, ChronicleState, chronicle, decode_cursor, encode_cursor, page_of, page_size
 from api.problems import Problem
 from api.schemas import ExactRoute, Out
 from infrastructure.log_proofs import NotSealedYet, inclusion_proof, seal_json
-from infrastructure.log_segments import (ArchivedRange, archived_at, archived_segments, check_feed_from,
-                                         check_not_archived)
+from infrastructure.log_segments import ArchivedRange, archived_at, archived_segments, check_feed_from
 from infrastructure.seals import SEAL_COLUMNS, seal_of
+from service_layer import event_log
 
 router = APIRouter(prefix="/v1", tags=["audit"], route_class=ExactRoute)
 
@@ -67,13 +67,18 @@ def archived_problem(exc: ArchivedRange, field: str) -> Problem:
     return Problem(410, "log_archived", str(exc), field=field, archive=exc.segment.as_json())
 
 
-def log_page_bound(conn: Any, after: int) -> int | None:
-    """For a page of the log after `after`: 410 if position after + 1 is archived, else the
-    position the page must stay below (the next archived range's first; None if none)."""
+def log_page(pool: Any, log: Any, filters: Any, after: int, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of the audit log and its cursor (event_log.event_page): 410 naming the archive when
+    the page would start in an archived range; a page that stopped before one points its cursor
+    at the range, so the next page answers that 410 and no page passes over archived events."""
     try:
-        return check_not_archived(conn, after)
+        rows, stop = event_log.event_page(pool, log, filters, after, limit)
     except ArchivedRange as exc:
         raise archived_problem(exc, "cursor") from None
+    rows, next_cursor = page_of(rows, limit, "position")
+    if stop is not None and next_cursor is None:
+        next_cursor = encode_cursor(stop)
+    return rows, next_cursor
 
 
 def check_feed_start(pool: Any, start: int) -> None:

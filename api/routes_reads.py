@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import StringConstraints
 
-from api.deps import ChronicleState, decode_cursor, min_position_for, page_of
+from api.deps import ChronicleState, Reader, decode_cursor, min_position_for, page_of
 from api.problems import Problem
 from api.read_support import (
     PageAsked, Paging, SnapshotQuery, _fetch_all, _fetch_one, _json, found, metadata_filters, reading, snapshot_query,
@@ -24,7 +24,8 @@ from api.schemas import (
     VersionOut, VersionPage,
 )
 
-router = APIRouter(prefix="/v1", tags=["reads"], route_class=ExactRoute)
+# The role is checked before any query parameter: a caller without a key hears 401 first.
+router = APIRouter(prefix="/v1", tags=["reads"], route_class=ExactRoute, dependencies=[Reader])
 ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
 IDENT = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
 # Each route's state, for a reader, after ?min_position= reached the projection it reads.

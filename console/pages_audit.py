@@ -18,6 +18,7 @@ from pydantic import StringConstraints
 from api.deps import MAX_PAGE, decode_cursor, page_of
 from api.problems import Problem
 from api.routes_audit import _ID
+from api.routes_log import log_page
 from api.routes_reads import IDENT, MAX_FILTER_VALUES
 from console.auth import Viewer
 from console.web import need, page, query, state_of
@@ -65,7 +66,7 @@ def events(
     pool = state_of(request).pool
     with pool.connection() as conn:
         log = read_log_status(conn)  # before the page's read: a late commit is never passed over
-    rows, next_cursor = page_of(event_log.event_page(pool, log, filters, after, limit), limit, "position")
+    rows, next_cursor = log_page(pool, log, filters, after, limit)
     given = dict(stream=stream, stream_type=stream_type or [], type=type or [], actor=actor, session=session,
                  correlation_id=correlation_id, since=since, until=until, limit=limit if limit != 50 else None)
     return page(request, "events.html", events=rows, log=log, filters=given,

@@ -13,6 +13,8 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from infrastructure.log_segments import check_not_archived
+
 from domain.event_types import registry
 from infrastructure.log_status import LogStatus
 from infrastructure.personal_data import reveal_payloads
@@ -151,20 +153,27 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
 
 
 def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after: int,
-               limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` + 1 events after position `after` and up to the safe position of `log`.
+               limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Up to `limit` + 1 events after position `after` and up to the safe position of `log`, and
+    the position the read stopped at before an archived range (None: it did not stop at one).
 
     `log` is read before this read's snapshot (its own statement, on the primary), or an append
     committing in between would be passed over for good by a cursor. A time window is first
-    narrowed to the positions it can hold, so it never reads the log row by row.
+    narrowed to the positions it can hold, so it never reads the log row by row. Raises
+    ArchivedRange when the first position to read is archived: no page steps over one.
     """
     equal = {"stream_id": filters.stream, "metadata->>'actor_id'": filters.actor,
              "metadata->>'session_id'": filters.session, "metadata->>'correlation_id'": filters.correlation_id}
     with pool.connection() as conn:
         low, high = position_bounds(conn, filters.since, filters.until)
-        sql, params = events_sql(max(after, low - 1), min(log.safe, high), equal, filters.stream_types,
-                                 filters.types, filters.since, filters.until, limit + 1)
-        return events_json(conn, conn.execute(sql, params).fetchall())
+        start, upto, stop = max(after, low - 1), min(log.safe, high), None
+        if start < upto:
+            below = check_not_archived(conn, start)
+            if below is not None and below <= upto:
+                stop = upto = below - 1
+        sql, params = events_sql(start, upto, equal, filters.stream_types, filters.types, filters.since,
+                                 filters.until, limit + 1)
+        return events_json(conn, conn.execute(sql, params).fetchall()), stop
 
 
 def get_event(pool: ConnectionPool, event_id: UUID) -> dict[str, Any] | None:

@@ -46,6 +46,13 @@ def test_role_boundaries(clients, method, path, permission):
     assert_problem(clients["anonymous"].request(method, path), 401, "unauthorized", "Authorization")
 
 
+def test_a_caller_without_a_key_hears_401_before_any_query_parameter_is_checked(clients):
+    anonymous = clients["anonymous"]
+    for path, params in (("/v1/documents", {"metadata.": "1", "limit": "0"}), ("/v1/agents", {"metadata.": "x"}),
+                         ("/v1/chains", {"cursor": "!"}), ("/v1/events", {"limit": "-1"})):
+        assert_problem(anonymous.get(path, params=params), 401, "unauthorized", "Authorization")
+
+
 def test_missing_malformed_unknown_and_revoked_keys_get_401(server, clients):
     for header in ("Basic abc", "Bearer", "Bearer chr_nope", "Bearer chr_aaaaaaaaaaaa_" + "x" * 43):
         response = httpx.get(f"{server}/v1/documents", headers={"Authorization": header})

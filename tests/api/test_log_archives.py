@@ -57,6 +57,12 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
         gone = assert_problem(auditor.get("/v1/events", params={"limit": 10, "cursor": page["next_cursor"]}),
                               410, "log_archived")
         assert "events_segment_2.manifest.json" in gone["detail"] and gone["archive"]["first_position"] == 5
+        # A filter that matches nothing below the archive still stops before it: an empty page is
+        # not the end of the log, its cursor leads to the 410 naming the archive.
+        none = auditor.get("/v1/events", params={"actor": "nobody"}).json()
+        assert none["events"] == [] and none["next_cursor"]
+        assert_problem(auditor.get("/v1/events", params={"actor": "nobody", "cursor": none["next_cursor"]}),
+                       410, "log_archived")
         assert_problem(auditor.get(f"/v1/events/{archived_id}"), 410, "log_archived", "event_id")
         assert_problem(auditor.get(f"/v1/events/{archived_id}/proof"), 410, "log_archived")
         # A stream's history names the archive holding its missing versions, in the middle or at the start.
