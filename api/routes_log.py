@@ -163,6 +163,8 @@ def event_proof(
             proof = inclusion_proof(conn, event_id)
         except NotSealedYet as exc:
             raise Problem(409, "not_sealed_yet", str(exc), field="event_id") from None
+        except ArchivedRange as exc:  # its seal or its previous hash reaches into an archive
+            raise archived_problem(exc, "event_id") from None
         if proof is None:
             raise missing_event_problem(conn, event_id)
     return proof

@@ -15,12 +15,22 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from infrastructure.log_segments import ArchivedRange, Segment, archived_segments
 from infrastructure.log_hashes import audit_path, event_hash, leaf_hash, root_from_path
 from infrastructure.seals import SEAL_COLUMNS, Seal, seal_of, signature_holds
 
 
 class NotSealedYet(Exception):
     """The event exists but no seal covers it yet (the sealer has not reached it)."""
+
+
+def _archived_under(conn: psycopg.Connection, seal: Seal, position: int) -> Segment:
+    """The archived segment that holds part of `seal`'s range, else the one below `position`
+    (where an event's previous hash lies): what a proof needs that the log does not hold now."""
+    archived = archived_segments(conn)
+    inside = [s for s in archived if s.first_position <= seal.to_position and s.end_position - 1 > seal.from_position]
+    below = [s for s in archived if s.first_position < position]
+    return (inside or below)[0]
 
 
 def inclusion_proof(conn: psycopg.Connection, event_id: UUID) -> dict[str, Any] | None:
@@ -45,6 +55,9 @@ def inclusion_proof(conn: psycopg.Connection, event_id: UUID) -> dict[str, Any] 
         seal = seal_of(row)
         sealed = cur.execute("SELECT position, hash FROM events WHERE position > %s AND position <= %s"
                              " ORDER BY position", (seal.from_position, seal.to_position)).fetchall()
+        if len(sealed) != seal.event_count or (event["version"] > 1 and event["previous"] is None):
+            # Part of the seal's leaves, or the event's previous hash, lies in an archived segment.
+            raise ArchivedRange(_archived_under(conn, seal, event["position"]))
     index = [r["position"] for r in sealed].index(event["position"])
     leaves = [leaf_hash(bytes(r["hash"])) for r in sealed]
     return {

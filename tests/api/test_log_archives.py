@@ -9,10 +9,12 @@ import subprocess
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from infrastructure.event_store import EventStore
+from infrastructure.seals import seal_log
 from service_layer.keys import create_key
 from tests.api.conftest import CHRONICLE, ROOT, assert_problem, chronicle_env, free_port, running_chronicle
 from tests.conftest import as_owner
@@ -33,6 +35,8 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
         tokens = {role: create_key(pool, f"t-{role}", role, actor_id=f"svc-{role}")[1] for role in roles}
         with pool.connection() as conn:
             archived_id = str(conn.execute("SELECT event_id FROM events WHERE position = 6").fetchone()["event_id"])
+            sealed_with_it = str(conn.execute("SELECT event_id FROM events WHERE position = 2").fetchone()["event_id"])
+        seal_log(pool, Ed25519PrivateKey.generate())  # one seal over positions 1-14
     finally:
         pool.close()
     owner, files = as_owner(fresh_database_url), tmp_path / "archive"
@@ -65,6 +69,8 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
                        410, "log_archived")
         assert_problem(auditor.get(f"/v1/events/{archived_id}"), 410, "log_archived", "event_id")
         assert_problem(auditor.get(f"/v1/events/{archived_id}/proof"), 410, "log_archived")
+        # An attached event whose seal also covers the archived positions: its proof needs them.
+        assert_problem(auditor.get(f"/v1/events/{sealed_with_it}/proof"), 410, "log_archived", "event_id")
         # A stream's history names the archive holding its missing versions, in the middle or at the start.
         for stream in ("note-0", "note-2"):
             held = assert_problem(auditor.get(f"/v1/streams/{stream}/events"), 410, "log_archived", "from_version")
