@@ -25,6 +25,7 @@ from api import (
     routes_groups, routes_log, routes_operations, routes_reads, routes_sessions, routes_streams, routes_subjects,
     routes_subscribe, routes_system,
 )
+from api.connections import SpreadConnectionsMiddleware
 from api.deps import API_SETTINGS, ApiSettings, ChronicleState
 from api.middleware import (
     ApiKeyMiddleware, BodyLimitMiddleware, IdempotencyMiddleware, UnavailableMiddleware, prune_idempotency_keys,
@@ -73,11 +74,13 @@ def create_app(
     api_settings: ApiSettings | None = None,
     broker: str | None = None,
     serving: bool = False,
+    spread: bool = False,
 ) -> FastAPI:
     """A FastAPI app on the store at `database_url` (default: DATABASE_URL).
 
     `broker` says how workers run beside it ("redis", "in-process", "absent"), for /readyz;
-    `serving`: the app is its server process's only one, which settles its heap once started.
+    `serving`: the app is its server process's only one, which settles its heap once started;
+    `spread`: it is one of several server processes, which share the clients' connections.
     """
     settings = settings or get_settings()
     url = database_url or settings.database_url
@@ -158,6 +161,8 @@ def create_app(
     app.add_middleware(UnavailableMiddleware)
     # Outermost: every response, even a refused body, echoes its X-Correlation-Id and is logged.
     app.add_middleware(RequestContextMiddleware)
+    if spread:  # now and then a client reconnects, to the process least busy (api/connections.py)
+        app.add_middleware(SpreadConnectionsMiddleware)
 
     # A request is matched against the routes in order: the routers most requests take come first.
     # They share no path with the routers they pass (tests/api/test_contract.py checks it), so no
@@ -208,4 +213,4 @@ def create_app_from_env() -> FastAPI:
     from infrastructure.logs import configure_logging
 
     configure_logging(get_settings(), replace=True)
-    return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None, serving=True)
+    return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None, serving=True, spread=True)
