@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 import psycopg
 
 from projections.model import Event, Projector, StreamRows
 from projections.partitioning import partition_of, projection_key
 
-# A run keeps the states it committed, so later batches need not load them again.
+# A run keeps the states it committed, so later batches need not load them again: the most
+# recently used ones, up to this many.
 MAX_KNOWN_STREAMS = 50_000
 
 
@@ -75,9 +77,14 @@ class Job:
         self.done += count
         if self.rebuild_id is None:
             self.positions = {k: max(p, position) for k, p in self.positions.items()}
-        if len(self.known) + len(self.applied) > MAX_KNOWN_STREAMS:
-            self.known.clear()
+        # The batch's streams move to the back; past the bound, the least recently used go.
+        # (Dropping them all at the bound made the run load ever more rows as the log held more
+        # streams: about a fifth of what a 100k-event slice of catch-up took more at 1M events.)
+        for stream_id in self.applied:
+            self.known.pop(stream_id, None)
         self.known.update(self.applied)
+        for stream_id in list(islice(self.known, max(len(self.known) - MAX_KNOWN_STREAMS, 0))):
+            del self.known[stream_id]
         self.applied = {}
 
     def forget(self) -> None:

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from infrastructure.db import session
@@ -17,6 +18,7 @@ from infrastructure.config import get_settings
 
 from projections.catalog import PROJECTORS, get_projector
 from projections.engine import DEFAULT_BATCH, Job, RetryPolicy, ensure_projection, forget_checkpoints, run
+from projections.model import Projector
 from projections.partitioning import REBUILD_LOCK_PARTITION, lock_key
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ def rebuild_on(conn, name: str, *, partitions: int | None = None, batch_size: in
                                        " WHERE oid = %s::regclass", (table,)).fetchone()["o"]
                 if options:
                     conn.execute(f'ALTER TABLE "{shadow}" SET ({options})')
+            deferred = _defer_indexes(conn, projector, names)
             conn.execute("DELETE FROM dead_letter WHERE projection = %s AND shadow", (name,))
             head = conn.execute("SELECT safe_position() AS p").fetchone()["p"] or 0
             total = conn.execute("SELECT count(*) AS n FROM events WHERE position <= %s"
@@ -102,12 +105,42 @@ def rebuild_on(conn, name: str, *, partitions: int | None = None, batch_size: in
                 conn.execute("UPDATE projection_job SET rebuild_id = %s WHERE id = %s", (rebuild_id, job_id))
         job = Job(projector, n, None, names, shadow=True, rebuild_id=rebuild_id)
         run(conn, job, batch_size=batch_size, retry=retry)
+        with conn.transaction():
+            for statement in deferred:
+                conn.execute(statement)
         _swap(conn, job, current, batch_size, retry, job_id)
     except BaseException as exc:
         _abandon(conn, name, names, rebuild_id, exc, job_id)
         raise
     forget_checkpoints()
     return _progress(conn, rebuild_id)
+
+
+def _defer_indexes(conn, projector: Projector, names: dict[str, str]) -> list[str]:
+    """Drop the shadows' indexes that only reads use; return the statements that build them again.
+
+    A rebuild writes every row of the read model, mostly at random places of its indexes: one
+    sorted build per index after the bulk of the run costs less, and less so the bigger the
+    tables (the agents rebuild ran at 0.74 of its 100k rate at 1M events). Kept: the unique
+    indexes (the writes' ON CONFLICT) and those leading with a state table's stream column
+    (the batch's loads and deletes). The same definitions, names and comments come back.
+    """
+    streams = {names[t.name]: t.stream_column for t in projector.state_tables}
+    rows = conn.execute(
+        "SELECT c.relname AS name, t.relname AS tbl, pg_get_indexdef(i.indexrelid) AS definition,"
+        " pg_get_indexdef(i.indexrelid, 1, true) AS first_column, obj_description(i.indexrelid, 'pg_class') AS note"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid"
+        " WHERE t.relname = ANY(%s) AND t.relnamespace = 'public'::regnamespace AND NOT i.indisunique"
+        " ORDER BY c.relname", (list(names.values()),)).fetchall()
+    statements = []
+    for r in rows:
+        if streams.get(r["tbl"]) == r["first_column"]:
+            continue
+        conn.execute(f'DROP INDEX "{r["name"]}"')
+        statements.append(r["definition"])
+        if r["note"] is not None:
+            statements.append(f'COMMENT ON INDEX "{r["name"]}" IS {sql.Literal(r["note"]).as_string(conn)}')
+    return statements
 
 
 def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPolicy, job_id: int | None) -> None:
