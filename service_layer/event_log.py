@@ -122,13 +122,14 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
     """The audit log query: events in (after, upto] matching every filter, in position order.
 
     Each filter is an equality an index on (filter, position) serves in order (type and
-    session: on (hashtext(filter), position)); a correlation id's few events come from its hash index.
+    session: on (hashtext(filter), position)); a correlation id's few events come from its hash
+    index, and else a stream's from events_stream_idx.
     """
-    correlation = equal.get("metadata->>'correlation_id'")
+    found = _found_first(equal)
     clauses = ["position > %s", "position <= %s"]
     params: list[Any] = [after, upto]
     for column, value in equal.items():
-        if value is None or column == "metadata->>'correlation_id'":
+        if value is None or (found and column == found[0]):
             continue
         if column in HASHED:
             hashed_any_of(column, [value], clauses, params)
@@ -144,13 +145,25 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
         clauses.append("recorded_at < %s")
         params.append(until)
     where = " AND ".join(clauses)
-    if correlation is not None:
-        # A correlation id names a handful of events, found by its hash index alone, then
+    if found:
+        # A correlation id or a stream names a handful of events, found by its index alone, then
         # filtered and ordered: never a walk of the log in position order waiting for them to
         # turn up, nor (in a generic plan) a bitmap of every position in the range.
-        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE metadata->>'correlation_id' = %s)"
-                f" SELECT * FROM found WHERE {where} ORDER BY position LIMIT %s", [correlation, *params, size])
+        _, match, values = found
+        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE {match})"
+                f" SELECT * FROM found WHERE {where} ORDER BY position LIMIT %s", [*values, *params, size])
     return f"SELECT * FROM events WHERE {where} ORDER BY position LIMIT %s", [*params, size]
+
+
+def _found_first(equal: dict[str, str | None]) -> tuple[str, str, list[str]] | None:
+    """The filter whose few events are found first (its column, match and parameters): a correlation
+    id by events_correlation_idx, else a stream by events_stream_idx; None: neither is asked."""
+    correlation, stream = equal.get("metadata->>'correlation_id'"), equal.get("stream_id")
+    if correlation is not None:
+        return "metadata->>'correlation_id'", "metadata->>'correlation_id' = %s", [correlation]
+    if stream is not None:
+        return "stream_id", of_stream(), [stream, stream]
+    return None
 
 
 def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after: int,

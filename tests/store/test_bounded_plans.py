@@ -291,6 +291,18 @@ def test_a_session_is_read_in_order_from_its_hashed_index(seeded, make_plan):
     assert [r["position"] for r in conn.execute(*query).fetchall()] == [107, 157, 207, 257, 307]
 
 
+@pytest.mark.parametrize("make_plan", [plan, generic_plan])
+def test_audit_of_a_stream_finds_its_events_by_the_stream_index(seeded, make_plan):
+    """Audit ?stream=: the stream's events come from events_stream_idx (then in position order),
+    never from a walk of the log in position order waiting for them to turn up."""
+    _, conn = seeded
+    query = events_sql(12000, EVENTS, {"stream_id": "s42"}, [], [], None, None, 3)
+    p = make_plan(conn, *query)
+    assert "events_stream_idx" in indexes(p) and not scans_of_rows(conn, p), p
+    assert "events_pkey" not in indexes(p), p
+    assert [r["position"] for r in conn.execute(*query).fetchall()] == [15042, 20042, 25042]
+
+
 def test_a_type_is_read_in_order_from_its_hashed_index(seeded):
     """Audit ?type=: events_type_idx on (hashtext(type), position) gives the order; several
     types match any of their hashes, then the names."""
