@@ -32,34 +32,31 @@ $$;
 -- A segment's parts of events_stream_idx named after it (events_segment_3_stream_idx).
 SELECT name_log_segment_indexes(table_name) FROM log_segment WHERE archived_at IS NULL;
 
--- Later segments: no keys of their own (the partitioned indexes come with ATTACH); the TRUNCATE
--- trigger and rights as before (0022).
-CREATE OR REPLACE FUNCTION prepare_log_segment_keys(p_table text) RETURNS void
-LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+-- Later segments: no keys of their own (the partitioned indexes come with ATTACH).
+-- prepare_log_segment_keys (0022, renamed by 0023) is made again without its two ADD CONSTRAINT
+-- statements; the TRUNCATE trigger and rights stay as they were.
+DO $$
+DECLARE
+    definition text := pg_get_functiondef('prepare_log_segment_keys(text)'::regprocedure);
+    without    text := regexp_replace(definition, '\s*EXECUTE format\(''ALTER TABLE %I ADD CONSTRAINT [^;]*;', '', 'g');
 BEGIN
-    EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %I '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION events_are_immutable()', p_table);
-    EXECUTE format('REVOKE ALL ON %I FROM PUBLIC', p_table);
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'chronicle_app') THEN
-        EXECUTE format('REVOKE ALL ON %I FROM chronicle_app', p_table);
-        EXECUTE format('GRANT SELECT ON %I TO chronicle_app', p_table);
+    IF length(definition) - length(without) < 200 OR without LIKE '%ADD CONSTRAINT%' THEN
+        RAISE EXCEPTION 'prepare_log_segment_keys is not the function 0022 made';
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'chronicle_writer') THEN
-        EXECUTE format('REVOKE ALL ON %I FROM chronicle_writer', p_table);  -- appends go through `events`
-    END IF;
+    EXECUTE without;
 END;
 $$;
 
--- Every segment's statistics (0023), with the stream's now.
-CREATE OR REPLACE FUNCTION log_segment_statistics(p_table text) RETURNS void
+-- Every later segment's statistics: log_segment_statistics (0023, which prepare_log_segment
+-- calls) keeps the type's and session's under a new name and adds the stream's.
+ALTER FUNCTION log_segment_statistics(text) RENAME TO log_segment_audit_statistics;
+CREATE FUNCTION log_segment_statistics(p_table text) RETURNS void
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 BEGIN
-    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON type, (hashtext(type)) FROM %I',
-                   p_table || '_type_stats', p_table);
-    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON (metadata->>''session_id''),'
-                   ' (hashtext(metadata->>''session_id'')) FROM %I', p_table || '_session_stats', p_table);
+    PERFORM log_segment_audit_statistics(p_table);
     EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON stream_id, (hashtext(stream_id)) FROM %I',
                    p_table || '_stream_stats', p_table);
 END;
 $$;
+REVOKE ALL ON FUNCTION log_segment_statistics(text) FROM PUBLIC;
 SELECT log_segment_statistics(table_name) FROM log_segment WHERE archived_at IS NULL;

@@ -310,9 +310,9 @@ BEGIN
 END;
 $$;
 
--- Name: log_segment_statistics(text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: log_segment_audit_statistics(text); Type: FUNCTION; Schema: public; Owner: -
 
-CREATE FUNCTION public.log_segment_statistics(p_table text) RETURNS void
+CREATE FUNCTION public.log_segment_audit_statistics(p_table text) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -321,6 +321,17 @@ BEGIN
                    p_table || '_type_stats', p_table);
     EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON (metadata->>''session_id''),'
                    ' (hashtext(metadata->>''session_id'')) FROM %I', p_table || '_session_stats', p_table);
+END;
+$$;
+
+-- Name: log_segment_statistics(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.log_segment_statistics(p_table text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM log_segment_audit_statistics(p_table);
     EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON stream_id, (hashtext(stream_id)) FROM %I',
                    p_table || '_stream_stats', p_table);
 END;
