@@ -15,6 +15,7 @@ from fastapi import Depends, Query, Request, Response
 
 from api.deps import ChronicleState, Reader, etag, page_size, read_state
 from api.problems import Problem
+from infrastructure.log_keys import of_stream
 from projections.catalog import projectors_for
 
 MAX_METADATA_FILTERS = 10
@@ -108,9 +109,9 @@ async def snapshot_query(
 
 # The stream's type, the position of its last event, and how far its projection's partition has
 # applied the log: a stream with no read row is deleted only once its last event is applied.
-_STREAM_PROJECTED = """
+_STREAM_PROJECTED = f"""
 SELECT s.stream_type,
-       (SELECT e.position FROM events e WHERE e.stream_id = s.stream_id
+       (SELECT e.position FROM events e WHERE {of_stream('e.stream_id', 's.stream_id')}
         ORDER BY e.version DESC LIMIT 1) AS last_position,
        (SELECT c.position FROM projection p JOIN projection_checkpoint c ON c.projection = p.name
         WHERE p.name = %s AND c.partition = projection_partition(s.stream_id, p.partitions)) AS checkpoint

@@ -67,7 +67,8 @@ DECLARE
 BEGIN
     FOR e IN SELECT * FROM staged_events ORDER BY ord LOOP
         at := clock_timestamp();
-        prev := (SELECT hash FROM events WHERE stream_id = e.stream_id AND version = e.version - 1);
+        prev := (SELECT hash FROM events WHERE hashtext(stream_id) = hashtext(e.stream_id)
+                 AND stream_id = e.stream_id AND version = e.version - 1);
         WITH claimed AS (  -- the event's id first, as the append functions claim it (schema/0024)
             INSERT INTO log_event_ids (event_id, position) VALUES (e.event_id, nextval('events_position_seq'))
             RETURNING position)
@@ -110,7 +111,8 @@ def write_log(url: str, count: int, seed: int = 1) -> int:
                 versions[change.stream_id] = (change.stream_type, change.expected_version + len(change.events))
         cur.execute(_CHAIN_STAGED)
         cur.execute("INSERT INTO streams (stream_id, stream_type, version, head_hash)"
-                    " SELECT s.*, (SELECT hash FROM events e WHERE e.stream_id = s.id AND e.version = s.v)"
+                    " SELECT s.*, (SELECT hash FROM events e WHERE hashtext(e.stream_id) = hashtext(s.id)"
+                    " AND e.stream_id = s.id AND e.version = s.v)"
                     " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS s(id, t, v)",
                     (list(versions), [t for t, _ in versions.values()], [v for _, v in versions.values()]))
         conn.commit()

@@ -296,11 +296,12 @@ def history(
     limit: int = typer.Option(1000, min=1, max=100_000),
 ) -> None:
     """A stream's events: version, type, who, when, and what changed."""
+    from infrastructure.log_keys import of_stream
     from service_layer.event_log import events_json
 
     with cli_pool() as pool, pool.connection() as conn:
         rows = conn.execute(
-            "SELECT * FROM events WHERE stream_id = %s ORDER BY version LIMIT %s", (stream, limit)
+            f"SELECT * FROM events WHERE {of_stream()} ORDER BY version LIMIT %s", (stream, stream, limit)
         ).fetchall()
         events = events_json(conn, rows)
     if not rows:

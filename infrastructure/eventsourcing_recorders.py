@@ -33,6 +33,7 @@ from infrastructure.library_internals import fail_subscription, subscription_run
 from infrastructure.db import connect, direct_url
 from infrastructure.event_store import NOTIFY_CHANNEL, AppendResult, NewEvent
 from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
+from infrastructure.log_keys import of_stream
 from infrastructure.personal_data import conceal_snapshot, reveal_snapshots
 from infrastructure.eventsourcing_datastore import (
     LIBRARY_STREAM_TYPE,
@@ -58,7 +59,7 @@ __all__ = [
 class _StreamRecorder(_ChronicleRecorder):
     """A recorder whose rows are one aggregate's, in version order: snapshots or events."""
 
-    _STREAM_QUERY: str  # selects version, type and the state's columns of one log's stream
+    _STREAM_QUERY: str  # version, type and the state's columns of stream %(stream)s of log %(log)s
 
     def _states(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[bytes]:
         """Each row's state as the library's bytes, its personal fields revealed."""
@@ -77,8 +78,10 @@ class _StreamRecorder(_ChronicleRecorder):
         order = "DESC" if desc else "ASC"
         with library_errors(), self.datastore.pool.connection() as conn:
             rows = conn.execute(
-                f"{self._STREAM_QUERY} AND version > %s AND version <= %s ORDER BY version {order} LIMIT %s",
-                (self.log_name, _id_text(originator_id), *version_bounds(gt, lte), limit),
+                f"{self._STREAM_QUERY} AND version > %(gt)s AND version <= %(lte)s"
+                f" ORDER BY version {order} LIMIT %(limit)s",
+                {"log": self.log_name, "stream": _id_text(originator_id), "limit": limit,
+                 **dict(zip(("gt", "lte"), version_bounds(gt, lte)))},
             ).fetchall()
             states = self._states(conn, rows)
         return [
@@ -108,7 +111,7 @@ class ChronicleSnapshotRecorder(_StreamRecorder, AggregateRecorder):
         return None
 
     # One aggregate's snapshots, by the (log_name, stream_id, version) key.
-    _STREAM_QUERY = "SELECT version, type, state FROM snapshots WHERE log_name = %s AND stream_id = %s"
+    _STREAM_QUERY = "SELECT version, type, state FROM snapshots WHERE log_name = %(log)s AND stream_id = %(stream)s"
 
     def _states(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[bytes]:
         reveal_snapshots(conn, [row["state"] for row in rows])
@@ -204,8 +207,9 @@ class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
             appends.append((stream_id, first - 1, new_events, stream_type or LIBRARY_STREAM_TYPE))
         return appends
 
-    # A stream of this application's log, by the (stream_id, version) key.
-    _STREAM_QUERY = "SELECT version, type, schema_version, payload FROM events WHERE log_name = %s AND stream_id = %s"
+    # A stream of this application's log, by events_stream_idx (hashtext(stream_id), version).
+    _STREAM_QUERY = ("SELECT version, type, schema_version, payload FROM events"
+                     f" WHERE log_name = %(log)s AND {of_stream(value='%(stream)s')}")
 
     def _states(self, conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) -> list[bytes]:
         return self.datastore.payload_states(conn, rows)

@@ -20,6 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from infrastructure.log_hashes import event_hash
+from infrastructure.log_keys import of_stream
 from infrastructure.log_segments import Segment, list_segments
 
 FORMAT = "chronicle-log-segment/1"
@@ -224,8 +225,8 @@ def _previous_hash(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]]
         if heads[stream][0] != version - 1:
             raise ArchiveError(f"stream {stream} goes from version {heads[stream][0]} to {version} in the archive")
         return heads[stream][1]
-    found = conn.execute("SELECT hash FROM events WHERE stream_id = %s AND version = %s",
-                         (stream, version - 1)).fetchone()
+    found = conn.execute(f"SELECT hash FROM events WHERE {of_stream()} AND version = %s",
+                         (stream, stream, version - 1)).fetchone()
     if found is None:  # in another archived segment: its archive must be restored first
         raise ArchiveError(f"stream {stream} version {version - 1} is not in the log: restore the older"
                            " archives first")
@@ -237,7 +238,7 @@ def _check_next_events(conn: psycopg.Connection, heads: dict[str, tuple[int, byt
     for stream, (version, head) in heads.items():
         row = conn.execute("SELECT event_id, stream_type, type, schema_version, payload::text AS payload,"
                            " metadata::text AS metadata, recorded_at, hash FROM events"
-                           " WHERE stream_id = %s AND version = %s", (stream, version + 1)).fetchone()
+                           f" WHERE {of_stream()} AND version = %s", (stream, stream, version + 1)).fetchone()
         if row and event_hash(head, row["event_id"], stream, row["stream_type"], version + 1, row["type"],
                               row["schema_version"], row["payload"], row["metadata"],
                               row["recorded_at"]) != bytes(row["hash"]):

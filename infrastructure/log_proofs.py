@@ -15,6 +15,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from infrastructure.log_keys import of_stream
 from infrastructure.log_segments import ArchivedRange, Segment, archived_segments
 from infrastructure.log_hashes import audit_path, event_hash, leaf_hash, root_from_path
 from infrastructure.seals import SEAL_COLUMNS, Seal, seal_of, signature_holds
@@ -40,10 +41,11 @@ def inclusion_proof(conn: psycopg.Connection, event_id: UUID) -> dict[str, Any] 
     """
     with conn.cursor(row_factory=dict_row) as cur:
         event = cur.execute(
-            "SELECT position, event_id, stream_id, stream_type, version, type, schema_version,"
+            "SELECT e.position, e.event_id, stream_id, stream_type, version, type, schema_version,"
             " payload::text AS payload_text, metadata::text AS metadata_text, recorded_at, hash,"
-            " (SELECT p.hash FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.version - 1) AS previous"
-            " FROM events e WHERE event_id = %s",
+            f" (SELECT p.hash FROM events p WHERE {of_stream('p.stream_id', 'e.stream_id')}"
+            "  AND p.version = e.version - 1) AS previous"
+            " FROM log_event_ids i JOIN events e ON e.position = i.position WHERE i.event_id = %s",
             (event_id,),
         ).fetchone()
         if event is None:

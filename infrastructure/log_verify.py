@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from infrastructure.log_hashes import ZERO_HASH, event_hash, leaf_hash, merkle_root
+from infrastructure.log_keys import of_stream
 from infrastructure.log_segments import Segment, archived_segments
 from infrastructure.seals import SEAL_COLUMNS, Seal, seal_of, signature_holds
 
@@ -164,8 +165,8 @@ def _previous(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]], row
         return seen[1]
     if version == 1:
         return None
-    found = conn.execute("SELECT hash FROM events WHERE stream_id = %s AND version = %s",
-                         (row["stream_id"], version - 1)).fetchone()
+    found = conn.execute(f"SELECT hash FROM events WHERE {of_stream()} AND version = %s",
+                         (row["stream_id"], row["stream_id"], version - 1)).fetchone()
     if found is None and report.skipped_archives:
         return None  # the previous event may lie in a skipped archived range: this link is not checked
     if found is None:

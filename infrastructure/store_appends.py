@@ -26,6 +26,7 @@ from infrastructure.config import Settings
 from infrastructure import metrics
 from infrastructure.append_statement import APPEND_SQL, ExpectedKind
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
+from infrastructure.log_keys import events_by_id
 from infrastructure.notifier import CommitNotifier
 from infrastructure.personal_data import keyring, subject_of
 from infrastructure.store_types import (
@@ -160,7 +161,7 @@ class StoreAppends:
             # The stream as it is now, and whether these event ids are stored. Planned for each
             # call (prepare=False), as in _stored.
             cur.execute(
-                "SELECT s.version, s.stream_type, EXISTS (SELECT 1 FROM events WHERE event_id = ANY(%s))"
+                f"SELECT s.version, s.stream_type, EXISTS ({events_by_id('1', '= ANY(%s)')})"
                 " FROM (SELECT) AS one LEFT JOIN streams s ON s.stream_id = %s",
                 (prepared.event_ids, prepared.stream_id),
                 prepare=False,
@@ -252,8 +253,8 @@ class StoreAppends:
     def _original_result(self, conn: psycopg.Connection, prepared: _PreparedAppend) -> AppendResult:
         """The result of the append that first stored these event ids, if it was the same."""
         rows = conn.execute(
-            "SELECT event_id, stream_id, version, type, payload, position FROM events"
-            " WHERE event_id = ANY(%s) ORDER BY position",
+            events_by_id("e.event_id, e.stream_id, e.version, e.type, e.payload, e.position", "= ANY(%s)")
+            + " ORDER BY e.position",
             (prepared.event_ids,),
             prepare=False,  # as in _stored
         ).fetchall()
@@ -352,7 +353,7 @@ def _stored(conn: psycopg.Connection, event_ids: list[UUID]) -> bool:
     # Planned for each call (prepare=False): a plan cached while `events` was small would
     # keep scanning the whole table as it grows.
     with conn.cursor(row_factory=tuple_row) as cur:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM events WHERE event_id = ANY(%s))", (event_ids,), prepare=False)
+        cur.execute(f"SELECT EXISTS ({events_by_id('1', '= ANY(%s)')})", (event_ids,), prepare=False)
         return cur.fetchone()[0]
 
 

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from infrastructure.db import direct_url
 
 from domain.event_types import EventTypeRegistry
+from infrastructure.log_keys import of_stream
 from infrastructure.personal_data import reveal_payloads
 from infrastructure.store_types import NOTIFY_CHANNEL, LogBlocker, RecordedEvent
 
@@ -45,9 +46,9 @@ class StoreReads:
         with self.pool.connection() as conn:
             rows = conn.execute(
                 # Both ends always bound, so even a generic plan is an index range scan.
-                "SELECT * FROM events WHERE stream_id = %s AND version >= %s AND version <= %s"
+                f"SELECT * FROM events WHERE {of_stream()} AND version >= %s AND version <= %s"
                 " ORDER BY version",
-                (stream_id, from_version, 2**63 - 1 if to_version is None else to_version),
+                (stream_id, stream_id, from_version, 2**63 - 1 if to_version is None else to_version),
             ).fetchall()
             return self._revealed(conn, rows)
 

@@ -303,9 +303,9 @@ BEGIN
 END;
 $$;
 
--- Name: log_segment_statistics(text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: log_segment_audit_statistics(text); Type: FUNCTION; Schema: public; Owner: -
 
-CREATE FUNCTION public.log_segment_statistics(p_table text) RETURNS void
+CREATE FUNCTION public.log_segment_audit_statistics(p_table text) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -314,6 +314,19 @@ BEGIN
                    p_table || '_type_stats', p_table);
     EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON (metadata->>''session_id''),'
                    ' (hashtext(metadata->>''session_id'')) FROM %I', p_table || '_session_stats', p_table);
+END;
+$$;
+
+-- Name: log_segment_statistics(text); Type: FUNCTION; Schema: public; Owner: -
+
+CREATE FUNCTION public.log_segment_statistics(p_table text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM log_segment_audit_statistics(p_table);
+    EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I (dependencies) ON stream_id, (hashtext(stream_id)) FROM %I',
+                   p_table || '_stream_stats', p_table);
 END;
 $$;
 
@@ -394,6 +407,7 @@ CREATE INDEX events_causation_idx ON ONLY public.events USING hash (((metadata -
 CREATE INDEX events_command_idx ON ONLY public.events USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
 CREATE INDEX events_correlation_idx ON ONLY public.events USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
 CREATE INDEX events_session_idx ON ONLY public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_stream_idx ON ONLY public.events USING btree (hashtext(stream_id), version) WITH (fillfactor='100');
 CREATE INDEX events_type_idx ON ONLY public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
@@ -440,10 +454,6 @@ CREATE FUNCTION public.prepare_log_segment_keys(p_table text) RETURNS void
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I UNIQUE (event_id) WITH (fillfactor = 100)',
-                   p_table, p_table || '_event_id_key');
-    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I UNIQUE (stream_id, version)',
-                   p_table, p_table || '_stream_version_key');
     EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON %I '
                    'FOR EACH STATEMENT EXECUTE FUNCTION events_are_immutable()', p_table);
     EXECUTE format('REVOKE ALL ON %I FROM PUBLIC', p_table);
@@ -857,9 +867,7 @@ CREATE TABLE public.events_segment_0 (
     hash bytea NOT NULL,
     CONSTRAINT events_schema_version_check CHECK ((schema_version >= 1)),
     CONSTRAINT events_version_check CHECK ((version >= 1)),
-    CONSTRAINT events_segment_0_event_id_key UNIQUE (event_id) WITH (fillfactor='100'),
-    CONSTRAINT events_segment_0_pkey PRIMARY KEY ("position") WITH (fillfactor='100'),
-    CONSTRAINT events_segment_0_stream_version_key UNIQUE (stream_id, version)
+    CONSTRAINT events_segment_0_pkey PRIMARY KEY ("position") WITH (fillfactor='100')
 );
 
 CREATE INDEX events_segment_0_actor_idx ON public.events_segment_0 USING btree (((metadata ->> 'actor_id'::text)), "position") WITH (fillfactor='100');
@@ -867,6 +875,7 @@ CREATE INDEX events_segment_0_causation_idx ON public.events_segment_0 USING has
 CREATE INDEX events_segment_0_command_idx ON public.events_segment_0 USING hash (((metadata ->> 'command_id'::text))) WHERE ((metadata ->> 'command_id'::text) IS NOT NULL);
 CREATE INDEX events_segment_0_correlation_idx ON public.events_segment_0 USING hash (((metadata ->> 'correlation_id'::text))) WITH (fillfactor='100') WHERE ((metadata ->> 'correlation_id'::text) IS NOT NULL);
 CREATE INDEX events_segment_0_session_idx ON public.events_segment_0 USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
+CREATE INDEX events_segment_0_stream_idx ON public.events_segment_0 USING btree (hashtext(stream_id), version) WITH (fillfactor='100');
 CREATE INDEX events_segment_0_type_idx ON public.events_segment_0 USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events_segment_0 FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
@@ -1172,6 +1181,10 @@ ALTER INDEX public.events_pkey ATTACH PARTITION public.events_segment_0_pkey;
 
 ALTER INDEX public.events_session_idx ATTACH PARTITION public.events_segment_0_session_idx;
 
+-- Name: events_segment_0_stream_idx; Type: INDEX ATTACH; Schema: public; Owner: -
+
+ALTER INDEX public.events_stream_idx ATTACH PARTITION public.events_segment_0_stream_idx;
+
 -- Name: events_segment_0_type_idx; Type: INDEX ATTACH; Schema: public; Owner: -
 
 ALTER INDEX public.events_type_idx ATTACH PARTITION public.events_segment_0_type_idx;
@@ -1180,6 +1193,10 @@ ALTER INDEX public.events_type_idx ATTACH PARTITION public.events_segment_0_type
 
 CREATE STATISTICS public.events_segment_0_session_stats (dependencies) ON (metadata ->> 'session_id'::text), hashtext(metadata ->> 'session_id'::text) FROM public.events_segment_0;
 
+-- Name: events_segment_0_stream_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_segment_0_stream_stats (dependencies) ON stream_id, hashtext(stream_id) FROM public.events_segment_0;
+
 -- Name: events_segment_0_type_stats; Type: STATISTICS; Schema: public; Owner: -
 
 CREATE STATISTICS public.events_segment_0_type_stats (dependencies) ON type, hashtext(type) FROM public.events_segment_0;
@@ -1187,6 +1204,10 @@ CREATE STATISTICS public.events_segment_0_type_stats (dependencies) ON type, has
 -- Name: events_session_stats; Type: STATISTICS; Schema: public; Owner: -
 
 CREATE STATISTICS public.events_session_stats (dependencies) ON (metadata ->> 'session_id'::text), hashtext(metadata ->> 'session_id'::text) FROM public.events;
+
+-- Name: events_stream_stats; Type: STATISTICS; Schema: public; Owner: -
+
+CREATE STATISTICS public.events_stream_stats (dependencies) ON stream_id, hashtext(stream_id) FROM public.events;
 
 -- Name: events_type_stats; Type: STATISTICS; Schema: public; Owner: -
 

@@ -13,6 +13,7 @@ from uuid import UUID
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from infrastructure.log_keys import events_by_id, of_stream
 from infrastructure.log_segments import check_not_archived
 
 from domain.event_types import registry
@@ -121,13 +122,14 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
     """The audit log query: events in (after, upto] matching every filter, in position order.
 
     Each filter is an equality an index on (filter, position) serves in order (type and
-    session: on (hashtext(filter), position)); a correlation id's few events come from its hash index.
+    session: on (hashtext(filter), position)); a correlation id's few events come from its hash
+    index, and else a stream's from events_stream_idx.
     """
-    correlation = equal.get("metadata->>'correlation_id'")
+    found = _found_first(equal)
     clauses = ["position > %s", "position <= %s"]
     params: list[Any] = [after, upto]
     for column, value in equal.items():
-        if value is None or column == "metadata->>'correlation_id'":
+        if value is None or (found and column == found[0]):
             continue
         if column in HASHED:
             hashed_any_of(column, [value], clauses, params)
@@ -143,13 +145,25 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
         clauses.append("recorded_at < %s")
         params.append(until)
     where = " AND ".join(clauses)
-    if correlation is not None:
-        # A correlation id names a handful of events, found by its hash index alone, then
+    if found:
+        # A correlation id or a stream names a handful of events, found by its index alone, then
         # filtered and ordered: never a walk of the log in position order waiting for them to
         # turn up, nor (in a generic plan) a bitmap of every position in the range.
-        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE metadata->>'correlation_id' = %s)"
-                f" SELECT * FROM found WHERE {where} ORDER BY position LIMIT %s", [correlation, *params, size])
+        _, match, values = found
+        return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE {match})"
+                f" SELECT * FROM found WHERE {where} ORDER BY position LIMIT %s", [*values, *params, size])
     return f"SELECT * FROM events WHERE {where} ORDER BY position LIMIT %s", [*params, size]
+
+
+def _found_first(equal: dict[str, str | None]) -> tuple[str, str, list[str]] | None:
+    """The filter whose few events are found first (its column, match and parameters): a correlation
+    id by events_correlation_idx, else a stream by events_stream_idx; None: neither is asked."""
+    correlation, stream = equal.get("metadata->>'correlation_id'"), equal.get("stream_id")
+    if correlation is not None:
+        return "metadata->>'correlation_id'", "metadata->>'correlation_id' = %s", [correlation]
+    if stream is not None:
+        return "stream_id", of_stream(), [stream, stream]
+    return None
 
 
 def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after: int,
@@ -179,7 +193,7 @@ def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after
 def get_event(pool: ConnectionPool, event_id: UUID) -> dict[str, Any] | None:
     """One stored event by its id, as JSON, or None."""
     with pool.connection() as conn:
-        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
+        row = conn.execute(events_by_id(), (event_id,)).fetchone()
         return None if row is None else events_json(conn, [row])[0]
 
 
@@ -191,46 +205,52 @@ def stream_row(pool: ConnectionPool, stream_id: str) -> dict[str, Any] | None:
         ).fetchone()
 
 
+# A stream's events in (after, to] by events_stream_idx: both ends bound, so even a generic plan
+# is an index range scan (parameters: the stream id twice, after, to, limit).
+STREAM_EVENTS_SQL = f"SELECT * FROM events WHERE {of_stream()} AND version > %s AND version <= %s ORDER BY version LIMIT %s"
+
+
 def stream_events(pool: ConnectionPool, stream_id: str, after: int, to_version: int | None,
                   limit: int) -> list[dict[str, Any]]:
     """Up to `limit` + 1 of a stream's events (as JSON) after version `after`, up to `to_version`."""
     with pool.connection() as conn:
         return events_json(conn, conn.execute(
-            # Both ends bound, so even a generic plan is an index range scan.
-            "SELECT * FROM events WHERE stream_id = %s AND version > %s AND version <= %s"
-            " ORDER BY version LIMIT %s",
-            (stream_id, after, MAX_VERSION if to_version is None else to_version, limit + 1),
+            STREAM_EVENTS_SQL,
+            (stream_id, stream_id, after, MAX_VERSION if to_version is None else to_version, limit + 1),
         ).fetchall())
 
 
 # How far recorded_at may run against position order (both are drawn as a row is inserted, so
 # concurrent appends differ by microseconds): a time bound's position bound is widened by this.
 RECORDED_SKEW = timedelta(seconds=1)
-# A causation id names the causing event's id; as uuid it is looked up by events_event_id_key
-# (an id that is not a uuid names no event).
+# A causation id names the causing event's id; as uuid it is looked up in log_event_ids by
+# events_event_id_key (an id that is not a uuid names no event).
 CAUSATION_UUID = ("CASE WHEN {0} ~* '^[0-9a-f]{{8}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{12}}$'"
                   " THEN ({0})::uuid END")
 
-# The causes of an event, back to the root: each step looks the causing event up by its id.
+# The causes of an event, back to the root: each step looks the causing event up by its id (its
+# position in log_event_ids, then its row; OFFSET 0 keeps the lookup per step: no hash over the log).
 CAUSES_SQL = """
-WITH RECURSIVE up(event_id, causation_id, depth) AS (
-    SELECT e.event_id, {cause_e}, 0 FROM events e WHERE e.event_id = %s
+WITH RECURSIVE up(position, causation_id, depth) AS (
+    SELECT e.position, {cause_e}, 0 FROM ({start}) e
     UNION ALL
-    SELECT p.event_id, {cause_p}, up.depth + 1
-    FROM up JOIN events p ON p.event_id = up.causation_id
+    SELECT p.position, {cause_p}, up.depth + 1
+    FROM up CROSS JOIN LATERAL ({step} OFFSET 0) p
     WHERE up.depth < 100
 )
 SELECT e.*, up.depth FROM up
-CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.event_id = up.event_id OFFSET 0) e
+CROSS JOIN LATERAL (SELECT * FROM events x WHERE x.position = up.position OFFSET 0) e
 WHERE up.depth > 0 ORDER BY up.depth
 """.format(cause_e=CAUSATION_UUID.format("e.metadata->>'causation_id'"),
-           cause_p=CAUSATION_UUID.format("p.metadata->>'causation_id'"))
+           cause_p=CAUSATION_UUID.format("p.metadata->>'causation_id'"),
+           start=events_by_id("e.position, e.metadata"),
+           step=events_by_id("e.position, e.metadata", "= up.causation_id"))
 
 # Its effects, generation by generation: events_causation_idx finds the events naming each one
 # (a lookup per event, OFFSET 0: each segment's part of the index, never a hash over the log).
 EFFECTS_SQL = """
 WITH RECURSIVE down(event_id, position, depth) AS (
-    SELECT e.event_id, e.position, 0 FROM events e WHERE e.event_id = %s
+    SELECT i.event_id, i.position, 0 FROM log_event_ids i WHERE i.event_id = %s
     UNION
     SELECT c.event_id, c.position, down.depth + 1
     FROM down CROSS JOIN LATERAL (SELECT c.event_id, c.position FROM events c
@@ -252,7 +272,7 @@ def causation(pool: ConnectionPool, event_id: UUID, depth: int) -> dict[str, Any
     """The causation chain through an event: its causes back to the root, and its effects up to
     `depth` generations and 1000 events; None if there is no such event."""
     with pool.connection() as conn:
-        row = conn.execute("SELECT * FROM events WHERE event_id = %s", (event_id,)).fetchone()
+        row = conn.execute(events_by_id(), (event_id,)).fetchone()
         if row is None:
             return None
         causes = conn.execute(CAUSES_SQL, (event_id,)).fetchall()

@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from infrastructure.feed_reads import FeedEvent, FeedFilter, read_page, read_positions_json
+from infrastructure.log_keys import of_stream
 from infrastructure.log_segments import check_feed_from
 from infrastructure.partition_reads import NO_POSITION
 from projections.partitioning import partition_of
@@ -123,8 +124,9 @@ def nack(pool: ConnectionPool, group: str, member_id: str, position: int, error:
                      f" clock_timestamp(), error = %s WHERE {_PENDING} AND stream_id = %s AND position >= %s",
                      (error, owner, event["stream_id"], position))
         later = read_positions_json(conn, [r["position"] for r in conn.execute(
-            "SELECT position FROM events WHERE stream_id = %s AND position > %s AND position <= %s",
-            (event["stream_id"], max(position, checkpoint["position"]), checkpoint["delivered"])).fetchall()])
+            f"SELECT position FROM events WHERE {of_stream()} AND position > %s AND position <= %s",
+            (event["stream_id"], event["stream_id"], max(position, checkpoint["position"]),
+             checkpoint["delivered"])).fetchall()])
         first = read_positions_json(conn, [position]) if not pending else []
         _park(conn, owner, [(e, partition, error) for e in first]
               + [(e, partition, PARKED_BEHIND.format(position=position)) for e in later])

@@ -17,9 +17,10 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from service_layer.event_log import CAUSES_SQL, EFFECTS_SQL, events_sql, position_bounds
+from service_layer.event_log import CAUSES_SQL, EFFECTS_SQL, STREAM_EVENTS_SQL, events_sql, position_bounds
 from service_layer.read_queries import documents_sql, snapshots_sql
 from api.routes_reads import AGENT_COLUMNS, CHAIN_COLUMNS
+from infrastructure.eventsourcing_recorders import ChronicleApplicationRecorder
 from infrastructure.read_indexes import add_index, drop_index, list_indexes
 from projections.status import LAG_WINDOW, STATUS_SQL, lag_of, partition_rows
 from tests.conftest import as_owner, migrated_database
@@ -97,7 +98,8 @@ def scans_of_rows(conn: psycopg.Connection, node: dict) -> list[dict]:
     need, a scan of them reads nothing)."""
     empty = {r["table_name"] for r in conn.execute(
         "SELECT table_name FROM log_segment s WHERE archived_at IS NULL"
-        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.position >= s.first_position AND e.position < s.end_position)")}
+        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.position >= s.first_position AND e.position < s.end_position)",
+        prepare=False)}  # never prepared: generic_plan deallocates every prepared statement
     return [n for n in nodes(node) if n["Node Type"] == "Seq Scan" and n.get("Relation Name") not in empty]
 
 
@@ -262,6 +264,25 @@ def test_a_correlation_never_reads_the_position_range(seeded):
     assert [r["position"] for r in conn.execute(*narrowed).fetchall()] == [27001, 27002]
 
 
+def test_a_stream_is_read_in_version_order_from_its_hashed_index(seeded):
+    """GET /v1/streams/{id}/events and the aggregates' reads (time travel): events_stream_idx on
+    (hashtext(stream_id), version) gives the order, merged across segments, never sorted.
+    (A generic plan, which cannot see the version range, expects a row and may sort what the
+    index finds, as it did with (stream_id, version); it never reads the log's rows.)"""
+    _, conn = seeded
+    assert_ordered_by(plan(conn, STREAM_EVENTS_SQL, ["s42", "s42", 2, 2**63 - 1, 4]), "events_stream_idx", conn)
+    generic = generic_plan(conn, STREAM_EVENTS_SQL, ["s42", "s42", 2, 2**63 - 1, 4])
+    assert "events_stream_idx" in indexes(generic) and not scans_of_rows(conn, generic), generic
+    assert not [n for n in nodes(generic) if n["Node Type"] == "Bitmap Heap Scan"], generic
+    rows = conn.execute(STREAM_EVENTS_SQL, ("s42", "s42", 2, 2**63 - 1, 4)).fetchall()
+    assert [(r["stream_id"], r["version"], r["position"]) for r in rows] == [
+        ("s42", 3, 10042), ("s42", 4, 15042), ("s42", 5, 20042), ("s42", 6, 25042)]
+    aggregate = (ChronicleApplicationRecorder._STREAM_QUERY + " AND version > %(gt)s AND version <= %(lte)s"
+                 " ORDER BY version DESC LIMIT %(limit)s")
+    asked = {"log": "chronicle", "stream": "s42", "gt": -1, "lte": 2**63 - 1, "limit": 1}
+    assert_ordered_by(plan(conn, aggregate, asked), "events_stream_idx", conn)
+
+
 @pytest.mark.parametrize("make_plan", [plan, generic_plan])
 def test_a_session_is_read_in_order_from_its_hashed_index(seeded, make_plan):
     """Audit ?session=: events_session_idx on (hashtext(session), position) gives the order."""
@@ -269,6 +290,18 @@ def test_a_session_is_read_in_order_from_its_hashed_index(seeded, make_plan):
     query = events_sql(100, EVENTS, {"metadata->>'session_id'": "session-7"}, [], [], None, None, 5)
     assert_ordered_by(make_plan(conn, *query), "events_session_idx", conn)
     assert [r["position"] for r in conn.execute(*query).fetchall()] == [107, 157, 207, 257, 307]
+
+
+@pytest.mark.parametrize("make_plan", [plan, generic_plan])
+def test_audit_of_a_stream_finds_its_events_by_the_stream_index(seeded, make_plan):
+    """Audit ?stream=: the stream's events come from events_stream_idx (then in position order),
+    never from a walk of the log in position order waiting for them to turn up."""
+    _, conn = seeded
+    query = events_sql(12000, EVENTS, {"stream_id": "s42"}, [], [], None, None, 3)
+    p = make_plan(conn, *query)
+    assert "events_stream_idx" in indexes(p) and not scans_of_rows(conn, p), p
+    assert "events_pkey" not in indexes(p), p
+    assert [r["position"] for r in conn.execute(*query).fetchall()] == [15042, 20042, 25042]
 
 
 def test_a_type_is_read_in_order_from_its_hashed_index(seeded):

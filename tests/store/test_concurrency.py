@@ -6,8 +6,11 @@ import threading
 import uuid
 from collections import Counter
 
+import psycopg
+
 from infrastructure.errors import ConcurrencyConflict
 from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
+from tests.store.segments import use_small_segments
 from tests.support import run_threads
 
 WRITERS = 16
@@ -62,6 +65,29 @@ def test_sixteen_writers_on_shared_streams(store: EventStore) -> None:
     assert sorted(e.event_id for e in log) == sorted(eid for _, _, eid, _ in succeeded)
     assert [e.position for e in log] == sorted({e.position for e in log})
     assert {e.event_id: (e.position,) for e in log} == {eid: pos for _, _, eid, pos in succeeded}
+
+
+def test_appends_at_one_expected_version_of_a_stream_one_wins(store: EventStore, fresh_database_url: str) -> None:
+    """Eight appends race at the same expected version of one stream, the winner in a later segment
+    than the stream's earlier events: exactly one is written, the others conflict (no segment holds
+    a unique (stream_id, version) index; the stream's row claim decides, docs/log-segments.md)."""
+    use_small_segments(fresh_database_url, size=3)
+    store.append("race", NO_STREAM, [NewEvent("note.written", {"text": "first"})])
+    store.append("other", NO_STREAM, [NewEvent("note.written", {"text": "fill"}) for _ in range(3)])
+    outcomes: list[int | str] = []
+
+    def append(i: int) -> None:
+        try:
+            outcomes.append(store.append("race", 1, [NewEvent("note.written", {"text": f"racer {i}"})]).version)
+        except ConcurrencyConflict as conflict:
+            outcomes.append(f"conflict at {conflict.actual}")
+
+    run_threads([lambda i=i: append(i) for i in range(8)])
+    assert sorted(outcomes, key=str) == [2] + ["conflict at 2"] * 7
+    assert [e.version for e in store.read_stream("race")] == [1, 2]
+    with psycopg.connect(fresh_database_url) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT tableoid) FROM events WHERE stream_id = 'race'"
+                            ).fetchone() == (2, 2)
 
 
 def test_readers_see_every_event_once_while_commits_land_out_of_order(store: EventStore) -> None:

@@ -116,6 +116,24 @@ def test_concurrent_appends_of_one_id_from_several_connections_write_once(
         assert conn.execute("SELECT count(*) FROM events WHERE event_id = %s", (event_id,)).fetchone()[0] == 1
 
 
+def test_a_new_segment_has_only_the_logs_indexes(store: EventStore, fresh_database_url: str) -> None:
+    """A segment made later carries its parts of the log's indexes and its statistics, and no key of
+    its own: reads by id go through log_event_ids, a stream's through events_stream_idx (0025)."""
+    use_small_segments(fresh_database_url, size=2)
+    written = store.append("note-a", ANY, _notes(5, "x"))
+    with psycopg.connect(as_owner(fresh_database_url)) as conn:
+        segments = [s.table_name for s in list_segments(conn) if s.segment_number > 0]
+        for table in segments:
+            own = conn.execute("SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = %s::regclass"
+                               " AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)",
+                               (table,)).fetchall()
+            assert own == [], table
+            assert conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{table}_stream_idx",)).fetchone()[0]
+            assert conn.execute("SELECT count(*) FROM pg_statistic_ext WHERE stxname = %s",
+                                (f"{table}_stream_stats",)).fetchone()[0] == 1
+    assert [e.position for e in store.read_stream("note-a")] == list(written.positions)
+
+
 def test_every_segment_refuses_rewrites_even_to_the_owner(store: EventStore, fresh_database_url: str) -> None:
     """The immutability triggers hold on each segment, old and new, for the owner too."""
     use_small_segments(fresh_database_url, size=2)

@@ -12,9 +12,11 @@ from psycopg.rows import dict_row
 
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
+from infrastructure.log_keys import events_by_id
 from infrastructure.log_verify import verify_log
 from infrastructure.migrations import available_migrations, migrate
 from infrastructure.seals import seal_log
+from service_layer.event_log import STREAM_EVENTS_SQL
 from tests.conftest import _drop, _with_dbname
 
 APPEND = ("SELECT * FROM append_event('any', %s, 'note', NULL, '{\"actor_id\": \"m\"}'::jsonb, 'chronicle', %s,"
@@ -63,12 +65,14 @@ def test_an_existing_log_becomes_segment_0(store_before_segments: str) -> None:
         assert conn.execute("SELECT pg_get_expr(relpartbound, oid) AS b FROM pg_class"
                             " WHERE relname = 'events_segment_0'").fetchone()["b"] == \
             "FOR VALUES FROM (MINVALUE) TO ('31')"
-        # Its indexes became the parts of the log's indexes: none was built again.
+        # Its indexes are parts of the log's indexes; its own keys on event_id and (stream_id, version)
+        # gave way to its part of events_stream_idx (0025).
         parts = conn.execute(
             "SELECT count(*) AS n, count(h.inhparent) AS attached FROM pg_index i"
             " LEFT JOIN pg_inherits h ON h.inhrelid = i.indexrelid"
             " WHERE i.indrelid = 'events_segment_0'::regclass").fetchone()
-        assert parts["n"] == indexes and parts["attached"] == indexes - 2  # event_id, (stream, version): its own
+        assert parts["n"] == indexes - 1 and parts["attached"] == parts["n"]
+        assert conn.execute("SELECT to_regclass('events_segment_0_stream_idx') IS NOT NULL AS made").fetchone()["made"]
         assert conn.execute("SELECT count(*) AS n FROM log_event_ids").fetchone()["n"] == 30
         report = verify_log(conn)
         assert report.ok and report.events == 30 and report.seals == 1, report.mismatches
@@ -76,6 +80,11 @@ def test_an_existing_log_becomes_segment_0(store_before_segments: str) -> None:
         assert (added["position"], added["version"]) == (31, 11)
         assert conn.execute("SELECT tableoid::regclass::text AS t FROM events WHERE position = 31").fetchone()["t"] \
             == "events_segment_1"
+        # The stream reads across both segments, in version order; its events are found by id.
+        stream = conn.execute(STREAM_EVENTS_SQL, ("note-1", "note-1", 0, 2**63 - 1, 100)).fetchall()
+        assert [(e["version"], e["position"]) for e in stream] == [(v, 3 * v - 1) for v in range(1, 11)] + [(11, 31)]
+        assert sorted(e["position"] for e in conn.execute(events_by_id("e.position", "= ANY(%s)"),
+                                                          ([before[4]["event_id"], stream[-1]["event_id"]],))) == [5, 31]
         assert len(conn.execute("SELECT * FROM partition_events(0, 31, ARRAY['note'])").fetchall()) == 31
         with pytest.raises(psycopg.errors.UniqueViolation, match="events_event_id_key"):
             conn.execute(APPEND, ("note-2", before[0]["event_id"], "again"))
