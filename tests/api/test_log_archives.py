@@ -104,3 +104,18 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
         restored.stderr
     whole = _run(fresh_database_url, "verify")
     assert whole.returncode == 0 and "skipped" not in whole.stdout and whole.stdout.startswith("ok: "), whole.stdout
+
+
+def test_a_bad_manifest_is_one_line_naming_it(fresh_database_url: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "events_segment_2.manifest.json"
+    manifest.write_text(json.dumps({"format": "chronicle-log-segment/1", "segment": "events_segment_2"}))
+    refused = _run(as_owner(fresh_database_url), "archive", "restore", str(manifest))
+    assert refused.returncode == 1 and refused.stdout == "", refused.stdout
+    assert refused.stderr.strip() == f"error: {manifest}: field 'first_position' is missing or not an integer"
+    manifest.write_text(json.dumps({"format": "chronicle-log-segment/1", "segment": "events_segment_2",
+                                    "first_position": 5, "last_position": 8, "event_count": 4,
+                                    "data_file": "events_segment_2.ndjson.gz", "data_sha256": "00"}))
+    missing = _run(as_owner(fresh_database_url), "archive", "restore", str(manifest))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip() == (f"error: {manifest}: its data file 'events_segment_2.ndjson.gz'"
+                                      f" (field 'data_file') is not in {tmp_path}")
