@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 from api.app import GC_YOUNG_THRESHOLD
-from tests.api.conftest import CHRONICLE, ROOT, chronicle_env, free_port, running_chronicle
+from tests.api.conftest import (
+    CHRONICLE,
+    ROOT,
+    chronicle_env,
+    free_port,
+    running_chronicle,
+)
 from tests.support import stop, wait_ready
 
 PROBE = '''
