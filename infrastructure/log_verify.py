@@ -77,10 +77,11 @@ def verify_log(
     archive_dir: the folder of the archived segments' files, to verify their ranges too.
     """
     conn.row_factory = dict_row
-    head = log_head(conn)
+    every_archive = archived_segments(conn)
+    # The log's end, also when its last segments are archived.
+    head = max([log_head(conn)] + [s.end_position - 1 for s in every_archive])
     to = head if to_position is None else min(to_position, head)
     report = VerifyReport(from_position, to)
-    every_archive = archived_segments(conn)
     archived = [s for s in every_archive if s.end_position - 1 > from_position and s.first_position <= to]
     skipped = [] if archive_dir is not None else archived
     report.skipped_archives = [s.as_json() for s in skipped]
@@ -113,7 +114,7 @@ def verify_log(
         _check_seal(conn, seal, leaves, trusted_keys, report)
         leaves = []
     if to_position is None or to_position >= head:
-        _check_stream_heads(conn, heads, report, every_stream=from_position == 0 and not skipped)
+        _check_stream_heads(conn, heads, report, unread, every_stream=from_position == 0 and not skipped)
     report.seals = len(seals)
     report.mismatches.sort(key=lambda m: m.position)
     if progress:
@@ -236,16 +237,19 @@ def _check_seal(conn: psycopg.Connection, seal: Seal, leaves: list[bytes], trust
 
 
 def _check_stream_heads(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes, int]], report: VerifyReport,
-                        every_stream: bool) -> None:
-    """Each stream's version and head hash must be those of its last event (a deleted last event shows here).
+                        unread: _Unread, every_stream: bool) -> None:
+    """Each stream's version and head hash must be those of its last event (a deleted last event shows here),
+    unless an archived segment this run does not read lies after the last one seen (its later events may be there).
 
     every_stream: the whole log was read, so a stream none of whose events was seen has lost them all.
     """
     rows = conn.execute("SELECT stream_id, version, head_hash FROM streams WHERE %s OR stream_id = ANY(%s)"
                         " ORDER BY stream_id", (every_stream, list(heads))).fetchall()
     for row in rows:
-        version, last_hash, _ = heads.get(row["stream_id"], (0, b"", 0))
+        version, last_hash, position = heads.get(row["stream_id"], (0, b"", 0))
         if row["version"] != version or (row["head_hash"] is not None and bytes(row["head_hash"]) != last_hash):
+            if unread.between(position, report.to_position + 1) is not None:
+                continue
             report.mismatches.append(Mismatch(report.to_position, (
                 f"stream {row['stream_id']} is at version {row['version']} but its last stored event is"
                 f" version {version}: an event is missing or the stream was changed")))
