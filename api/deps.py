@@ -9,13 +9,12 @@ import base64
 import dataclasses
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from fastapi import Depends, Header, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from psycopg_pool import ConnectionPool
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +22,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service_layer.keys import ApiKey, KeyCache
 from api.problems import Problem
 from projections.status import projected_position
-from domain.bounds import MAX_CONTEXT_ID_CHARS
 from infrastructure.config import Settings
 from infrastructure.event_store import EventStore
 from infrastructure.log_status import LogStatus, read_log_status
@@ -98,31 +96,40 @@ async def read_state(request: Request, response: Response) -> ChronicleState:
     return dataclasses.replace(state, pool=reads, reads=reads)  # type: ignore[arg-type]
 
 
-def require(permission: str) -> Callable[..., ApiKey]:
-    """A dependency that admits only keys whose role holds `permission`.
+def authorize(request: Request, permission: str) -> ApiKey:
+    """The caller's key if its role holds `permission`, as ApiKeyMiddleware resolved it.
 
     No key, a malformed, unknown or revoked key: 401. A live key outside its role: 403.
     """
+    principal: ApiKey | None = getattr(request.state, "principal", None)
+    if principal is None:
+        reason = getattr(request.state, "auth_problem", "missing")
+        detail = {
+            "missing": "this route needs an API key: Authorization: Bearer <key>",
+            "malformed": "the Authorization header must be 'Bearer <key>'",
+        }.get(reason, "this API key is unknown or revoked")
+        raise Problem(401, "unauthorized", detail, field="Authorization",
+                      headers={"WWW-Authenticate": 'Bearer realm="chronicle"'})
+    if not principal.allows(permission):
+        raise Problem(
+            403, "forbidden",
+            f"a {principal.role} key may not do this (it needs the {permission} permission)",
+            field="Authorization", role=principal.role, permission=permission,
+        )
+    return principal
+
+
+def require(permission: str) -> Callable[..., ApiKey]:
+    """A dependency that admits only keys whose role holds `permission` (see `authorize`).
+
+    Its `permission` attribute names it for the OpenAPI document (api/openapi_doc.py).
+    """
 
     async def check(request: Request) -> ApiKey:
-        principal: ApiKey | None = getattr(request.state, "principal", None)
-        if principal is None:
-            reason = getattr(request.state, "auth_problem", "missing")
-            detail = {
-                "missing": "this route needs an API key: Authorization: Bearer <key>",
-                "malformed": "the Authorization header must be 'Bearer <key>'",
-            }.get(reason, "this API key is unknown or revoked")
-            raise Problem(401, "unauthorized", detail, field="Authorization",
-                          headers={"WWW-Authenticate": 'Bearer realm="chronicle"'})
-        if not principal.allows(permission):
-            raise Problem(
-                403, "forbidden",
-                f"a {principal.role} key may not do this (it needs the {permission} permission)",
-                field="Authorization", role=principal.role, permission=permission,
-            )
-        return principal
+        return authorize(request, permission)
 
     check.__name__ = f"require_{permission}"
+    check.permission = permission  # type: ignore[attr-defined]
     return check
 
 
@@ -145,11 +152,11 @@ async def page_size(
 _ETAG = re.compile(r'^\s*"?(\d{1,18})"?\s*$')
 
 
-async def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int | None:
-    """The version an If-Match header names (the stream's ETag), or None without one.
+def parse_if_match(if_match: str | None) -> int | None:
+    """The version an If-Match value names, or None for no header or `*` ("any version").
 
-    `*` means "any version" and is the same as no header; anything else malformed is 422.
-    If-Match compares strongly (RFC 9110 13.1.1): a weak ETag (W/"3") never matches, so 412.
+    Anything else malformed is 422. If-Match compares strongly (RFC 9110 13.1.1): a weak ETag
+    (W/"3") never matches, so 412.
     """
     if if_match is None or if_match.strip() == "*":
         return None
@@ -165,85 +172,6 @@ async def if_match(if_match: str | None = Header(None, alias="If-Match")) -> int
 def etag(version: int) -> str:
     """The ETag of a stream at `version`."""
     return f'"{version}"'
-
-
-# Session, correlation and causation ids land in event metadata (btree expression indexes) and
-# snapshot rows: at most domain.bounds.MAX_CONTEXT_ID_CHARS characters.
-_HEADER_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{{0,{MAX_CONTEXT_ID_CHARS - 1}}}$")
-
-
-def _header_id(value: str | None, name: str) -> str | None:
-    if value is None:
-        return None
-    if not _HEADER_ID.match(value):
-        raise Problem(422, "invalid_header", f"{name} must be 1-{MAX_CONTEXT_ID_CHARS} letters, digits or ._:@/+=-",
-                      field=name)
-    return value
-
-
-@dataclass(frozen=True)
-class CommandRequest:
-    """A command as the HTTP API received it: its key, sender, session, correlation and causation
-    (the event metadata), and its If-Match."""
-
-    principal: ApiKey
-    actor_id: str
-    actor_type: str
-    session_id: str | None
-    correlation_id: str
-    causation_id: str | None
-    expected_version: int | None
-    subject_id: str | None = None
-
-    def metadata(self) -> dict[str, Any]:
-        """The metadata every event of this command carries."""
-        data = {
-            "actor_id": self.actor_id,
-            "actor_type": self.actor_type,
-            "session_id": self.session_id,
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "subject_id": self.subject_id,
-            "api_key_id": self.principal.key_id,
-        }
-        return {k: v for k, v in data.items() if v is not None}
-
-
-async def command_context(
-    principal: ApiKey = Writer,
-    session_id: str | None = Header(None, alias="X-Session-Id"),
-    correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
-    causation_id: str | None = Header(None, alias="X-Causation-Id"),
-    subject_id: str | None = Header(None, alias="X-Subject-Id",
-                                    description="the person whose personal fields this command writes"),
-    expected_version: int | None = Depends(if_match),
-) -> CommandRequest:
-    """A writer's command context: the key's actor, the session headers and If-Match.
-
-    A missing correlation id gets a fresh one, so every command's events share one.
-    """
-    return CommandRequest(
-        principal=principal,
-        actor_id=principal.actor_id,
-        actor_type=principal.actor_type,
-        session_id=_header_id(session_id, "X-Session-Id"),
-        correlation_id=_header_id(correlation_id, "X-Correlation-Id") or str(uuid.uuid4()),
-        causation_id=_header_id(causation_id, "X-Causation-Id"),
-        expected_version=expected_version,
-        subject_id=_header_id(subject_id, "X-Subject-Id"),
-    )
-
-
-async def operator_context(
-    principal: ApiKey = Operator,
-    correlation_id: str | None = Header(None, alias="X-Correlation-Id"),
-) -> CommandRequest:
-    """An operator's context, for the events that record operator actions."""
-    return CommandRequest(
-        principal=principal, actor_id=principal.actor_id, actor_type=principal.actor_type,
-        session_id=None, correlation_id=_header_id(correlation_id, "X-Correlation-Id") or str(uuid.uuid4()),
-        causation_id=None, expected_version=None,
-    )
 
 
 def page_of(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:

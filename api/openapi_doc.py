@@ -7,14 +7,17 @@ Problem with its codes and an example), and the headers the API reads and writes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
-from api.deps import command_context, min_position_param, read_state
+from api.commanding import command_context
+from api.deps import min_position_param, read_state
 from infrastructure.replica import FALLBACK_HEADER, SOURCE_HEADER
 from service_layer.keys import PERMISSIONS
 from api.problems import PROBLEM_JSON, TITLES, problem_body
@@ -27,6 +30,33 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 RESOURCES = {"documents": "document", "agents": "agent", "chains": "chain", "events": "event", "streams": "stream",
              "keys": "key", "projections": "projection", "dead-letters": "dead_letter"}
 STREAM_TYPES = ("document", "agent", "chain")
+
+
+# The optional headers of every command (api/commanding.py COMMAND_HEADERS), in their documented order.
+COMMAND_HEADER_NAMES = ("X-Session-Id", "X-Correlation-Id", "X-Causation-Id", "X-Subject-Id", "If-Match")
+SUBJECT_HEADER = "the person whose personal fields this command writes"
+
+
+def _command_header(name: str) -> dict[str, Any]:
+    """A command header as a parameter: an optional string (null when absent)."""
+    schema: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    if name == "X-Subject-Id":
+        schema["description"] = SUBJECT_HEADER
+    schema["title"] = name
+    param = {"name": name, "in": "header", "required": False, "schema": schema}
+    if name == "X-Subject-Id":
+        param["description"] = SUBJECT_HEADER
+    return param
+
+
+def _parameters(op: dict[str, Any]) -> list[dict[str, Any]]:
+    """An operation's parameter list; a new one goes where FastAPI puts it, before the request body."""
+    if "parameters" not in op:
+        after = [key for key in op if key not in ("tags", "summary", "description", "operationId", "deprecated")]
+        moved = {key: op.pop(key) for key in after}
+        op["parameters"] = []
+        op.update(moved)
+    return op["parameters"]
 
 
 def _header(description: str, schema_type: str = "string") -> dict[str, Any]:
@@ -60,10 +90,10 @@ def _flat(dependant: Dependant) -> list[Dependant]:
 
 
 def _permission(route: Any) -> str | None:
-    for dep in _flat(route.dependant):
-        name = getattr(dep.call, "__name__", "")
-        if name.startswith("require_"):
-            return name[len("require_"):]
+    for dep in _flat(route.dependant):  # api.deps.require's checks and the command context name theirs
+        permission = getattr(dep.call, "permission", None)
+        if permission:
+            return permission
     return None
 
 
@@ -157,6 +187,8 @@ def _document(route: Any, method: str, op: dict[str, Any]) -> None:
                                            "integer")
             headers[HELD_BACK_HEADER] = _header("present only while an open append holds readers below the head: "
                                                 "since when (ISO 8601)")
+    if command_context in calls:  # it reads these itself; documented where FastAPI would put header parameters
+        _parameters(op).extend(_command_header(name) for name in COMMAND_HEADER_NAMES)
     if method in ("post", "put", "patch", "delete") and permission:
         op.setdefault("parameters", []).append(dict(IDEMPOTENCY_KEY))
     for param in op.get("parameters", []):
@@ -169,10 +201,14 @@ def _document(route: Any, method: str, op: dict[str, Any]) -> None:
             param["description"] = "ties this command's events to the caller's request; echoed back"
 
 
-def build(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document of `app`, with auth, roles, problems and headers."""
+def build(app: FastAPI, routes: list[BaseRoute] | None = None) -> dict[str, Any]:
+    """The OpenAPI document of `app`, with auth, roles, problems and headers.
+
+    `routes`: the app's routes in the order the document lists them (default: as the app matches them).
+    """
+    routes = app.routes if routes is None else routes
     schema = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
-                         routes=app.routes, tags=app.openapi_tags)
+                         routes=routes, tags=app.openapi_tags)
     components = schema.setdefault("components", {})
     components["securitySchemes"] = {SCHEME: {
         "type": "http", "scheme": "bearer",
@@ -195,12 +231,13 @@ def build(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI) -> None:
-    """Serve `build(app)` at /openapi.json (built once, on first request)."""
+def install(app: FastAPI, listed: Callable[[], list[BaseRoute]] | None = None) -> None:
+    """Serve `build(app)` at /openapi.json (built once, on first request); `listed()` gives the
+    routes in the order the document lists them, if not the app's."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build(app)
+            app.openapi_schema = build(app, listed() if listed else None)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -13,8 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import Field
 
-from api.commanding import Ctx, State, Strict, execute, execute_adding
-from api.deps import ChronicleState, CommandRequest
+from api.commanding import CommandRequest, Ctx, Strict, execute, execute_adding
 from api.schemas import ExactRoute, CommandOut, EdgeCommandOut, ExecutionCommandOut
 from api.stream_routes import add_create, add_delete, add_update
 from domain import commands as c
@@ -59,30 +58,30 @@ add_delete(router, "chains", c.DeleteChain, "Delete a chain", "Delete a chain; i
 
 @router.put("/chains/{chain_id}/canvas", summary="Replace a chain's canvas state and viewport")
 def put_canvas(chain_id: UUID, body: CanvasIn, request: Request, response: Response,
-               state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
+               ctx: CommandRequest = Ctx) -> CommandOut:
     """Replace the canvas; an identical canvas appends nothing."""
-    return execute(state, request, response, ctx, c.UpdateCanvas, chain_id=chain_id, **body.model_dump())
+    return execute(request, response, ctx, c.UpdateCanvas, chain_id=chain_id, **body.model_dump())
 
 
 @router.post("/chains/{chain_id}/nodes", summary="Put a document or agent on the canvas")
 def add_node(chain_id: UUID, body: NodeIn, request: Request, response: Response,
-             state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
+             ctx: CommandRequest = Ctx) -> CommandOut:
     """Add a node that refers to an existing document or agent."""
-    return execute(state, request, response, ctx, c.AddNode, chain_id=chain_id, **body.model_dump())
+    return execute(request, response, ctx, c.AddNode, chain_id=chain_id, **body.model_dump())
 
 
 @router.delete("/chains/{chain_id}/nodes/{node_id}", summary="Take a node off the canvas")
 def remove_node(chain_id: UUID, request: Request, response: Response, node_id: Annotated[Identifier, Path()],
-                state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
+                ctx: CommandRequest = Ctx) -> CommandOut:
     """Remove a node (the domain refuses to leave its edges dangling)."""
-    return execute(state, request, response, ctx, c.RemoveNode, chain_id=chain_id, node_id=node_id)
+    return execute(request, response, ctx, c.RemoveNode, chain_id=chain_id, node_id=node_id)
 
 
 @router.post("/chains/{chain_id}/edges", status_code=201, summary="Join two nodes of a chain")
 def create_edge(chain_id: UUID, body: EdgeIn, request: Request, response: Response,
-                state: ChronicleState = State, ctx: CommandRequest = Ctx) -> EdgeCommandOut:
+                ctx: CommandRequest = Ctx) -> EdgeCommandOut:
     """Create an edge between two different nodes of this chain; its id is given or made."""
-    out = execute_adding(state, request, response, ctx, c.CreateEdge, body, ("edge_id", "e"), chain_id=chain_id)
+    out = execute_adding(request, response, ctx, c.CreateEdge, body, ("edge_id", "e"), chain_id=chain_id)
     response.status_code = 201
     response.headers["Location"] = f"/v1/chains/{chain_id}/edges"
     return out
@@ -90,18 +89,17 @@ def create_edge(chain_id: UUID, body: EdgeIn, request: Request, response: Respon
 
 @router.patch("/chains/{chain_id}/edges/{edge_id}", summary="Update an edge")
 def update_edge(chain_id: UUID, body: EdgePatch, request: Request, response: Response,
-                edge_id: Annotated[Identifier, Path()], state: ChronicleState = State,
-                ctx: CommandRequest = Ctx) -> CommandOut:
+                edge_id: Annotated[Identifier, Path()], ctx: CommandRequest = Ctx) -> CommandOut:
     """Change an edge's type or metadata."""
-    return execute(state, request, response, ctx, c.UpdateEdge, chain_id=chain_id, edge_id=edge_id,
+    return execute(request, response, ctx, c.UpdateEdge, chain_id=chain_id, edge_id=edge_id,
                    **body.model_dump())
 
 
 @router.delete("/chains/{chain_id}/edges/{edge_id}", summary="Delete an edge")
 def delete_edge(chain_id: UUID, request: Request, response: Response, edge_id: Annotated[Identifier, Path()],
-                state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
+                ctx: CommandRequest = Ctx) -> CommandOut:
     """Delete an edge of this chain."""
-    return execute(state, request, response, ctx, c.DeleteEdge, chain_id=chain_id, edge_id=edge_id)
+    return execute(request, response, ctx, c.DeleteEdge, chain_id=chain_id, edge_id=edge_id)
 
 
 # -- agents ----------------------------------------------------------------------------------
@@ -125,7 +123,7 @@ add_delete(router, "agents", c.DeleteAgent, "Delete an agent", "Delete an agent;
 
 @router.post("/agents/{agent_id}/executions", status_code=201, summary="Record an execution of an agent")
 def record_execution(agent_id: UUID, body: ExecutionIn, request: Request, response: Response,
-                     state: ChronicleState = State, ctx: CommandRequest = Ctx) -> ExecutionCommandOut:
+                     ctx: CommandRequest = Ctx) -> ExecutionCommandOut:
     """Record one execution: input, output, duration, tokens; its id is given or made."""
-    return execute_adding(state, request, response, ctx, c.RecordExecution, body, ("execution_id", "x"),
+    return execute_adding(request, response, ctx, c.RecordExecution, body, ("execution_id", "x"),
                           agent_id=agent_id)

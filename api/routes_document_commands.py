@@ -13,8 +13,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import AliasChoices, Field
 
-from api.commanding import Ctx, ReasonIn, State, Strict, created, execute
-from api.deps import ChronicleState, CommandRequest
+from api.commanding import CommandRequest, Ctx, ReasonIn, Strict, created, execute
 from api.schemas import ExactRoute, CommandOut
 from api.stream_routes import add_delete, add_update
 from domain import commands as c
@@ -46,12 +45,11 @@ class TagIn(Strict):
 
 
 @router.post("/documents", status_code=201, summary="Create a document")
-def create_document(body: DocumentIn, request: Request, response: Response, state: ChronicleState = State,
-                    ctx: CommandRequest = Ctx) -> CommandOut:
+def create_document(body: DocumentIn, request: Request, response: Response, ctx: CommandRequest = Ctx) -> CommandOut:
     """Create a document (text content or a JSON body); its id is given or made."""
     fields = body.model_dump()
     fields["document_type"] = fields.pop("type")
-    return created(response, "documents", execute(state, request, response, ctx, c.CreateDocument, **fields))
+    return created(response, "documents", execute(request, response, ctx, c.CreateDocument, **fields))
 
 
 add_update(router, "documents", DocumentPatch, c.UpdateDocument, "Update a document (a new version)",
@@ -62,23 +60,22 @@ add_delete(router, "documents", c.DeleteDocument, "Delete a document",
 
 @router.post("/documents/{document_id}/restore", summary="Restore a deleted document")
 def restore_document(document_id: UUID, request: Request, response: Response, body: ReasonIn | None = None,
-                     state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
+                     ctx: CommandRequest = Ctx) -> CommandOut:
     """Bring a deleted document back as it was."""
-    return execute(state, request, response, ctx, c.RestoreDocument, document_id=document_id,
+    return execute(request, response, ctx, c.RestoreDocument, document_id=document_id,
                    reason=body.reason if body else None)
 
 
 @router.put("/documents/{document_id}/tags/{tag}", summary="Point a tag at a version")
 def put_tag(document_id: UUID, body: TagIn, request: Request, response: Response,
-            tag: Annotated[Identifier, Path()], state: ChronicleState = State,
-            ctx: CommandRequest = Ctx) -> CommandOut:
+            tag: Annotated[Identifier, Path()], ctx: CommandRequest = Ctx) -> CommandOut:
     """Tag a version that exists (moving the tag if it pointed elsewhere)."""
-    return execute(state, request, response, ctx, c.TagDocument, document_id=document_id, tag=tag,
+    return execute(request, response, ctx, c.TagDocument, document_id=document_id, tag=tag,
                    version=body.document_version)
 
 
 @router.delete("/documents/{document_id}/tags/{tag}", summary="Remove a tag")
 def delete_tag(document_id: UUID, request: Request, response: Response, tag: Annotated[Identifier, Path()],
-               state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
+               ctx: CommandRequest = Ctx) -> CommandOut:
     """Remove a tag from the document."""
-    return execute(state, request, response, ctx, c.UntagDocument, document_id=document_id, tag=tag)
+    return execute(request, response, ctx, c.UntagDocument, document_id=document_id, tag=tag)

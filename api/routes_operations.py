@@ -13,7 +13,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ChronicleState, CommandRequest, chronicle, operator_context
+from api.commanding import CommandRequest, operator_context
+from api.deps import ChronicleState, chronicle
 from api.problems import Problem
 from api.schemas_feed import GROUP
 from api.schemas import (

@@ -13,8 +13,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from api.commanding import KINDS, Ctx, State, execute
-from api.deps import ChronicleState, CommandRequest, Reader, etag, min_position_on_primary
+from api.commanding import KINDS, CommandRequest, Ctx, State, execute
+from api.deps import ChronicleState, Reader, etag, min_position_on_primary
 from api.problems import Problem
 from api.schemas import ExactRoute, CommandOut, DiffOut, HistoryOut
 from domain import commands as c
@@ -38,12 +38,12 @@ def _add_stream_routes(kind: str) -> None:
     def undo(request: Request, response: Response, stream_id: UUID = Path(..., alias=f"{single}_id"),
              state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
         _stream_of_kind(state, kind, stream_id)
-        return execute(state, request, response, ctx, c.Undo, stream_id=stream_id)
+        return execute(request, response, ctx, c.Undo, stream_id=stream_id)
 
     def redo(request: Request, response: Response, stream_id: UUID = Path(..., alias=f"{single}_id"),
              state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
         _stream_of_kind(state, kind, stream_id)
-        return execute(state, request, response, ctx, c.Redo, stream_id=stream_id)
+        return execute(request, response, ctx, c.Redo, stream_id=stream_id)
 
     def history(
         response: Response,

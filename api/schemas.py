@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+
+from api.route_threads import run_blocking
 
 JSON = Any  # a JSON value as stored (object, list, text, number)
 
@@ -23,7 +24,7 @@ class ExactRoute(APIRoute):
     """A route whose response has exactly the keys the handler gave: a model's optional field
     the handler left out stays out (no added nulls), so typing a body never changes its shape.
 
-    A plain (blocking) handler runs in a worker thread as before, but through an async wrapper,
+    A plain (blocking) handler runs in a worker thread (api.route_threads), through an async wrapper,
     so FastAPI validates and serialises its answer in the event loop: one thread hop, not two.
     """
 
@@ -41,7 +42,7 @@ def _in_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(endpoint)
     async def run(**values: Any) -> Any:
-        return await run_in_threadpool(endpoint, **values)
+        return await run_blocking(endpoint, **values)
 
     run.__signature__ = inspect.signature(endpoint, eval_str=True)  # type: ignore[attr-defined]
     return run

@@ -11,8 +11,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from api.commanding import KINDS, Ctx, State, created, execute
-from api.deps import ChronicleState, CommandRequest
+from api.commanding import KINDS, CommandRequest, Ctx, created, execute
 from api.schemas import CommandOut
 from domain import commands as c
 from domain.bounds import Reason
@@ -31,8 +30,8 @@ def add_create(router: APIRouter, kind: str, body_model: type, command: type[c.C
     """POST /<kind>: create a stream from the body's fields; 201 with Location, ETag and log position."""
 
     def create(body: body_model, request: Request, response: Response,  # type: ignore[valid-type]
-               state: ChronicleState = State, ctx: CommandRequest = Ctx) -> CommandOut:
-        return created(response, kind, execute(state, request, response, ctx, command, **body.model_dump()))
+               ctx: CommandRequest = Ctx) -> CommandOut:
+        return created(response, kind, execute(request, response, ctx, command, **body.model_dump()))
 
     _add(router, "POST", f"/{kind}", create, f"create_{KINDS[kind]}", summary, description, status_code=201)
 
@@ -43,9 +42,8 @@ def add_update(router: APIRouter, kind: str, body_model: type, command: type[c.C
     field = f"{KINDS[kind]}_id"
 
     def update(stream_id: Annotated[UUID, Path(alias=field)], body: body_model,  # type: ignore[valid-type]
-               request: Request, response: Response, state: ChronicleState = State,
-               ctx: CommandRequest = Ctx) -> CommandOut:
-        return execute(state, request, response, ctx, command, **{field: stream_id}, **body.model_dump())
+               request: Request, response: Response, ctx: CommandRequest = Ctx) -> CommandOut:
+        return execute(request, response, ctx, command, **{field: stream_id}, **body.model_dump())
 
     _add(router, "PATCH", f"/{kind}/{{{field}}}", update, f"update_{KINDS[kind]}", summary, description)
 
@@ -55,8 +53,7 @@ def add_delete(router: APIRouter, kind: str, command: type[c.Command], summary: 
     field = f"{KINDS[kind]}_id"
 
     def delete(stream_id: Annotated[UUID, Path(alias=field)], request: Request, response: Response,
-               reason: Annotated[Reason | None, Query()] = None, state: ChronicleState = State,
-               ctx: CommandRequest = Ctx) -> CommandOut:
-        return execute(state, request, response, ctx, command, **{field: stream_id}, reason=reason)
+               reason: Annotated[Reason | None, Query()] = None, ctx: CommandRequest = Ctx) -> CommandOut:
+        return execute(request, response, ctx, command, **{field: stream_id}, reason=reason)
 
     _add(router, "DELETE", f"/{kind}/{{{field}}}", delete, f"delete_{KINDS[kind]}", summary, description)

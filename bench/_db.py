@@ -56,7 +56,8 @@ def copy_of(url: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-# Staged events into `events` in staging order, each hashed onto its stream's chain (schema/0016).
+# Staged events into `events` in staging order, each hashed onto its stream's chain (schema/0016),
+# each id claimed in `log_event_ids` as the append functions claim it.
 _CHAIN_STAGED = """
 DO $$
 DECLARE
@@ -67,10 +68,15 @@ BEGIN
     FOR e IN SELECT * FROM staged_events ORDER BY ord LOOP
         at := clock_timestamp();
         prev := (SELECT hash FROM events WHERE stream_id = e.stream_id AND version = e.version - 1);
-        INSERT INTO events (event_id, stream_id, stream_type, version, type, payload, metadata, recorded_at, hash)
-        VALUES (e.event_id, e.stream_id, e.stream_type, e.version, e.type, e.payload, e.metadata, at,
-                event_hash(prev, e.event_id, e.stream_id, e.stream_type, e.version, e.type, 1, e.payload,
-                           e.metadata, at));
+        WITH claimed AS (  -- the event's id first, as the append functions claim it (schema/0024)
+            INSERT INTO log_event_ids (event_id, position) VALUES (e.event_id, nextval('events_position_seq'))
+            RETURNING position)
+        INSERT INTO events (position, event_id, stream_id, stream_type, version, type, payload, metadata,
+                            recorded_at, hash)
+        SELECT claimed.position, e.event_id, e.stream_id, e.stream_type, e.version, e.type, e.payload, e.metadata,
+               at, event_hash(prev, e.event_id, e.stream_id, e.stream_type, e.version, e.type, 1, e.payload,
+                              e.metadata, at)
+        FROM claimed;
     END LOOP;
 END;
 $$"""

@@ -43,13 +43,18 @@ BEGIN
     END IF;
     -- No claim (not at the expected version, or another type): no row, no position, no hold.
     RETURN QUERY
-    INSERT INTO events AS e (event_id, stream_id, stream_type, version, type, schema_version,
+    WITH claimed AS (
+        INSERT INTO log_event_ids AS i (event_id, "position")
+        SELECT p_event_id, nextval('events_position_seq')
+        WHERE new_version IS NOT NULL
+          AND (pg_try_advisory_xact_lock_shared(log_lock_key(coalesce(pg_sequence_last_value('events_position_seq') + 1, 1)))
+               OR hold_log_position())
+        RETURNING i."position")
+    INSERT INTO events AS e ("position", event_id, stream_id, stream_type, version, type, schema_version,
                              payload, metadata, log_name, recorded_at, hash)
-    SELECT p_event_id, p_stream_id, p_stream_type, new_version, p_type, p_schema_version,
+    SELECT claimed."position", p_event_id, p_stream_id, p_stream_type, new_version, p_type, p_schema_version,
            p_payload, p_metadata, p_log_name, at, new_hash
-    WHERE new_version IS NOT NULL
-      AND (pg_try_advisory_xact_lock_shared(log_lock_key(coalesce(pg_sequence_last_value('events_position_seq') + 1, 1)))
-           OR hold_log_position())
+    FROM claimed
     RETURNING e.position, e.version;
 END;
 $$;
@@ -82,26 +87,21 @@ BEGIN
         hashes := hashes || head;
     END LOOP;
     RETURN QUERY
-    INSERT INTO events AS e (event_id, stream_id, stream_type, version, type, schema_version,
+    WITH given AS (
+        SELECT * FROM unnest(p_event_ids, p_types, p_schema_versions, p_payloads, times, hashes)
+                      WITH ORDINALITY AS x(event_id, type, schema_version, payload, at, hash, ord)),
+    ids AS (
+        INSERT INTO log_event_ids AS i (event_id, "position")
+        SELECT given.event_id, nextval('events_position_seq') FROM given ORDER BY given.ord
+        RETURNING i.event_id, i."position")
+    INSERT INTO events AS e ("position", event_id, stream_id, stream_type, version, type, schema_version,
                              payload, metadata, log_name, recorded_at, hash)
-    SELECT x.event_id, p_stream_id, p_stream_type, claimed.new_version - n + x.ord, x.type,
-           x.schema_version, x.payload, p_metadata, p_log_name, x.at, x.hash
-    FROM unnest(p_event_ids, p_types, p_schema_versions, p_payloads, times, hashes)
-         WITH ORDINALITY AS x(event_id, type, schema_version, payload, at, hash, ord)
-    ORDER BY x.ord
+    SELECT ids."position", g.event_id, p_stream_id, p_stream_type, claimed.new_version - n + g.ord, g.type,
+           g.schema_version, g.payload, p_metadata, p_log_name, g.at, g.hash
+    FROM ids JOIN given AS g ON g.event_id = ids.event_id
+    ORDER BY ids."position"
     RETURNING e.position, e.version;
     UPDATE streams SET head_hash = head WHERE stream_id = p_stream_id;
-END;
-$$;
-
--- Name: claim_event_id(); Type: FUNCTION; Schema: public; Owner: -
-
-CREATE FUNCTION public.claim_event_id() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    INSERT INTO log_event_ids (event_id, position) VALUES (NEW.event_id, NEW.position);
-    RETURN NEW;
 END;
 $$;
 
@@ -171,24 +171,17 @@ $$;
 -- Name: event_hash(bytea, uuid, text, text, bigint, text, integer, jsonb, jsonb, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
 
 CREATE FUNCTION public.event_hash(p_previous bytea, p_event_id uuid, p_stream_id text, p_stream_type text, p_version bigint, p_type text, p_schema_version integer, p_payload jsonb, p_metadata jsonb, p_recorded_at timestamp with time zone) RETURNS bytea
-    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-DECLARE
-    stream      bytea := convert_to(p_stream_id, 'UTF8');
-    stream_type bytea := convert_to(p_stream_type, 'UTF8');
-    type_name   bytea := convert_to(p_type, 'UTF8');
-    payload     bytea := convert_to(p_payload::text, 'UTF8');
-    metadata    bytea := convert_to(p_metadata::text, 'UTF8');
-BEGIN
-    RETURN sha256(
-        convert_to('chronicle/event/1', 'UTF8')
+    SELECT sha256('\x6368726f6e69636c652f6576656e742f31'::bytea  -- 'chronicle/event/1'
         || coalesce(p_previous, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
         || uuid_send(p_event_id)
-        || int4send(length(stream)) || stream || int4send(length(stream_type)) || stream_type
-        || int8send(p_version) || int4send(length(type_name)) || type_name || int4send(p_schema_version)
-        || int4send(length(payload)) || payload || int4send(length(metadata)) || metadata
-        || int8send((extract(epoch FROM p_recorded_at) * 1000000)::bigint));
-END;
+        || substr(array_send(ARRAY[convert_to(p_stream_id, 'UTF8'), convert_to(p_stream_type, 'UTF8')]), 21)
+        || int8send(p_version)
+        || substr(array_send(ARRAY[convert_to(p_type, 'UTF8')]), 21)
+        || int4send(p_schema_version)
+        || substr(array_send(ARRAY[convert_to(p_payload::text, 'UTF8'), convert_to(p_metadata::text, 'UTF8')]), 21)
+        || int8send((extract(epoch FROM p_recorded_at) * 1000000)::bigint))
 $$;
 
 -- Name: events_are_immutable(); Type: FUNCTION; Schema: public; Owner: -
@@ -403,7 +396,6 @@ CREATE INDEX events_correlation_idx ON ONLY public.events USING hash (((metadata
 CREATE INDEX events_session_idx ON ONLY public.events USING btree (hashtext((metadata ->> 'session_id'::text)), "position") WITH (fillfactor='100') WHERE ((metadata ->> 'session_id'::text) IS NOT NULL);
 CREATE INDEX events_type_idx ON ONLY public.events USING btree (hashtext(type), "position") WITH (fillfactor='100');
 
-CREATE TRIGGER events_claim_event_id BEFORE INSERT ON public.events FOR EACH ROW EXECUTE FUNCTION public.claim_event_id();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_are_immutable();
 CREATE TRIGGER events_no_update_or_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_are_immutable();
 

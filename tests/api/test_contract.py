@@ -251,3 +251,27 @@ def test_stream_version_and_document_version_are_named_apart(clients) -> None:
     assert events["stream_version"] == 3 and [e["stream_version"] for e in events["events"]] == [1, 2, 3]
     stale = writer.patch(f"/v1/documents/{doc}", headers={"If-Match": '"1"'}, json={"content": "x"})
     assert assert_problem(stale, 412, "precondition_failed", "If-Match")["current_stream_version"] == 3
+
+
+def _paths_of(path_format: str) -> list[str]:
+    """Concrete paths a route's path template takes (each parameter as a few kinds of value)."""
+    values = ("x1", "00000000-0000-0000-0000-000000000000", "7", "a/b")
+    paths = [path_format]
+    while "{" in paths[0]:
+        paths = [p[:p.index("{")] + v + p[p.index("}") + 1:] for p in paths for v in values]
+    return paths
+
+
+def test_the_routers_matched_first_share_no_path_with_the_routers_they_pass() -> None:
+    """The app matches document reads and commands ahead of routers /openapi.json lists before them:
+    no path may match a route of both, or a request (or its 405) would change hands."""
+    from api.app import MATCHED_FIRST, ROUTERS
+
+    matched = [*MATCHED_FIRST, *(r for r in ROUTERS if r not in MATCHED_FIRST)]
+    crossed = [(a, b) for a in ROUTERS for b in ROUTERS
+               if ROUTERS.index(a) < ROUTERS.index(b) and matched.index(a) > matched.index(b)]
+    assert crossed  # the test checks something
+    shared = [(x.path, y.path) for a, b in crossed for x in a.routes for y in b.routes
+              if any(y.path_regex.match(p) for p in _paths_of(x.path))
+              or any(x.path_regex.match(p) for p in _paths_of(y.path))]
+    assert shared == []

@@ -123,6 +123,7 @@ def test_pydantic_events_read_back_typed_and_upcast(notebook: Notebook, es_env: 
 def test_old_schema_versions_are_upcast(notebook: Notebook, es_env: dict[str, str]) -> None:
     note_id = notebook.write("Plan", "v1")
     # An edit stored at schema version 1 (before `reason`), as an old deployment wrote it.
+    event_id = uuid4()
     with psycopg.connect(as_owner(es_env["DATABASE_URL"])) as conn:  # the app login may not insert
         conn.execute("UPDATE streams SET version = 2 WHERE stream_id = %s", (str(note_id),))
         conn.execute(
@@ -132,8 +133,9 @@ def test_old_schema_versions_are_upcast(notebook: Notebook, es_env: dict[str, st
             " event_hash(first.hash, %(id)s, %(stream)s, 'note', 2, 'note.edited', 1, %(payload)s::jsonb,"
             " '{}'::jsonb, now())"
             " FROM events first WHERE first.stream_id = %(stream)s AND first.version = 1",
-            {"id": uuid4(), "stream": str(note_id), "payload": '{"body": "old", "timestamp": "2024-01-01T00:00:00Z"}'},
+            {"id": event_id, "stream": str(note_id), "payload": '{"body": "old", "timestamp": "2024-01-01T00:00:00Z"}'},
         )
+        conn.execute("INSERT INTO log_event_ids SELECT event_id, position FROM events WHERE event_id = %s", (event_id,))
     note = notebook.repository.get(note_id)
     assert note.body == "old"
     assert list(notebook.events.get(note_id))[1].reason == "(not recorded)"

@@ -39,6 +39,7 @@ SELECT md5('e' || g)::uuid, 's' || (g % 5000), 'document', g / 5000 + 1, 'docume
        timestamptz '2026-01-01T00:00:00+00' + g * interval '10 milliseconds',
        sha256(('e' || g)::bytea)  -- a hash for the column; these plans do not verify the chain
 FROM generate_series(1, {EVENTS}) g;
+INSERT INTO log_event_ids (event_id, position) SELECT event_id, position FROM events;
 INSERT INTO document (document_id, namespace, document_type, title, metadata, version, session_id,
                       created_position, last_event_id, last_version, last_position)
 SELECT 'd' || g, CASE WHEN g % 1000 = 0 THEN 'rare' ELSE 'ns' || (g % 3) END, (ARRAY['llm_interaction', 'prompt', 'note'])[g % 3 + 1], 'title',

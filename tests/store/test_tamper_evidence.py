@@ -66,6 +66,40 @@ def test_each_hash_is_recomputed_in_python_from_the_stored_content(store: EventS
     assert heads == previous
 
 
+# Awkward content for the hash's byte layout: empty texts, characters of 2, 3 and 4 UTF-8 bytes,
+# a backslash, a long payload; no previous hash and one; times before and after 1970.
+AWKWARD = [
+    (None, "", "", "", {}, {}, "1969-12-31T23:59:59.999999+00:00"),
+    (bytes(range(32)), "strëam-日本-😀", "typé", "note.édité", {"t": "é" * 300, "n": [1, None]},
+     {"actor_id": "a\\b"}, "2026-11-30T12:00:00.123456+00:00"),
+]
+
+
+@pytest.mark.parametrize("previous, stream, stream_type, type_name, payload, metadata, at", AWKWARD)
+def test_the_databases_event_hash_is_pythons_for_awkward_content(
+        fresh_database_url: str, previous, stream, stream_type, type_name, payload, metadata, at) -> None:
+    """schema/0024 builds the same bytes as 0016 with fewer calls: the value must not move."""
+    event_id = uuid.uuid4()
+    with psycopg.connect(fresh_database_url, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT event_hash(%s, %s, %s, %s, 7, %s, 3, %s::jsonb, %s::jsonb, %s::timestamptz) AS hash,"
+                           " %s::jsonb::text AS p, %s::jsonb::text AS m, %s::timestamptz AS at",
+                           (previous, event_id, stream, stream_type, type_name, json.dumps(payload),
+                            json.dumps(metadata), at, json.dumps(payload), json.dumps(metadata), at)).fetchone()
+    assert bytes(row["hash"]) == event_hash(previous, event_id, stream, stream_type, 7, type_name, 3, row["p"],
+                                            row["m"], row["at"])
+
+
+def test_each_appended_id_is_claimed_at_its_position(store: EventStore, fresh_database_url: str) -> None:
+    """The append functions claim each event's id in log_event_ids at the event's own position."""
+    _write(store)
+    with psycopg.connect(fresh_database_url, row_factory=dict_row) as conn:
+        unclaimed = conn.execute("SELECT e.position FROM events e LEFT JOIN log_event_ids i"
+                                 " ON i.event_id = e.event_id AND i.position = e.position"
+                                 " WHERE i.event_id IS NULL").fetchall()
+        claims = conn.execute("SELECT count(*) AS n FROM log_event_ids").fetchone()["n"]
+    assert unclaimed == [] and claims == 16
+
+
 def test_an_untouched_sealed_log_verifies(store: EventStore, fresh_database_url: str, fresh_pool) -> None:
     _write(store)
     first = seal_log(fresh_pool, KEY)

@@ -1,0 +1,48 @@
+"""Several server processes share the clients' keep-alive connections: now and then a response asks
+its client to reconnect (`Connection: close`), so connections drift to the process least busy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from api.app import create_app
+from api.connections import KEEP_ALIVE_REQUESTS, SpreadConnectionsMiddleware
+
+
+def _closing(paths: list[str], **options: int) -> list[bool]:
+    """Whether each response (one per path) says `Connection: close`, once."""
+    app = Starlette(routes=[
+        Route("/", lambda request: PlainTextResponse("ok")),
+        Route("/closing", lambda request: PlainTextResponse("ok", headers={"Connection": "close"})),
+    ])
+    app.add_middleware(SpreadConnectionsMiddleware, **options)
+
+    async def send() -> list[bool]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            return [[v for k, v in (await client.get(path)).headers.multi_items() if k == "connection"] == ["close"]
+                    for path in paths]
+
+    return asyncio.run(send())
+
+
+def test_one_response_in_keep_alive_requests_closes_its_connection() -> None:
+    closed = sum(_closing(["/"] * 2000))
+    # 2000 / KEEP_ALIVE_REQUESTS = 40 expected; the bounds are more than five standard deviations out.
+    assert KEEP_ALIVE_REQUESTS == 50 and 8 <= closed <= 80
+
+
+def test_a_closing_response_says_so_once() -> None:
+    assert _closing(["/", "/closing"], keep_alive_requests=1) == [True, True]
+
+
+def test_only_the_processes_that_share_connections_spread_them() -> None:
+    def spreads(app) -> bool:
+        return any(m.cls is SpreadConnectionsMiddleware for m in app.user_middleware)
+
+    url = "postgresql://127.0.0.1:5432/unused"  # the app connects only when it starts
+    assert spreads(create_app(url, spread=True)) and not spreads(create_app(url))
