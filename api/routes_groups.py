@@ -15,7 +15,8 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic_core import from_json
 
-from api.deps import ChronicleState, CommandRequest, Operator, Subscriber, chronicle, operator_context
+from api.commanding import CommandRequest, operator_context
+from api.deps import ChronicleState, Operator, Subscriber, chronicle
 from api.problems import Problem
 from api.routes_log import archived_problem
 from api.schemas import ExactRoute
