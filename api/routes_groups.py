@@ -15,16 +15,18 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic_core import from_json
 
+from api.commanding import CommandRequest, operator_context
 from api.deps import ChronicleState, Operator, Subscriber, chronicle
 from api.problems import Problem
 from api.routes_log import archived_problem
 from api.schemas import ExactRoute
 from api.schemas_feed import (
-    GROUP, AckOut, GroupEventsOut, GroupOut, GroupsOut, JoinIn, MemberOut, NackIn, NackOut, PositionIn,
+    GROUP, AckOut, GroupEventsOut, GroupOut, GroupsOut, JoinIn, MemberOut, NackIn, NackOut, PositionIn, SeekIn, SeekOut,
 )
 from infrastructure.log_listener import listener_of
 from infrastructure.log_segments import ArchivedRange
 from service_layer import group_delivery, groups
+from service_layer.group_seek import seek_group
 
 router = APIRouter(prefix="/v1/groups", tags=["consumer groups"], route_class=ExactRoute)
 T = TypeVar("T")
@@ -136,3 +138,15 @@ async def get_group(group: str = GroupName, state: ChronicleState = Depends(chro
     """The group's members, partitions with owner, checkpoint and lag, and its parked events."""
     _, found = await _run(groups.group_status, state.pool, group)
     return found[0]
+
+
+@router.post("/{group}/seek", summary="Move a consumer group's checkpoints",
+             responses={404: GONE[404], 422: {"description": "`position_not_reached` (past the safe position),"
+                                                            " `position_archived` (in or before an archived range)"}})
+async def seek(body: SeekIn, group: str = GroupName, state: ChronicleState = Depends(chronicle),
+               ctx: CommandRequest = Depends(operator_context)) -> SeekOut:
+    """Set every partition's checkpoint to `position` (recorded as `operator.group_moved`): past an
+    archived range the group's consumers do not need (its fetch answers 410 until then), or back
+    to deliver again. Refused in or before an archived range, and past the safe position."""
+    return await _run(lambda: seek_group(state.pool, state.store, group, body.position, actor_id=ctx.actor_id,
+                                         actor_type=ctx.actor_type, correlation_id=ctx.correlation_id))

@@ -70,6 +70,21 @@ class PositionIn(BaseModel):
     position: int = Field(ge=1, le=2**63 - 1)
 
 
+class SeekIn(BaseModel):
+    """Where an operator moves a consumer group's checkpoints (0: the log's start)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: int = Field(ge=0, le=2**63 - 1)
+
+
+class SeekOut(Out):
+    group: str
+    position: int = Field(description="every partition's checkpoint now; the next fetch reads after it")
+    previous_checkpoints: dict[str, int] = Field(description="each partition's checkpoint before, by partition")
+    operator_event_position: int = Field(description="the log position of the operator.group_moved event")
+
+
 class NackIn(PositionIn):
     error: str = Field(min_length=1, max_length=4000)
 

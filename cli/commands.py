@@ -345,3 +345,6 @@ def register_commands(app: typer.Typer) -> None:
     from cli.archive_commands import archive_app
 
     app.add_typer(archive_app, name="archive")
+    from cli.group_commands import groups_app
+
+    app.add_typer(groups_app, name="groups")

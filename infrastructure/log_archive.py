@@ -19,7 +19,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from infrastructure.log_hashes import event_hash
+from infrastructure.log_chain import earlier_event, row_hash
 from infrastructure.log_keys import of_stream
 from infrastructure.log_segments import Segment, list_segments
 
@@ -52,9 +52,13 @@ def event_of_line(line: dict[str, Any]) -> dict[str, Any]:
 def read_events(data_file: Path) -> Iterator[dict[str, Any]]:
     """The events of an archive's data file, in the order written; streamed, so a segment of
     any size is read in constant memory."""
-    with gzip.open(data_file, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            yield event_of_line(json.loads(line))
+    number = 0
+    try:
+        with gzip.open(data_file, "rt", encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                yield event_of_line(json.loads(line))
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise ArchiveError(f"{data_file} is not a readable archive (line {number or 1}): {exc!r}") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -67,15 +71,39 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# A manifest's fields and their JSON types: what a restore and `verify --archives` read.
+_MANIFEST_FIELDS = {"format": str, "segment": str, "first_position": int, "last_position": int, "event_count": int,
+                    "data_file": str, "data_sha256": str}
+_KINDS = {str: "a string", int: "an integer"}
+
+
+def read_manifest(manifest_file: Path) -> tuple[dict[str, Any], Path]:
+    """An archive's manifest and its data file, checked to be readable and whole; ArchiveError
+    naming the file and the field otherwise (never a traceback for a bad file)."""
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ArchiveError(f"{manifest_file} cannot be read as a manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArchiveError(f"{manifest_file} is not a Chronicle segment manifest ({FORMAT})")
+    for name, kind in _MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(name), kind) or isinstance(manifest.get(name), bool):
+            raise ArchiveError(f"{manifest_file}: field {name!r} is missing or not {_KINDS[kind]}")
+    data_file = manifest_file.parent / manifest["data_file"]
+    if Path(manifest["data_file"]).name != manifest["data_file"] or not data_file.is_file():
+        raise ArchiveError(f"{manifest_file}: its data file {manifest['data_file']!r} (field 'data_file') is not"
+                           f" in {manifest_file.parent}")
+    return manifest, data_file
+
+
 def verified_data_file(directory: Path, segment: Segment) -> Path:
     """An archived segment's data file in `directory`, once its sha256 is the one the log recorded
     when it was archived (and its manifest's)."""
     manifest_file = directory / (segment.archive_name or "")
     if not manifest_file.is_file():
         raise ArchiveError(f"{segment.table_name} is archived in {segment.archive_name}, which is not in {directory}")
-    manifest = json.loads(manifest_file.read_text())
-    data_file = directory / manifest["data_file"]
-    if not data_file.is_file() or {file_sha256(data_file), manifest["data_sha256"]} != {segment.data_sha256}:
+    manifest, data_file = read_manifest(manifest_file)
+    if {file_sha256(data_file), manifest["data_sha256"]} != {segment.data_sha256}:
         raise ArchiveError(f"{data_file} is not the file the log recorded for {segment.table_name}"
                            f" (sha256 {segment.data_sha256})")
     return data_file
@@ -87,6 +115,17 @@ def _check_owner(conn: psycopg.Connection) -> None:
                         " WHERE oid = 'events'::regclass").fetchone()["owns"]:
         raise ArchiveError("only the owner of the log (events) may archive or restore a segment:"
                            " connect with the URL migrations use (DATABASE_MIGRATION_URL)")
+
+
+def _locked(conn: psycopg.Connection, segment: Segment) -> Segment:
+    """Lock the segment's row in log_segment for this transaction, and read it again under the lock:
+    two exports (or an export and a restore) of one segment never run at once."""
+    try:
+        conn.execute("SELECT 1 FROM log_segment WHERE segment_number = %s FOR UPDATE NOWAIT", (segment.segment_number,))
+    except psycopg.errors.LockNotAvailable:
+        raise ArchiveError(f"another export or restore of {segment.table_name} is running; try again once it"
+                           " has ended") from None
+    return _segment(conn, segment.table_name)
 
 
 def _segment(conn: psycopg.Connection, name: str) -> Segment:
@@ -102,7 +141,7 @@ def export_segment(owner_url: str, name: str, directory: Path) -> dict[str, Any]
     drop the segment and record its archive. Returns the manifest."""
     with psycopg.connect(owner_url, row_factory=dict_row) as conn:
         _check_owner(conn)
-        segment = _segment(conn, name)
+        segment = _locked(conn, _segment(conn, name))
         if segment.archived:
             raise ArchiveError(f"{segment.table_name} is already archived in {segment.archive_name}")
         safe = conn.execute("SELECT safe_position() AS safe").fetchone()["safe"]
@@ -167,15 +206,12 @@ def _check_written(conn: psycopg.Connection, segment: Segment, data_file: Path, 
 def restore_segment(owner_url: str, manifest_file: Path) -> dict[str, Any]:
     """Check an archive against its manifest, the log's record of it and the hash chain, then load
     it into a new table and attach it over its range. Returns the manifest."""
-    manifest = json.loads(manifest_file.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ArchiveError(f"{manifest_file} is not a Chronicle segment manifest ({FORMAT})")
-    data_file = manifest_file.parent / manifest["data_file"]
+    manifest, data_file = read_manifest(manifest_file)
     if file_sha256(data_file) != manifest["data_sha256"]:
         raise ArchiveError(f"{data_file.name}'s sha256 is not the manifest's: the file was changed")
     with psycopg.connect(owner_url, row_factory=dict_row) as conn:
         _check_owner(conn)
-        segment = _segment(conn, manifest["segment"])
+        segment = _locked(conn, _segment(conn, manifest["segment"]))
         if not segment.archived:
             raise ArchiveError(f"{segment.table_name} is attached: there is nothing to restore")
         if segment.data_sha256 != manifest["data_sha256"] or segment.archive_name != manifest_file.name:
@@ -183,15 +219,19 @@ def restore_segment(owner_url: str, manifest_file: Path) -> dict[str, Any]:
                                f" ({segment.archive_name}, sha256 {segment.data_sha256})")
         check_archive(conn, segment, data_file)
         _load(conn, segment, data_file)
-        conn.execute("UPDATE log_segment SET archived_at = NULL, archive_name = NULL WHERE segment_number = %s",
+        _check_event_ids(conn, segment)
+        _attach(conn, segment)
+        # Attached again: the segment's row no longer describes an archive.
+        conn.execute("UPDATE log_segment SET archived_at = NULL, archive_name = NULL, event_count = NULL,"
+                     " data_sha256 = NULL, first_hash = NULL, last_hash = NULL WHERE segment_number = %s",
                      (segment.segment_number,))
     return manifest
 
 
 def check_archive(conn: psycopg.Connection, segment: Segment, data_file: Path) -> int:
     """Each event of the file: inside the range, in order, its hash recomputed from its content and its
-    stream's previous hash (from the file, or the log), its id recorded at its position; the count and
-    first and last hashes as recorded; the streams' next events in the log chain to it. Returns the count."""
+    stream's previous hash (from the file, or the log); the count and first and last hashes as recorded;
+    the streams' next events in the log chain to it. Returns the count. (The ids: _check_event_ids.)"""
     heads: dict[str, tuple[int, bytes]] = {}
     count, first, last, previous_position = 0, None, None, segment.first_position - 1
     for event in read_events(data_file):
@@ -199,13 +239,8 @@ def check_archive(conn: psycopg.Connection, segment: Segment, data_file: Path) -
         if not previous_position < position < segment.end_position:
             raise ArchiveError(f"position {position} is out of order or outside {segment.table_name}'s range")
         previous = _previous_hash(conn, heads, event)
-        if event_hash(previous, event["event_id"], event["stream_id"], event["stream_type"], event["version"],
-                      event["type"], event["schema_version"], event["payload"], event["metadata"],
-                      event["recorded_at"]) != event["hash"]:
+        if row_hash(previous, event) != event["hash"]:
             raise ArchiveError(f"the event at position {position} does not hash to its stored hash")
-        claimed = conn.execute("SELECT position FROM log_event_ids WHERE event_id = %s", (event["event_id"],)).fetchone()
-        if claimed is None or claimed["position"] != position:
-            raise ArchiveError(f"event {event['event_id']} is not the log's event at position {position}")
         heads[event["stream_id"]] = (event["version"], event["hash"])
         count, last, previous_position = count + 1, event["hash"], position
         first = first or event["hash"]
@@ -225,28 +260,25 @@ def _previous_hash(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]]
         if heads[stream][0] != version - 1:
             raise ArchiveError(f"stream {stream} goes from version {heads[stream][0]} to {version} in the archive")
         return heads[stream][1]
-    found = conn.execute(f"SELECT hash FROM events WHERE {of_stream()} AND version = %s",
-                         (stream, stream, version - 1)).fetchone()
-    if found is None:  # in another archived segment: its archive must be restored first
+    found = earlier_event(conn, stream, version)
+    if found is None or found[0] != version - 1:  # in another archived segment: restore that first
         raise ArchiveError(f"stream {stream} version {version - 1} is not in the log: restore the older"
                            " archives first")
-    return bytes(found["hash"])
+    return found[1]
 
 
 def _check_next_events(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]]) -> None:
     """Each stream's next event in the log must hash with the archive's last hash of that stream."""
     for stream, (version, head) in heads.items():
-        row = conn.execute("SELECT event_id, stream_type, type, schema_version, payload::text AS payload,"
-                           " metadata::text AS metadata, recorded_at, hash FROM events"
+        row = conn.execute("SELECT event_id, stream_id, stream_type, version, type, schema_version,"
+                           " payload::text AS payload, metadata::text AS metadata, recorded_at, hash FROM events"
                            f" WHERE {of_stream()} AND version = %s", (stream, stream, version + 1)).fetchone()
-        if row and event_hash(head, row["event_id"], stream, row["stream_type"], version + 1, row["type"],
-                              row["schema_version"], row["payload"], row["metadata"],
-                              row["recorded_at"]) != bytes(row["hash"]):
+        if row and row_hash(head, row) != bytes(row["hash"]):
             raise ArchiveError(f"stream {stream} version {version + 1} in the log does not chain to the archive")
 
 
 def _load(conn: psycopg.Connection, segment: Segment, data_file: Path) -> None:
-    """Load the file into a new table shaped as a segment and attach it over the segment's range."""
+    """Load the file into a new table shaped as a segment (not yet attached)."""
     table = segment.table_name
     conn.execute(f'CREATE TABLE "{table}" (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)')
     conn.execute(f'ALTER TABLE "{table}" ALTER COLUMN "position" DROP DEFAULT')
@@ -254,9 +286,26 @@ def _load(conn: psycopg.Connection, segment: Segment, data_file: Path) -> None:
         for event in read_events(data_file):
             copy.write_row([event[c] for c in _COLUMNS])
     conn.execute("SELECT prepare_log_segment(%s)", (table,))
+
+
+def _check_event_ids(conn: psycopg.Connection, segment: Segment) -> None:
+    """Every loaded event's id must be the one log_event_ids holds at its position: one set-based query."""
+    wrong = conn.execute(
+        f'SELECT r.event_id, r.position FROM "{segment.table_name}" r'
+        " LEFT JOIN log_event_ids i ON i.event_id = r.event_id"  # by log_event_ids' key
+        " WHERE i.position IS DISTINCT FROM r.position ORDER BY r.position LIMIT 1").fetchone()
+    if wrong is not None:
+        raise ArchiveError(f"event {wrong['event_id']} is not the log's event at position {wrong['position']}")
+
+
+def _attach(conn: psycopg.Connection, segment: Segment) -> None:
+    """Attach the loaded table over the segment's range (no scan: a CHECK proves the range first),
+    and gather its planner statistics."""
+    table = segment.table_name
     conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_range"'
                  f' CHECK (position >= {segment.first_position} AND position < {segment.end_position})')
     bound = "MINVALUE" if segment.segment_number == 0 else str(segment.first_position)
     conn.execute(f'ALTER TABLE events ATTACH PARTITION "{table}" FOR VALUES FROM ({bound}) TO ({segment.end_position})')
     conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{table}_range"')
     conn.execute("SELECT name_log_segment_indexes(%s)", (table,))
+    conn.execute(f'ANALYZE "{table}"')

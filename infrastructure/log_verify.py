@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from infrastructure.log_hashes import ZERO_HASH, event_hash, leaf_hash, merkle_root
-from infrastructure.log_keys import of_stream
+from infrastructure.log_chain import earlier_event, row_hash
+from infrastructure.log_hashes import ZERO_HASH, leaf_hash, merkle_root
 from infrastructure.log_segments import Segment, archived_segments
 from infrastructure.seals import SEAL_COLUMNS, Seal, seal_of, signature_holds
 
@@ -77,17 +77,20 @@ def verify_log(
     archive_dir: the folder of the archived segments' files, to verify their ranges too.
     """
     conn.row_factory = dict_row
-    head = log_head(conn)
+    every_archive = archived_segments(conn)
+    # The log's end, also when its last segments are archived.
+    head = max([log_head(conn)] + [s.end_position - 1 for s in every_archive])
     to = head if to_position is None else min(to_position, head)
     report = VerifyReport(from_position, to)
-    archived = [s for s in archived_segments(conn) if s.end_position - 1 > from_position and s.first_position <= to]
+    archived = [s for s in every_archive if s.end_position - 1 > from_position and s.first_position <= to]
     skipped = [] if archive_dir is not None else archived
     report.skipped_archives = [s.as_json() for s in skipped]
+    unread = _Unread(every_archive, {s.table_name for s in skipped}, from_position)
     seals = [s for s in _seals_in(conn, from_position, to)
              if not any(s.from_position < k.end_position - 1 and s.to_position >= k.first_position for k in skipped)]
     report.seals_skipped = len(_seals_in(conn, from_position, to)) - len(seals)
     seal_index, leaves = 0, []
-    heads: dict[str, tuple[int, bytes]] = {}  # stream -> (version, hash) of its last event seen
+    heads: dict[str, tuple[int, bytes, int]] = {}  # stream -> (version, hash, position) of its last event seen
     for row in _rows_around(conn, from_position, to, archived, archive_dir, report):
         report.events += 1
         position = row["position"]
@@ -95,16 +98,14 @@ def verify_log(
             _check_seal(conn, seals[seal_index], leaves, trusted_keys, report)
             seal_index, leaves = seal_index + 1, []
         stored = bytes(row["hash"])
-        previous = _previous(conn, heads, row, report)
+        previous = _previous(conn, heads, row, unread, report)
         if previous is not None or row["version"] == 1:
-            recomputed = event_hash(previous, row["event_id"], row["stream_id"], row["stream_type"], row["version"],
-                                    row["type"], row["schema_version"], row["payload"], row["metadata"],
-                                    row["recorded_at"])
+            recomputed = row_hash(previous, row)
             if recomputed != stored:
                 report.mismatches.append(Mismatch(position, (
                     f"event {row['event_id']} ({row['stream_id']} v{row['version']}): stored hash {stored.hex()[:16]}…"
                     f" but its content hashes to {recomputed.hex()[:16]}…: its content or chain was changed")))
-        heads[row["stream_id"]] = (row["version"], stored)
+        heads[row["stream_id"]] = (row["version"], stored, position)
         if seal_index < len(seals) and seals[seal_index].from_position < position:
             leaves.append(leaf_hash(stored))
         if progress and report.events % _BATCH == 0:
@@ -113,7 +114,7 @@ def verify_log(
         _check_seal(conn, seal, leaves, trusted_keys, report)
         leaves = []
     if to_position is None or to_position >= head:
-        _check_stream_heads(conn, heads, report, every_stream=from_position == 0 and not skipped)
+        _check_stream_heads(conn, heads, report, unread, every_stream=from_position == 0 and not skipped)
     report.seals = len(seals)
     report.mismatches.sort(key=lambda m: m.position)
     if progress:
@@ -147,33 +148,52 @@ def _rows(conn: psycopg.Connection, after: int, upto: int) -> Iterator[dict]:
         after = rows[-1]["position"]
 
 
-def _previous(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]], row: dict,
-              report: VerifyReport) -> bytes | None:
-    """The stored hash of the event before this one in its stream; None for version 1.
+@dataclass(frozen=True)
+class _Unread:
+    """The archived positions this run does not read: every archived segment's positions at or below
+    the range's start, and the skipped segments' positions inside it."""
 
-    A version that does not follow on from the last one seen is a mismatch (an event is gone).
+    archived: list[Segment]
+    skipped: set[str]
+    from_position: int
+
+    def between(self, low: int, high: int) -> Segment | None:
+        """The archived segment holding unread positions strictly between `low` and `high`, if any:
+        only there may a stream's missing versions lie unchecked."""
+        for segment in self.archived:
+            upper = min(high - 1, segment.end_position - 1)
+            if segment.table_name not in self.skipped:
+                upper = min(upper, self.from_position)  # read from its files above the start
+            if max(low + 1, segment.first_position) <= upper:
+                return segment
+        return None
+
+
+def _previous(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes, int]], row: dict, unread: _Unread,
+              report: VerifyReport) -> bytes | None:
+    """The stored hash of the event before this one in its stream; None for version 1, or when it
+    lies in an archived range this run does not read (that one link is not checked).
+
+    Versions that do not follow on are a mismatch (an event is gone) unless an unread archived
+    segment lies between the stream's two events.
     """
-    version = row["version"]
-    seen = heads.get(row["stream_id"])
-    if seen is not None:
-        if seen[0] + 1 != version and report.skipped_archives:
-            return None  # the versions between may lie in a skipped archived range: not checked
-        if seen[0] + 1 != version:
-            report.mismatches.append(Mismatch(row["position"], (
-                f"stream {row['stream_id']} goes from version {seen[0]} to {version}: an event is missing")))
-            return None
+    version, stream, position = row["version"], row["stream_id"], row["position"]
+    seen = heads.get(stream)
+    if seen is None and version > 1:
+        seen = earlier_event(conn, stream, version)  # before the range's start, or gone
+        if seen is not None and seen[0] == version - 1:
+            return seen[1]
+    if seen is not None and seen[0] + 1 == version:
         return seen[1]
-    if version == 1:
+    if version == 1 and seen is None:
         return None
-    found = conn.execute(f"SELECT hash FROM events WHERE {of_stream()} AND version = %s",
-                         (row["stream_id"], row["stream_id"], version - 1)).fetchone()
-    if found is None and report.skipped_archives:
-        return None  # the previous event may lie in a skipped archived range: this link is not checked
-    if found is None:
-        report.mismatches.append(Mismatch(row["position"], (
-            f"stream {row['stream_id']} has no version {version - 1} before version {version}: an event is missing")))
-        return None
-    return bytes(found["hash"])
+    last_version, last_position = (seen[0], seen[2]) if seen is not None else (0, 0)
+    if unread.between(last_position, position) is None:
+        report.mismatches.append(Mismatch(position, (
+            f"stream {stream} goes from version {last_version} to {version}: an event is missing"
+            if seen is not None else f"stream {stream} has no version {version - 1} before version {version}:"
+            " an event is missing")))
+    return None
 
 
 def _seals_in(conn: psycopg.Connection, after: int, upto: int) -> list[Seal]:
@@ -216,17 +236,20 @@ def _check_seal(conn: psycopg.Connection, seal: Seal, leaves: list[bytes], trust
         fail(f"it is signed by key {seal.key_id}, which is not a trusted seal key")
 
 
-def _check_stream_heads(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]], report: VerifyReport,
-                        every_stream: bool) -> None:
-    """Each stream's version and head hash must be those of its last event (a deleted last event shows here).
+def _check_stream_heads(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes, int]], report: VerifyReport,
+                        unread: _Unread, every_stream: bool) -> None:
+    """Each stream's version and head hash must be those of its last event (a deleted last event shows here),
+    unless an archived segment this run does not read lies after the last one seen (its later events may be there).
 
     every_stream: the whole log was read, so a stream none of whose events was seen has lost them all.
     """
     rows = conn.execute("SELECT stream_id, version, head_hash FROM streams WHERE %s OR stream_id = ANY(%s)"
                         " ORDER BY stream_id", (every_stream, list(heads))).fetchall()
     for row in rows:
-        version, last_hash = heads.get(row["stream_id"], (0, b""))
+        version, last_hash, position = heads.get(row["stream_id"], (0, b"", 0))
         if row["version"] != version or (row["head_hash"] is not None and bytes(row["head_hash"]) != last_hash):
+            if unread.between(position, report.to_position + 1) is not None:
+                continue
             report.mismatches.append(Mismatch(report.to_position, (
                 f"stream {row['stream_id']} is at version {row['version']} but its last stored event is"
                 f" version {version}: an event is missing or the stream was changed")))

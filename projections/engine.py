@@ -43,8 +43,18 @@ _counts: dict[str, int] = {}
 
 
 # The batches now running in this process, and whether the cyclic collector ran before the first.
-_paused = {"batches": 0, "collector_was_on": False}
+# `allowed`: the process is a dedicated worker (keep_collector_on() says it also serves requests).
+_paused = {"batches": 0, "collector_was_on": False, "allowed": True}
 _pause_lock = threading.Lock()
+
+
+def keep_collector_on() -> None:
+    """This process also serves the API (`chronicle up`): batches leave the cyclic collector on.
+
+    The pause is process-wide, so a catch-up would hold collections off in the request threads
+    too, for as long as it runs; their garbage (cycles included) would pile up behind it.
+    """
+    _paused["allowed"] = False
 
 
 @contextmanager
@@ -54,9 +64,14 @@ def collector_paused() -> Iterator[None]:
     A batch allocates a few objects per event while the run keeps up to MAX_KNOWN_STREAMS
     stream states alive, and every collection those allocations set off walked all of them: the
     catch-up slowed as it kept more states (at 1M events half its rate at 100k). Reference
-    counting still frees the batch's garbage at once; each batch ends with a collection of the
-    young generations (its own objects) for cycles. Batches of several threads share the pause.
+    counting still frees the batch's garbage at once. A batch that allocated past the young
+    generation's threshold (one that did work) ends with a collection of the young generations
+    for cycles; an idle poll allocates too little to need one. Batches of several threads share
+    the pause; in a process that also serves requests there is none (keep_collector_on).
     """
+    if not _paused["allowed"]:
+        yield
+        return
     with _pause_lock:
         _paused["batches"] += 1
         if _paused["batches"] == 1:
@@ -69,7 +84,8 @@ def collector_paused() -> Iterator[None]:
             _paused["batches"] -= 1
             if _paused["batches"] == 0 and _paused["collector_was_on"]:
                 gc.enable()
-        gc.collect(1)
+        if gc.get_count()[0] > gc.get_threshold()[0]:  # what the collector would have done by now
+            gc.collect(1)
 
 
 @dataclass(frozen=True)

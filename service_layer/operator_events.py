@@ -42,6 +42,8 @@ OPERATOR_EVENT_TYPES = (
     "operator.dead_letter_skipped",
     "operator.key_created",
     "operator.key_revoked",
+    # A consumer group's checkpoints were moved (service_layer.group_seek), from where to where.
+    "operator.group_moved",
     # A data subject was forgotten: its key destroyed, its derived copies purged (service_layer.erasure).
     "subject.forgotten",
 )

@@ -19,8 +19,11 @@ def start_in_process_workers(threads: int = 4) -> Callable[[], None]:
     """
     import dramatiq
 
+    from projections.engine import keep_collector_on
     from workers import actors  # sets up the broker (a StubBroker without REDIS_URL)
     from workers.runtime import close_pool
+
+    keep_collector_on()  # the API's request threads share this process
 
     worker = dramatiq.Worker(actors.broker, worker_threads=threads, worker_timeout=100)
     worker.start()

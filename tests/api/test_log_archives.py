@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infrastructure.config import Settings
@@ -31,7 +32,7 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
     pool = create_pool(fresh_database_url, Settings(chronicle_pool_min_size=1, chronicle_pool_max_size=2), name="arch")
     try:
         fill_segments(EventStore(pool, note_registry()), fresh_database_url)
-        roles = ("auditor", "reader", "subscriber")
+        roles = ("auditor", "reader", "subscriber", "operator")
         tokens = {role: create_key(pool, f"t-{role}", role, actor_id=f"svc-{role}")[1] for role in roles}
         with pool.connection() as conn:
             archived_id = str(conn.execute("SELECT event_id FROM events WHERE position = 6").fetchone()["event_id"])
@@ -88,6 +89,9 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
             member = follower.post("/v1/groups/auditing/members", json={}).json()["member_id"]
             fetched = follower.get(f"/v1/groups/auditing/members/{member}/events")
             assert assert_problem(fetched, 410, "log_archived", "group")["archive"]["segment"] == "events_segment_2"
+            _move_the_group_past_the_archive(base, tokens["operator"], fresh_database_url)
+            fetched = follower.get(f"/v1/groups/auditing/members/{member}/events").json()
+            assert [e["position"] for e in fetched["events"]][:6] == list(range(9, 15))  # then the server's own
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {tokens['reader']}"}) as reader:
             assert_problem(reader.get("/v1/log/archives"), 403, "forbidden")
 
@@ -104,3 +108,39 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
         restored.stderr
     whole = _run(fresh_database_url, "verify")
     assert whole.returncode == 0 and "skipped" not in whole.stdout and whole.stdout.startswith("ok: "), whole.stdout
+
+
+def _move_the_group_past_the_archive(base: str, token: str, url: str) -> None:
+    """An operator moves the group `auditing`, stuck below positions 5-8 (archived), past them:
+    never into or before the archive, nor past the safe position."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as operator:
+        for position, code in ((6, "position_archived"), (4, "position_archived"), (10_000, "position_not_reached")):
+            refused = assert_problem(operator.post("/v1/groups/auditing/seek", json={"position": position}),
+                                     422, code, "position")
+            assert ("events_segment_2.manifest.json" in refused["detail"]) == (code == "position_archived")
+        assert_problem(operator.post("/v1/groups/nobody/seek", json={"position": 8}), 404, "group_not_found")
+        assert_problem(operator.post("/v1/groups/auditing/seek", json={"position": -1}), 422, "validation_error")
+        refused = _run(url, "groups", "seek", "auditing", "--to", "7")
+        assert refused.returncode == 1 and refused.stderr.startswith("error: position 7 is inside positions 5..8,"), \
+            refused.stderr
+        moved = operator.post("/v1/groups/auditing/seek", json={"position": 8})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["position"] == 8 and set(moved.json()["previous_checkpoints"].values()) == {0}
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT payload->>'target', payload->'details'->>'to_position' FROM events"
+                            " WHERE type = 'operator.group_moved'").fetchall() == [("group:auditing", "8")]
+
+
+def test_a_bad_manifest_is_one_line_naming_it(fresh_database_url: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "events_segment_2.manifest.json"
+    manifest.write_text(json.dumps({"format": "chronicle-log-segment/1", "segment": "events_segment_2"}))
+    refused = _run(as_owner(fresh_database_url), "archive", "restore", str(manifest))
+    assert refused.returncode == 1 and refused.stdout == "", refused.stdout
+    assert refused.stderr.strip() == f"error: {manifest}: field 'first_position' is missing or not an integer"
+    manifest.write_text(json.dumps({"format": "chronicle-log-segment/1", "segment": "events_segment_2",
+                                    "first_position": 5, "last_position": 8, "event_count": 4,
+                                    "data_file": "events_segment_2.ndjson.gz", "data_sha256": "00"}))
+    missing = _run(as_owner(fresh_database_url), "archive", "restore", str(manifest))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip() == (f"error: {manifest}: its data file 'events_segment_2.ndjson.gz'"
+                                      f" (field 'data_file') is not in {tmp_path}")

@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from infrastructure.errors import EventIdReused
 from infrastructure.event_store import ANY, EventStore, NewEvent
 from infrastructure.log_archive import ArchiveError, export_segment, file_sha256, restore_segment
-from infrastructure.log_segments import ArchivedRange, check_not_archived, list_segments
+from infrastructure.log_segments import ArchivedRange, archived_segments, check_not_archived, list_segments
 from infrastructure.log_verify import verify_log
 from tests.conftest import as_owner
 
@@ -107,3 +107,82 @@ def test_only_a_cold_segment_and_only_the_owner(store: EventStore, fresh_databas
     with pytest.raises(ArchiveError, match="no segment 'events_segment_99'"):
         export_segment(as_owner(fresh_database_url), "events_segment_99", tmp_path)
     assert len(_rows(fresh_database_url)) == 14
+
+
+def test_a_restore_leaves_no_archive_record_and_analyzes_the_segment(store: EventStore, fresh_database_url: str,
+                                                                     tmp_path: Path) -> None:
+    _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    export_segment(owner, "events_segment_2", tmp_path)
+    restore_segment(owner, tmp_path / "events_segment_2.manifest.json")
+    with psycopg.connect(owner, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT * FROM log_segment WHERE table_name = 'events_segment_2'").fetchone()
+        assert [row[c] for c in ("archived_at", "archive_name", "event_count", "data_sha256", "first_hash",
+                                 "last_hash")] == [None] * 6
+        assert conn.execute("SELECT count(*) AS n FROM pg_stats WHERE tablename = 'events_segment_2'"
+                            " AND attname = 'stream_id'").fetchone()["n"] == 1  # ANALYZE ran
+
+
+def test_a_second_export_of_a_segment_being_exported_fails_clearly(store: EventStore, fresh_database_url: str,
+                                                                   tmp_path: Path) -> None:
+    _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    impatient = psycopg.conninfo.make_conninfo(owner, options="-c lock_timeout=2000")
+    with psycopg.connect(owner) as first, first.transaction():  # the export under way holds its row
+        first.execute("SELECT 1 FROM log_segment WHERE table_name = 'events_segment_2' FOR UPDATE")
+        with pytest.raises(ArchiveError, match="another export or restore of events_segment_2 is running"):
+            export_segment(impatient, "events_segment_2", tmp_path)
+    with psycopg.connect(owner) as conn:
+        assert [s.archived for s in list_segments(conn) if s.table_name == "events_segment_2"] == [False]
+    assert len(_rows(fresh_database_url)) == 14
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda m, f: f.write_text("{not json"), "cannot be read as a manifest"),
+    (lambda m, f: f.write_text(json.dumps({k: v for k, v in m.items() if k != "data_sha256"})),
+     "field 'data_sha256' is missing or not a string"),
+    (lambda m, f: f.write_text(json.dumps({**m, "event_count": "4"})), "field 'event_count' is missing or not an integer"),
+    (lambda m, f: (f.parent / m["data_file"]).unlink(), "field 'data_file'"),
+    (lambda m, f: f.write_text(json.dumps({**m, "data_file": "../elsewhere.ndjson.gz"})), "field 'data_file'"),
+])
+def test_a_bad_manifest_or_missing_data_file_is_named(store: EventStore, fresh_database_url: str, tmp_path: Path,
+                                                      change, named: str) -> None:
+    _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    manifest = export_segment(owner, "events_segment_2", tmp_path)
+    manifest_file = tmp_path / "events_segment_2.manifest.json"
+    change(manifest, manifest_file)
+    with pytest.raises(ArchiveError, match=named) as raised:
+        restore_segment(owner, manifest_file)
+    assert str(manifest_file) in str(raised.value)
+    with psycopg.connect(owner) as conn:
+        assert [s.archived for s in list_segments(conn) if s.table_name == "events_segment_2"] == [True]
+
+
+def test_an_event_id_the_log_holds_elsewhere_is_not_restored(store: EventStore, fresh_database_url: str,
+                                                             tmp_path: Path) -> None:
+    _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    export_segment(owner, "events_segment_2", tmp_path)
+    with psycopg.connect(owner, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE log_event_ids DISABLE TRIGGER USER")
+        conn.execute("UPDATE log_event_ids SET position = 99 WHERE position = 7")
+        conn.execute("ALTER TABLE log_event_ids ENABLE TRIGGER USER")
+    with pytest.raises(ArchiveError, match="is not the log's event at position 7"):
+        restore_segment(owner, tmp_path / "events_segment_2.manifest.json")
+    with psycopg.connect(owner) as conn:
+        assert conn.execute("SELECT to_regclass('events_segment_2')").fetchone()[0] is None
+
+
+def test_the_archived_ranges_are_read_in_one_round_trip(store: EventStore, fresh_database_url: str,
+                                                         tmp_path: Path) -> None:
+    _fill(store, fresh_database_url)
+    export_segment(as_owner(fresh_database_url), "events_segment_2", tmp_path)
+    trace = tmp_path / "libpq.trace"
+    with psycopg.connect(fresh_database_url, autocommit=True) as conn, trace.open("w") as out:
+        conn.pgconn.trace(out.fileno())
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        assert [s.table_name for s in archived_segments(conn)] == ["events_segment_2"]
+        conn.pgconn.untrace()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert sum(1 for line in sent if line[0] == "F" and line[2] in ("Sync", "Query")) == 1, trace.read_text()
