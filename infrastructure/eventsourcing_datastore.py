@@ -28,7 +28,7 @@ from eventsourcing.utils import TopicError, resolve_topic
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
-from infrastructure.event_store import DEFAULT_LOG, EventStore
+from infrastructure.event_store import DEFAULT_LOG, EventMetadata, EventStore
 from infrastructure.eventsourcing_mapper import state_from_payload
 from infrastructure.personal_data import reveal_payloads
 
@@ -36,6 +36,8 @@ from infrastructure.personal_data import reveal_payloads
 LIBRARY_STREAM_TYPE = "eventsourcing"
 # Larger than any stream version: the open upper end of a version range.
 MAX_VERSION = 2**63 - 1
+# Distinct metadata a datastore keeps validated (then it starts again).
+METADATA_CACHE_SIZE = 256
 
 
 class CommandEvent(NamedTuple):
@@ -109,6 +111,27 @@ class ChronicleDatastore:
         self.pool = create_pool(url, settings, name=name[:60])
         self.store = EventStore(self.pool, registry, settings, accept_unregistered_types=True)
         self._stored_types: dict[str, str] = {}
+        self._metadata: dict[tuple[tuple[str, str], ...], EventMetadata] = {}
+
+    def event_metadata(self, metadata: dict[str, Any]) -> EventMetadata | dict[str, Any]:
+        """Metadata of text values validated once per process, as the store would; any other as given.
+
+        A process's saves often repeat theirs (an actor, a session): validating it again on
+        every save was a visible part of an append. The store names what is wrong in any other.
+        """
+        if not all(type(value) is str for value in metadata.values()):
+            return metadata
+        key = tuple(metadata.items())
+        known = self._metadata.get(key)
+        if known is None:
+            try:
+                known = EventMetadata.model_validate(metadata)
+            except ValueError:  # the store raises it again, naming the field
+                return metadata
+            if len(self._metadata) >= METADATA_CACHE_SIZE:
+                self._metadata.clear()
+            self._metadata[key] = known
+        return known
 
     def stored_type(self, topic: str) -> str:
         """The `type` column for a topic: a registered model's stable name, else the topic.
