@@ -183,9 +183,13 @@ class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
         Every save pays this, so it looks each topic up once and skips the grouping's checks
         where one event makes them moot.
         """
-        groups: dict[str, list[StoredEvent]] = {}
-        for event in stored_events:
-            groups.setdefault(_id_text(event.originator_id), []).append(event)
+        groups: dict[str, Sequence[StoredEvent]]
+        if len(stored_events) == 1:  # a command's save, the common case: one stream, nothing to group
+            groups = {_id_text(stored_events[0].originator_id): stored_events}
+        else:
+            groups = {}
+            for event in stored_events:
+                groups.setdefault(_id_text(event.originator_id), []).append(event)  # type: ignore[attr-defined]
         appends = []
         find = self.datastore.registry.find
         for stream_id, events in groups.items():
