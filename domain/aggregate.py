@@ -8,7 +8,6 @@ carry the stream's whole state; the aggregate keeps bounded undo and redo stacks
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Callable
 from datetime import datetime
@@ -26,12 +25,10 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from domain.bounds import Reason, refusal
+from domain.copies import copy_value
 from domain.errors import DomainError
 from domain.ids import uuid7
 from domain.rules import MAX_REASON_CHARS, UNDO_DEPTH, check_text
-
-# Values a copy of an aggregate can share with the original.
-_IMMUTABLE = frozenset({str, int, float, bool, bytes, UUID, datetime})
 
 # A function the service passes in: the stream's state (as `state()` returns it) at a version.
 StateAt = Callable[[int], dict[str, Any]]
@@ -86,7 +83,7 @@ class WorkspaceEvent(BaseModel, CanMutateAggregate[UUID]):
             value = getattr(self, name)
             if value is None and given_only:
                 continue
-            out[name] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+            out[name] = copy_value(value)
         return out
 
     def assign(self, target: Any, *names: str, given_only: bool = False) -> None:
@@ -194,7 +191,7 @@ class WorkspaceSnapshot(BaseModel, CanSnapshotAggregate[UUID]):
 
         Timestamps are stored as ISO strings so the state is plain JSON.
         """
-        state = copy.deepcopy(
+        state = copy_value(
             {k: v for k, v in vars(aggregate).items() if k not in ("_id", "_version", "_pending_events")}
         )
         state["_created_on"] = aggregate.created_on.isoformat()
@@ -212,7 +209,7 @@ class WorkspaceSnapshot(BaseModel, CanSnapshotAggregate[UUID]):
         Called by the library's projector when it replays from a snapshot.
         """
         aggregate_class = resolve_topic(self.topic)
-        state = copy.deepcopy(dict(self.state))
+        state = copy_value(dict(self.state))
         for key in ("_created_on", "_modified_on"):
             if isinstance(state[key], str):
                 state[key] = datetime.fromisoformat(state[key])
@@ -255,16 +252,14 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
 
         The repository copies each cached aggregate a command loads. The undo and redo stacks
         (up to UNDO_DEPTH pairs of ints each) are copied as lists of the same pairs; immutable values
-        (ids, timestamps, text, numbers) are shared; anything else is deep-copied.
+        (ids, timestamps, text, numbers) are shared; anything else is copied (domain.copies).
         """
         state: dict[str, Any] = {}
         for key, value in self.__dict__.items():
             if key in ("undo_stack", "redo_stack"):
                 state[key] = list(value)  # their pairs are moved between stacks, never changed in place
-            elif value is None or type(value) in _IMMUTABLE:
-                state[key] = value
             else:
-                state[key] = copy.deepcopy(value, memo)
+                state[key] = copy_value(value)
         aggregate = object.__new__(type(self))
         object.__setattr__(aggregate, "__dict__", state)
         return aggregate
@@ -301,14 +296,14 @@ class WorkspaceAggregate(BaseAggregate[UUID]):
 
         Undo/redo bookkeeping is not part of it.
         """
-        return copy.deepcopy({key: getattr(self, self.state_attributes.get(key, key)) for key in self.state_fields})
+        return copy_value({key: getattr(self, self.state_attributes.get(key, key)) for key in self.state_fields})
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Replace the aggregate's state with `state` (as `state()` returns it).
 
         Used by undo and redo; bookkeeping is left alone.
         """
-        state = copy.deepcopy(state)
+        state = copy_value(state)
         for key in self.state_fields:
             setattr(self, self.state_attributes.get(key, key), state[key])
 

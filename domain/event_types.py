@@ -85,6 +85,10 @@ class EventType:
         model = self.model
         if type(payload) is not dict:  # a dict, the common case, needs neither check
             if isinstance(payload, BaseModel):
+                if type(payload) is model:  # validated when it was made, its envelope fields too
+                    return model.__pydantic_serializer__.to_json(
+                        payload, exclude=set(envelope) if envelope else None, exclude_unset=self.omit_unset
+                    ).decode()
                 if not envelope:
                     if not isinstance(payload, model):
                         raise InvalidEventPayload(

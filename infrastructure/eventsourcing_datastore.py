@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -28,7 +29,7 @@ from eventsourcing.utils import TopicError, resolve_topic
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
-from infrastructure.event_store import DEFAULT_LOG, EventStore
+from infrastructure.event_store import DEFAULT_LOG, EventMetadata, EventStore
 from infrastructure.eventsourcing_mapper import state_from_payload
 from infrastructure.personal_data import reveal_payloads
 
@@ -36,6 +37,8 @@ from infrastructure.personal_data import reveal_payloads
 LIBRARY_STREAM_TYPE = "eventsourcing"
 # Larger than any stream version: the open upper end of a version range.
 MAX_VERSION = 2**63 - 1
+# Distinct metadata a datastore keeps validated (then it starts again).
+METADATA_CACHE_SIZE = 256
 
 
 class CommandEvent(NamedTuple):
@@ -80,20 +83,23 @@ _LIBRARY_ERRORS: tuple[tuple[type[Exception], type[PersistenceError]], ...] = (
 )
 
 
-@contextmanager
-def library_errors() -> Iterator[None]:
+class library_errors:  # lower case: used as the function it was, `with library_errors():`
     """Raise the library's persistence errors for database and store errors.
 
     A version clash (ConcurrencyConflict, a reused event id, a unique violation) becomes
-    IntegrityError, so the library's optimistic concurrency holds.
+    IntegrityError, so the library's optimistic concurrency holds. A class, not a generator
+    context manager: every save and read enters one, and this costs a fraction of that.
     """
-    try:
-        yield
-    except (ConcurrencyConflict, EventIdReused) as exc:
-        raise IntegrityError(str(exc)) from exc
-    except (psycopg_pool.PoolTimeout, psycopg.Error) as exc:
-        library_error = next(ours for theirs, ours in _LIBRARY_ERRORS if isinstance(exc, theirs))
-        raise library_error(str(exc)) from exc
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, (ConcurrencyConflict, EventIdReused)):
+            raise IntegrityError(str(exc)) from exc
+        if isinstance(exc, (psycopg_pool.PoolTimeout, psycopg.Error)):
+            library_error = next(ours for theirs, ours in _LIBRARY_ERRORS if isinstance(exc, theirs))
+            raise library_error(str(exc)) from exc
 
 
 # -- the datastore ----------------------------------------------------------------------------
@@ -109,6 +115,27 @@ class ChronicleDatastore:
         self.pool = create_pool(url, settings, name=name[:60])
         self.store = EventStore(self.pool, registry, settings, accept_unregistered_types=True)
         self._stored_types: dict[str, str] = {}
+        self._metadata: dict[tuple[tuple[str, str], ...], EventMetadata] = {}
+
+    def event_metadata(self, metadata: dict[str, Any]) -> EventMetadata | dict[str, Any]:
+        """Metadata of text values validated once per process, as the store would; any other as given.
+
+        A process's saves often repeat theirs (an actor, a session): validating it again on
+        every save was a visible part of an append. The store names what is wrong in any other.
+        """
+        if not all(type(value) is str for value in metadata.values()):
+            return metadata
+        key = tuple(metadata.items())
+        known = self._metadata.get(key)
+        if known is None:
+            try:
+                known = EventMetadata.model_validate(metadata)
+            except ValueError:  # the store raises it again, naming the field
+                return metadata
+            if len(self._metadata) >= METADATA_CACHE_SIZE:
+                self._metadata.clear()
+            self._metadata[key] = known
+        return known
 
     def stored_type(self, topic: str) -> str:
         """The `type` column for a topic: a registered model's stable name, else the topic.

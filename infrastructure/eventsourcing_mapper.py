@@ -28,6 +28,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 from infrastructure.library_internals import event_wants_str_ids
+from infrastructure.store_types import EncodedPayload
 
 # A payload that is not a JSON object is kept, base64-encoded, under this one key.
 BYTES_KEY = "_bytes_"
@@ -41,9 +42,14 @@ class UnreadablePayloadSettings(InfrastructureFactoryError, ValueError):
 
 @dataclass(frozen=True)
 class ChronicleStoredEvent(StoredEvent):
-    """A StoredEvent that may carry the domain event's own id, so a re-sent save is idempotent."""
+    """A StoredEvent that may carry the domain event's own id, so a re-sent save is idempotent.
+
+    A registered pydantic event rides along too: the recorder appends it as it is, instead of
+    decoding `state` back into a payload the store would validate and encode once more.
+    """
 
     event_id: UUID | None = None
+    domain_event: BaseModel | None = None
 
 
 # -- payloads: bytes <-> jsonb ---------------------------------------------------------------
@@ -57,7 +63,7 @@ def payload_from_state(state: bytes) -> dict[str, Any]:
     """
     try:
         text = state.decode("utf-8")
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError):
         value = None
     else:
@@ -72,11 +78,44 @@ def state_from_payload(payload: dict[str, Any]) -> bytes:
     """The stored event's state for a jsonb payload: the inverse of payload_from_state."""
     if set(payload) == {BYTES_KEY} and isinstance(payload[BYTES_KEY], str):
         return base64.b64decode(payload[BYTES_KEY])
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(payload).encode("utf-8")
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# Made once: json.loads and json.dumps make a new decoder or encoder for each call given options.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class _FloatFound(Exception):
+    """The state holds a number with a fraction or exponent."""
+
+
+def _float_found(_: str) -> Any:
+    raise _FloatFound
+
+
+# Decodes what payload_from_state does, but stops at the first float.
+_DECODER_OF_NO_FLOATS = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_float_found)
+
+
+def encoded_payload_from_state(state: bytes) -> dict[str, Any]:
+    """payload_from_state's payload, with the state's own text when that is the JSON its encoding gives.
+
+    It is unless the text holds a float (which JSON may spell otherwise, or which overflows):
+    an EncodedPayload spares the store that encoding.
+    """
+    try:
+        text = state.decode("utf-8")
+        value = _DECODER_OF_NO_FLOATS.decode(text)
+    except (UnicodeDecodeError, ValueError, _FloatFound):
+        return payload_from_state(state)
+    if type(value) is not dict or "\\u0000" in text or (len(value) == 1 and BYTES_KEY in value):
+        return payload_from_state(state)
+    return EncodedPayload(value, text)
 
 
 def _id_text(originator_id: UUID | str) -> str:
@@ -106,10 +145,13 @@ class ChronicleMapper(Mapper[Any]):
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
         """A pydantic event as its JSON dump; any other as the library's transcoded state."""
         event_id = getattr(domain_event, "event_id", None)
+        registered = None
         if isinstance(domain_event, BaseModel):
-            topic = self.registry.name_of(type(domain_event)) or get_topic(type(domain_event))
+            name = self.registry.name_of(type(domain_event))
+            topic = name or get_topic(type(domain_event))
             state = domain_event.model_dump(mode="json", exclude=set(ENVELOPE))
-            data = json.dumps(state, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            data = _ENCODER.encode(state).encode("utf-8")
+            registered = domain_event if name else None
         else:
             stored = super().to_stored_event(domain_event)
             topic, data = stored.topic, stored.state
@@ -119,6 +161,7 @@ class ChronicleMapper(Mapper[Any]):
             topic=topic,
             state=data,
             event_id=event_id if isinstance(event_id, UUID) else None,
+            domain_event=registered,
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:

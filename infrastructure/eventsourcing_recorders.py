@@ -32,7 +32,12 @@ from infrastructure import metrics
 from infrastructure.library_internals import fail_subscription, subscription_running, wake_subscription
 from infrastructure.db import connect, direct_url
 from infrastructure.event_store import NOTIFY_CHANNEL, AppendResult, NewEvent
-from infrastructure.eventsourcing_mapper import _id_text, payload_from_state, state_from_payload
+from infrastructure.eventsourcing_mapper import (
+    _id_text,
+    encoded_payload_from_state,
+    payload_from_state,
+    state_from_payload,
+)
 from infrastructure.log_keys import of_stream
 from infrastructure.personal_data import conceal_snapshot, reveal_snapshots
 from infrastructure.eventsourcing_datastore import (
@@ -131,7 +136,9 @@ class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
         causation_id, command_id, ...) land in every event's metadata.
         """
         tracking: Tracking | None = kwargs.pop("tracking", None)
-        metadata = {k: (str(v) if isinstance(v, UUID) else v) for k, v in kwargs.items() if v is not None}
+        metadata = self.datastore.event_metadata(
+            {k: (str(v) if isinstance(v, UUID) else v) for k, v in kwargs.items() if v is not None}
+        )
         appends = self._appends(stored_events)
         if not appends and tracking is None:
             return None
@@ -179,9 +186,13 @@ class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
         Every save pays this, so it looks each topic up once and skips the grouping's checks
         where one event makes them moot.
         """
-        groups: dict[str, list[StoredEvent]] = {}
-        for event in stored_events:
-            groups.setdefault(_id_text(event.originator_id), []).append(event)
+        groups: dict[str, Sequence[StoredEvent]]
+        if len(stored_events) == 1:  # a command's save, the common case: one stream, nothing to group
+            groups = {_id_text(stored_events[0].originator_id): stored_events}
+        else:
+            groups = {}
+            for event in stored_events:
+                groups.setdefault(_id_text(event.originator_id), []).append(event)  # type: ignore[attr-defined]
         appends = []
         find = self.datastore.registry.find
         for stream_id, events in groups.items():
@@ -202,8 +213,12 @@ class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
                 if event_type is not None:
                     stream_type = stream_type or event_type.stream_type
                     envelope = {"originator_id": stream_id, "originator_version": e.originator_version}
+                    # The mapper's pydantic event itself, else the payload its state encodes.
+                    payload = getattr(e, "domain_event", None) or payload_from_state(e.state)
+                else:
+                    payload = encoded_payload_from_state(e.state)
                 event_id = getattr(e, "event_id", None) or uuid7()
-                new_events.append(NewEvent(e.topic, payload_from_state(e.state), event_id, envelope))
+                new_events.append(NewEvent(e.topic, payload, event_id, envelope))
             appends.append((stream_id, first - 1, new_events, stream_type or LIBRARY_STREAM_TYPE))
         return appends
 

@@ -39,6 +39,7 @@ from infrastructure.store_types import (
     NO_STREAM,
     STREAM_ID,
     AppendResult,
+    EncodedPayload,
     EventMetadata,
     ExpectedVersion,
     NewEvent,
@@ -272,9 +273,7 @@ class StoreAppends:
                     if row is not None
                     else f"some of these event ids are already stored, {event_id} is not (or only in an archived segment)"
                 )
-        return AppendResult(
-            prepared.stream_id, rows[-1]["version"], tuple(row["position"] for row in rows), duplicate=True
-        )
+        return AppendResult(prepared.stream_id, rows[-1]["version"], tuple(r["position"] for r in rows), duplicate=True)
 
 
 class _PreparedAppend(NamedTuple):
@@ -312,6 +311,8 @@ def _unregistered_payload(index: int, event: NewEvent, stream_type: str | None) 
     payload = event.payload.model_dump(mode="json") if isinstance(event.payload, BaseModel) else event.payload
     if not isinstance(payload, Mapping):
         raise InvalidAppend(f"event {index} payload must be an object", field=f"events.{index}.payload")
+    if type(payload) is EncodedPayload:
+        return payload.text
     try:
         return json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:

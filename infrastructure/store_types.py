@@ -23,8 +23,8 @@ from domain.ids import uuid7
 # Every name here, re-exported by infrastructure.event_store.
 __all__ = [
     "ANY", "DEFAULT_LOG", "IDLE", "JSON_NUL", "LOG_NAME", "MAX_METADATA_BYTES", "NO_STREAM", "NOTIFY_CHANNEL",
-    "STREAM_ID", "AppendResult", "EventMetadata", "ExpectedVersion", "LogBlocker", "NewEvent", "RecordedEvent",
-    "StreamExistence",
+    "STREAM_ID", "AppendResult", "EncodedPayload", "EventMetadata", "ExpectedVersion", "LogBlocker", "NewEvent",
+    "RecordedEvent", "StreamExistence",
 ]
 
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
@@ -63,6 +63,19 @@ class EventMetadata(BaseModel):
     command_id: ContextId | None = None
     # The data subject whose key encrypts the personal fields (default: the stream's, else the actor).
     subject_id: ContextId | None = None
+
+
+class EncodedPayload(dict):  # type: ignore[type-arg]
+    """An unregistered type's payload with its JSON `text`, which encoding the payload would give again.
+
+    The store appends the text as it is (the library's recorder decoded it to check it).
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, payload: dict[str, Any], text: str) -> None:
+        super().__init__(payload)
+        self.text = text
 
 
 @dataclass(frozen=True)

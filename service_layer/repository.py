@@ -8,6 +8,7 @@ reloads. Events are immutable (the database refuses UPDATE and DELETE on `events
 
 from __future__ import annotations
 
+import threading
 from copy import deepcopy
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,8 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 
 # Aggregates kept per process when CHRONICLE_AGGREGATE_CACHE_SIZE is not set; 0 turns the cache off.
 DEFAULT_AGGREGATE_CACHE_SIZE = 1000
+# Locks a stream's cache entry is guarded by one of: two streams rarely share one.
+STREAM_LOCKS = 256
 
 
 def project(aggregate: Any, events: Any) -> Any:
@@ -35,7 +38,15 @@ class WorkspaceRepository(Repository[UUID]):
     A load fast-forwards the cached aggregate and copies it under that stream's lock, so a
     command never sees a copy torn by another thread's fast-forward; an error while
     fast-forwarding drops the entry, so a half-applied aggregate is never served.
+    A stream's lock is one of a fixed set, picked by its id: taking it costs nothing more
+    (the library's own per-stream locks are made, counted and cached on each use).
     """
+
+    _stream_locks = tuple(threading.Lock() for _ in range(STREAM_LOCKS))
+
+    def _lock_of(self, aggregate_id: UUID) -> threading.Lock:
+        """The lock that guards this stream's cache entry."""
+        return self._stream_locks[hash(aggregate_id) % STREAM_LOCKS]
 
     def get(  # type: ignore[override]
         self,
@@ -49,26 +60,22 @@ class WorkspaceRepository(Repository[UUID]):
         """The aggregate at `version` (None: now), from the cache when it holds the stream."""
         if not self.cache or version is not None:
             return self._reconstruct_aggregate(aggregate_id, version, projector_func)
-        lock = self._use_fastforward_lock(aggregate_id)
-        try:
-            with lock:
+        with self._lock_of(aggregate_id):
+            try:
+                aggregate = self.cache.get(aggregate_id)
+            except KeyError:
+                aggregate = self._reconstruct_aggregate(aggregate_id, None, projector_func)
+                self.cache.put(aggregate_id, aggregate)
+            else:
                 try:
-                    aggregate = self.cache.get(aggregate_id)
-                except KeyError:
-                    aggregate = self._reconstruct_aggregate(aggregate_id, None, projector_func)
-                    self.cache.put(aggregate_id, aggregate)
-                else:
-                    try:
-                        newer = self.event_store.get(originator_id=aggregate_id, gt=aggregate.version)
-                        aggregate = projector_func(aggregate, newer)
-                    except BaseException:
-                        self.cache.get(aggregate_id, evict=True)
-                        raise
-                    if aggregate is None:  # pragma: no cover - a cached stream has events
-                        raise AggregateNotFoundError(aggregate_id)
-                return deepcopy(aggregate)
-        finally:
-            self._disuse_fastforward_lock(aggregate_id)
+                    newer = self.event_store.get(originator_id=aggregate_id, gt=aggregate.version)
+                    aggregate = projector_func(aggregate, newer)
+                except BaseException:
+                    self.cache.get(aggregate_id, evict=True)
+                    raise
+                if aggregate is None:  # pragma: no cover - a cached stream has events
+                    raise AggregateNotFoundError(aggregate_id)
+            return deepcopy(aggregate)
 
     def cached_copy(self, aggregate_id: UUID) -> Any | None:
         """A copy of the cached aggregate as it is, not checked against the log; None if not cached.
@@ -78,15 +85,11 @@ class WorkspaceRepository(Repository[UUID]):
         """
         if not self.cache:
             return None
-        lock = self._use_fastforward_lock(aggregate_id)
-        try:
-            with lock:
-                try:
-                    return deepcopy(self.cache.get(aggregate_id))
-                except KeyError:
-                    return None
-        finally:
-            self._disuse_fastforward_lock(aggregate_id)
+        with self._lock_of(aggregate_id):
+            try:
+                return deepcopy(self.cache.get(aggregate_id))
+            except KeyError:
+                return None
 
     def evict(self, aggregate_ids: Any) -> None:
         """Drop these aggregates from this process's cache: their personal data was erased.
@@ -97,15 +100,11 @@ class WorkspaceRepository(Repository[UUID]):
         if not self.cache:
             return
         for aggregate_id in aggregate_ids:
-            lock = self._use_fastforward_lock(aggregate_id)
-            try:
-                with lock:
-                    try:
-                        self.cache.get(aggregate_id, evict=True)
-                    except KeyError:
-                        pass
-            finally:
-                self._disuse_fastforward_lock(aggregate_id)
+            with self._lock_of(aggregate_id):
+                try:
+                    self.cache.get(aggregate_id, evict=True)
+                except KeyError:
+                    pass
 
     def remember(self, aggregate: Any) -> None:
         """Cache an aggregate whose events were just stored, unless the cache has a later version.
@@ -114,14 +113,10 @@ class WorkspaceRepository(Repository[UUID]):
         """
         if not self.cache:
             return
-        lock = self._use_fastforward_lock(aggregate.id)
-        try:
-            with lock:
-                try:
-                    cached = self.cache.get(aggregate.id)
-                except KeyError:
-                    cached = None
-                if cached is None or cached.version < aggregate.version:
-                    self.cache.put(aggregate.id, aggregate)
-        finally:
-            self._disuse_fastforward_lock(aggregate.id)
+        with self._lock_of(aggregate.id):
+            try:
+                cached = self.cache.get(aggregate.id)
+            except KeyError:
+                cached = None
+            if cached is None or cached.version < aggregate.version:
+                self.cache.put(aggregate.id, aggregate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from uuid import UUID
@@ -80,3 +81,20 @@ def test_threads_never_share_an_id():
     for t in threads:
         t.join()
     assert len(set(made)) == len(made) == 8000
+
+
+def test_a_forked_process_draws_random_bits_of_its_own():
+    """Random bytes are drawn from the OS in batches: a child must not reuse its parent's batch."""
+    uuid7()  # the batch is drawn
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(writer, uuid7().bytes)
+        os._exit(0)
+    os.close(writer)
+    mine = uuid7()
+    child = UUID(bytes=os.read(reader, 16))
+    os.waitpid(pid, 0)
+    os.close(reader)
+    rand_b = (1 << 62) - 1  # the counter's low bits and the random tail
+    assert child.int & rand_b != mine.int & rand_b
