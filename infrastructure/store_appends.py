@@ -351,8 +351,7 @@ def _array_literal(items: Iterable[str]) -> str:
 
 def _stored(conn: psycopg.Connection, event_ids: list[UUID]) -> bool:
     """Whether any of these event ids is stored already (a retry, or a reused id)."""
-    # Planned for each call (prepare=False): a plan cached while `events` was small would
-    # keep scanning the whole table as it grows.
+    # Planned for each call (prepare=False): a plan cached while `events` was small would scan it.
     with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(f"SELECT EXISTS ({events_by_id('1', '= ANY(%s)')})", (event_ids,), prepare=False)
         return cur.fetchone()[0]
