@@ -151,9 +151,12 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock_key(name, k))
         _, _, position = run(conn, job, batch_size=batch_size, retry=retry)
         for table, shadow in job.names.items():
+            renames = _index_names(conn, table, shadow)
             conn.execute(f'ALTER TABLE "{table}" RENAME TO "{table}__old"')
             conn.execute(f'ALTER TABLE "{shadow}" RENAME TO "{table}"')
             conn.execute(f'DROP TABLE "{table}__old"')
+            for statement in renames:
+                conn.execute(statement)
         conn.execute("UPDATE projection SET partitions = %s, updated_at = now() WHERE name = %s",
                      (job.partitions, name))
         conn.execute("DELETE FROM projection_checkpoint WHERE projection = %s", (name,))
@@ -168,6 +171,38 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
             conn.execute("UPDATE projection_job SET state = 'done', finished_at = clock_timestamp(),"
                          " events_done = (SELECT done FROM projection_rebuild WHERE id = %s) WHERE id = %s",
                          (job.rebuild_id, job_id))
+
+
+# Each index of a table as built, its own name and its table's left out, with its comment.
+INDEX_COPIES = (
+    "SELECT c.relname AS name, c.oid AS oid, i.indisunique AS is_unique,"
+    " regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON (ONLY )?\\S+ ', '') AS definition,"
+    " obj_description(i.indexrelid, 'pg_class') AS note"
+    " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass ORDER BY c.relname"
+)
+
+
+def _index_names(conn, table: str, shadow: str) -> list[str]:
+    """The renames that give each of the shadow's indexes the name of the live index it copies.
+
+    LIKE and the deferred builds name the copies anew; the live names are what the read queries,
+    the operator's `indexes list` and `drop` (by their prefix) and the plans know. Run once the
+    live table is dropped; a renamed unique index renames its constraint. Copies are matched by
+    definition and comment, through a name of their own first so that no two renames collide.
+    """
+    live: dict[tuple, list[str]] = {}
+    for r in conn.execute(INDEX_COPIES, (table,)).fetchall():
+        live.setdefault((r["is_unique"], r["definition"], r["note"]), []).append(r["name"])
+    first, then = [], []
+    for r in conn.execute(INDEX_COPIES, (shadow,)).fetchall():
+        names = live.get((r["is_unique"], r["definition"], r["note"]))
+        if names and names[0] != r["name"]:
+            passing = f"{shadow}__{r['oid']}"
+            first.append(f'ALTER INDEX "{r["name"]}" RENAME TO "{passing}"')
+            then.append(f'ALTER INDEX "{passing}" RENAME TO "{names.pop(0)}"')
+        elif names:
+            names.pop(0)
+    return first + then
 
 
 def _abandon(conn, name: str, names: dict[str, str], rebuild_id: int | None, exc: BaseException,

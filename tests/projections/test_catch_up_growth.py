@@ -12,7 +12,7 @@ from projections.rebuild import rebuild
 from tests.projections.conftest import dump_tables, project_all
 from tests.projections.history import History, append_history
 
-# Each index of the projection's tables as built (its name left out: a rebuild's copy names it anew), and its comment.
+# Each index of the projection's tables as built (its name left out: test_rebuild_names checks names), and its comment.
 INDEXES = (
     "SELECT regexp_replace(pg_get_indexdef(i.indexrelid), 'INDEX \\S+ ON \\S+', 'INDEX ON ' || t.relname) AS definition,"
     " obj_description(i.indexrelid, 'pg_class') AS note, i.indisvalid AS valid"
