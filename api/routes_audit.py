@@ -111,5 +111,6 @@ def causation(
     """
     chain = event_log.causation(state.pool, event_id, depth)
     if chain is None:
-        raise Problem(404, "event_not_found", f"no event {event_id}", field="event_id")
+        with state.pool.connection() as conn:
+            raise missing_event_problem(conn, event_id)  # 410 naming its archive, else 404
     return chain

@@ -70,15 +70,30 @@ def fetch(pool: ConnectionPool, group: str, member_id: str, limit: int) -> Deliv
         behind = [(e, partition_of(e.stream_id, count)) for e in fresh if e.stream_id in parked]
         events += [(e, partition_of(e.stream_id, count)) for e in fresh if e.stream_id not in parked]
         with conn.transaction():
-            _park(conn, owner, [(e, p, PARKED_BEHIND.format(position=parked[e.stream_id])) for e, p in behind])
-            busy = sorted({p for _, p in events})
-            conn.execute(
-                # Each partition read: delivered up to the page's end; one with nothing to deliver is done to it.
-                "UPDATE consumer_group_checkpoint SET delivered = greatest(position, %(upto)s), delivered_to = %(m)s,"
-                " position = CASE WHEN partition = ANY(%(busy)s) THEN position ELSE greatest(position, %(upto)s) END,"
-                " updated_at = clock_timestamp() WHERE group_name = %(g)s AND partition = ANY(%(mine)s)",
-                {"upto": page.upto, "busy": busy, "g": group, "mine": mine, "m": member_id})
+            read = _mark_delivered(conn, group, member_id, checkpoints, {p for _, p in events}, page.upto)
+            # A partition whose checkpoint moved since it was read (a seek) delivers nothing now.
+            queued = set(redeliver)  # dead letters retried: delivered whatever the checkpoints
+            events = [(e, p) for e, p in events if p in read or e.position in queued]
+            _park(conn, owner, [(e, p, PARKED_BEHIND.format(position=parked[e.stream_id]))
+                                for e, p in behind if p in read])
     return Delivery(events, mine, page.upto)
+
+
+def _mark_delivered(conn: psycopg.Connection, group: str, member_id: str, checkpoints: dict[int, int],
+                    busy: set[int], upto: int) -> set[int]:
+    """Note each partition as read up to `upto`, only where its checkpoint is still the one read;
+    those partitions. A seek between the fetch's read and this write must not be undone by it."""
+    rows = conn.execute(
+        # Each partition read: delivered up to the page's end; one with nothing to deliver is done to it.
+        "UPDATE consumer_group_checkpoint c SET delivered = greatest(c.position, %(upto)s), delivered_to = %(m)s,"
+        " position = CASE WHEN c.partition = ANY(%(busy)s) THEN c.position ELSE greatest(c.position, %(upto)s) END,"
+        " updated_at = clock_timestamp() FROM unnest(%(parts)s::int[], %(seen)s::bigint[]) AS seen(partition, position)"
+        # Compared again after waiting for a seek's lock: a moved checkpoint is left as the seek set it.
+        " WHERE c.group_name = %(g)s AND c.partition = seen.partition AND c.position = seen.position"
+        " RETURNING c.partition",
+        {"upto": upto, "busy": sorted(busy), "g": group, "m": member_id,
+         "parts": list(checkpoints), "seen": list(checkpoints.values())}).fetchall()
+    return {r["partition"] for r in rows}
 
 
 def ack(pool: ConnectionPool, group: str, member_id: str, position: int) -> list[dict[str, int]]:

@@ -12,22 +12,24 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from infrastructure.event_store import EventStore
+from infrastructure.event_store import EventMetadata, EventStore
 from infrastructure.log_segments import archived_segments
 from service_layer.groups import GroupError
-from service_layer.operator_events import record_operator_action
+from service_layer.operator_events import record_operator_action_on
 
 
 def seek_group(pool: ConnectionPool, store: EventStore, group: str, position: int, *, actor_id: str,
                actor_type: str, correlation_id: str | None = None) -> dict[str, Any]:
-    """Set every partition's checkpoint of `group` to `position` and record `operator.group_moved`.
+    """Set every partition's checkpoint of `group` to `position` and record `operator.group_moved`,
+    in one transaction (no move without its audit record).
 
     Refused (GroupError 404/422, nothing written) for an unknown group, a position past the safe
     position, or one from which the group would have to read an archived range.
     """
     with pool.connection() as conn, conn.transaction():
         before = {str(r["partition"]): r["position"] for r in conn.execute(
-            # The group's checkpoints, locked: fetches and acks of its members wait for the move.
+            # The group's checkpoints, locked: acks and fetches' writes wait for the move (a fetch that
+            # read them before finds them moved and delivers nothing from them).
             "SELECT partition, position FROM consumer_group_checkpoint WHERE group_name = %s"
             " ORDER BY partition FOR UPDATE", (group,)).fetchall()}
         if conn.execute("SELECT 1 FROM consumer_group WHERE name = %s", (group,)).fetchone() is None:
@@ -36,9 +38,11 @@ def seek_group(pool: ConnectionPool, store: EventStore, group: str, position: in
         # Nothing delivered and unacknowledged remains: the next fetch reads after `position`.
         conn.execute("UPDATE consumer_group_checkpoint SET position = %s, delivered = %s, delivered_to = NULL,"
                      " updated_at = clock_timestamp() WHERE group_name = %s", (position, position, group))
-    recorded = record_operator_action(store, "operator.group_moved", f"group:{group}",
-                                      {"to_position": position, "from_checkpoints": before},
-                                      actor_id=actor_id, actor_type=actor_type, correlation_id=correlation_id)
+        # In the same transaction: the checkpoints move with their audit record or not at all.
+        metadata = EventMetadata(actor_id=actor_id, actor_type=actor_type, correlation_id=correlation_id)
+        recorded = record_operator_action_on(conn, store, "operator.group_moved", f"group:{group}",
+                                             {"to_position": position, "from_checkpoints": before}, metadata)
+    store.committed([recorded])
     return {"group": group, "position": position, "previous_checkpoints": before,
             "operator_event_position": recorded.position}
 

@@ -70,6 +70,7 @@ def test_an_archived_range_is_named_not_skipped(fresh_database_url: str, tmp_pat
                        410, "log_archived")
         assert_problem(auditor.get(f"/v1/events/{archived_id}"), 410, "log_archived", "event_id")
         assert_problem(auditor.get(f"/v1/events/{archived_id}/proof"), 410, "log_archived")
+        assert_problem(auditor.get(f"/v1/events/{archived_id}/causation"), 410, "log_archived", "event_id")
         # An attached event whose seal also covers the archived positions: its proof needs them.
         assert_problem(auditor.get(f"/v1/events/{sealed_with_it}/proof"), 410, "log_archived", "event_id")
         # A stream's history names the archive holding its missing versions, in the middle or at the start.
