@@ -187,9 +187,9 @@ def stream_page_sql(stream: str, after: int, upto: int, clauses: list[str], para
     for a few rows to sort rather than a range to read in order.)
     """
     where = "".join(f" AND {clause}" for clause in ["position <= %s", *clauses])
-    return (f"SELECT * FROM events WHERE {of_stream()} AND version >= ({FIRST_VERSION_AFTER_SQL}){where}"
-            " ORDER BY version LIMIT %s",
-            [stream, stream, stream, stream, after, after, stream, stream, upto, *params, size])
+    query = f"SELECT * FROM events WHERE {of_stream()} AND version >= ({FIRST_VERSION_AFTER_SQL}){where}"
+    return f"{query} ORDER BY version LIMIT %s", [stream, stream, stream, stream, after, after, stream, stream,
+                                                  upto, *params, size]
 
 
 def _found_first(equal: dict[str, str | None]) -> tuple[str, str, list[str]] | None:
@@ -224,7 +224,11 @@ def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after
                 stop = upto = below - 1
         sql, params = events_sql(start, upto, equal, filters.stream_types, filters.types, filters.since,
                                  filters.until, limit + 1)
-        return events_json(conn, conn.execute(sql, params).fetchall()), stop
+        # A stream's page is planned for each call (prepare=False): a generic plan takes any stream
+        # for an average one, a few rows to sort, and would read a long stream's whole tail.
+        found = _found_first(equal)
+        prepare = False if found and found[0] == "stream_id" else None
+        return events_json(conn, conn.execute(sql, params, prepare=prepare).fetchall()), stop
 
 
 def get_event(pool: ConnectionPool, event_id: UUID) -> dict[str, Any] | None:

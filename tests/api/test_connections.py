@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 import infrastructure.logs
 from api.app import create_app, create_app_from_env
-from infrastructure.config import get_settings
 from api.connections import KEEP_ALIVE_REQUESTS, SpreadConnectionsMiddleware
+from infrastructure.config import get_settings
 
 
 def _closing(paths: list[str], **options: int) -> list[bool]:
