@@ -6,6 +6,8 @@ then ANALYZEd, and the page query the audit route builds is EXPLAIN ANALYZEd and
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -78,3 +80,8 @@ def test_a_stream_page_keeps_to_its_bounds(long_stream):
     assert [(r["version"], r["position"]) for r in rows] == [(v, 2 * v) for v in range(101, 106)]
     assert long_stream.execute(*events_sql(2 * LONG, 3 * LONG, {"stream_id": "long"}, [], [], None, None, 5)
                                ).fetchall() == []
+    # A time window, recorded at positions [1000, 1100): the stream's versions 500 to 549.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    since, until = start + timedelta(seconds=10), start + timedelta(seconds=11)
+    rows = long_stream.execute(*events_sql(0, 2 * LONG, {"stream_id": "long"}, [], [], since, until, 100))
+    assert [r["version"] for r in rows] == list(range(500, 550))
