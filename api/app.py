@@ -209,8 +209,11 @@ def create_app_from_env() -> FastAPI:
 
     `chronicle serve` and `up` start several processes by import string; each builds its app here,
     and logs as the command line does (CHRONICLE_LOG_FORMAT, uvicorn's lines through Chronicle's).
+    Only among several (CHRONICLE_API_PROCESSES, which they set to their count) does it spread
+    connections: a single process served by `uvicorn --factory` keeps its clients' connections.
     """
     from infrastructure.logs import configure_logging
 
     configure_logging(get_settings(), replace=True)
-    return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None, serving=True, spread=True)
+    spread = int(os.environ.get("CHRONICLE_API_PROCESSES") or 1) > 1
+    return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None, serving=True, spread=spread)

@@ -36,7 +36,7 @@ def _serve(url: str, host: str, port: int, broker: str, log_level: str, processe
     options = server_options(host, port, log_level)
     if processes > 1:
         # The public multi-process path: each process builds its app from the environment.
-        os.environ.update(DATABASE_URL=url, CHRONICLE_API_BROKER=broker)
+        os.environ.update(DATABASE_URL=url, CHRONICLE_API_BROKER=broker, CHRONICLE_API_PROCESSES=str(processes))
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # /metrics must sum the processes' counters: they keep them in one shared directory.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chronicle-metrics-")

@@ -3,6 +3,11 @@
 An aggregate's values are JSON-shaped (dicts, lists, text, numbers) or immutable (ids, timestamps).
 copy.deepcopy looks each value up in a memo and dispatches on its type through several calls;
 commands copy the cached aggregate they decide on, so that walk was a visible part of a command.
+
+Unlike copy.deepcopy it keeps no memo: a dict or list met twice is copied twice, and a cycle
+never ends. It is a deepcopy only because an aggregate's state holds neither: every value an
+event or an undo assigns is copied on the way in (WorkspaceEvent.values, set_state), so no two
+places share one, and JSON has no cycles (tests/domain/test_copies.py pins it for each type).
 """
 
 from __future__ import annotations

@@ -37,8 +37,6 @@ from infrastructure.personal_data import reveal_payloads
 LIBRARY_STREAM_TYPE = "eventsourcing"
 # Larger than any stream version: the open upper end of a version range.
 MAX_VERSION = 2**63 - 1
-# Distinct metadata a datastore keeps validated (then it starts again).
-METADATA_CACHE_SIZE = 256
 
 
 class CommandEvent(NamedTuple):
@@ -115,27 +113,17 @@ class ChronicleDatastore:
         self.pool = create_pool(url, settings, name=name[:60])
         self.store = EventStore(self.pool, registry, settings, accept_unregistered_types=True)
         self._stored_types: dict[str, str] = {}
-        self._metadata: dict[tuple[tuple[str, str], ...], EventMetadata] = {}
 
     def event_metadata(self, metadata: dict[str, Any]) -> EventMetadata | dict[str, Any]:
-        """Metadata of text values validated once per process, as the store would; any other as given.
+        """A save's metadata validated once for all its streams' appends, as the store would; as given if invalid.
 
-        A process's saves often repeat theirs (an actor, a session): validating it again on
-        every save was a visible part of an append. The store names what is wrong in any other.
+        Not cached: a command's metadata carries its own correlation id, so hardly any repeats.
+        The store names what is wrong in metadata it refuses.
         """
-        if not all(type(value) is str for value in metadata.values()):
+        try:
+            return EventMetadata.model_validate(metadata)
+        except ValueError:  # the store raises it again, naming the field
             return metadata
-        key = tuple(metadata.items())
-        known = self._metadata.get(key)
-        if known is None:
-            try:
-                known = EventMetadata.model_validate(metadata)
-            except ValueError:  # the store raises it again, naming the field
-                return metadata
-            if len(self._metadata) >= METADATA_CACHE_SIZE:
-                self._metadata.clear()
-            self._metadata[key] = known
-        return known
 
     def stored_type(self, topic: str) -> str:
         """The `type` column for a topic: a registered model's stable name, else the topic.

@@ -126,8 +126,8 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
     index, and else a stream's from events_stream_idx.
     """
     found = _found_first(equal)
-    clauses = ["position > %s", "position <= %s"]
-    params: list[Any] = [after, upto]
+    clauses: list[str] = []
+    params: list[Any] = []
     for column, value in equal.items():
         if value is None or (found and column == found[0]):
             continue
@@ -144,15 +144,52 @@ def events_sql(after: int, upto: int, equal: dict[str, str | None], stream_types
     if until is not None:
         clauses.append("recorded_at < %s")
         params.append(until)
-    where = " AND ".join(clauses)
+    if found and found[0] == "stream_id":
+        return stream_page_sql(found[2][0], after, upto, clauses, params, size)
+    where = " AND ".join(["position > %s", "position <= %s", *clauses])
+    params = [after, upto, *params]
     if found:
-        # A correlation id or a stream names a handful of events, found by its index alone, then
-        # filtered and ordered: never a walk of the log in position order waiting for them to
-        # turn up, nor (in a generic plan) a bitmap of every position in the range.
+        # A correlation id names a handful of events, found by its index alone, then filtered and
+        # ordered: never a walk of the log in position order waiting for them to turn up, nor (in
+        # a generic plan) a bitmap of every position in the range.
         _, match, values = found
         return (f"WITH found AS MATERIALIZED (SELECT * FROM events WHERE {match})"
                 f" SELECT * FROM found WHERE {where} ORDER BY position LIMIT %s", [*values, *params, size])
     return f"SELECT * FROM events WHERE {where} ORDER BY position LIMIT %s", [*params, size]
+
+
+# The first version of a stream recorded after a position: a binary search over the
+# stream's versions by events_stream_idx (within a stream, version order is position order).
+# Invariant: every version below lo is at or before `after`, every one from hi on is after it;
+# each step reads the first version at or past the middle (versions of archived ranges are absent).
+# Parameters: the stream id twice, the position twice, the stream id twice.
+FIRST_VERSION_AFTER_SQL = f"""
+WITH RECURSIVE bound(lo, hi) AS (
+  SELECT 0::bigint, COALESCE((SELECT version FROM events WHERE {of_stream()}
+                              ORDER BY version DESC LIMIT 1), 0) + 1
+  UNION ALL
+  SELECT CASE WHEN f.position IS NULL OR f.position > %s THEN b.lo ELSE f.version + 1 END,
+         CASE WHEN f.position IS NULL OR f.position > %s THEN (b.lo + b.hi) / 2 ELSE b.hi END
+  FROM bound b LEFT JOIN LATERAL (
+    SELECT version, position FROM events WHERE {of_stream()} AND version >= (b.lo + b.hi) / 2
+    ORDER BY version LIMIT 1) f ON true
+  WHERE b.lo < b.hi)
+SELECT max(lo) FROM bound"""
+
+
+def stream_page_sql(stream: str, after: int, upto: int, clauses: list[str], params: list[Any],
+                    size: int) -> tuple[str, list[Any]]:
+    """Audit ?stream=: a page of the stream's events in positions (after, upto] matching `clauses`.
+
+    `after` becomes the first version after it, read from events_stream_idx in version order: a
+    page reads about a page of rows however long the stream, never the stream from its start.
+    (A second search for `upto` would leave a plan two unknown version bounds, which it takes
+    for a few rows to sort rather than a range to read in order.)
+    """
+    where = "".join(f" AND {clause}" for clause in ["position <= %s", *clauses])
+    query = f"SELECT * FROM events WHERE {of_stream()} AND version >= ({FIRST_VERSION_AFTER_SQL}){where}"
+    return f"{query} ORDER BY version LIMIT %s", [stream, stream, stream, stream, after, after, stream, stream,
+                                                  upto, *params, size]
 
 
 def _found_first(equal: dict[str, str | None]) -> tuple[str, str, list[str]] | None:
@@ -187,7 +224,11 @@ def event_page(pool: ConnectionPool, log: LogStatus, filters: EventFilter, after
                 stop = upto = below - 1
         sql, params = events_sql(start, upto, equal, filters.stream_types, filters.types, filters.since,
                                  filters.until, limit + 1)
-        return events_json(conn, conn.execute(sql, params).fetchall()), stop
+        # A stream's page is planned for each call (prepare=False): a generic plan takes any stream
+        # for an average one, a few rows to sort, and would read a long stream's whole tail.
+        found = _found_first(equal)
+        prepare = False if found and found[0] == "stream_id" else None
+        return events_json(conn, conn.execute(sql, params, prepare=prepare).fetchall()), stop
 
 
 def get_event(pool: ConnectionPool, event_id: UUID) -> dict[str, Any] | None:

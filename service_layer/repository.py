@@ -8,6 +8,7 @@ reloads. Events are immutable (the database refuses UPDATE and DELETE on `events
 
 from __future__ import annotations
 
+import os
 import threading
 from copy import deepcopy
 from typing import Any
@@ -39,10 +40,18 @@ class WorkspaceRepository(Repository[UUID]):
     command never sees a copy torn by another thread's fast-forward; an error while
     fast-forwarding drops the entry, so a half-applied aggregate is never served.
     A stream's lock is one of a fixed set, picked by its id: taking it costs nothing more
-    (the library's own per-stream locks are made, counted and cached on each use).
+    (the library's own per-stream locks are made, counted and cached on each use). Two streams
+    may share a lock, so no get may be nested in another stream's (it could wait on itself);
+    a forked process makes a fresh set, not its parent's (one may have been held at the fork).
     """
 
     _stream_locks = tuple(threading.Lock() for _ in range(STREAM_LOCKS))
+
+    @classmethod
+    def renew_stream_locks(cls) -> None:
+        """A fresh, unheld set of stream locks: for a forked child, in which a lock another of the
+        parent's threads held at the fork would stay held for good."""
+        cls._stream_locks = tuple(threading.Lock() for _ in range(STREAM_LOCKS))
 
     def _lock_of(self, aggregate_id: UUID) -> threading.Lock:
         """The lock that guards this stream's cache entry."""
@@ -120,3 +129,6 @@ class WorkspaceRepository(Repository[UUID]):
                 cached = None
             if cached is None or cached.version < aggregate.version:
                 self.cache.put(aggregate.id, aggregate)
+
+
+os.register_at_fork(after_in_child=WorkspaceRepository.renew_stream_locks)

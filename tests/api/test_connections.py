@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from api.app import create_app
+import infrastructure.logs
+from api.app import create_app, create_app_from_env
 from api.connections import KEEP_ALIVE_REQUESTS, SpreadConnectionsMiddleware
+from infrastructure.config import get_settings
 
 
 def _closing(paths: list[str], **options: int) -> list[bool]:
@@ -46,3 +49,21 @@ def test_only_the_processes_that_share_connections_spread_them() -> None:
 
     url = "postgresql://127.0.0.1:5432/unused"  # the app connects only when it starts
     assert spreads(create_app(url, spread=True)) and not spreads(create_app(url))
+
+
+@pytest.mark.parametrize("processes, spread", [(None, False), ("1", False), ("0", False), ("3", True)])
+def test_the_server_factory_spreads_only_among_several_processes(monkeypatch, processes, spread) -> None:
+    """`uvicorn --factory api.app:create_app_from_env` on one process never asks a client to reconnect;
+    `chronicle serve` on several (which sets CHRONICLE_API_PROCESSES to their count) does."""
+    monkeypatch.setattr(infrastructure.logs, "configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:5432/unused")
+    if processes is None:
+        monkeypatch.delenv("CHRONICLE_API_PROCESSES", raising=False)
+    else:
+        monkeypatch.setenv("CHRONICLE_API_PROCESSES", processes)
+    get_settings.cache_clear()
+    try:
+        app = create_app_from_env()
+    finally:
+        get_settings.cache_clear()
+    assert any(m.cls is SpreadConnectionsMiddleware for m in app.user_middleware) is spread
