@@ -57,7 +57,9 @@ def copy_of(url: str):
 
 
 # Staged events into `events` in staging order, each hashed onto its stream's chain (schema/0016),
-# each id claimed in `log_event_ids` as the append functions claim it.
+# each id claimed in `log_event_ids` as the append functions claim it. Each stream's head hash is
+# kept in a small keyed table as the loop goes: a lookup in `events` would be planned once, while
+# the segment being filled is still empty, and would then scan that segment for every event.
 _CHAIN_STAGED = """
 DO $$
 DECLARE
@@ -67,8 +69,7 @@ DECLARE
 BEGIN
     FOR e IN SELECT * FROM staged_events ORDER BY ord LOOP
         at := clock_timestamp();
-        prev := (SELECT hash FROM events WHERE hashtext(stream_id) = hashtext(e.stream_id)
-                 AND stream_id = e.stream_id AND version = e.version - 1);
+        prev := (SELECT hash FROM staged_heads WHERE stream_id = e.stream_id);
         WITH claimed AS (  -- the event's id first, as the append functions claim it (schema/0024)
             INSERT INTO log_event_ids (event_id, position) VALUES (e.event_id, nextval('events_position_seq'))
             RETURNING position)
@@ -77,7 +78,10 @@ BEGIN
         SELECT claimed.position, e.event_id, e.stream_id, e.stream_type, e.version, e.type, e.payload, e.metadata,
                at, event_hash(prev, e.event_id, e.stream_id, e.stream_type, e.version, e.type, 1, e.payload,
                               e.metadata, at)
-        FROM claimed;
+        FROM claimed
+        RETURNING hash INTO prev;
+        INSERT INTO staged_heads VALUES (e.stream_id, prev)
+        ON CONFLICT (stream_id) DO UPDATE SET hash = EXCLUDED.hash;
     END LOOP;
 END;
 $$"""
@@ -109,10 +113,13 @@ def write_log(url: str, count: int, seed: int = 1) -> int:
                                     json.dumps(event.payload), meta))
                     written += 1
                 versions[change.stream_id] = (change.stream_type, change.expected_version + len(change.events))
+        # Heads of streams the log already holds, then the staged events chained on from them.
+        cur.execute("CREATE TEMP TABLE staged_heads (stream_id text PRIMARY KEY, hash bytea) ON COMMIT DROP")
+        cur.execute("INSERT INTO staged_heads SELECT stream_id, head_hash FROM streams"
+                    " WHERE stream_id = ANY(%s)", (list(versions),))
         cur.execute(_CHAIN_STAGED)
         cur.execute("INSERT INTO streams (stream_id, stream_type, version, head_hash)"
-                    " SELECT s.*, (SELECT hash FROM events e WHERE hashtext(e.stream_id) = hashtext(s.id)"
-                    " AND e.stream_id = s.id AND e.version = s.v)"
+                    " SELECT s.*, (SELECT hash FROM staged_heads h WHERE h.stream_id = s.id)"
                     " FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS s(id, t, v)",
                     (list(versions), [t for t, _ in versions.values()], [v for _, v in versions.values()]))
         conn.commit()
