@@ -20,12 +20,13 @@ from workers.observability import install as install_observability
 from workers.jobs import run_rebuild, run_replay, wake_requested
 from workers.runtime import worker_pool
 from workers.tick import PromptPolling, Ticker
-from workers.wakeups import take_pending
+from workers.wakeups import clear_pending, take_pending
 
 logger = logging.getLogger(__name__)
 broker = process_broker()
 broker.add_middleware(Ticker(lambda: wake_all(), lambda: wake_jobs(), seal=lambda: seal_now(),
-                             prune=lambda: prune_versions(), segments=lambda: ensure_segments_now()))
+                             prune=lambda: prune_versions(), segments=lambda: ensure_segments_now(),
+                             boot=lambda: wake_at_boot()))
 broker.add_middleware(PromptPolling())
 install_observability(broker)
 QUEUE = "chronicle-projections"
@@ -182,6 +183,14 @@ def wake_all() -> int:
     for name in PROJECTORS:
         catch_up_projection.send(name)
     return len(PROJECTORS)
+
+
+def wake_at_boot() -> int:
+    """Drop the pending wake-up marks, then wake every projection: a restarted worker covers
+    the appends whose wake-ups a killed worker had prefetched. Returns how many marks it dropped."""
+    dropped = clear_pending(broker)
+    wake_all()
+    return dropped
 
 
 def wake_projection(name: str | None = None) -> None:

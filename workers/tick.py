@@ -1,5 +1,8 @@
 """The periodic tick: every worker process wakes every projection (all its partitions) now and then.
 
+A worker also wakes every projection once as it boots, tick or no tick, after dropping the
+pending wake-up marks (workers/wakeups.py): a restart after a crash loses nothing.
+
 It covers lost wake-ups (a killed worker, Redis down at append time); duplicates cost one check.
 It also wakes requested rebuild and replay jobs, marks a dead worker's job failed, appends
 any missing completion event (workers/jobs.py), seals the log up to the safe position
@@ -39,13 +42,19 @@ class Ticker(Middleware):
 
     def __init__(self, wake_all: Callable[[], int], wake_jobs: Callable[[], int],
                  seal: Callable[[], int] | None = None, prune: Callable[[], object] | None = None,
-                 segments: Callable[[], int] | None = None) -> None:
+                 segments: Callable[[], int] | None = None,
+                 boot: Callable[[], object] | None = None) -> None:
         self.stop = threading.Event()
         self.wake_all, self.wake_jobs, self.seal, self.prune = wake_all, wake_jobs, seal, prune
-        self.segments = segments
+        self.segments, self.boot = segments, boot
         self.pruned_at = 0.0
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.boot is not None:
+            try:
+                self.boot()
+            except Exception as exc:  # noqa: BLE001 - Redis down: the tick (or the next boot) covers it
+                logger.warning("worker could not wake the projections at boot: %s", exc)
         period = tick_seconds()
         if period > 0:
             threading.Thread(target=self._loop, args=(period,), name="chronicle-tick", daemon=True).start()

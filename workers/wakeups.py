@@ -17,6 +17,8 @@ Wake-ups are coalesced twice:
   partition. The sender marks the partition pending (keeping the highest position) and enqueues
   only if it was not marked; the worker takes the mark as it starts, so an append after that
   sends a new message. A mark whose message is lost expires (PENDING_TTL_MS); the tick covers it.
+  A booting worker drops every mark and then catches every partition up (workers/tick.py), so
+  messages a killed worker had prefetched delay nothing.
 """
 
 from __future__ import annotations
@@ -101,6 +103,19 @@ def take_pending(broker: dramatiq.Broker, projection: str, partition: int, parti
         return None
     value = client.getdel(_pending_key(broker, projection, partition, partitions))
     return int(value) if value is not None else None
+
+
+def clear_pending(broker: dramatiq.Broker) -> int:
+    """Drop every pending mark of this broker's namespace, as a worker boots; how many there were.
+
+    A SIGKILLed worker's prefetched messages wait in Redis until dramatiq deems it dead (a
+    minute or more), and their marks would suppress the wake-ups of appends meanwhile.
+    """
+    client = getattr(broker, "client", None)
+    if client is None:
+        return 0
+    keys = list(client.scan_iter(match=f"{broker.namespace}:wakeup-pending:*", count=1000))
+    return client.delete(*keys) if keys else 0
 
 
 def _default_send(projection: str, partition: int, position: int, partitions: int) -> None:
