@@ -151,6 +151,8 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock_key(name, k))
         _, _, position = run(conn, job, batch_size=batch_size, retry=retry)
         for table, shadow in job.names.items():
+            for statement in _indexes_added_meanwhile(conn, table, shadow):
+                conn.execute(statement)
             renames = _index_names(conn, table, shadow)
             conn.execute(f'ALTER TABLE "{table}" RENAME TO "{table}__old"')
             conn.execute(f'ALTER TABLE "{shadow}" RENAME TO "{table}"')
@@ -175,11 +177,37 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
 
 # Each index of a table as built, its own name and its table's left out, with its comment.
 INDEX_COPIES = (
-    "SELECT c.relname AS name, c.oid AS oid, i.indisunique AS is_unique,"
+    "SELECT c.relname AS name, c.oid AS oid, i.indisunique AS is_unique, i.indisvalid AS is_valid,"
     " regexp_replace(pg_get_indexdef(i.indexrelid), '^CREATE (UNIQUE )?INDEX \\S+ ON (ONLY )?\\S+ ', '') AS definition,"
     " obj_description(i.indexrelid, 'pg_class') AS note"
     " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass ORDER BY c.relname"
 )
+
+
+def _indexes_added_meanwhile(conn, table: str, shadow: str) -> list[str]:
+    """The statements that build on the shadow each valid live index it has no copy of.
+
+    An operator's `indexes add` while the rebuild ran built on the live table only; the swap
+    would drop it. Built here, in the swap's transaction, it keeps its name (_index_names).
+    """
+    copies: dict[tuple, int] = {}
+    for r in conn.execute(INDEX_COPIES, (shadow,)).fetchall():
+        key = (r["is_unique"], r["definition"], r["note"])
+        copies[key] = copies.get(key, 0) + 1
+    statements = []
+    for r in conn.execute(INDEX_COPIES, (table,)).fetchall():
+        key = (r["is_unique"], r["definition"], r["note"])
+        if copies.get(key):
+            copies[key] -= 1
+            continue
+        if not r["is_valid"]:  # a failed CONCURRENTLY build: `indexes add` builds it again
+            continue
+        passing = f"{shadow}__{r['oid']}"
+        unique = "UNIQUE " if r["is_unique"] else ""
+        statements.append(f'CREATE {unique}INDEX "{passing}" ON "{shadow}" {r["definition"]}')
+        if r["note"] is not None:
+            statements.append(f'COMMENT ON INDEX "{passing}" IS {sql.Literal(r["note"]).as_string(conn)}')
+    return statements
 
 
 def _index_names(conn, table: str, shadow: str) -> list[str]:

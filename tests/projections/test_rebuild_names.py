@@ -59,3 +59,29 @@ def test_an_operator_index_stays_listed_droppable_and_used_after_a_rebuild(store
     assert drop_index(fresh_database_url, index.name)
     with proj_pool.connection() as conn:
         assert list_indexes(conn) == []
+
+
+def test_an_operator_index_added_while_a_rebuild_runs_survives_its_swap(store, proj_pool, fresh_database_url,
+                                                                        monkeypatch):
+    """`indexes add` after the rebuild made its shadows: the swap builds the index on the shadow.
+
+    The index is added as the rebuild's bulk run starts, through a wrapper around that run
+    (a seam in our own code, so the moment is certain)."""
+    import projections.rebuild as rebuilding
+
+    append_history(store, History(7), [(i * 3 + 1, i * 7, i) for i in range(60)])
+    project_all(proj_pool)
+    added = []
+    bulk_run = rebuilding.run
+
+    def run_after_an_index_is_added(conn, job, **kw):
+        if not added:
+            added.append(add_index(fresh_database_url, None, "agent_type"))
+        return bulk_run(conn, job, **kw)
+
+    monkeypatch.setattr(rebuilding, "run", run_after_an_index_is_added)
+    rebuild(proj_pool, "documents", batch_size=25)
+    with proj_pool.connection() as conn:
+        assert [(i.name, i.document_type, i.field, i.valid) for i in list_indexes(conn)] == [
+            (added[0].name, None, "agent_type", True)]
+    assert drop_index(fresh_database_url, added[0].name)
