@@ -127,12 +127,15 @@ def finish(conn: psycopg.Connection, job_id: int, state: Literal["done", "failed
                  (state, events_done, json.dumps(result) if result is not None else None, error, job_id))
 
 
-def _fail_running(conn: psycopg.Connection, projection: str, kind: str) -> list[int]:
-    """Mark running jobs failed as crashed, and the progress rows of crashed rebuilds."""
+def _fail_running(conn: psycopg.Connection, projection: str, kind: str, ids: list[int] | None = None) -> list[int]:
+    """Mark running jobs failed as crashed (only `ids`, if given), and the progress rows of crashed rebuilds.
+
+    A job a worker marks running after the caller saw its lock free is not among `ids`.
+    """
     rows = conn.execute(
         "UPDATE projection_job SET state = 'failed', error = %s, finished_at = clock_timestamp()"
-        " WHERE projection = %s AND kind = %s AND state = 'running' RETURNING id, rebuild_id",
-        (CRASHED, projection, kind)).fetchall()
+        " WHERE projection = %s AND kind = %s AND state = 'running' AND (%s::bigint[] IS NULL OR id = ANY(%s))"
+        " RETURNING id, rebuild_id", (CRASHED, projection, kind, ids, ids)).fetchall()
     rebuilds = [r["rebuild_id"] for r in rows if r["rebuild_id"] is not None]
     if rebuilds:
         # Its shadow tables stay until the next rebuild drops them; reads never used them.
@@ -148,14 +151,14 @@ def reap_crashed(conn: psycopg.Connection, projection: str | None = None, kind: 
     ends, so a running job with a free lock can only be a dead worker's.
     """
     running = conn.execute(
-        "SELECT DISTINCT projection, kind FROM projection_job WHERE state = 'running'"
-        " AND (%s::text IS NULL OR projection = %s) AND (%s::text IS NULL OR kind = %s)",
+        "SELECT projection, kind, array_agg(id) AS ids FROM projection_job WHERE state = 'running'"
+        " AND (%s::text IS NULL OR projection = %s) AND (%s::text IS NULL OR kind = %s) GROUP BY 1, 2",
         (projection, projection, kind, kind)).fetchall()
     reaped: list[int] = []
     for r in running:
         if not lock_held(conn, r["projection"], JOB_LOCK[r["kind"]]):
             with conn.transaction():
-                reaped += _fail_running(conn, r["projection"], r["kind"])
+                reaped += _fail_running(conn, r["projection"], r["kind"], r["ids"])
     return reaped
 
 
@@ -179,27 +182,47 @@ def job_view(pool: ConnectionPool, *, job_id: int | None = None, projection: str
     rebuild run by hand (projections.rebuild) is shown, so GET .../rebuild shows every rebuild.
     """
     with pool.connection() as conn:
-        if job_id is not None:
-            job = get_job(conn, job_id)
-        else:
-            row = conn.execute("SELECT * FROM projection_job WHERE projection = %s AND kind = %s"
-                               " ORDER BY id DESC LIMIT 1", (projection, kind)).fetchone()
-            job = ProjectionJob(**row) if row else None
-        name = job.projection if job else projection
-        progress = None
-        if job is not None and job.rebuild_id is not None:
-            progress = conn.execute("SELECT * FROM projection_rebuild WHERE id = %s", (job.rebuild_id,)).fetchone()
-        if job_id is None and kind == "rebuild" and name is not None:
-            latest = conn.execute("SELECT * FROM projection_rebuild WHERE projection = %s ORDER BY id DESC LIMIT 1",
-                                  (name,)).fetchone()
-            if latest is not None and (job is None or (latest["id"] > job.rebuild_id if job.rebuild_id is not None
-                                                       else latest["started_at"] > job.requested_at)):
-                progress, job = latest, None  # a rebuild run by hand after the last job
-        if job is None and progress is None:
-            return None
-        crashed = (job.state if job else progress["state"]) == "running" and not lock_held(
-            conn, name, JOB_LOCK[job.kind if job else "rebuild"])
-    return _view(job, progress, crashed)
+        seen = _job_and_progress(conn, job_id, projection, kind)
+        while seen is not None:
+            job, progress, name = seen
+            if (job.state if job else progress["state"]) != "running" or lock_held(
+                    conn, name, JOB_LOCK[job.kind if job else "rebuild"]):
+                return _view(job, progress, False)
+            # The lock is free: a worker gone, or one that ended the job (marked first) just now.
+            again = _job_and_progress(conn, job_id, projection, kind)
+            if again is not None and _identity(again) == _identity(seen) and \
+                    (again[0].state if again[0] else again[1]["state"]) == "running":
+                return _view(again[0], again[1], True)
+            seen = again
+    return None
+
+
+def _job_and_progress(conn: psycopg.Connection, job_id: int | None, projection: str | None,
+                      kind: Kind) -> tuple[ProjectionJob | None, dict[str, Any] | None, str] | None:
+    """job_view's rows: the job, its rebuild's progress (or a later rebuild run by hand), the projection."""
+    if job_id is not None:
+        job = get_job(conn, job_id)
+    else:
+        row = conn.execute("SELECT * FROM projection_job WHERE projection = %s AND kind = %s"
+                           " ORDER BY id DESC LIMIT 1", (projection, kind)).fetchone()
+        job = ProjectionJob(**row) if row else None
+    name = job.projection if job else projection
+    progress = None
+    if job is not None and job.rebuild_id is not None:
+        progress = conn.execute("SELECT * FROM projection_rebuild WHERE id = %s", (job.rebuild_id,)).fetchone()
+    if job_id is None and kind == "rebuild" and name is not None:
+        latest = conn.execute("SELECT * FROM projection_rebuild WHERE projection = %s ORDER BY id DESC LIMIT 1",
+                              (name,)).fetchone()
+        if latest is not None and (job is None or (latest["id"] > job.rebuild_id if job.rebuild_id is not None
+                                                   else latest["started_at"] > job.requested_at)):
+            progress, job = latest, None  # a rebuild run by hand after the last job
+    if job is None and progress is None:
+        return None
+    return job, progress, name
+
+
+def _identity(seen: tuple[ProjectionJob | None, dict[str, Any] | None, str]) -> tuple[int | None, int | None]:
+    return (seen[0].id if seen[0] else None, seen[1]["id"] if seen[1] else None)
 
 
 def _view(job: ProjectionJob | None, progress: dict[str, Any] | None, crashed: bool) -> dict[str, Any]:

@@ -50,7 +50,21 @@ def test_history_table_and_json(chronicle, cli_database_url):
     assert missing.returncode == 1 and "no stream" in missing.stderr
 
 
+def _create_document(database_url: str) -> str:
+    """One document.created event through the application service; the document's stream id."""
+    from domain import commands as c
+    from service_layer.workspace import Workspace
+
+    app = Workspace({"PERSISTENCE_MODULE": "infrastructure.persistence", "DATABASE_URL": database_url})
+    try:
+        return app.handle(c.CreateDocument(namespace="cli", document_type="note", title="Parked", content="x"),
+                          c.CommandContext(actor_id="alice", actor_type="user")).stream_id
+    finally:
+        app.close()
+
+
 def test_projections_status_rebuild_replay_and_dead_letters(chronicle, cli_database_url, namespace):
+    _create_document(cli_database_url)  # a document event of its own to park, whatever ran before
     status = json.loads(chronicle("projections", "status", "--json").stdout)
     assert isinstance(status, list)
     # A worker on Redis runs what the commands queue; the commands wake it (the tick is off).

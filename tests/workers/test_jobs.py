@@ -307,3 +307,33 @@ def test_job_lifecycle_property(proj_pool, fresh_database_url, steps):
     finally:
         if model["conn"] is not None:
             model["conn"].close()
+
+
+def test_a_job_that_ends_as_it_is_viewed_reads_as_ended_not_crashed(proj_pool, fresh_database_url, monkeypatch):
+    """The worker marks the job done, then frees its lock: a view that read 'running' just before
+    and finds the lock free reads the job again. A wrapper around the lock check ends the job at
+    that moment (a seam in our own code); a job whose worker is gone still reads as crashed."""
+    from projections.status import lock_held
+
+    with proj_pool.connection() as conn:
+        conn.execute("UPDATE projection_job SET state = 'failed' WHERE state IN ('requested', 'running')")
+        job = jobs.open_job(conn, "replay", "agents", {"from_position": 0}, {"actor_id": "ops"})
+    worker = psycopg.connect(fresh_database_url, autocommit=True, row_factory=psycopg.rows.dict_row)
+    try:
+        assert jobs.try_lock(worker, "replay", "agents") and jobs.claim(worker, "replay", "agents").id == job.id
+
+        def worker_ends_the_job_first(conn, name, partition):
+            jobs.finish(worker, job.id, "done", events_done=3)
+            jobs.unlock(worker, "replay", "agents")
+            return lock_held(conn, name, partition)
+
+        monkeypatch.setattr(jobs, "lock_held", worker_ends_the_job_first)
+        view = jobs.job_view(proj_pool, job_id=job.id)
+        assert view["state"] == "done" and view["done"] == 3
+    finally:
+        worker.close()
+    monkeypatch.undo()
+    with proj_pool.connection() as conn:
+        dead = jobs.open_job(conn, "replay", "agents", {"from_position": 0}, {"actor_id": "ops"})
+        conn.execute("UPDATE projection_job SET state = 'running', started_at = now() WHERE id = %s", (dead.id,))
+    assert jobs.job_view(proj_pool, job_id=dead.id)["state"] == "crashed"  # no session holds its lock
