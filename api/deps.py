@@ -268,15 +268,26 @@ def min_position_for(*projections: str, primary: bool = False) -> Callable[..., 
     async def dependency(
         request: Request,
         state: ChronicleState = Depends(chronicle if primary else read_state),
-        min_position: int | None = Query(
-            None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position"
-        ),
+        min_position: int | None = MinPosition,
     ) -> int | None:
-        if min_position:  # the wait blocks: a worker thread's, never the event loop's
-            await anyio.to_thread.run_sync(_wait_for_position, state, min_position, projections)
+        await wait_for_position(state, min_position, projections)
         return min_position
 
+    dependency.projections = projections  # type: ignore[attr-defined]  # for api.read_support.reading
     return dependency
+
+
+# ?min_position=: read-your-writes, on every read route.
+MinPosition = Query(None, ge=0, le=MAX_POSITION, description="wait (bounded) until the read side has reached this log position")
+
+
+async def wait_for_position(state: ChronicleState, min_position: int | None, projections: tuple[str, ...]) -> None:
+    """Wait (bounded) until `projections` have applied ?min_position= (`_wait_for_position`).
+
+    The wait blocks: a worker thread's, never the event loop's; without a position nothing waits.
+    """
+    if min_position:
+        await anyio.to_thread.run_sync(_wait_for_position, state, min_position, projections)
 
 
 min_position_param = min_position_for()

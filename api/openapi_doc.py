@@ -89,6 +89,12 @@ def _flat(dependant: Dependant) -> list[Dependant]:
     return out
 
 
+def _calls(route: Any) -> set[Any]:
+    """The dependencies a route's dependant calls, and those one of them does the work of (`stands_for`)."""
+    calls = {dep.call for dep in _flat(route.dependant)}
+    return calls.union(*(getattr(call, "stands_for", ()) for call in list(calls)))
+
+
 def _permission(route: Any) -> str | None:
     for dep in _flat(route.dependant):  # api.deps.require's checks and the command context name theirs
         permission = getattr(dep.call, "permission", None)
@@ -99,7 +105,7 @@ def _permission(route: Any) -> str | None:
 
 def _errors(route: Any, method: str, op: dict[str, Any], permission: str | None) -> dict[int, list[str]]:
     """The problems an operation can answer, by status: its codes."""
-    calls = {dep.call for dep in _flat(route.dependant)}
+    calls = _calls(route)
     names = {p["name"] for p in op.get("parameters", [])}
     command = command_context in calls
     errors: dict[int, list[str]] = {422: ["validation_error", "unknown_query_parameter", "invalid_value"]}
@@ -163,7 +169,7 @@ def _document(route: Any, method: str, op: dict[str, Any]) -> None:
     for status, response in responses.items():  # errors a route declares itself (readyz's 503)
         if status[0] in "45" and not response.get("content"):
             response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
-    calls = {dep.call for dep in _flat(route.dependant)}
+    calls = _calls(route)
     for status, response in responses.items():
         if not status.startswith("2"):
             continue

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from fastapi import Depends, Query, Request, Response
 
-from api.deps import ChronicleState, Reader, etag, page_size, read_state
+from api.deps import ChronicleState, MinPosition, Reader, authorize, etag, page_size, read_state, wait_for_position
 from api.problems import Problem
 from infrastructure.log_keys import of_stream
 from projections.catalog import projectors_for
@@ -27,13 +27,21 @@ def reading(wait: Callable[..., int | None], role: Any = Reader) -> Any:
     """A read route's state: the read server's, for a key whose role may read, once `wait`
     (a `min_position_for` dependency) has seen ?min_position= applied.
 
-    Declare it as the route's last parameter: ?min_position= then stays its last query parameter.
+    One dependency that does the work of `read_state`, the role and `wait` itself: FastAPI solves
+    each dependency of a request in the event loop, at a cost per dependency. Its routers check the
+    role first too, so a caller without a key hears 401 before ?min_position= is read. Declare it
+    as the route's last parameter: ?min_position= then stays its last query parameter.
     """
+    permission = role.dependency.permission
+    projections = wait.projections  # type: ignore[attr-defined]
 
-    async def dependency(state: ChronicleState = Depends(read_state), _: Any = role,
-                         _wait: int | None = Depends(wait)) -> ChronicleState:
+    async def dependency(request: Request, response: Response, min_position: int | None = MinPosition) -> ChronicleState:
+        authorize(request, permission)
+        state = await read_state(request, response)
+        await wait_for_position(state, min_position, projections)
         return state
 
+    dependency.stands_for = (read_state, wait)  # type: ignore[attr-defined]  # for api.openapi_doc
     return Depends(dependency)
 
 

@@ -7,6 +7,7 @@ command's events carry the same id the response echoes and every log line of the
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
 import uuid
@@ -19,6 +20,16 @@ logger = structlog.get_logger("chronicle.http")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$")
 # Probes and scrapes log at debug: they come every few seconds and say nothing new.
 QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def fresh_id() -> str:
+    """A fresh correlation id: a random version-4 UUID, drawn from the process's seeded generator.
+
+    uuid4 reads os.urandom, a system call that lets go of the GIL: in the event loop, mid-request,
+    a route thread takes it and the loop waits to get it back. The generator is seeded from the
+    system's randomness, again in a forked child; an id names a request, it guards nothing.
+    """
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 class RequestContextMiddleware:
@@ -44,7 +55,7 @@ class RequestContextMiddleware:
         if incoming is not None and _ID.match(incoming):
             correlation_id = incoming
         else:
-            correlation_id = str(uuid.uuid4())
+            correlation_id = fresh_id()
             if incoming is None:
                 # The route reads the header: give it ours, so the events carry what we echo.
                 scope = dict(scope)
