@@ -7,12 +7,13 @@ sees the same machine at the same moments, so the differences of their mean late
 parts' costs, to a microsecond or two, however much the shared machine moves meanwhile. The copies
 are for measuring only: they exist in the bench's own database, which is dropped at the end.
 
-    DATABASE_URL=... .venv/bin/python bench/append_parts.py [--seconds 12] [--runs 2]
+    DATABASE_URL=... [PGBENCH=path] .venv/bin/python bench/append_parts.py [--seconds 12] [--runs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _db import scratch_database
 from append import create_plain_table
 
-PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+PGBENCH = os.environ.get("PGBENCH", "/usr/lib/postgresql/15/bin/pgbench")
 PAYLOAD = '{"document_id": "doc-1", "title": "A title", "body": "' + "x" * 200 + '"}'
 METADATA = '{"actor_id": "bench", "actor_type": "service", "session_id": "bench-session"}'
 HOLD = ("AND (pg_try_advisory_xact_lock_shared(log_lock_key(coalesce(pg_sequence_last_value('events_position_seq')"
@@ -80,12 +81,12 @@ def scripts(folder: Path) -> dict[str, Path]:
 
 def run(url: str, paths: dict[str, Path], seconds: float) -> dict[str, float]:
     """One mixed pgbench run; the mean latency in microseconds of each script."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:  # the stream goes on at its version from run to run
         conn.execute("INSERT INTO streams (stream_id, stream_type, version, head_hash)"
-                     f" VALUES ('parts-0', 'document', 0, {ZEROS})"
-                     " ON CONFLICT (stream_id) DO UPDATE SET version = 0")
+                     f" VALUES ('parts-0', 'document', 0, {ZEROS}) ON CONFLICT (stream_id) DO NOTHING")
+        version = conn.execute("SELECT version FROM streams WHERE stream_id = 'parts-0'").fetchone()[0]
     params = psycopg.conninfo.conninfo_to_dict(url)
-    command = [PGBENCH, "-n", "-M", "prepared", "-c", "1", "-T", str(int(seconds)), "-D", "version=0",
+    command = [PGBENCH, "-n", "-M", "prepared", "-c", "1", "-T", str(int(seconds)), "-D", f"version={version}",
                "-h", params.get("host", "127.0.0.1"), "-p", str(params.get("port", 5432)),
                "-U", params.get("user", "postgres"), *(f"-f{path}" for path in paths.values()), params["dbname"]]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
