@@ -40,14 +40,39 @@ def scratch_database(prefix: str):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def database_url(name: str) -> str:
+    """The URL of database `name` on the bench's server."""
+    params = conninfo.conninfo_to_dict(SERVER)
+    params["dbname"] = name
+    return conninfo.make_conninfo(**params)
+
+
+def database_exists(name: str) -> bool:
+    with psycopg.connect(SERVER, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def keep_copy(url: str, name: str) -> None:
+    """Copy the database at `url` to a database `name` that outlives the run (nobody may be connected to `url`)."""
+    source = conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(SERVER, autocommit=True) as conn:  # file by file: a log's worth of WAL spared
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY')
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(SERVER, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
-def copy_of(url: str):
+def copy_of(url: str, strategy: str = "WAL_LOG"):
     """A copy of the database at `url` (CREATE DATABASE ... TEMPLATE: nobody may be connected to
-    it meanwhile); yield the copy's URL, drop it afterwards."""
+    it meanwhile); yield the copy's URL, drop it afterwards. FILE_COPY copies a large database
+    without writing it all to the WAL (at the price of two checkpoints)."""
     params = conninfo.conninfo_to_dict(url)
     source, name = params["dbname"], f"{params['dbname']}_copy"
     with psycopg.connect(SERVER, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY {strategy}')
     params["dbname"] = name
     try:
         yield conninfo.make_conninfo(**params)

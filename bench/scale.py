@@ -11,7 +11,11 @@ at both sizes, and bytes per event of the events table (heap plus indexes; targe
 
     DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/scale.py [--events 1000000]
 
-It creates a scratch database on that server and drops it afterwards.
+It creates a scratch database on that server and drops it afterwards. `--parts` picks what
+is measured (default all: routes, catch-up, rebuild, bytes). `--keep-logs NAME` keeps the two
+written logs as databases NAME_small (100k events, nothing projected) and NAME_grown (projected
+to 100k, grown to N) and starts from copies of them when they exist, so a run of the catch-up
+and rebuild parts skips writing the log; `--drop-logs NAME` drops them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import _db
@@ -29,6 +35,7 @@ from psycopg.rows import dict_row
 from catch_up import project
 from infrastructure.config import Settings
 from infrastructure.db import create_pool
+from infrastructure.migrations import migrate
 from infrastructure.read_indexes import add_index
 from projections.engine import DEFAULT_BATCH
 from projections.rebuild import rebuild
@@ -213,44 +220,109 @@ def measure(urls: list[str], key: str, routes: dict, repeat: int) -> list[dict[s
             proc.wait(timeout=30)
 
 
+PARTS = ("routes", "catch-up", "rebuild", "bytes")
+
+
+@contextmanager
+def _log(keep: str | None, suffix: str, fresh: Callable[[], AbstractContextManager[str]],
+         write: Callable[[str], None]) -> Iterator[str]:
+    """A database holding a written log: a migrated copy of the kept one `keep`_`suffix` if it
+    exists, else `fresh()` with `write` run on it (and, with `keep`, kept for the next run)."""
+    kept = f"{keep}_{suffix}" if keep else None
+    if kept and _db.database_exists(kept):
+        with _db.copy_of(_db.database_url(kept), "FILE_COPY") as url:
+            migrate(url)
+            yield url
+        return
+    with fresh() as url:
+        write(url)
+        if kept:
+            _db.keep_copy(url, kept)
+        yield url
+
+
+def _same_keys(source: str, target: str) -> None:
+    """Give `target` the API keys of `source` (a kept grown log was written with another key)."""
+    with psycopg.connect(source) as src, psycopg.connect(target) as dst:
+        rows = src.execute("SELECT * FROM api_keys").fetchall()
+        dst.execute("DELETE FROM api_keys")
+        for row in rows:
+            dst.execute(f"INSERT INTO api_keys VALUES ({', '.join(['%s'] * len(row))})", row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--keep-logs", metavar="NAME", help="keep the written logs as NAME_small and NAME_grown")
+    parser.add_argument("--drop-logs", metavar="NAME", help="drop the logs --keep-logs NAME kept, and stop")
     args = parser.parse_args()
-    with _db.scratch_database("chronicle_scale") as url:
+    if args.drop_logs:
+        for suffix in ("small", "grown"):
+            _db.drop_database(f"{args.drop_logs}_{suffix}")
+        return
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(parts - set(PARTS)))}")
+    with _log(args.keep_logs, "small", lambda: _db.scratch_database("chronicle_scale"), _write_small) as url:
         pool = create_pool(url, Settings(database_url=url, chronicle_pool_max_size=2), name="bench-keys")
         key = create_key(pool, "bench", "admin", actor_id="bench")[1]
         pool.close()
-        t = time.perf_counter()
-        _db.write_log(url, SMALL, seed=1)
-        print(f"wrote {SMALL} events in {time.perf_counter() - t:.0f} s", flush=True)
         small_catch_up = catch_up(url)
         add_index(url, "llm_interaction", "model")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-        routes = _routes(_sample(url))
-        small_bytes = bytes_per_event(url)
-        small_rebuild = rebuild_rate(url)
-        with _db.copy_of(url) as small_url:
-            t = time.perf_counter()
-            _db.write_log(url, args.events - SMALL, seed=2)
-            print(f"wrote {args.events - SMALL} more events in {time.perf_counter() - t:.0f} s", flush=True)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("VACUUM ANALYZE events")
-            backlog = measure([url], key, {k: routes[k] for k in ("/metrics", "/v1/projections")}, args.repeat)[0]
-            large_catch_up = catch_up(url)
-            with psycopg.connect(url, autocommit=True) as conn:
+        routes = _routes(_sample(url)) if "routes" in parts else {}
+        small_bytes = bytes_per_event(url) if "bytes" in parts else {}
+        small_rebuild = rebuild_rate(url) if "rebuild" in parts else 0.0
+        with _db.copy_of(url) as small_url, _log(args.keep_logs, "grown", lambda: nullcontext(url),
+                                                 lambda u: _grow(u, args.events)) as large_url:
+            _same_keys(small_url, large_url)
+            backlog = (measure([large_url], key, {k: routes[k] for k in ("/metrics", "/v1/projections")},
+                               args.repeat)[0] if "routes" in parts else {})
+            large_catch_up = catch_up(large_url)
+            with psycopg.connect(large_url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
-            small, large = measure([small_url, url], key, routes, args.repeat)
-            large_bytes = bytes_per_event(url)
-            large_rebuild = rebuild_rate(url)
+            small, large = measure([small_url, large_url], key, routes, args.repeat) if routes else ({}, {})
+            large_bytes = bytes_per_event(large_url) if "bytes" in parts else {}
+            large_rebuild = rebuild_rate(large_url) if "rebuild" in parts else 0.0
     report(args.events, small, large, backlog, (small_catch_up, large_catch_up), (small_rebuild, large_rebuild),
            small_bytes, large_bytes)
 
 
+def _write_small(url: str) -> None:
+    """Write the first 100k events of the log."""
+    t = time.perf_counter()
+    _db.write_log(url, SMALL, seed=1)
+    print(f"wrote {SMALL} events in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def _grow(url: str, events: int) -> None:
+    """Write the log on from 100k events to `events` (nothing projected of the growth)."""
+    t = time.perf_counter()
+    _db.write_log(url, events - SMALL, seed=2)
+    print(f"wrote {events - SMALL} more events in {time.perf_counter() - t:.0f} s", flush=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE events")
+
+
 def report(n: int, small: dict, large: dict, backlog: dict, catch: tuple, rebuilt: tuple, small_bytes: dict,
            large_bytes: dict) -> None:
+    if small:
+        _report_routes(n, small, large, backlog)
+    print(f"\ncatch-up: {catch[0]:,.0f} ev/s at 100k, {catch[1]:,.0f} ev/s for the growth to {n:,}"
+          f" (ratio {catch[1] / catch[0]:.2f}, target >= 0.9 and >= 20,000 ev/s)")
+    if rebuilt[0]:
+        print(f"agents rebuild: {rebuilt[0]:,.0f} ev/s at 100k, {rebuilt[1]:,.0f} ev/s at {n:,}"
+              f" (ratio {rebuilt[1] / rebuilt[0]:.2f})")
+    if large_bytes:
+        print(f"\nbytes per event (target heap+indexes <= {TARGET_BYTES}):")
+        for name in large_bytes:
+            print(f"  {name:36} {small_bytes.get(name, 0):8.1f} at 100k {large_bytes[name]:8.1f} at {n // 1000}k")
+
+
+def _report_routes(n: int, small: dict, large: dict, backlog: dict) -> None:
     print(f"\n{'route':45} {'100k med':>9} {'p95':>7} {n // 1000:>6}k med {'p95':>7} {'ratio':>6} {'p95 ratio':>9}")
     worst = 0.0
     for name, (s_med, s_p95) in small["routes"].items():
@@ -265,13 +337,6 @@ def report(n: int, small: dict, large: dict, backlog: dict, catch: tuple, rebuil
     print(f"\nwith a backlog of {n - SMALL} events (target < {TARGET_BACKLOG_MS:.0f} ms):")
     for name, (med, p95) in backlog["routes"].items():
         print(f"  {name:20} median {med:7.2f} ms  p95 {p95:7.2f} ms")
-    print(f"\ncatch-up: {catch[0]:,.0f} ev/s at 100k, {catch[1]:,.0f} ev/s for the growth to {n:,}"
-          f" (ratio {catch[1] / catch[0]:.2f}, target >= 0.9 and >= 20,000 ev/s)")
-    print(f"agents rebuild: {rebuilt[0]:,.0f} ev/s at 100k, {rebuilt[1]:,.0f} ev/s at {n:,}"
-          f" (ratio {rebuilt[1] / rebuilt[0]:.2f})")
-    print(f"\nbytes per event (target heap+indexes <= {TARGET_BYTES}):")
-    for name in large_bytes:
-        print(f"  {name:36} {small_bytes.get(name, 0):8.1f} at 100k {large_bytes[name]:8.1f} at {n // 1000}k")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 
 import psycopg
 from psycopg import sql
@@ -110,7 +111,7 @@ def _upsert(cur: psycopg.Cursor, table: str, conflict: Sequence[str], rows: list
     keep = tuple(c for c in _columns(cur, table) if c not in conflict) if overwrite else None
     # In key order: the statement walks the key's index (and, keys being time-ordered ids, the
     # heap) from one end to the other, each page once, rather than at random.
-    rows = sorted(rows, key=lambda r: tuple(r[c] for c in conflict))
+    rows = sorted(rows, key=itemgetter(*conflict))
     cur.execute(_upsert_sql(table, tuple(conflict), keep), (Jsonb(rows, dumps=to_json),))
 
 

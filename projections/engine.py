@@ -65,9 +65,10 @@ def collector_paused() -> Iterator[None]:
     stream states alive, and every collection those allocations set off walked all of them: the
     catch-up slowed as it kept more states (at 1M events half its rate at 100k). Reference
     counting still frees the batch's garbage at once. A batch that allocated past the young
-    generation's threshold (one that did work) ends with a collection of the young generations
-    for cycles; an idle poll allocates too little to need one. Batches of several threads share
-    the pause; in a process that also serves requests there is none (keep_collector_on).
+    generation's threshold (one that did work) ends by moving what it left alive out of the
+    collector's walks (`_freeze_survivors`); an idle poll allocates too little to need it.
+    Batches of several threads share the pause; in a process that also serves requests there
+    is none (keep_collector_on).
     """
     if not _paused["allowed"]:
         yield
@@ -84,8 +85,33 @@ def collector_paused() -> Iterator[None]:
             _paused["batches"] -= 1
             if _paused["batches"] == 0 and _paused["collector_was_on"]:
                 gc.enable()
-        if gc.get_count()[0] > gc.get_threshold()[0]:  # what the collector would have done by now
-            gc.collect(1)
+        if gc.get_count()[0] > gc.get_threshold()[0]:  # the collector would have run by now
+            _freeze_survivors()
+
+
+# Below this many frozen objects no full collection runs; above it, one runs each time the
+# frozen set has doubled since the last one left it.
+FULL_COLLECTION_FLOOR = 1_000_000
+_frozen = {"after_full": 0}
+
+
+def _freeze_survivors() -> None:
+    """Move the objects a batch left alive into the collector's permanent generation; run a
+    full collection once that generation has doubled since the last one.
+
+    A young collection after each batch walked everything the batch left alive (the rows of
+    the streams it wrote, mostly) and, through their references, the large heap of states the
+    run keeps: at 1M events 80 ms a batch, a tenth of the catch-up's Python time, against 3%
+    at 100k. Frozen objects are still freed by reference counting when they die; only cyclic
+    garbage waits in the permanent generation, for the full collection, whose cost the
+    doubling spreads over the batches that grew it.
+    """
+    gc.freeze()
+    if gc.get_freeze_count() > max(2 * _frozen["after_full"], FULL_COLLECTION_FLOOR):
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        _frozen["after_full"] = gc.get_freeze_count()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from infrastructure.partition_reads import Event
@@ -33,6 +34,11 @@ class LogTable:
     name: str
     conflict: tuple[str, ...]
     overwrite: bool = True
+    # A row's key (its conflict columns' values), read in C: a batch takes it for every row.
+    key_of: Callable[[Row], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_of", itemgetter(*self.conflict))
 
 
 class StreamRows:
@@ -81,11 +87,10 @@ class Output:
     __slots__ = ("rows",)
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[tuple, Row]] = {}
+        self.rows: dict[str, dict[Any, Row]] = {}
 
     def add(self, table: LogTable, row: Row) -> None:
-        key = tuple(row[c] for c in table.conflict)
-        self.rows.setdefault(table.name, {})[key] = row
+        self.rows.setdefault(table.name, {})[table.key_of(row)] = row
 
 
 Handler = Callable[[StreamRows, Event, Output], None]

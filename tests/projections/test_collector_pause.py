@@ -1,10 +1,13 @@
-"""The cyclic collector around projection batches: held off in a dedicated worker's batch, left on
-where the API shares the process (`chronicle up`), and no collection for an idle poll."""
+"""The cyclic collector around projection batches: held off in a dedicated worker's batch, whose
+survivors are then frozen out of its walks (cyclic garbage waits for a full collection once the
+frozen generation has doubled); left on where the API shares the process (`chronicle up`); and
+nothing for an idle poll."""
 
 from __future__ import annotations
 
 import gc
 import uuid
+import weakref
 from collections.abc import Iterator
 
 import dramatiq
@@ -20,9 +23,11 @@ META = {"actor_id": "u", "actor_type": "user", "session_id": "s"}
 
 @pytest.fixture
 def collections(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple]]:
-    """Every explicit gc.collect() call made meanwhile (the collector's own runs are not counted)."""
+    """Every explicit gc.collect() and gc.freeze() call made meanwhile, as ("collect", *args) or
+    ("freeze",) (the collector's own runs are not counted)."""
     calls: list[tuple] = []
-    monkeypatch.setattr(gc, "collect", lambda *args: calls.append(args) or 0)
+    monkeypatch.setattr(gc, "collect", lambda *args: calls.append(("collect", *args)) or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(("freeze",)))
     yield calls
 
 
@@ -41,10 +46,32 @@ def test_an_idle_poll_runs_no_collection(store, proj_pool, collections: list[tup
     assert collections == []
 
 
-def test_a_batch_that_did_work_collects_the_young_generations(store, proj_pool, collections: list[tuple]) -> None:
+def test_a_batch_that_did_work_moves_what_it_left_alive_out_of_the_collectors_walks(
+        store, proj_pool, collections: list[tuple], monkeypatch) -> None:
+    monkeypatch.setitem(engine._frozen, "after_full", 10**12)  # no full collection due
     _agents(store, 200)
     assert catch_up_all(proj_pool, PROJECTORS["agents"]).processed == 200
-    assert (1,) in collections
+    assert ("freeze",) in collections
+    assert not [c for c in collections if c[0] == "collect"]
+
+
+def test_cyclic_garbage_is_collected_once_the_frozen_generation_has_doubled(store, proj_pool, monkeypatch) -> None:
+    class Node:
+        pass
+
+    monkeypatch.setattr(engine, "FULL_COLLECTION_FLOOR", 0)
+    monkeypatch.setitem(engine._frozen, "after_full", 0)  # the frozen generation has doubled since
+    _agents(store, 200)
+    gc.disable()  # nothing collects the cycle before the run does
+    try:
+        cycle = Node()
+        cycle.me = cycle
+        gone = weakref.ref(cycle)
+        del cycle  # garbage only the cyclic collector can free
+        assert catch_up_all(proj_pool, PROJECTORS["agents"]).processed == 200
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_where_the_api_shares_the_process_the_collector_stays_on(store, proj_pool, monkeypatch) -> None:
