@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 from infrastructure.log_chain import earlier_event, row_hash
 from infrastructure.log_keys import of_stream
-from infrastructure.log_segments import Segment, list_segments
+from infrastructure.log_segments import Segment, archived_segments, list_segments
 
 FORMAT = "chronicle-log-segment/1"
 _COLUMNS = ("position", "event_id", "stream_id", "stream_type", "version", "type", "schema_version", "payload",
@@ -217,7 +217,7 @@ def restore_segment(owner_url: str, manifest_file: Path) -> dict[str, Any]:
         if segment.data_sha256 != manifest["data_sha256"] or segment.archive_name != manifest_file.name:
             raise ArchiveError(f"{manifest_file.name} is not the archive the log recorded for {segment.table_name}"
                                f" ({segment.archive_name}, sha256 {segment.data_sha256})")
-        check_archive(conn, segment, data_file)
+        check_archive(conn, segment, data_file, _older_archive_heads(conn, segment, data_file))
         _load(conn, segment, data_file)
         _check_event_ids(conn, segment)
         _attach(conn, segment)
@@ -228,11 +228,13 @@ def restore_segment(owner_url: str, manifest_file: Path) -> dict[str, Any]:
     return manifest
 
 
-def check_archive(conn: psycopg.Connection, segment: Segment, data_file: Path) -> int:
+def check_archive(conn: psycopg.Connection, segment: Segment, data_file: Path,
+                  older: dict[str, tuple[int, bytes]] | None = None) -> int:
     """Each event of the file: inside the range, in order, its hash recomputed from its content and its
-    stream's previous hash (from the file, or the log); the count and first and last hashes as recorded;
-    the streams' next events in the log chain to it. Returns the count. (The ids: _check_event_ids.)"""
-    heads: dict[str, tuple[int, bytes]] = {}
+    stream's previous hash (from the file, the log, or `older`: archives of older segments); the count
+    and first and last hashes as recorded; the streams' next events in the log chain to it. Returns the
+    count. (The ids: _check_event_ids.)"""
+    heads: dict[str, tuple[int, bytes]] = dict(older or {})
     count, first, last, previous_position = 0, None, None, segment.first_position - 1
     for event in read_events(data_file):
         position = event["position"]
@@ -261,10 +263,36 @@ def _previous_hash(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]]
             raise ArchiveError(f"stream {stream} goes from version {heads[stream][0]} to {version} in the archive")
         return heads[stream][1]
     found = earlier_event(conn, stream, version)
-    if found is None or found[0] != version - 1:  # in another archived segment: restore that first
-        raise ArchiveError(f"stream {stream} version {version - 1} is not in the log: restore the older"
-                           " archives first")
+    if found is None or found[0] != version - 1:  # an older archive beside this one would have held it
+        raise ArchiveError(f"stream {stream} version {version - 1} is neither in the log nor in an older"
+                           " archive beside this one")
     return found[1]
+
+
+def _older_archive_heads(conn: psycopg.Connection, segment: Segment, data_file: Path) -> dict[str, tuple[int, bytes]]:
+    """The events before this archive's that its streams chain to but the log no longer holds (their
+    segments are archived too), read from those archives in the same folder: stream -> (version, hash).
+
+    So archives restore in any order; an archive whose file is not there is named.
+    """
+    first: dict[str, int] = {}  # stream -> its first version in this archive
+    for event in read_events(data_file):
+        first.setdefault(event["stream_id"], event["version"])
+    wanted: dict[str, int] = {}  # stream -> the version before its first here, not in the log
+    for stream, version in first.items():
+        found = earlier_event(conn, stream, version) if version > 1 else None
+        if version > 1 and (found is None or found[0] != version - 1):
+            wanted[stream] = version - 1
+    heads: dict[str, tuple[int, bytes]] = {}
+    older = [s for s in archived_segments(conn) if s.end_position <= segment.first_position]
+    for archived in reversed(older):  # newest first: a stream's event before this archive is most likely there
+        if not wanted:
+            break
+        for event in read_events(verified_data_file(data_file.parent, archived)):
+            if wanted.get(event["stream_id"]) == event["version"]:
+                heads[event["stream_id"]] = (event["version"], event["hash"])
+                del wanted[event["stream_id"]]
+    return heads
 
 
 def _check_next_events(conn: psycopg.Connection, heads: dict[str, tuple[int, bytes]]) -> None:

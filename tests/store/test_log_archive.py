@@ -186,3 +186,26 @@ def test_the_archived_ranges_are_read_in_one_round_trip(store: EventStore, fresh
         conn.pgconn.untrace()
     sent = [line.split("\t") for line in trace.read_text().splitlines()]
     assert sum(1 for line in sent if line[0] == "F" and line[2] in ("Sync", "Query")) == 1, trace.read_text()
+
+
+def test_archives_restore_in_any_order_from_one_folder(store: EventStore, fresh_database_url: str,
+                                                       tmp_path: Path) -> None:
+    """A newer archive restored first chains its streams to the older archive beside it; without
+    that file, the restore names what it misses and writes nothing."""
+    before = _fill(store, fresh_database_url)
+    owner = as_owner(fresh_database_url)
+    export_segment(owner, "events_segment_2", tmp_path)
+    export_segment(owner, "events_segment_3", tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("events_segment_3.manifest.json", "events_segment_3.ndjson.gz"):
+        (elsewhere / name).write_bytes((tmp_path / name).read_bytes())
+    with pytest.raises(ArchiveError, match="events_segment_2 is archived in events_segment_2.manifest.json, which is not in"):
+        restore_segment(owner, elsewhere / "events_segment_3.manifest.json")
+    with psycopg.connect(fresh_database_url, row_factory=dict_row) as conn:
+        assert [s.table_name for s in archived_segments(conn)] == ["events_segment_2", "events_segment_3"]
+    restore_segment(owner, tmp_path / "events_segment_3.manifest.json")
+    restore_segment(owner, tmp_path / "events_segment_2.manifest.json")
+    assert _rows(fresh_database_url) == before
+    with psycopg.connect(fresh_database_url, row_factory=dict_row) as conn:
+        assert archived_segments(conn) == [] and verify_log(conn).ok
