@@ -7,6 +7,7 @@ aggregate's command method, whose events stay pending. Adding a command is one r
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -119,27 +120,34 @@ def decide(workspace: Lookups, command: c.Command, aggregate: WorkspaceAggregate
 
 def stream_id_of(command: Any) -> UUID:
     """The id of the stream a command changes. Raises DomainError unknown_command."""
-    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
-        if field in type(command).model_fields:
-            return getattr(command, field)
-    raise DomainError("unknown_command", f"{type(command).__name__} names no stream", field="command")
+    field = _stream_field(type(command))
+    if field is None:
+        raise DomainError("unknown_command", f"{type(command).__name__} names no stream", field="command")
+    return getattr(command, field)
 
 
 def stream_field_of(command: Any) -> str:
     """The name of the command's field that holds its stream id."""
-    for field in ("chain_id", "document_id", "agent_id", "stream_id"):
-        if field in type(command).model_fields:
-            return field
-    return "stream_id"
+    return _stream_field(type(command)) or "stream_id"
 
 
 def aggregate_class_of(command: Any) -> type[WorkspaceAggregate]:
     """The aggregate class a command is decided by."""
-    fields = type(command).model_fields
-    if "chain_id" in fields:
-        return Chain
-    if "document_id" in fields:
-        return Document
-    if "agent_id" in fields:
-        return Agent
+    return _aggregate_class(type(command))
+
+
+@cache
+def _stream_field(command_class: type) -> str | None:
+    """The field of a command class that names its stream, if any: looked up once per class."""
+    fields = command_class.model_fields
+    return next((f for f in ("chain_id", "document_id", "agent_id", "stream_id") if f in fields), None)
+
+
+@cache
+def _aggregate_class(command_class: type) -> type[WorkspaceAggregate]:
+    """The aggregate class of a command class, by the stream id field it has: looked up once per class."""
+    fields = command_class.model_fields
+    for field, aggregate_class in (("chain_id", Chain), ("document_id", Document), ("agent_id", Agent)):
+        if field in fields:
+            return aggregate_class
     return WorkspaceAggregate

@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, cast
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from domain.aggregate import WorkspaceEvent
 from domain.bounds import STORED_CONTEXT
 from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
@@ -118,6 +120,34 @@ def encoded_payload_from_state(state: bytes) -> dict[str, Any]:
     return EncodedPayload(value, text)
 
 
+# The envelope's fields, left out of the state (the serialiser takes a set).
+_ENVELOPE_FIELDS = frozenset(ENVELOPE)
+# The model_dump of each event class whose dump one serialiser call can give: the value is its
+# exclude_unset (the workspace events' model_dump leaves out the fields an event was not given).
+_PLAIN_DUMPS: dict[Any, bool] = {BaseModel.model_dump: False, WorkspaceEvent.model_dump: True}
+
+
+def _event_json(event: BaseModel) -> bytes:
+    """The event's state: its JSON dump without the envelope, as `model_dump(mode="json")` gives it.
+
+    One call of the model's own serialiser where its model_dump is a known one (no Python dict,
+    no second encoding); any other model_dump is honoured as it is.
+    """
+    exclude_unset = _PLAIN_DUMPS.get(type(event).model_dump)
+    if exclude_unset is None:
+        return _ENCODER.encode(event.model_dump(mode="json", exclude=set(ENVELOPE))).encode("utf-8")
+    return event.__pydantic_serializer__.to_json(event, exclude=_ENVELOPE_FIELDS, exclude_unset=exclude_unset)
+
+
+@lru_cache(maxsize=1024)
+def _may_carry_event_id(cls: type[BaseModel]) -> bool:
+    """Whether events of this pydantic class can have an `event_id`: a field, or the class has one.
+
+    Asked once per class: pydantic answers a missing attribute by raising, which costs a save more.
+    """
+    return "event_id" in cls.model_fields or hasattr(cls, "event_id") or cls.__getattr__ is not BaseModel.__getattr__
+
+
 def _id_text(originator_id: UUID | str) -> str:
     return str(originator_id)
 
@@ -144,13 +174,13 @@ class ChronicleMapper(Mapper[Any]):
 
     def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
         """A pydantic event as its JSON dump; any other as the library's transcoded state."""
-        event_id = getattr(domain_event, "event_id", None)
-        registered = None
+        registered, event_id = None, None
+        if not isinstance(domain_event, BaseModel) or _may_carry_event_id(type(domain_event)):
+            event_id = getattr(domain_event, "event_id", None)
         if isinstance(domain_event, BaseModel):
             name = self.registry.name_of(type(domain_event))
             topic = name or get_topic(type(domain_event))
-            state = domain_event.model_dump(mode="json", exclude=set(ENVELOPE))
-            data = _ENCODER.encode(state).encode("utf-8")
+            data = _event_json(domain_event)
             registered = domain_event if name else None
         else:
             stored = super().to_stored_event(domain_event)

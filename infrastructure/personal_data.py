@@ -109,16 +109,18 @@ class Keyring:
         if not found:
             return False
         subject, key_id, key = self._key_for_write(conn, stream_id, named, actor or ANONYMOUS_SUBJECT)
+        # What every value of this write shares: the key id as text and as associated data.
+        key_text, aad, event_bytes = str(key_id), key_id.bytes, event_id.bytes if event_id is not None else None
         for path, value in found:
             kind = "text" if isinstance(value, str) else "json"
             if key is None:
                 _put(payload, path, erased(kind))
                 continue
             plain = value.encode("utf-8") if kind == "text" else to_json(value)
-            nonce = _nonce(event_id, path)
+            nonce = _nonce_of(event_bytes, path)
             _put(payload, path, {
-                "cipher": CIPHER, "subject": subject, "key_id": str(key_id), "kind": kind,
-                "nonce": _b64(nonce), "ciphertext": _b64(key.encrypt(nonce, plain, key_id.bytes)),
+                "cipher": CIPHER, "subject": subject, "key_id": key_text, "kind": kind,
+                "nonce": _b64(nonce), "ciphertext": _b64(key.encrypt(nonce, plain, aad)),
             })
         return True
 
@@ -255,11 +257,17 @@ def _put(payload: dict[str, Any], path: Path, value: Any) -> None:
     node[path[-1]] = value
 
 
-def _nonce(event_id: UUID | None, path: Path) -> bytes:
-    """A nonce unique per (event, field): derived from the event id, else random."""
-    if event_id is None:
+def _nonce_of(event_bytes: bytes | None, path: Path) -> bytes:
+    """A nonce unique per (event, field): derived from the event id's bytes, else random."""
+    if event_bytes is None:
         return os.urandom(NONCE_BYTES)
-    return hashlib.sha256(event_id.bytes + ".".join(path).encode()).digest()[:NONCE_BYTES]
+    return hashlib.sha256(event_bytes + _path_bytes(path)).digest()[:NONCE_BYTES]
+
+
+@lru_cache(maxsize=1024)
+def _path_bytes(path: Path) -> bytes:
+    """A field's path as the nonce derivation spells it: dotted, UTF-8."""
+    return ".".join(path).encode()
 
 
 def _b64(data: bytes) -> str:
