@@ -284,14 +284,22 @@ def _older_archive_heads(conn: psycopg.Connection, segment: Segment, data_file: 
         if version > 1 and (found is None or found[0] != version - 1):
             wanted[stream] = version - 1
     heads: dict[str, tuple[int, bytes]] = {}
+    absent: list[str] = []  # older archives whose files are not in the folder
     older = [s for s in archived_segments(conn) if s.end_position <= segment.first_position]
     for archived in reversed(older):  # newest first: a stream's event before this archive is most likely there
         if not wanted:
             break
+        if not (data_file.parent / (archived.archive_name or "")).is_file():
+            absent.append(archived.archive_name or archived.table_name)
+            continue
         for event in read_events(verified_data_file(data_file.parent, archived)):
             if wanted.get(event["stream_id"]) == event["version"]:
                 heads[event["stream_id"]] = (event["version"], event["hash"])
                 del wanted[event["stream_id"]]
+    if wanted:
+        stream, version = next(iter(wanted.items()))
+        raise ArchiveError(f"stream {stream} version {version} is neither in the log nor in an older archive"
+                           f" in {data_file.parent}" + (f" (not there: {', '.join(absent)})" if absent else ""))
     return heads
 
 
