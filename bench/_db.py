@@ -112,6 +112,19 @@ END;
 $$"""
 
 
+def make_segments_for(url: str, count: int) -> None:
+    """Make the log's segments for the next `count` positions (and the planned ones ahead of them).
+
+    The workers' tick makes segments ahead of need as appends go; one bulk write outruns it.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        size, ahead = conn.execute("SELECT segment_size, segments_ahead FROM log_segment_plan").fetchone()
+        with conn.transaction():
+            conn.execute("UPDATE log_segment_plan SET segments_ahead = %s", (ahead + count // size + 1,))
+            conn.execute("SELECT ensure_log_segments()")
+            conn.execute("UPDATE log_segment_plan SET segments_ahead = %s", (ahead,))
+
+
 def write_log(url: str, count: int, seed: int = 1) -> int:
     """COPY about `count` events of a mixed workspace history into `events`; return how many.
 
@@ -124,6 +137,7 @@ def write_log(url: str, count: int, seed: int = 1) -> int:
 
     versions: dict[str, tuple[str, int]] = {}
     written = 0
+    make_segments_for(url, count)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("CREATE TEMP TABLE staged_events (ord bigserial, event_id uuid, stream_id text, stream_type text,"
                     " version bigint, type text, payload jsonb, metadata jsonb) ON COMMIT DROP")
