@@ -151,9 +151,9 @@ def _swap(conn, job: Job, old_partitions: int, batch_size: int, retry: RetryPoli
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock_key(name, k))
         _, _, position = run(conn, job, batch_size=batch_size, retry=retry)
         for table, shadow in job.names.items():
-            for statement in _indexes_added_meanwhile(conn, table, shadow):
+            builds, renames = _index_copies(conn, table, shadow)
+            for statement in builds:
                 conn.execute(statement)
-            renames = _index_names(conn, table, shadow)
             conn.execute(f'ALTER TABLE "{table}" RENAME TO "{table}__old"')
             conn.execute(f'ALTER TABLE "{shadow}" RENAME TO "{table}"')
             conn.execute(f'DROP TABLE "{table}__old"')
@@ -184,53 +184,38 @@ INDEX_COPIES = (
 )
 
 
-def _indexes_added_meanwhile(conn, table: str, shadow: str) -> list[str]:
-    """The statements that build on the shadow each valid live index it has no copy of.
-
-    An operator's `indexes add` while the rebuild ran built on the live table only; the swap
-    would drop it. Built here, in the swap's transaction, it keeps its name (_index_names).
-    """
-    copies: dict[tuple, int] = {}
-    for r in conn.execute(INDEX_COPIES, (shadow,)).fetchall():
-        key = (r["is_unique"], r["definition"], r["note"])
-        copies[key] = copies.get(key, 0) + 1
-    statements = []
-    for r in conn.execute(INDEX_COPIES, (table,)).fetchall():
-        key = (r["is_unique"], r["definition"], r["note"])
-        if copies.get(key):
-            copies[key] -= 1
-            continue
-        if not r["is_valid"]:  # a failed CONCURRENTLY build: `indexes add` builds it again
-            continue
-        passing = f"{shadow}__{r['oid']}"
-        unique = "UNIQUE " if r["is_unique"] else ""
-        statements.append(f'CREATE {unique}INDEX "{passing}" ON "{shadow}" {r["definition"]}')
-        if r["note"] is not None:
-            statements.append(f'COMMENT ON INDEX "{passing}" IS {sql.Literal(r["note"]).as_string(conn)}')
-    return statements
-
-
-def _index_names(conn, table: str, shadow: str) -> list[str]:
-    """The renames that give each of the shadow's indexes the name of the live index it copies.
+def _index_copies(conn, table: str, shadow: str) -> tuple[list[str], list[str]]:
+    """The statements that give the shadow every live index under its live name: the builds to run
+    before the live table is dropped, and the renames to run after (a renamed unique index renames
+    its constraint).
 
     LIKE and the deferred builds name the copies anew; the live names are what the read queries,
-    the operator's `indexes list` and `drop` (by their prefix) and the plans know. Run once the
-    live table is dropped; a renamed unique index renames its constraint. Copies are matched by
-    definition and comment, through a name of their own first so that no two renames collide.
+    the operator's `indexes list` and `drop` (by their prefix) and the plans know. Copies are
+    matched by definition and comment, and pass through a name of their own first so that no two
+    renames collide. A valid live index with no copy (an operator's `indexes add` while the
+    rebuild ran) is built on the shadow; an invalid one (a failed CONCURRENTLY build) is left to
+    `indexes add`, which builds it again.
     """
-    live: dict[tuple, list[str]] = {}
-    for r in conn.execute(INDEX_COPIES, (table,)).fetchall():
-        live.setdefault((r["is_unique"], r["definition"], r["note"]), []).append(r["name"])
-    first, then = [], []
+    copies: dict[tuple, list] = {}
     for r in conn.execute(INDEX_COPIES, (shadow,)).fetchall():
-        names = live.get((r["is_unique"], r["definition"], r["note"]))
-        if names and names[0] != r["name"]:
+        copies.setdefault((r["is_unique"], r["definition"], r["note"]), []).append(r)
+    builds, first, then = [], [], []
+    for r in conn.execute(INDEX_COPIES, (table,)).fetchall():
+        same = copies.get((r["is_unique"], r["definition"], r["note"]))
+        if same:
+            copy = same.pop(0)
+            if copy["name"] != r["name"]:
+                passing = f"{shadow}__{copy['oid']}"
+                first.append(f'ALTER INDEX "{copy["name"]}" RENAME TO "{passing}"')
+                then.append(f'ALTER INDEX "{passing}" RENAME TO "{r["name"]}"')
+        elif r["is_valid"]:
             passing = f"{shadow}__{r['oid']}"
-            first.append(f'ALTER INDEX "{r["name"]}" RENAME TO "{passing}"')
-            then.append(f'ALTER INDEX "{passing}" RENAME TO "{names.pop(0)}"')
-        elif names:
-            names.pop(0)
-    return first + then
+            builds.append(f'CREATE {"UNIQUE " if r["is_unique"] else ""}INDEX "{passing}" ON "{shadow}"'
+                          f' {r["definition"]}')
+            if r["note"] is not None:
+                builds.append(f'COMMENT ON INDEX "{passing}" IS {sql.Literal(r["note"]).as_string(conn)}')
+            then.append(f'ALTER INDEX "{passing}" RENAME TO "{r["name"]}"')
+    return builds, first + then
 
 
 def _abandon(conn, name: str, names: dict[str, str], rebuild_id: int | None, exc: BaseException,
