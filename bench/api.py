@@ -275,9 +275,11 @@ def bench_baseline(url: str, clients: int, commands: int) -> dict[str, float]:
     from infrastructure.db import create_pool
     from infrastructure.event_store import EventMetadata, EventStore, NewEvent
 
-    pool = create_pool(url, Settings(chronicle_pool_min_size=clients, chronicle_pool_max_size=clients + 2),
-                       name="bench-baseline")
-    store = EventStore(pool)
+    # One event per transaction, as the targets define it: no group commit (CHRONICLE_APPEND_GROUP_MAX=1).
+    settings = Settings(chronicle_pool_min_size=clients, chronicle_pool_max_size=clients + 2,
+                        chronicle_append_group_max=1)
+    pool = create_pool(url, settings, name="bench-baseline")
+    store = EventStore(pool, settings=settings)
     metadata = EventMetadata(actor_id="bench", actor_type="service")
     try:
         def make_client(index: int) -> Callable[[int], None]:

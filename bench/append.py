@@ -6,6 +6,8 @@ ordered read rate of `read_all` against a plain ordered SELECT. It creates its o
 (on DATABASE_URL's server, else 127.0.0.1:5432), migrates it, and drops it at the end.
 Target: at 8 writers, Chronicle at least 0.6 of the plain INSERT. The two alternate in short
 slices; the spread of the slices' ratios shows how much the shared machine moved meanwhile.
+Chronicle's concurrent one-event appends are written in groups (group commit); a further line
+shows the same appends each alone, as CHRONICLE_APPEND_GROUP_MAX=1 writes them.
 
     .venv/bin/python bench/append.py [--seconds 8] [--rounds 8] [--writers 1,8]
 """
@@ -265,8 +267,23 @@ def main() -> None:
                 spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
                 print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}"
                       f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
-            # The library recorder (the path of every domain command), at the largest writer count.
+            # The same appends, each its own statement and transaction (CHRONICLE_APPEND_GROUP_MAX=1):
+            # what group commit (infrastructure/append_groups.py) adds at the largest writer count.
             writers = max(writer_counts)
+            alone = EventStore(pool, registry, settings.model_copy(update={"chronicle_append_group_max": 1}))
+            versions = [0] * writers
+
+            def append_alone(writer: int, n: int) -> None:
+                alone.append(f"w{writers}-alone-{writer}", versions[writer], [NewEvent("document.updated", PAYLOAD)],
+                             METADATA)
+                versions[writer] += 1
+
+            rate, plain_rate, cpu, slices = bench_appends(alone, pool, writers, args.seconds, args.rounds, append_alone)
+            spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
+            print("the same, each append alone (no group commit):")
+            print(f"{writers:>8} {rate:>15,.0f} {plain_rate:>18,.0f} {rate / plain_rate:>6.2f}"
+                  f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
+            # The library recorder (the path of every domain command), at the largest writer count.
             command = recorder_append(url, settings, writers)
             try:
                 rate, plain_rate, cpu, slices = bench_appends(store, pool, writers, args.seconds, args.rounds, command)

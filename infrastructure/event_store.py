@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from domain.event_types import EventTypeRegistry
 from domain.event_types import registry as default_registry
 from infrastructure import store_types
+from infrastructure.append_groups import AppendGroups
 from infrastructure.config import Settings, get_settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
 from infrastructure.notifier import CommitNotifier
@@ -49,4 +50,7 @@ class EventStore(StoreAppends, StoreReads):
         self.after_append: list[Callable[[AppendResult], None]] = []
         # committed() wakes readers after each commit, one NOTIFY per burst of commits.
         self.notifier = CommitNotifier(pool, NOTIFY_CHANNEL)
+        # One-event appends of concurrent threads, written together (infrastructure/append_groups.py).
+        group_max = self.settings.chronicle_append_group_max
+        self.groups = AppendGroups(pool, group_max) if group_max > 1 else None
 

@@ -146,12 +146,12 @@ class ChronicleApplicationRecorder(_StreamRecorder, ApplicationRecorder):
         results: list[AppendResult] = []
         started = time.perf_counter()
         if len(appends) == 1 and tracking is None:
-            # One stream, nothing tracked: the append's one statement is its own transaction
-            # on an autocommit connection, as EventStore.append (no BEGIN and COMMIT round trips).
+            # One stream, nothing tracked: a transaction of its own, as EventStore.append (one
+            # statement on an autocommit connection, or with concurrent saves' appends in a group).
             stream_id, expected, events, stream_type = appends[0]
-            with library_errors(), store.pool.connection() as conn:
-                results.append(store.append_on(
-                    conn, stream_id, expected, events, metadata, stream_type=stream_type, log_name=self.log_name,
+            with library_errors():
+                results.append(store.commit_append(
+                    stream_id, expected, events, metadata, stream_type=stream_type, log_name=self.log_name,
                 ))
         else:
             with self.transaction() as conn:

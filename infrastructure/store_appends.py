@@ -8,23 +8,31 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Concatenate, NamedTuple, ParamSpec
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic_core import from_json, to_json
 
 from domain.event_types import EventTypeRegistry
 from domain.personal import personal_paths
-from infrastructure.config import Settings
 from infrastructure import metrics
-from infrastructure.append_statement import APPEND_SQL, ExpectedKind
+from infrastructure.append_checks import (
+    check_json,
+    describe,
+    expected_kind,
+    metadata_json,
+    unregistered_payload,
+)
+from infrastructure.append_groups import ALONE, AppendGroups
+from infrastructure.append_statement import APPEND_SQL, array_literal
+from infrastructure.config import Settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
 from infrastructure.log_keys import events_by_id
 from infrastructure.notifier import CommitNotifier
@@ -33,45 +41,16 @@ from infrastructure.store_types import (
     ANY,
     DEFAULT_LOG,
     IDLE,
-    JSON_NUL,
     LOG_NAME,
     MAX_METADATA_BYTES,
-    NO_STREAM,
     STREAM_ID,
     AppendResult,
-    EncodedPayload,
     EventMetadata,
     ExpectedVersion,
     NewEvent,
-    StreamExistence,
 )
 
 logger = logging.getLogger("infrastructure.event_store")
-_Args = ParamSpec("_Args")
-
-
-def _on_own_connection(
-    append_on: Callable[Concatenate[Any, psycopg.Connection, _Args], AppendResult],
-) -> Callable[Concatenate[Any, _Args], AppendResult]:
-    """The store's `append`: `append_on` on a pooled connection, as its own transaction.
-
-    One signature serves both: append's parameters are append_on's after the connection.
-    """
-
-    def append(self: StoreAppends, *args: _Args.args, **kwargs: _Args.kwargs) -> AppendResult:
-        """Append events to one stream, all or nothing, if it is at `expected_version`.
-
-        Raises ConcurrencyConflict on a version mismatch; a retry of stored event ids
-        returns the first append's result and writes nothing.
-        """
-        started = time.perf_counter()
-        with self.pool.connection() as conn:
-            result = append_on(self, conn, *args, **kwargs)
-        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
-        self.committed([result], kwargs.get("log_name", DEFAULT_LOG))  # type: ignore[arg-type]
-        return result
-
-    return append
 
 
 class StoreAppends:
@@ -83,6 +62,7 @@ class StoreAppends:
     accept_unregistered_types: bool
     after_append: list[Callable[[AppendResult], None]]
     notifier: CommitNotifier
+    groups: AppendGroups | None  # None: every append is a statement and a transaction of its own
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -110,8 +90,65 @@ class StoreAppends:
             for result in results:
                 try:
                     listener(result)
-                except Exception:  # noqa: BLE001 - a wake-up must never fail an append
+                except Exception:
                     logger.exception("after-append listener %r failed", listener)
+
+    def append(
+        self,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        events: Sequence[NewEvent],
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        *,
+        stream_type: str | None = None,
+        log_name: str = DEFAULT_LOG,
+    ) -> AppendResult:
+        """Append events to one stream, all or nothing, if it is at `expected_version`.
+
+        Raises ConcurrencyConflict on a version mismatch; a retry of stored event ids
+        returns the first append's result and writes nothing.
+        """
+        started = time.perf_counter()
+        result = self.commit_append(stream_id, expected_version, events, metadata,
+                                    stream_type=stream_type, log_name=log_name)
+        metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+        self.committed([result], log_name)
+        return result
+
+    def commit_append(
+        self,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        events: Sequence[NewEvent],
+        metadata: EventMetadata | Mapping[str, Any] | None = None,
+        *,
+        stream_type: str | None = None,
+        log_name: str = DEFAULT_LOG,
+    ) -> AppendResult:
+        """`append` in a transaction of its own, committed when this returns; the caller wakes readers.
+
+        One event at an expected version (or to a new stream) joins the appends other threads
+        make at the same moment, in one statement (infrastructure/append_groups.py).
+        """
+        if self.groups is not None and len(events) == 1 and expected_version is not ANY \
+                and self._groupable(events[0]):
+            prepared = self._prepare(None, stream_id, expected_version, events, metadata, stream_type, log_name)
+            outcome = self.groups.append(prepared.params)
+            if type(outcome) is tuple:
+                metrics.events_appended(prepared.stream_type).inc()
+                return AppendResult(stream_id, outcome[1], (outcome[0],), stream_type=prepared.stream_type)
+            with self.pool.connection() as conn:
+                if outcome == ALONE:
+                    return self._append_prepared(conn, prepared, expected_version)
+                return self._refusal(conn, prepared, expected_version)
+        with self.pool.connection() as conn:
+            return self.append_on(conn, stream_id, expected_version, events, metadata,
+                                  stream_type=stream_type, log_name=log_name)
+
+    def _groupable(self, event: NewEvent) -> bool:
+        """Whether an event may be written in a group: no personal field to encrypt on a connection first."""
+        event_type = self.registry.find(event.type)
+        return event_type is None or not personal_paths(event_type.model)
 
     def append_on(
         self,
@@ -129,6 +166,13 @@ class StoreAppends:
         The caller wakes readers and listeners with `committed` once its transaction commits.
         """
         prepared = self._prepare(conn, stream_id, expected_version, events, metadata, stream_type, log_name)
+        return self._append_prepared(conn, prepared, expected_version)
+
+    def _append_prepared(
+        self, conn: psycopg.Connection, prepared: _PreparedAppend, expected_version: ExpectedVersion
+    ) -> AppendResult:
+        """Run a validated append's statement on `conn`; find a retry, or refuse a conflict."""
+        stream_id = prepared.stream_id
         # On an autocommit connection the statement is its own transaction; inside a caller's
         # transaction any error aborts the whole transaction, so a retry must be found first.
         in_caller_transaction = not conn.autocommit or conn.pgconn.transaction_status != IDLE
@@ -152,8 +196,6 @@ class StoreAppends:
             )
         return self._refusal(conn, prepared, expected_version)
 
-    append = _on_own_connection(append_on)  # on a pooled connection, waking readers after commit
-
     def _refusal(
         self, conn: psycopg.Connection, prepared: _PreparedAppend, expected_version: ExpectedVersion
     ) -> AppendResult:
@@ -176,11 +218,11 @@ class StoreAppends:
                 field="stream_type",
             )
         metrics.CONFLICTS.inc()
-        raise ConcurrencyConflict(prepared.stream_id, _describe(expected_version), version or 0)
+        raise ConcurrencyConflict(prepared.stream_id, describe(expected_version), version or 0)
 
     def _prepare(
         self,
-        conn: psycopg.Connection,
+        conn: psycopg.Connection | None,  # None: the events hold no personal field (_groupable)
         stream_id: str,
         expected_version: ExpectedVersion,
         events: Sequence[NewEvent],
@@ -200,7 +242,7 @@ class StoreAppends:
             )
         if log_name != DEFAULT_LOG and not LOG_NAME.match(log_name):
             raise InvalidAppend(f"log name {log_name[:80]!r} is not valid", field="log_name")
-        kind, expected = _expected(expected_version)
+        kind, expected = expected_kind(expected_version)
         if not events:
             raise InvalidAppend("an append needs at least one event", field="events")
         limit = self.settings.chronicle_max_events_per_append
@@ -215,12 +257,12 @@ class StoreAppends:
         for index, event in enumerate(events):
             event_type = find(event.type)
             if event_type is None:
-                text, schema_version = _unregistered_payload(index, event, stream_type), 1
+                text, schema_version = unregistered_payload(index, event, stream_type), 1
             else:
                 stream_types.add(event_type.stream_type)
                 schema_version = event_type.schema_version
                 text = event_type.payload_json(event.payload, event.envelope)
-            _check_json(text, max_bytes, index)
+            check_json(text, max_bytes, index)
             if event_type is not None and personal_paths(event_type.model):
                 text = _concealed(conn, text, event_type.model, stream_id, metadata, event.event_id)
             if not isinstance(event.event_id, UUID):
@@ -237,16 +279,16 @@ class StoreAppends:
                     f"events of several stream types {sorted(stream_types)} in one stream", field="events.type"
                 )
             stream_type = stream_types.pop()
-        meta_text = _metadata_json(metadata)
-        _check_json(meta_text, MAX_METADATA_BYTES)
+        meta_text = metadata_json(metadata)
+        check_json(meta_text, MAX_METADATA_BYTES)
 
         if len(ids) == 1:
             events_params: tuple[Any, ...] = (ids[0], types[0], versions[0], payloads[0])
         else:
             # Array literals built here: psycopg's generic list adaptation costs more client CPU.
             events_params = (
-                _array_literal(map(str, ids)), _array_literal(types),
-                _array_literal(map(str, versions)), _array_literal(payloads),
+                array_literal(map(str, ids)), array_literal(types),
+                array_literal(map(str, versions)), array_literal(payloads),
             )
         params = (kind, stream_id, stream_type, expected, meta_text, log_name, *events_params)
         return _PreparedAppend(stream_id, stream_type, ids, types, payloads, APPEND_SQL[len(ids) == 1], params)
@@ -302,99 +344,9 @@ def _concealed(conn: psycopg.Connection, text: str, model: type[BaseModel], stre
     return to_json(payload).decode()
 
 
-def _unregistered_payload(index: int, event: NewEvent, stream_type: str | None) -> str:
-    """The JSON text of an event whose type has no registered model (a library topic)."""
-    if stream_type is None:
-        raise InvalidAppend(f"event {index} has an unregistered type: name the stream type", field="stream_type")
-    if not event.type or len(event.type) > 500:
-        raise InvalidAppend(f"event {index} type must be 1-500 characters", field=f"events.{index}.type")
-    payload = event.payload.model_dump(mode="json") if isinstance(event.payload, BaseModel) else event.payload
-    if not isinstance(payload, Mapping):
-        raise InvalidAppend(f"event {index} payload must be an object", field=f"events.{index}.payload")
-    if type(payload) is EncodedPayload:
-        return payload.text
-    try:
-        return json.dumps(dict(payload), separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidAppend(f"event {index} payload is not JSON: {exc}", field=f"events.{index}.payload") from None
-
-
-def _check_json(text: str, max_bytes: int, index: int | None = None) -> None:
-    """Refuse event `index`'s payload (or the metadata) if over `max_bytes` in UTF-8 or holding a NUL.
-
-    jsonb cannot store a NUL character. A character is at most 4 bytes in UTF-8, so only long
-    texts are encoded to be measured.
-    """
-    too_long = len(text) * 4 > max_bytes and len(text.encode()) > max_bytes
-    if too_long or _holds_nul(text):
-        what, field = ("metadata", "metadata") if index is None else (f"event {index} payload", f"events.{index}.payload")
-        problem = f"is larger than {max_bytes} bytes" if too_long else "holds a NUL character, which jsonb cannot store"
-        raise InvalidAppend(f"{what} {problem}", field=field)
-
-
-def _holds_nul(text: str) -> bool:
-    """Whether JSON text holds an escaped NUL character, which jsonb refuses.
-
-    The substring test is nearly free; the regex (which skips escaped backslashes) is not.
-    """
-    return "\\u0000" in text and JSON_NUL.search(text) is not None
-
-
-def _array_literal(items: Iterable[str]) -> str:
-    """A PostgreSQL array literal of quoted, escaped elements (never NULL).
-
-    Built here because it is several times cheaper than adapting a Python list per append.
-    """
-    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
-    return "{" + ",".join(quoted) + "}"
-
-
 def _stored(conn: psycopg.Connection, event_ids: list[UUID]) -> bool:
     """Whether any of these event ids is stored already (a retry, or a reused id)."""
     # Planned for each call (prepare=False): a plan cached while `events` was small would scan it.
     with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(f"SELECT EXISTS ({events_by_id('1', '= ANY(%s)')})", (event_ids,), prepare=False)
         return cur.fetchone()[0]
-
-
-def _expected(expected: ExpectedVersion) -> tuple[ExpectedKind, int | None]:
-    """Which claim of the append statement an expected version takes, and its parameter.
-
-    The parameter is None for any, 0 for no stream yet, N for version N.
-    """
-    if expected is ANY:
-        return "any", None
-    if expected is NO_STREAM:
-        return "no_stream", 0
-    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
-        raise InvalidAppend(
-            f"expected version must be a version >= 0, 'no stream' or 'any', not {expected!r}",
-            field="expected_version",
-        )
-    return ("version", expected) if expected else ("no_stream", 0)
-
-
-def _describe(expected: ExpectedVersion) -> object:
-    return expected.value if isinstance(expected, StreamExistence) else expected
-
-
-def _metadata_json(metadata: EventMetadata | Mapping[str, Any] | None) -> str:
-    """Metadata as compact JSON text, None fields left out.
-
-    Serialised by the model's pydantic-core serialiser, called directly: what model_dump_json
-    calls, at half its cost on the append path.
-    """
-    if metadata is None:
-        return "{}"
-    if isinstance(metadata, EventMetadata):
-        return EventMetadata.__pydantic_serializer__.to_json(metadata, exclude_none=True).decode()
-    try:
-        validated = EventMetadata.model_validate(dict(metadata))
-        return EventMetadata.__pydantic_serializer__.to_json(validated, exclude_none=True).decode()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ".".join(str(part) for part in first["loc"])
-        raise InvalidAppend(f"metadata field {name!r}: {first['msg']}", field=f"metadata.{name}") from None
-    except (TypeError, ValueError) as exc:
-        raise InvalidAppend(f"metadata is not valid: {exc}", field="metadata") from None
-
