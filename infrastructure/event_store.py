@@ -1,6 +1,7 @@
 """The PostgreSQL event store: optimistic appends to streams, and a gap-free global log.
 
-An append is one statement (infrastructure/append_statement.py) and one round trip; reads go
+An append is one statement (infrastructure/append_statement.py) and one round trip, or, made at
+the same moment as other threads' one-event appends, a share of one (append_groups.py); reads go
 through the SQL functions of schema/0001_event_store.sql. Payloads are validated against the
 typed-event registry before anything is written. The store's vocabulary is in
 infrastructure/store_types.py, its appends in store_appends.py, its reads in store_reads.py;
