@@ -163,8 +163,18 @@ def test_a_worker_killed_mid_rebuild_leaves_the_live_tables_and_the_next_rebuild
         assert old.state == "failed" and old.error == jobs.CRASHED
         # Listed once the safe position passes it: the killed worker's session may hold readers back
         # until the server notices it is gone, so this waits as long as the test's other waits.
-        failed = _until(lambda: _operator_events(clients["auditor"], "operator.projection_rebuild_failed"), 60,
-                        "the failure event")
+        try:
+            failed = _until(lambda: _operator_events(clients["auditor"], "operator.projection_rebuild_failed"), 60,
+                            "the failure event")
+        except AssertionError as timed_out:  # say which: never appended, or held back from readers (by whom)
+            with psycopg.connect(fresh_database_url, row_factory=psycopg.rows.dict_row) as conn:
+                state = {q: conn.execute(q).fetchall() for q in (
+                    "SELECT id, state, reported_at FROM projection_job ORDER BY id",
+                    "SELECT position, type FROM events WHERE stream_type = 'operator' ORDER BY position",
+                    "SELECT safe_position(), (SELECT max(position) FROM events) AS head",
+                    "SELECT l.held_position, a.pid, a.state, a.application_name, a.xact_start, left(a.query, 200) AS q"
+                    " FROM log_append_locks() l LEFT JOIN pg_stat_activity a ON a.pid = l.pid")}
+            raise AssertionError(f"{timed_out}: {state}") from None
         assert [e["payload"]["details"]["job_id"] for e in failed] == [job_id]
 
 
