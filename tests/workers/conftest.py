@@ -49,8 +49,11 @@ class WorkerProcess:
             self.proc.wait()
 
     def stop(self) -> None:
+        """Stop as `docker stop` does: SIGTERM to the main process only, which passes it on once to its
+        worker processes; they finish the messages they hold. (A SIGTERM to the whole group reaches a
+        worker process twice, and dramatiq takes the second as "exit now", mid-message.)"""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
