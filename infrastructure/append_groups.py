@@ -3,9 +3,10 @@ together in one statement and one transaction (append_batch, schema/0026).
 
 Under concurrent writers most of an append's server time is set-up per statement and per commit,
 not per event (docs/design.md, "Group commit"). A thread whose append may join a group queues
-it. If no group is being written, it leads: it takes the waiting appends (each stream once, at
-most `chronicle_append_group_max`), writes them, hands each caller its outcome, and goes on until
-its own append is written; then the oldest waiting caller leads. A caller alone is written with
+it. If fewer than LEADERS groups are being written, it leads: it takes the waiting appends (each
+stream once, at most `chronicle_append_group_max`), writes them, hands each caller its outcome,
+and goes on until its own append is written; then the oldest waiting caller that does not lead
+takes its place. A caller alone is written with
 append_event, as before. Each append stays all or nothing and is checked against its own
 expected version; when a group's statement fails (an event id already stored, a lost
 connection), none of it is written and every caller appends alone, so each gets its own answer.
