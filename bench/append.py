@@ -225,6 +225,13 @@ def bench_reads(store: EventStore, pool, page: int = 1000) -> tuple[float, float
     return chronicle_rate, plain_rate, total
 
 
+def _row(writers: int, rate: float, plain_rate: float, cpu: dict, slices: list[float]) -> str:
+    """One line of the appends table: rates, ratio, the slices' spread and the CPU per event."""
+    spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
+    return (f"{writers:>8} {rate:>15,.0f} {plain_rate:>18,.0f} {rate / plain_rate:>6.2f}"
+            f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
+
+
 def _cpu(costs: tuple[float, float | None]) -> str:
     client, server = costs
     return f"{client:.0f}+{server:.0f}" if server is not None else f"{client:.0f}+?"
@@ -264,9 +271,7 @@ def main() -> None:
             for writers in writer_counts:
                 chronicle_rate, plain_rate, cpu, slices = bench_appends(
                     store, pool, writers, args.seconds, args.rounds)
-                spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
-                print(f"{writers:>8} {chronicle_rate:>15,.0f} {plain_rate:>18,.0f} {chronicle_rate / plain_rate:>6.2f}"
-                      f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
+                print(_row(writers, chronicle_rate, plain_rate, cpu, slices))
             # The same appends, each its own statement and transaction (CHRONICLE_APPEND_GROUP_MAX=1):
             # what group commit (infrastructure/append_groups.py) adds at the largest writer count.
             writers = max(writer_counts)
@@ -279,20 +284,16 @@ def main() -> None:
                 versions[writer] += 1
 
             rate, plain_rate, cpu, slices = bench_appends(alone, pool, writers, args.seconds, args.rounds, append_alone)
-            spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
             print("the same, each append alone (no group commit):")
-            print(f"{writers:>8} {rate:>15,.0f} {plain_rate:>18,.0f} {rate / plain_rate:>6.2f}"
-                  f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
+            print(_row(writers, rate, plain_rate, cpu, slices))
             # The library recorder (the path of every domain command), at the largest writer count.
             command = recorder_append(url, settings, writers)
             try:
                 rate, plain_rate, cpu, slices = bench_appends(store, pool, writers, args.seconds, args.rounds, command)
             finally:
                 command.close()
-            spread = f"{slices[0]:.2f}/{statistics.median(slices):.2f}/{slices[-1]:.2f}"
             print("library recorder insert_events, one event per call (target ratio >= 0.6):")
-            print(f"{writers:>8} {rate:>15,.0f} {plain_rate:>18,.0f} {rate / plain_rate:>6.2f}"
-                  f" {spread:>22}   {_cpu(cpu['chronicle'])} | {_cpu(cpu['plain'])}")
+            print(_row(writers, rate, plain_rate, cpu, slices))
             chronicle_read, plain_read, total = bench_reads(store, pool)
             print(f"ordered reads of {total:,} events, pages of 1000:")
             print(f"  read_all {chronicle_read:,.0f} ev/s, plain ordered SELECT {plain_read:,.0f} ev/s,"

@@ -34,6 +34,8 @@ APPEND_GROUP_SQL = """
 # What became of a queued append, other than its (position, version) row.
 REFUSED = "refused"  # written with the others, but its claim failed: not at its version, or another type
 ALONE = "alone"  # the group's statement failed: nothing of it was written, append it on its own
+# Where append_event's parameters (append_statement.py) hold the stream id and the event id.
+_STREAM, _EVENT_ID = 1, 6
 # Groups written at once: while one waits for its commit to reach the disk, another is written.
 LEADERS = 2
 
@@ -98,8 +100,8 @@ class AppendGroups:
         streams: set[str] = set()
         with self._lock:
             for waiting in self._queue:
-                if waiting.params[1] not in streams:
-                    streams.add(waiting.params[1])
+                if waiting.params[_STREAM] not in streams:
+                    streams.add(waiting.params[_STREAM])
                     group.append(waiting)
                     if len(group) == self.max_size:
                         break
@@ -125,7 +127,7 @@ class AppendGroups:
             with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
                 if len(group) == 1:
                     rows = cur.execute(APPEND_SQL[True], group[0].params).fetchall()
-                    outcomes = {group[0].params[6]: rows[0]} if rows else {}
+                    outcomes = {group[0].params[_EVENT_ID]: rows[0]} if rows else {}
                 else:
                     columns = list(zip(*(w.params for w in group)))
                     params = [array_literal(map(str, column)) for column in columns]
@@ -137,5 +139,5 @@ class AppendGroups:
             logger.debug("a group of %d appends failed; each appends alone", len(group), exc_info=True)
         finally:  # even when interrupted: no member may wait for ever
             for waiting in group:
-                waiting.outcome = ALONE if outcomes is None else outcomes.get(waiting.params[6], REFUSED)
+                waiting.outcome = ALONE if outcomes is None else outcomes.get(waiting.params[_EVENT_ID], REFUSED)
                 waiting.wake.set()

@@ -161,8 +161,8 @@ def test_a_worker_killed_mid_rebuild_leaves_the_live_tables_and_the_next_rebuild
             assert conn.execute("SELECT to_regclass('document__rebuild') AS t").fetchone()["t"] is None
             old = jobs.get_job(conn, job_id)
         assert old.state == "failed" and old.error == jobs.CRASHED
-        # Listed once the safe position passes it: the killed worker's session may hold readers back
-        # until the server notices it is gone, so this waits as long as the test's other waits.
+        # Listed once the second worker reports it (after its own job ends) and the safe position
+        # passes it; it waits as long as the test's other waits.
         try:
             failed = _until(lambda: _operator_events(clients["auditor"], "operator.projection_rebuild_failed"), 60,
                             "the failure event")
