@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, routing
+from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -222,11 +222,8 @@ def build(app: FastAPI, routes: list[BaseRoute] | None = None) -> dict[str, Any]
     }}
     problem = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
     components.setdefault("schemas", {})["Problem"] = problem
-    for context in routing.iter_route_contexts(app.routes):
-        if not isinstance(context.original_route, APIRoute):
-            continue
-        route: Any = context  # an included route: its path has the router's prefix
-        if not route.include_in_schema:
+    for route in app.routes:  # flat: include_router copied each route, its path prefixed
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         for method in route.methods:
             op = schema["paths"].get(route.path_format, {}).get(method.lower())

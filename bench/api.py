@@ -5,10 +5,12 @@ The HTTP side runs `chronicle serve` as a subprocess; the direct side calls the 
 service from 16 threads in this process; the baseline is EventStore.append. The reads compare
 `GET /v1/documents/{id}` with a bare route in the same server process that runs only the same
 primary-key SELECT, with no key and no middleware (bench/_read_server.py, never shipped).
-Prints requests/s, p50 and p99 latency of each, and the ratios against their targets.
+The baseline, direct and HTTP commands alternate in `--rounds` slices; reads alternate likewise.
+Prints requests/s, p50 and p99 latency of each, the ratios against their targets, and the spread
+of the slices' ratios (how much the shared machine moved meanwhile).
 
     DATABASE_URL=postgresql://127.0.0.1:5432/postgres .venv/bin/python bench/api.py [--clients 16]
-        [--commands 150] [--reads 150] [--processes 0] [--parts baseline,direct,http,reads,long]
+        [--commands 150] [--rounds 3] [--reads 150] [--processes 0] [--parts baseline,direct,http,reads,long]
 
 It creates a scratch database on that server and drops it afterwards.
 """
@@ -16,27 +18,21 @@ It creates a scratch database on that server and drops it afterwards.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import psycopg
 from psycopg import conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench._http_load import Client, run_clients, serving
 # Documents carry personal fields: commands encrypt them under this key (the server inherits it).
 os.environ.setdefault("CHRONICLE_MASTER_KEY", "YmVuY2gtbWFzdGVyLWtleS0zMi1ieXRlcy1sb25nISE=")
 
@@ -45,115 +41,6 @@ def _with_dbname(url: str, name: str) -> str:
     params = conninfo.conninfo_to_dict(url)
     params["dbname"] = name
     return conninfo.make_conninfo(**params)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_clients(clients: int, commands: int, make_client: Callable[[int], Callable[[int], None]]) -> dict[str, float]:
-    """Run `clients` threads, each sending `commands` commands; the latencies and the rate."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients + 1)
-    errors: list[BaseException] = []
-
-    def worker(index: int) -> None:
-        try:
-            send = make_client(index)
-        except BaseException as exc:  # noqa: BLE001 - reported after the run, never a hang
-            errors.append(exc)
-            barrier.abort()
-            return
-        mine = []
-        try:
-            barrier.wait()
-            for i in range(commands):
-                start = time.perf_counter()
-                send(i)
-                mine.append(time.perf_counter() - start)
-        except BaseException as exc:  # noqa: BLE001 - reported after the run
-            errors.append(exc)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    try:
-        barrier.wait()
-    except threading.BrokenBarrierError:
-        for t in threads:
-            t.join()
-        raise errors[0] from None
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
-    latencies.sort()
-    return {
-        "commands": len(latencies),
-        "rate": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-    }
-
-
-@contextmanager
-def serving(command: list[str], url: str) -> Iterator[str]:
-    """Run a server command (it gets the port as its last argument); yield its base URL once ready."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env.update(DATABASE_URL=url, CHRONICLE_POOL_MAX_SIZE="20")
-    server = subprocess.Popen([*command, str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.1)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection with a bearer key: the standard library's client.
-
-    httpx costs about 1 ms of client CPU a request; on a 2-core machine that is CPU the server
-    does not get, so the clients here use http.client (about 0.2 ms).
-    """
-
-    def __init__(self, base: str, token: str) -> None:
-        host, port = base.removeprefix("http://").split(":")
-        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Send one request, read the answer; raise unless it is a 2xx."""
-        headers = dict(self.headers)
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        self.connection.request(method, path, body=data, headers=headers)
-        response = self.connection.getresponse()
-        content = response.read()
-        if not 200 <= response.status < 300:
-            raise RuntimeError(f"{method} {path}: {response.status} {content[:200]!r}")
-        return json.loads(content)
 
 
 def _key(url: str, role: str) -> str:
@@ -168,10 +55,12 @@ def _key(url: str, role: str) -> str:
         pool.close()
 
 
-def bench_http(url: str, clients: int, commands: int, processes: int) -> dict[str, float]:
+@contextmanager
+def http_commands(url: str, clients: int, processes: int) -> Iterator[Callable[[int], dict[str, float]]]:
     """Commands through `chronicle serve` with a writer key, one keep-alive connection per client.
 
-    `processes` 0 serves with the command's default (one per core).
+    Yields a slice runner: `run(commands)` sends that many per client, to new documents. The
+    server stays up between slices. `processes` 0 serves with the command's default (one per core).
     """
     token = _key(url, "writer")
     serve = [str(Path(sys.executable).parent / "chronicle"), "serve", "--processes", str(processes), "--port"]
@@ -186,7 +75,7 @@ def bench_http(url: str, clients: int, commands: int, processes: int) -> dict[st
 
             return send
 
-        return run_clients(clients, commands, make_client)
+        yield lambda commands: run_clients(clients, commands, make_client)
 
 
 def bench_reads(url: str, clients: int, reads: int, rounds: int = 3) -> tuple[dict[str, float], dict[str, float], list[float]]:
@@ -235,6 +124,12 @@ def bench_reads(url: str, clients: int, reads: int, rounds: int = 3) -> tuple[di
     return _merge(totals["chronicle"]), _merge(totals["bare"]), sorted(ratios)
 
 
+def _spread(runs: list[dict[str, float]], baselines: list[dict[str, float]]) -> str:
+    """min/median/max of each round's rate ratio."""
+    ratios = sorted(r["rate"] / b["rate"] for r, b in zip(runs, baselines))
+    return "/".join(f"{r:.2f}" for r in (ratios[0], statistics.median(ratios), ratios[-1]))
+
+
 def _merge(results: list[dict[str, float]]) -> dict[str, float]:
     """Slices of one measurement as one: the mean rate, the medians of their p50 and p99."""
     return {
@@ -245,8 +140,9 @@ def _merge(results: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
-    """The same commands through one Workspace service shared by the client threads."""
+@contextmanager
+def direct_commands(url: str, clients: int) -> Iterator[Callable[[int], dict[str, float]]]:
+    """The same commands through one Workspace service shared by the client threads (a slice runner)."""
     from domain import commands as c
     from service_layer.workspace import Workspace
 
@@ -264,13 +160,15 @@ def bench_direct(url: str, clients: int, commands: int) -> dict[str, float]:
 
             return send
 
-        return run_clients(clients, commands, make_client)
+        yield lambda commands: run_clients(clients, commands, make_client)
     finally:
         app.close()
 
 
-def bench_baseline(url: str, clients: int, commands: int) -> dict[str, float]:
-    """The targets' baseline: EventStore.append, one event per transaction, one stream per client."""
+@contextmanager
+def baseline_appends(url: str, clients: int) -> Iterator[Callable[[int], dict[str, float]]]:
+    """The targets' baseline: EventStore.append, one event per transaction, one stream per client
+    (a slice runner)."""
     from infrastructure.config import Settings
     from infrastructure.db import create_pool
     from infrastructure.event_store import EventMetadata, EventStore, NewEvent
@@ -295,7 +193,7 @@ def bench_baseline(url: str, clients: int, commands: int) -> dict[str, float]:
 
             return send
 
-        return run_clients(clients, commands, make_client)
+        yield lambda commands: run_clients(clients, commands, make_client)
     finally:
         pool.close()
 
@@ -337,7 +235,8 @@ PARTS = ("baseline", "direct", "http", "reads", "long")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--commands", type=int, default=150, help="commands per client")
+    parser.add_argument("--commands", type=int, default=150, help="commands per client in each slice")
+    parser.add_argument("--rounds", type=int, default=3, help="slices of each command part, alternating")
     parser.add_argument("--reads", type=int, default=150, help="reads per client in each of 3 slices")
     parser.add_argument("--processes", type=int, default=0, help="`chronicle serve --processes` (0: its default)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of " + ",".join(PARTS))
@@ -352,18 +251,24 @@ def main() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_dbname(admin, name)
     results: dict[str, dict[str, float]] = {}
+    slices: dict[str, list[dict[str, float]]] = {}
     try:
         from infrastructure.migrations import migrate
 
         migrate(url)
         import service_layer.operator_events  # noqa: F401 - registers the baseline's event type
 
-        if "baseline" in parts:
-            results["baseline"] = bench_baseline(url, args.clients, args.commands)
-        if "direct" in parts:
-            results["direct"] = bench_direct(url, args.clients, args.commands)
-        if "http" in parts:
-            results["HTTP"] = bench_http(url, args.clients, args.commands, args.processes)
+        # The command parts alternate in slices, so load from elsewhere hits them alike; each
+        # slice's ratio to the baseline's slice of the same round shows how much the machine moved.
+        makers = {"baseline": lambda: baseline_appends(url, args.clients),
+                  "direct": lambda: direct_commands(url, args.clients),
+                  "HTTP": lambda: http_commands(url, args.clients, args.processes)}
+        with ExitStack() as stack:
+            runners = {label: stack.enter_context(make()) for label, make in makers.items() if label.lower() in parts}
+            for _ in range(args.rounds):
+                for label, run in runners.items():
+                    slices.setdefault(label, []).append(run(args.commands))
+        results.update({label: _merge(runs) for label, runs in slices.items()})
         if "reads" in parts:
             results["GET doc"], results["GET bare"], read_slices = bench_reads(url, args.clients, args.reads)
         if "long" in parts:
@@ -372,17 +277,18 @@ def main() -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    print(f"{args.clients} concurrent clients, {args.commands} update commands each;"
+    print(f"{args.clients} concurrent clients, {args.commands} update commands each in {args.rounds} slices;"
           f" server processes: {args.processes or 'default'}")
     print(f"{'':10} {'requests/s':>12} {'p50 ms':>9} {'p99 ms':>9}")
     for label, r in results.items():
         print(f"{label:10} {r['rate']:12.0f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f}")
     baseline, direct, http = results.get("baseline"), results.get("direct"), results.get("HTTP")
     if baseline and direct:
-        print(f"direct / baseline: {direct['rate'] / baseline['rate']:.2f} (target >= 0.5)")
+        print(f"direct / baseline: {direct['rate'] / baseline['rate']:.2f} (target >= 0.5);"
+              f" slices {_spread(slices['direct'], slices['baseline'])}")
     if baseline and http:
         print(f"HTTP / baseline: {http['rate'] / baseline['rate']:.2f} (target >= 0.3), p99 {http['p99_ms']:.0f} ms"
-              " (target <= 50)")
+              f" (target <= 50); slices {_spread(slices['HTTP'], slices['baseline'])}")
     if "GET doc" in results:
         spread = "/".join(f"{r:.2f}" for r in read_slices)
         print(f"GET /v1/documents/{{id}} / bare route: {results['GET doc']['rate'] / results['GET bare']['rate']:.2f}"

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     # Retention: document versions older than this many days lose their bodies in the read model
     # (tagged versions and each document's latest keep theirs; the log keeps everything). Unset: off.
     chronicle_version_retention_days: float | None = Field(default=None, gt=0)
-    chronicle_log_format: str = Field(default="console", pattern="^(console|json)$")
+    # auto: aligned text on a terminal, JSON lines otherwise (a file, a pipe, journald, a container).
+    chronicle_log_format: str = Field(default="auto", pattern="^(auto|console|json)$")
     # Level of Chronicle's and libraries' logs (uvicorn's own loggers keep the CLI's --log-level).
     chronicle_log_level: str = Field(default="info", pattern="^(?i:debug|info|warning|error|critical)$")
 

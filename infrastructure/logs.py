@@ -39,8 +39,13 @@ def _drop_color_message(logger: Any, method: str, event: dict[str, Any]) -> dict
 
 
 def _renderer(log_format: str) -> list[Any]:
-    # Tracebacks never show local variables: they may hold keys and connection strings.
-    if log_format == "json":
+    """The last processors of a line: JSON (`json`, or `auto` when stderr is not a terminal) or text.
+
+    A collector reads JSON; only a person at a terminal wants the aligned text, which also costs
+    a request's line several times as much to render. Tracebacks never show local variables:
+    they may hold keys and connection strings.
+    """
+    if log_format == "json" or (log_format == "auto" and not sys.stderr.isatty()):
         tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         return [structlog.processors.ExceptionRenderer(tracebacks), structlog.processors.JSONRenderer()]
     return [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)]
