@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 from rich.table import Table
@@ -26,10 +27,13 @@ def _configure_logs(
     Only a command's data goes to stdout; notices, progress, logs and errors go to stderr.
     """
     from cli.output import configure_output
-    from infrastructure.logs import configure_logging
+    from infrastructure.logs import configure_logging, resolved_format
 
     settings = get_settings()
     configure_logging(settings)
+    # The processes a command starts log as it does: dramatiq's worker processes write to a pipe
+    # to this one, so on a terminal `auto` would make them JSON beside this process's text.
+    os.environ["CHRONICLE_LOG_FORMAT"] = resolved_format(settings.chronicle_log_format)
     configure_output(verbose, settings.chronicle_data_dir)
 
 

@@ -38,14 +38,20 @@ def _drop_color_message(logger: Any, method: str, event: dict[str, Any]) -> dict
     return event
 
 
-def _renderer(log_format: str) -> list[Any]:
-    """The last processors of a line: JSON (`json`, or `auto` when stderr is not a terminal) or text.
+def resolved_format(setting: str) -> str:
+    """The format lines are written in: `auto` is JSON unless stderr is a terminal.
 
     A collector reads JSON; only a person at a terminal wants the aligned text, which also costs
-    a request's line several times as much to render. Tracebacks never show local variables:
-    they may hold keys and connection strings.
+    a request's line several times as much to render.
     """
-    if log_format == "json" or (log_format == "auto" and not sys.stderr.isatty()):
+    if setting == "auto":
+        return "console" if sys.stderr.isatty() else "json"
+    return setting
+
+
+def _renderer(log_format: str) -> list[Any]:
+    # Tracebacks never show local variables: they may hold keys and connection strings.
+    if log_format == "json":
         tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         return [structlog.processors.ExceptionRenderer(tracebacks), structlog.processors.JSONRenderer()]
     return [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback)]
@@ -57,7 +63,7 @@ def configure_logging(settings: Settings | None = None, *, replace: bool = False
     `replace` removes every other root handler too (dramatiq's worker processes install their own).
     """
     settings = settings or get_settings()
-    log_format = settings.chronicle_log_format
+    log_format = resolved_format(settings.chronicle_log_format)
     level = settings.chronicle_log_level.upper()
     structlog.configure(
         processors=[

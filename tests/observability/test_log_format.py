@@ -74,3 +74,21 @@ def test_an_unknown_format_is_refused_by_name():
     env = {**os.environ, "CHRONICLE_LOG_FORMAT": "xml"}
     done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "chronicle_log_format" in done.stderr.lower()
+
+
+def test_a_command_hands_its_resolved_format_to_the_processes_it_starts(tmp_path):
+    # dramatiq's worker processes write to a pipe to `chronicle worker`: on a terminal they must
+    # still write text, so the command settles `auto` before it starts them.
+    script = ("import os; from cli.main import _configure_logs; _configure_logs(verbose=False); "
+              "print(os.environ['CHRONICLE_LOG_FORMAT'], file=open(os.environ['OUT'], 'w'))")
+    env = {k: v for k, v in os.environ.items() if k != "CHRONICLE_LOG_FORMAT"}
+    env.update(CHRONICLE_DATA_DIR=str(tmp_path / "data"), OUT=str(tmp_path / "format"))
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, timeout=60, check=True)
+    assert (tmp_path / "format").read_text().strip() == "json"
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, stderr=follower, timeout=60, check=True)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert (tmp_path / "format").read_text().strip() == "console"
