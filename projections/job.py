@@ -38,13 +38,10 @@ _CHECKPOINT_COLUMNS = (
     " coalesce(safe_position(), 0) AS safe FROM projection p JOIN projection_checkpoint c ON c.projection = p.name"
 )
 CHECKPOINTS = _CHECKPOINT_COLUMNS + " WHERE p.name = %s AND c.partition = ANY(%s)"
-# Try each wanted partition's transaction-level lock (a CTE with a volatile function runs once),
-# then read the checkpoints of those taken. One row with `locked` empty: none was free.
-LOCK_CHECKPOINTS = (
-    "WITH locked AS MATERIALIZED (SELECT coalesce(array_agg(k ORDER BY k), '{}') AS ks"
-    "   FROM unnest(%(wanted)s::int[]) k WHERE pg_try_advisory_xact_lock(%(key)s, k))"
-    " SELECT l.ks AS locked, r.* FROM locked l LEFT JOIN LATERAL (" + _CHECKPOINT_COLUMNS
-    + "   WHERE p.name = %(name)s AND c.partition = ANY(l.ks)) r ON true"
+# Try each wanted partition's transaction-level lock; `locked` lists those taken (empty: none was free).
+LOCK_PARTITIONS = (
+    "SELECT coalesce(array_agg(k ORDER BY k), '{}') AS locked"
+    " FROM unnest(%(wanted)s::int[]) k WHERE pg_try_advisory_xact_lock(%(key)s, k)"
 )
 
 
@@ -92,17 +89,15 @@ class Job:
         self.known.clear()
         self.applied = {}
 
-    def checkpoint(self, conn: psycopg.Connection, rows: list[dict] | None = None) -> tuple[int, int | None]:
+    def checkpoint(self, conn: psycopg.Connection) -> tuple[int, int | None]:
         """Load the checkpoints; return the lowest (where the next batch starts) and the safe position.
 
         Read under the partition locks: raises PartitionsChanged if a rebuild changed the count.
-        `rows`: the CHECKPOINTS query's rows for exactly the held partitions, if already read.
         """
         if self.rebuild_id is not None:
             return conn.execute("SELECT position FROM projection_rebuild WHERE id = %s",
                                 (self.rebuild_id,)).fetchone()["position"], None
-        if rows is None:
-            rows = conn.execute(CHECKPOINTS, (self.projector.name, list(self.held or ()))).fetchall()
+        rows = conn.execute(CHECKPOINTS, (self.projector.name, list(self.held or ()))).fetchall()
         if len(rows) != len(self.held or ()) or any(r["partitions"] != self.partitions for r in rows):
             raise PartitionsChanged(self.projector.name)
         self.positions = {r["partition"]: r["position"] for r in rows}
@@ -115,15 +110,17 @@ class Job:
         The run goes on with the partitions it got (PartitionsBusy: none). If another worker moved
         a checkpoint since this run's last batch, the stream states kept in memory are dropped.
         """
-        rows = conn.execute(LOCK_CHECKPOINTS, {"wanted": list(self.held), "key": projection_key(self.projector.name),
-                                               "name": self.projector.name}).fetchall()
-        locked = tuple(rows[0]["locked"])
+        locked = tuple(conn.execute(LOCK_PARTITIONS, {"wanted": list(self.held),
+                                                      "key": projection_key(self.projector.name)}).fetchone()["locked"])
         if not locked:
             raise PartitionsBusy(self.projector.name)
-        rows = [r for r in rows if r["partition"] is not None]
         before = {k: p for k, p in self.positions.items() if k in locked}
         self.held = locked
-        position, safe = self.checkpoint(conn, rows)
+        # The checkpoints in a statement of their own. Under READ COMMITTED a statement sees what
+        # committed before it began, and the worker that held a lock commits its batch just before
+        # the lock goes: read in the locking statement, a checkpoint could predate that commit, and
+        # its batch would be applied a second time.
+        position, safe = self.checkpoint(conn)
         if before and before != self.positions:
             self.forget()
         return position, safe
