@@ -144,6 +144,33 @@ def test_two_workers_race_for_one_partition(store, proj_pool):
     _full_rebuild_equals_live(proj_pool)
 
 
+def test_workers_racing_for_one_partition_apply_each_event_once(store, proj_pool):
+    """Each batch's commit frees the partition's lock to a worker already trying for it: that worker
+    must read the checkpoint the commit wrote, never the one before it (an effect applied twice)."""
+    faults.install(proj_pool)
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                for projector in PROJECTORS.values():
+                    catch_up(proj_pool, projector, 0, partitions=1, batch_size=1)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    append_history(store, History(17), [(i % 40, i % 7, i) for i in range(300)])
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert faults.applied_twice(proj_pool) == []
+
+
 def test_worker_sigkilled_at_random_points(proj_pool, fresh_database_url, settings, namespace):
     store = EventStore(proj_pool, REGISTRY, settings)
     worker = WorkerProcess(fresh_database_url, SHARED_REDIS, namespace)
