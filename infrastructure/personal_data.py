@@ -61,6 +61,10 @@ WRITE_CACHE_SIZE = 100_000
 _KEYS_FOR_READ = "SELECT key_id, wrapped_key FROM data_keys WHERE key_id = ANY(%s)"
 
 
+class WriteKeyUnknown(Exception):
+    """A personal write with no connection, for a subject whose key this process has not cached yet."""
+
+
 class MasterKeyMissing(StoreError):
     """Personal fields were to be stored or read, and CHRONICLE_MASTER_KEY is not set (503)."""
 
@@ -97,13 +101,14 @@ class Keyring:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def conceal(self, conn: psycopg.Connection, payload: dict[str, Any], paths: Sequence[Path], *,
+    def conceal(self, conn: psycopg.Connection | None, payload: dict[str, Any], paths: Sequence[Path], *,
                 stream_id: str, named: str | None, actor: str | None, event_id: UUID | None = None) -> bool:
         """Encrypt the payload's personal values in place; False if it holds none (nothing written).
 
         The subject is the one named, else the stream's first subject, else the actor. A forgotten
         subject's values are stored erased. The nonce is derived from the event id when given,
-        so a retried append stores the same text.
+        so a retried append stores the same text. Without a connection (`conn` None) only a
+        cached key serves, else WriteKeyUnknown.
         """
         found = [(path, value) for path, value in _values(payload, paths) if value is not None]
         if not found:
@@ -124,12 +129,14 @@ class Keyring:
             })
         return True
 
-    def _key_for_write(self, conn: psycopg.Connection, stream_id: str, named: str | None,
+    def _key_for_write(self, conn: psycopg.Connection | None, stream_id: str, named: str | None,
                        actor: str) -> tuple[str, UUID, AESGCM | None]:
         """The subject, key id and key (None: forgotten) personal values of this write use."""
         subject = named or self._first_subject.get(stream_id)
         if subject is not None and (subject, stream_id) in self._indexed and subject in self._write_keys:
             return (subject, *self._write_keys[subject])
+        if conn is None:
+            raise WriteKeyUnknown(stream_id)
         # Cache only what a committed statement wrote: on an autocommit connection, idle now.
         committed = conn.autocommit and conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         found = self._ask_key_for_write(conn, stream_id, named, actor)

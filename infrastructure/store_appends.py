@@ -36,7 +36,7 @@ from infrastructure.config import Settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused, InvalidAppend
 from infrastructure.log_keys import events_by_id
 from infrastructure.notifier import CommitNotifier
-from infrastructure.personal_data import keyring, subject_of
+from infrastructure.personal_data import WriteKeyUnknown, keyring, subject_of
 from infrastructure.store_types import (
     ANY,
     DEFAULT_LOG,
@@ -130,9 +130,8 @@ class StoreAppends:
         One event at an expected version (or to a new stream) joins the appends other threads
         make at the same moment, in one statement (infrastructure/append_groups.py).
         """
-        if self.groups is not None and len(events) == 1 and expected_version is not ANY \
-                and self._groupable(events[0]):
-            prepared = self._prepare(None, stream_id, expected_version, events, metadata, stream_type, log_name)
+        if self.groups is not None and len(events) == 1 and expected_version is not ANY:
+            prepared = self._prepare_for_group(stream_id, expected_version, events, metadata, stream_type, log_name)
             outcome = self.groups.append(prepared.params)
             if type(outcome) is tuple:
                 metrics.events_appended(prepared.stream_type).inc()
@@ -145,10 +144,20 @@ class StoreAppends:
             return self.append_on(conn, stream_id, expected_version, events, metadata,
                                   stream_type=stream_type, log_name=log_name)
 
-    def _groupable(self, event: NewEvent) -> bool:
-        """Whether an event may be written in a group: no personal field to encrypt on a connection first."""
-        event_type = self.registry.find(event.type)
-        return event_type is None or not personal_paths(event_type.model)
+    def _prepare_for_group(
+        self, stream_id: str, expected_version: ExpectedVersion, events: Sequence[NewEvent],
+        metadata: EventMetadata | Mapping[str, Any] | None, stream_type: str | None, log_name: str,
+    ) -> _PreparedAppend:
+        """`_prepare` with no connection held, so the append can wait for its group without one.
+
+        Personal fields are encrypted under a key this process has cached; the first write of a
+        stream or subject asks the database for it on a connection of its own, as alone.
+        """
+        try:
+            return self._prepare(None, stream_id, expected_version, events, metadata, stream_type, log_name)
+        except WriteKeyUnknown:
+            with self.pool.connection() as conn:
+                return self._prepare(conn, stream_id, expected_version, events, metadata, stream_type, log_name)
 
     def append_on(
         self,
@@ -222,7 +231,7 @@ class StoreAppends:
 
     def _prepare(
         self,
-        conn: psycopg.Connection | None,  # None: the events hold no personal field (_groupable)
+        conn: psycopg.Connection | None,  # None: personal fields only under cached keys (_prepare_for_group)
         stream_id: str,
         expected_version: ExpectedVersion,
         events: Sequence[NewEvent],
@@ -330,7 +339,7 @@ class _PreparedAppend(NamedTuple):
     params: tuple[Any, ...]
 
 
-def _concealed(conn: psycopg.Connection, text: str, model: type[BaseModel], stream_id: str,
+def _concealed(conn: psycopg.Connection | None, text: str, model: type[BaseModel], stream_id: str,
                metadata: Any, event_id: Any) -> str:
     """The payload text with its personal fields encrypted (infrastructure.personal_data).
 

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Annotated
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, Field
 
+from domain.personal import PERSONAL
 from infrastructure.append_groups import ALONE, REFUSED, AppendGroups, _Waiting
+from infrastructure.config import Settings
 from infrastructure.errors import ConcurrencyConflict, EventIdReused
 from infrastructure.event_store import NO_STREAM, EventStore, NewEvent
 from infrastructure.log_verify import verify_log
 from tests.conftest import as_app
-from tests.store.conftest import table_state
+from tests.store.conftest import note_registry, table_state
 from tests.support import run_threads
 
 WRITERS = 8
@@ -87,6 +92,43 @@ def test_appends_at_the_same_moment_share_one_statement(store: EventStore) -> No
     with psycopg.connect(store.pool.conninfo) as conn:
         report = verify_log(conn)
     assert report.ok and report.events == 16 * 20
+
+
+def test_personal_appends_join_groups_under_their_cached_keys(
+    fresh_pool: ConnectionPool, store_settings: Settings
+) -> None:
+    """Appends with a personal field are encrypted before they wait, so they share statements too:
+    a stream's first asks for its subject's key alone, the rest use the key the process cached.
+    Every value reads back as written, and the log holds only its ciphertext."""
+    registry = note_registry()
+
+    @registry.register("note.private")
+    class NotePrivate(BaseModel):
+        secret: Annotated[str | None, Field(**PERSONAL)] = None
+        n: int = 0
+
+    store = EventStore(fresh_pool, registry, store_settings)
+    barrier = threading.Barrier(16)
+
+    def writer(index: int) -> None:
+        for n in range(12):
+            if n % 4 == 0:
+                barrier.wait()
+            store.append(f"private-{index}", n or NO_STREAM,
+                         [NewEvent("note.private", {"secret": f"secret {index}/{n}", "n": n})],
+                         {"actor_id": f"user-{index % 3}", "actor_type": "user"})
+
+    run_threads([lambda i=i: writer(i) for i in range(16)])
+    assert store.groups.groups_written > 0 and store.groups.largest > 1
+    for index in range(16):
+        assert [e.payload["secret"] for e in store.read_stream(f"private-{index}")] == [
+            f"secret {index}/{n}" for n in range(12)]
+    with psycopg.connect(store.pool.conninfo) as conn:
+        sealed = conn.execute("SELECT count(*) FILTER (WHERE payload->'secret'->>'cipher' = 'AES-256-GCM'),"
+                              " count(*) FILTER (WHERE payload::text LIKE '%%secret %%') FROM events").fetchone()
+        report = verify_log(conn)
+    assert sealed == (16 * 12, 0)
+    assert report.ok and report.events == 16 * 12
 
 
 def test_a_group_writes_its_claims_and_refuses_a_stale_one(store: EventStore) -> None:
