@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from projections.catalog import PROJECTORS, get_projector
@@ -44,7 +45,10 @@ LAG_WINDOW = 2500
 # Per partition: the checkpoint, the head (the last committed position, not the safe position:
 # a log held back by an open append shows as lag that grows), and the partition's events in its
 # window (the LAG_WINDOW positions after its checkpoint, read through events_pkey) with the
-# oldest one's time. No statement counts the log past the windows.
+# oldest one's time. No statement counts the log past the windows. Its values are written in as
+# literals (status_statement): with no parameters, a connection plans it once and keeps the plan,
+# where with parameters PostgreSQL's choice between a generic and a per-call plan (1 ms of
+# planning) flipped with the log's size, and doubled a scrape from 100k to 1M events.
 STATUS_SQL = """
 SELECT c.partition, p.partitions, c.position AS checkpoint, h.head, c.updated_at,
        w.high, w.seen, w.oldest,
@@ -56,14 +60,14 @@ FROM projection_checkpoint c
 JOIN projection p ON p.name = c.projection
 CROSS JOIN (SELECT log_head() AS head) h
 CROSS JOIN LATERAL (
-    SELECT least(h.head, c.position + %(window)s) AS high, count(e.position) AS seen,
+    SELECT least(h.head, c.position + {window}) AS high, count(e.position) AS seen,
            min(e.recorded_at) AS oldest
     FROM events e
-    WHERE e.position > c.position AND e.position <= least(h.head, c.position + %(window)s)
-      AND e.stream_type = ANY(%(types)s)
+    WHERE e.position > c.position AND e.position <= least(h.head, c.position + {window})
+      AND e.stream_type = ANY({types}::text[])
       AND projection_partition(e.stream_id, p.partitions) = c.partition
 ) w
-WHERE c.projection = %(name)s
+WHERE c.projection = {name}
 ORDER BY c.partition
 """
 
@@ -82,9 +86,15 @@ def lag_of(row: dict) -> tuple[int, bool]:
     return round(row["seen"] * (head - checkpoint) / (high - checkpoint)), True
 
 
+def status_statement(name: str, stream_types: tuple[str, ...] | list[str]) -> sql.Composed:
+    """STATUS_SQL for one projection, its values as literals: a statement with no parameters."""
+    return sql.SQL(STATUS_SQL).format(
+        name=sql.Literal(name), types=sql.Literal(list(stream_types)), window=sql.Literal(LAG_WINDOW))
+
+
 def partition_rows(conn, name: str, stream_types: tuple[str, ...] | list[str]) -> list[dict]:
     """The STATUS_SQL rows of one projection's partitions (see lag_of and lag_seconds)."""
-    return conn.execute(STATUS_SQL, {"types": list(stream_types), "name": name, "window": LAG_WINDOW}).fetchall()
+    return conn.execute(status_statement(name, stream_types)).fetchall()
 
 
 def lag_seconds(row: dict) -> float:

@@ -22,7 +22,7 @@ from service_layer.read_queries import documents_sql, snapshots_sql
 from api.routes_reads import AGENT_COLUMNS, CHAIN_COLUMNS
 from infrastructure.eventsourcing_recorders import ChronicleApplicationRecorder
 from infrastructure.read_indexes import add_index, drop_index, list_indexes
-from projections.status import LAG_WINDOW, STATUS_SQL, lag_of, partition_rows
+from projections.status import LAG_WINDOW, lag_of, partition_rows, status_statement
 from tests.conftest import as_owner, migrated_database
 
 EVENTS = 50_000
@@ -343,8 +343,17 @@ def test_status_reads_a_window_not_the_log(seeded):
         assert near == (truth[0], False)
         assert far[1] and abs(far[0] - truth[1]) < truth[1] * 0.1, (far, truth)
         assert rows[1]["high"] == 10 + LAG_WINDOW
-        p = plan(conn, STATUS_SQL, {"types": ["document"], "name": "documents", "window": LAG_WINDOW})
+        p = plan(conn, status_statement("documents", ("document",)).as_string(conn), None)
         assert not [n for n in nodes(p) if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "events"], p
+        # No parameters: once prepared, the connection keeps one plan, whatever the log's size
+        # (a per-call plan costs a millisecond of planning, and the server's pick between the two
+        # flipped between 100k and 1M events).
+        for _ in range(12):
+            again = partition_rows(conn, "documents", ("document",))
+            assert [lag_of(r) for r in again] == [near, far]
+        kept = conn.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                            " WHERE statement LIKE '%%least(h.head, c.position + 2500)%%'").fetchall()
+        assert [(k["generic_plans"] > 0, k["custom_plans"]) for k in kept] == [(True, 0)]
     finally:
         conn.execute("DELETE FROM projection_checkpoint WHERE projection = 'documents'")
         conn.execute("DELETE FROM projection WHERE name = 'documents'")
