@@ -49,10 +49,13 @@ def test_an_idle_poll_runs_no_collection(store, proj_pool, collections: list[tup
 def test_a_batch_that_did_work_moves_what_it_left_alive_out_of_the_collectors_walks(
         store, proj_pool, collections: list[tuple], monkeypatch) -> None:
     monkeypatch.setitem(engine._frozen, "after_full", 10**12)  # no full collection due
+    counted: list[bool] = []
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: counted.append(True) or 0)
     _agents(store, 200)
     assert catch_up_all(proj_pool, PROJECTORS["agents"]).processed == 200
     assert ("freeze",) in collections
     assert not [c for c in collections if c[0] == "collect"]
+    assert counted == []  # far below the limit, the frozen set is not walked to count it
 
 
 def test_cyclic_garbage_is_collected_once_the_frozen_generation_has_doubled(store, proj_pool, monkeypatch) -> None:
