@@ -23,9 +23,9 @@ from tests.api.conftest import chronicle_env, free_port
 from tests.cli.conftest import CHRONICLE
 from tests.cli.test_newcomer import Up
 
-NOISE = re.compile(r'initdb|pg_ctl|\[pgserver\]|"logger": "pgserver"|PG_VERSION|HTTP Request:')
+NOISE = re.compile(r'initdb|pg_ctl|\[pgserver\]|"logger": ?"pgserver"|PG_VERSION|HTTP Request:')
 # A line of the embedded PostgreSQL's logger, as text (a terminal) or as JSON (a pipe, as here).
-PGSERVER_LINE = re.compile(r'\[pgserver\]|"logger": "pgserver"')
+PGSERVER_LINE = re.compile(r'\[pgserver\]|"logger": ?"pgserver"')
 
 
 @dataclass
