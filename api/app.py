@@ -215,5 +215,19 @@ def create_app_from_env() -> FastAPI:
     from infrastructure.logs import configure_logging
 
     configure_logging(get_settings(), replace=True)
-    spread = int(os.environ.get("CHRONICLE_API_PROCESSES") or 1) > 1
-    return create_app(broker=os.environ.get("CHRONICLE_API_BROKER") or None, serving=True, spread=spread)
+    processes = int(os.environ.get("CHRONICLE_API_PROCESSES") or 1)
+    return create_app(settings=process_settings(get_settings(), processes),
+                      broker=os.environ.get("CHRONICLE_API_BROKER") or None, serving=True, spread=processes > 1)
+
+
+def process_settings(settings: Settings, processes: int) -> Settings:
+    """The settings of one of `processes` server processes: the default append groups shared out.
+
+    Each process writes its own groups, so the server's groups in flight would grow with its
+    processes; more and smaller groups cost the database more per append (bench/api.py).
+    A CHRONICLE_APPEND_GROUPS that is set is each process's own.
+    """
+    if processes <= 1 or "chronicle_append_groups" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(
+        update={"chronicle_append_groups": max(1, settings.chronicle_append_groups // processes)})

@@ -3,7 +3,8 @@ together in one statement and one transaction (append_batch, schema/0026).
 
 Under concurrent writers most of an append's server time is set-up per statement and per commit,
 not per event (docs/design.md, "Group commit"). A thread whose append may join a group queues
-it. If fewer than LEADERS groups are being written, it leads: it takes the waiting appends (each
+it. If fewer than its `leaders` groups are being written (`chronicle_append_groups`, default
+LEADERS), it leads: it takes the waiting appends (each
 stream once, at most `chronicle_append_group_max`), writes them, hands each caller its outcome,
 and goes on until its own append is written; then the oldest waiting caller that does not lead
 takes its place. A caller alone is written with

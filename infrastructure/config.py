@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     chronicle_max_events_per_append: int = Field(default=1_000, ge=1)
     # Most one-event appends of concurrent callers written in one statement (1: each alone).
     chronicle_append_group_max: int = Field(default=64, ge=1, le=1_000)
+    # Groups a process writes at once: one is written while another waits for its commit.
+    # Several API processes of `chronicle serve` share the default out (at least one each).
+    chronicle_append_groups: int = Field(default=2, ge=1, le=64)
     # How long the API replays a stored Idempotency-Key response; older ones are pruned.
     chronicle_idempotency_retention_hours: float = Field(default=24.0, gt=0)
     # Workers: the Redis key prefix, the safety-net tick, dramatiq's idle poll cap, how long a

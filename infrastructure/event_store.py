@@ -53,5 +53,5 @@ class EventStore(StoreAppends, StoreReads):
         self.notifier = CommitNotifier(pool, NOTIFY_CHANNEL)
         # One-event appends of concurrent threads, written together (infrastructure/append_groups.py).
         group_max = self.settings.chronicle_append_group_max
-        self.groups = AppendGroups(pool, group_max) if group_max > 1 else None
+        self.groups = AppendGroups(pool, group_max, self.settings.chronicle_append_groups) if group_max > 1 else None
 

@@ -12,9 +12,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import infrastructure.logs
-from api.app import create_app, create_app_from_env
+from api.app import create_app, create_app_from_env, process_settings
 from api.connections import KEEP_ALIVE_REQUESTS, SpreadConnectionsMiddleware
-from infrastructure.config import get_settings
+from infrastructure.config import Settings, get_settings
+from infrastructure.event_store import EventStore
 
 
 def _closing(paths: list[str], **options: int) -> list[bool]:
@@ -67,3 +68,18 @@ def test_the_server_factory_spreads_only_among_several_processes(monkeypatch, pr
     finally:
         get_settings.cache_clear()
     assert any(m.cls is SpreadConnectionsMiddleware for m in app.user_middleware) is spread
+
+
+@pytest.mark.parametrize("processes, groups, expected", [(1, None, 2), (2, None, 1), (3, None, 1), (2, "4", 4)])
+def test_several_server_processes_share_out_the_append_groups(monkeypatch, processes, groups, expected) -> None:
+    """Each process writes its own groups of appends: among several, the default is shared out
+    (at least one each), so the server's groups in flight do not grow with its processes; a
+    CHRONICLE_APPEND_GROUPS that is set stays each process's own."""
+    if groups is None:
+        monkeypatch.delenv("CHRONICLE_APPEND_GROUPS", raising=False)
+    else:
+        monkeypatch.setenv("CHRONICLE_APPEND_GROUPS", groups)
+    settings = Settings()
+    assert process_settings(settings, processes).chronicle_append_groups == expected
+    store = EventStore(None, settings=process_settings(settings, processes))  # type: ignore[arg-type] - never connects
+    assert store.groups is not None and store.groups.max_leaders == expected
