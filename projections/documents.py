@@ -67,9 +67,14 @@ def _tag_row(s: StreamRows, e: Event, tag: str, version: int, created_position: 
 
 
 def _bury(s: StreamRows, e: Event, row: Row, tags: dict[str, Row]) -> None:
-    """Move a live document's rows into its tombstone."""
+    """Move a live document's rows into its tombstone, its tags in tag order.
+
+    A dict of tags is in the order they were set when a run kept them, in the table's heap order
+    when it loaded them: sorted, the tombstone is the same either way (and in a rebuild).
+    """
     s.set_one(TOMBSTONE.name, {
-        "document_id": s.stream_id, "state": {"document": row, "tags": list(tags.values())}, **e.shape(),
+        "document_id": s.stream_id, "state": {"document": row, "tags": [tags[t] for t in sorted(tags)]},
+        **e.shape(),
     })
     s.set_one(DOCUMENT.name, None)
     tags.clear()

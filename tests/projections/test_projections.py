@@ -191,3 +191,26 @@ def test_a_wakeup_with_another_partition_count_catches_up_every_partition(store,
     wrong = (partition_of(doc, 8) + 1) % 8
     catch_up(proj_pool, PROJECTORS["documents"], wrong, partitions=4, target=result.position, assumed=4)
     assert [r["document_id"] for r in dump_tables(proj_pool)["document"]] == [doc]
+
+
+def test_a_tombstone_is_the_same_whether_its_state_was_kept_or_loaded(store, proj_pool):
+    """A deleted document's tombstone lists its tags in tag order: the same after a catch-up that
+    loaded the document's rows from the read model (heap order, a moved tag last) as after a
+    rebuild that kept them in memory (the order the tags were first set)."""
+    doc = str(uuid.uuid4())
+    meta = {"actor_id": "u1", "actor_type": "user", "session_id": "s9"}
+    store.append(doc, NO_STREAM, [
+        NewEvent("document.created", {"namespace": "ns", "document_type": "t", "title": "a", "content": "x",
+                                      "body": None, "metadata": {}, "version": 1}),
+        NewEvent("document.updated", {"content": "y", "change_description": "c", "version": 2}),
+        NewEvent("document.tagged", {"tag": "b", "version": 1, "previous_version": None}),
+        NewEvent("document.tagged", {"tag": "a", "version": 1, "previous_version": None})], meta)
+    project_all(proj_pool)
+    store.append(doc, 4, [NewEvent("document.tagged", {"tag": "b", "version": 2, "previous_version": 1})], meta)
+    project_all(proj_pool)  # the moved tag's row is rewritten
+    store.append(doc, 5, [NewEvent("document.deleted", {"reason": "r"})], meta)
+    project_all(proj_pool)  # a new run: the document's rows are loaded, not kept
+    loaded = dump_tables(proj_pool)["document_tombstone"]
+    rebuild_all(proj_pool)  # one run: the rows are kept in memory from the first event on
+    assert dump_tables(proj_pool)["document_tombstone"] == loaded
+    assert [t["tag"] for t in loaded[0]["state"]["tags"]] == ["a", "b"]

@@ -25,7 +25,26 @@ from workers.wakeups import install_wakeups, redis_sender
 def _full_rebuild_equals_live(pool) -> None:
     live = dump_tables(pool)
     rebuild_all(pool)
-    assert dump_tables(pool) == live
+    rebuilt = dump_tables(pool)
+    assert rebuilt == live, _differences(live, rebuilt)
+
+
+def _differences(live: dict[str, list], rebuilt: dict[str, list]) -> str:
+    """Where the live and the rebuilt tables part, row by row, field path by field path (pytest
+    cuts a diff of nested rows short, and a failure after random kills is hard to repeat)."""
+    def paths(a, b, at: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [p for k in sorted(a.keys() | b.keys()) for p in paths(a.get(k), b.get(k), f"{at}.{k}")]
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return [p for i, (x, y) in enumerate(zip(a, b)) for p in paths(x, y, f"{at}[{i}]")]
+        return [] if a == b else [f"{at}: live {a!r} rebuilt {b!r}"]
+
+    lines = []
+    for table in live:
+        if live[table] != rebuilt[table]:
+            lines.append(f"{table}: {len(live[table])} live rows, {len(rebuilt[table])} rebuilt")
+            lines += paths(live[table], rebuilt[table], table)[:20]
+    return "\n".join(lines)
 
 
 def _at_head(pool) -> bool:
